@@ -1,0 +1,123 @@
+"""Applies committed log entries to the chat state, in order, and hands back results.
+
+The chat state changes only here, and only from committed entries: a node that
+proposes learns its own result the same way every other replica does, by
+applying the entry. A batch of entries is one SQLite transaction in a worker
+thread, so the event loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from chatnode import ops
+from chatnode.errors import Unavailable
+from chatnode.live import LiveHub
+from chatnode.state import ChatState, StoredMessage
+from coord.boundary import Coordinator, Entry, EntryKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Waiter:
+    term: int
+    future: asyncio.Future[ops.Result]
+
+
+class Applier:
+    """Owns the writer side of the chat state."""
+
+    def __init__(self, coordinator: Coordinator, state: ChatState, hub: LiveHub) -> None:
+        self._coord = coordinator
+        self._state = state
+        self._hub = hub
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
+        self._waiting: dict[int, _Waiter] = {}
+        self._applied = asyncio.Condition()
+        self.applied_index = state.applied_index
+
+    async def run(self) -> None:
+        """Apply committed entries until the coordinator stops streaming them."""
+        async for batch in self._coord.committed(self.applied_index):
+            await self._apply(batch)
+        self._fail_waiters("node is shutting down")
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+        self._state.close()
+
+    def submit(self, op: ops.Op) -> asyncio.Future[ops.Result]:
+        """Propose op; the future resolves with its Result once it is committed and applied."""
+        proposal = self._coord.propose(ops.encode(op))
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[proposal.index] = _Waiter(proposal.term, future)
+        return future
+
+    async def wait_applied(self, index: int) -> None:
+        async with self._applied:
+            await self._applied.wait_for(lambda: self.applied_index >= index)
+
+    def abandon_pending(self, reason: str) -> None:
+        """Leadership was lost: what this node proposed may never commit under its term."""
+        self._fail_waiters(reason)
+
+    async def _apply(self, batch: Sequence[Entry]) -> None:
+        decoded = [(entry.index, _decode(entry)) for entry in batch]
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._io, self._state.apply, decoded)
+        for entry, (_, op), result in zip(batch, decoded, results, strict=True):
+            self._resolve(entry, result)
+            if op is not None and result.ok:
+                self._notify_live(entry, op, result)
+        async with self._applied:
+            self.applied_index = batch[-1].index
+            self._applied.notify_all()
+
+    def _resolve(self, entry: Entry, result: ops.Result) -> None:
+        waiter = self._waiting.pop(entry.index, None)
+        if waiter is None or waiter.future.done():
+            return
+        if waiter.term == entry.term:
+            waiter.future.set_result(result)
+        else:
+            waiter.future.set_exception(Unavailable("leadership changed; retry"))
+
+    def _notify_live(self, entry: Entry, op: ops.Op, result: ops.Result) -> None:
+        match op:
+            case ops.SendMessage() if result.value["message_id"] == entry.index:
+                # A retried request answers with the first message's id: nothing new to deliver.
+                self._hub.deliver(
+                    StoredMessage(
+                        id=entry.index,
+                        sender=result.value["sender"],
+                        recipient=op.recipient,
+                        body=op.body,
+                        sent_at_ms=op.now_ms,
+                        read=False,
+                    )
+                )
+            case ops.Logout():
+                self._hub.close_session(op.token_hash)
+            case ops.DeleteAccount():
+                self._hub.close_user(result.value["username"])
+
+    def _fail_waiters(self, reason: str) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for waiter in waiting.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(Unavailable(reason))
+
+
+def _decode(entry: Entry) -> ops.Op | None:
+    if entry.kind is not EntryKind.OP:
+        return None
+    try:
+        return ops.decode(entry.payload)
+    except ops.MalformedOp:
+        log.error("entry %d holds an undecodable op; applying it as a no-op", entry.index)
+        return None

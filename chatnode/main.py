@@ -1,0 +1,149 @@
+"""The ``chatnode`` command: run one node of the cluster (API.md section 4).
+
+Every flag also reads an environment variable (``CHAT_NODE_ID``,
+``CHAT_CLUSTER``, ...) so systemd units can keep configuration in an env file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "chat"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def parse_cluster(text: str) -> dict[int, str]:
+    """``1=host:port,2=host:port`` -> {1: 'host:port', 2: 'host:port'}."""
+    members: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node_id, sep, address = item.partition("=")
+        host, colon, port = address.rpartition(":")
+        if not (
+            sep and node_id.isdigit() and int(node_id) > 0 and host and colon and port.isdigit()
+        ):
+            raise ValueError(f"bad cluster member {item!r}: expected ID=HOST:PORT with ID >= 1")
+        if int(node_id) in members:
+            raise ValueError(f"node id {node_id} appears twice in the cluster")
+        members[int(node_id)] = address
+    if not members:
+        raise ValueError("the cluster needs at least one member")
+    return members
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"CHAT_{name}", default)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="chatnode", description="Run one node of the replicated chat service.")
+    p.add_argument("--id", type=int, default=_env("NODE_ID"), help="this node's id (CHAT_NODE_ID)")
+    p.add_argument(
+        "--cluster",
+        default=_env("CLUSTER"),
+        help="all members: 1=HOST:PORT,2=HOST:PORT,... (CHAT_CLUSTER)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=_env("DATA_DIR"),
+        help=f"where this node keeps its data (CHAT_DATA_DIR; default {DEFAULT_DATA_DIR}/node-ID)",
+    )
+    p.add_argument(
+        "--listen",
+        default=_env("LISTEN", ""),
+        help="bind address if not the one in --cluster, e.g. 0.0.0.0:7001 (CHAT_LISTEN)",
+    )
+    p.add_argument("--lease-ms", type=int, default=_env("LEASE_MS", "1000"), help="(CHAT_LEASE_MS)")
+    p.add_argument(
+        "--heartbeat-ms", type=int, default=_env("HEARTBEAT_MS", "100"), help="(CHAT_HEARTBEAT_MS)"
+    )
+    p.add_argument(
+        "--min-insync",
+        type=int,
+        default=_env("MIN_INSYNC", "1"),
+        help="in-sync replicas needed to commit; > N/2 selects quorum mode (CHAT_MIN_INSYNC)",
+    )
+    p.add_argument("--tls-cert", default=_env("TLS_CERT"), help="PEM certificate (CHAT_TLS_CERT)")
+    p.add_argument("--tls-key", default=_env("TLS_KEY"), help="PEM private key (CHAT_TLS_KEY)")
+    p.add_argument(
+        "--tls-ca", default=_env("TLS_CA"), help="CA that signs clients and peers (CHAT_TLS_CA)"
+    )
+    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="(CHAT_LOG_LEVEL)")
+    return p
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.id is None or args.cluster is None:
+        parser.error("--id and --cluster are required (or CHAT_NODE_ID and CHAT_CLUSTER)")
+    try:
+        cluster = parse_cluster(args.cluster)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.id not in cluster:
+        parser.error(f"--id {args.id} is not a member of --cluster")
+    if not 1 <= args.min_insync <= len(cluster):
+        parser.error(f"--min-insync must be between 1 and {len(cluster)}")
+    if not 0 < args.heartbeat_ms < args.lease_ms:
+        parser.error("--heartbeat-ms must be positive and shorter than --lease-ms")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    tls = None
+    if args.tls_cert:
+        tls = TlsFiles(
+            Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca) if args.tls_ca else None
+        )
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s node-{args.id} %(levelname)s %(name)s: %(message)s",
+    )
+    return NodeConfig(
+        node_id=args.id,
+        cluster=cluster,
+        data_dir=Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR / f"node-{args.id}",
+        listen=args.listen,
+        lease_ms=args.lease_ms,
+        heartbeat_ms=args.heartbeat_ms,
+        min_insync=args.min_insync,
+        tls=tls,
+    )
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    node = ChatNode(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await node.start()
+    await stop.wait()
+    logging.getLogger(__name__).info("stopping: draining calls")
+    await node.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = config_from_args(argv)
+    try:
+        asyncio.run(serve(config))
+    except (ConfigError, OSError) as exc:
+        print(f"chatnode: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""The operations the chat state machine applies, and their wire form in the log.
+
+Everything that is not a pure function of the replicated state is decided by
+the leader *before* proposing and travels inside the op: the wall-clock time,
+password hashes, session-token hashes, whether the recipient is online. So every
+replica that applies the same entries computes the same state and the same
+replies, and a new leader answers a retried request exactly as the old one did.
+
+Ops are JSON objects (readable with ``sqlite3`` and ``jq`` when an operator
+inspects the log); bytes travel as hex.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAccount:
+    kind: ClassVar[str] = "create_account"
+    username: str
+    password_hash: str
+    request_id: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Login:
+    """Open a session. ``sealed_token`` is the token encrypted under a key only the
+    password derives (see :mod:`chatnode.passwords`), so a retried Login can be
+    answered with the same token while the database holds no usable token."""
+
+    kind: ClassVar[str] = "login"
+    username: str
+    account_id: int
+    token_hash: str
+    sealed_token: str
+    request_id: str
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Logout:
+    kind: ClassVar[str] = "logout"
+    token_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendMessage:
+    kind: ClassVar[str] = "send_message"
+    token_hash: str
+    recipient: str
+    body: str
+    request_id: str
+    now_ms: int
+    recipient_online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMessages:
+    """Return and mark read the oldest unread messages (a mutation: it sets read flags)."""
+
+    kind: ClassVar[str] = "read_messages"
+    token_hash: str
+    limit: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class MarkRead:
+    kind: ClassVar[str] = "mark_read"
+    token_hash: str
+    message_ids: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMessages:
+    kind: ClassVar[str] = "delete_messages"
+    token_hash: str
+    message_ids: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAccount:
+    """Delete the account the session belongs to, if it is still ``account_id``
+    (the leader checked the password against that account)."""
+
+    kind: ClassVar[str] = "delete_account"
+    token_hash: str
+    account_id: int
+
+
+Op = (
+    CreateAccount
+    | Login
+    | Logout
+    | SendMessage
+    | ReadMessages
+    | MarkRead
+    | DeleteMessages
+    | DeleteAccount
+)
+
+OP_TYPES: dict[str, type] = {
+    cls.kind: cls
+    for cls in (
+        CreateAccount,
+        Login,
+        Logout,
+        SendMessage,
+        ReadMessages,
+        MarkRead,
+        DeleteMessages,
+        DeleteAccount,
+    )
+}
+
+
+class MalformedOp(ValueError):
+    """A log payload that is not a known op: a bug or corruption, never user input."""
+
+
+def encode(op: Op) -> bytes:
+    return json.dumps({"op": op.kind, **asdict(op)}, separators=(",", ":")).encode()
+
+
+def decode(payload: bytes) -> Op:
+    try:
+        raw: dict[str, Any] = json.loads(payload)
+        cls = OP_TYPES[raw.pop("op")]
+        args = {f.name: raw[f.name] for f in fields(cls)}
+        if "message_ids" in args:
+            args["message_ids"] = tuple(args["message_ids"])
+    # AttributeError: the JSON is not an object; RecursionError: absurdly deep nesting.
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise MalformedOp(f"undecodable op payload: {exc}") from exc
+    return cls(**args)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What applying one op answered: a value, or an error code from API.md section 3.
+
+    ``code`` is the name of a gRPC status code ("ALREADY_EXISTS", ...) or "" on
+    success; ``value`` holds the reply fields as plain JSON-able data.
+    """
+
+    code: str = ""
+    message: str = ""
+    value: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.code
+
+    def to_json(self) -> str:
+        return json.dumps({"code": self.code, "message": self.message, "value": self.value})
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        raw = json.loads(text)
+        return cls(code=raw["code"], message=raw["message"], value=raw["value"])
+
+
+def error(code: str, message: str) -> Result:
+    return Result(code=code, message=message)

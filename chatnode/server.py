@@ -1,0 +1,144 @@
+"""One chat node: coordinator, chat state, applier and gRPC server wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from chatnode.applier import Applier
+from chatnode.live import LiveHub
+from chatnode.rpc import SERVICE, chat_handler
+from chatnode.service import ChatService, ReadPool
+from chatnode.state import ChatState
+from coord.boundary import Coordinator
+from coord.local import SingleReplica
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 4 << 20  # a 5 MB request is refused with RESOURCE_EXHAUSTED
+DRAIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    ca: Path | None = None  # when set, clients must present a certificate it signed
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: int
+    cluster: dict[int, str]
+    data_dir: Path
+    listen: str = ""
+    lease_ms: int = 1000
+    heartbeat_ms: int = 100
+    min_insync: int = 1
+    tls: TlsFiles | None = None
+
+    @property
+    def address(self) -> str:
+        return self.cluster[self.node_id]
+
+
+class ConfigError(ValueError):
+    """The node cannot start with this configuration (bad usage, exit status 2)."""
+
+
+def make_coordinator(config: NodeConfig) -> Coordinator:
+    if len(config.cluster) == 1:
+        return SingleReplica(config.node_id, config.address, config.data_dir)
+    raise ConfigError("clusters of more than one member need the replicated coordinator")
+
+
+class ChatNode:
+    """Starts and stops everything a node runs, in dependency order."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._coord = make_coordinator(config)
+        state = await asyncio.to_thread(ChatState, config.data_dir / "state.db")
+        self._hub = LiveHub()
+        self._applier = Applier(self._coord, state, self._hub)
+        self._reads = ReadPool(config.data_dir / "state.db")
+        await self._coord.start()
+        self._tasks = [
+            asyncio.create_task(self._applier.run(), name="applier"),
+            asyncio.create_task(self._follow_leadership(), name="leadership"),
+        ]
+        self._server = self._make_server(
+            ChatService(self._coord, self._applier, self._reads, self._hub)
+        )
+        await self._server.start()
+        log.info("node %d serving on %s", config.node_id, config.listen or config.address)
+
+    async def stop(self) -> None:
+        """Drain: refuse new calls, let in-flight ones finish, then release storage."""
+        await self._health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(DRAIN_SECONDS)
+        await self._coord.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._reads.close()
+        self._applier.close()
+
+    async def _follow_leadership(self) -> None:
+        """Tell subscribers about leader changes; fail proposals a lost leadership orphaned."""
+        async for view in self._coord.leader_changes():
+            self._hub.announce_leader(view)
+            leading = view is not None and view.leader_id == self.config.node_id
+            if not leading:
+                self._applier.abandon_pending("this node stopped leading; retry on the leader")
+            await self._health.set(
+                SERVICE.full_name,
+                health_pb2.HealthCheckResponse.SERVING
+                if leading
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+
+    def _make_server(self, service: ChatService) -> grpc.aio.Server:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
+        server.add_generic_rpc_handlers((chat_handler(service),))
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        listen = self.config.listen or self.config.address
+        if self.config.tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, _server_credentials(self.config.tls))
+        if port == 0:
+            raise ConfigError(f"cannot listen on {listen}")
+        return server
+
+
+def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    return grpc.ssl_server_credentials(
+        [(tls.key.read_bytes(), tls.cert.read_bytes())],
+        root_certificates=tls.ca.read_bytes() if tls.ca else None,
+        require_client_auth=tls.ca is not None,
+    )

@@ -1,0 +1,64 @@
+"""Input rules of API.md section 3, checked before anything is proposed."""
+
+from __future__ import annotations
+
+import re
+
+from chatnode.errors import InvalidArgument
+
+USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+PASSWORD_MIN_BYTES = 8
+PASSWORD_MAX_BYTES = 1024
+BODY_MAX_BYTES = 65_536
+PATTERN_MAX_CHARS = 256
+REQUEST_ID_MAX_CHARS = 128
+READ_LIMIT_DEFAULT = 10
+READ_LIMIT_MAX = 1000
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 1000
+IDS_MAX = 10_000
+
+
+def username(value: str, field: str = "username") -> str:
+    if not USERNAME_RE.fullmatch(value):
+        raise InvalidArgument(
+            f"{field} must be 1 to 32 characters of letters, digits, '_', '.' or '-'"
+        )
+    return value
+
+
+def password(value: str) -> str:
+    if not PASSWORD_MIN_BYTES <= len(value.encode()) <= PASSWORD_MAX_BYTES:
+        raise InvalidArgument(
+            f"password must be {PASSWORD_MIN_BYTES} to {PASSWORD_MAX_BYTES} bytes long"
+        )
+    return value
+
+
+def body(value: str) -> str:
+    if not 1 <= len(value.encode()) <= BODY_MAX_BYTES:
+        raise InvalidArgument(f"message body must be 1 to {BODY_MAX_BYTES} bytes of UTF-8")
+    return value
+
+
+def request_id(value: str) -> str:
+    if len(value) > REQUEST_ID_MAX_CHARS:
+        raise InvalidArgument(f"request_id must be at most {REQUEST_ID_MAX_CHARS} characters")
+    return value
+
+
+def pattern(value: str) -> str:
+    if len(value) > PATTERN_MAX_CHARS:
+        raise InvalidArgument(f"pattern must be at most {PATTERN_MAX_CHARS} characters")
+    return value
+
+
+def message_ids(values: list[int]) -> tuple[int, ...]:
+    if len(values) > IDS_MAX:
+        raise InvalidArgument(f"at most {IDS_MAX} message ids per call")
+    return tuple(values)
+
+
+def clamp(value: int, default: int, maximum: int) -> int:
+    """0 means 'use the default'; over the maximum is clamped, not an error."""
+    return min(value or default, maximum)

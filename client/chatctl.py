@@ -1,0 +1,107 @@
+"""``chatctl``: operate a cluster (API.md section 4). ``chatctl status`` prints the members."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from client.cli import Parser, add_cluster_flag, member_addresses
+from proto import chat_pb2 as pb
+from proto import chat_pb2_grpc
+
+STATUS_TIMEOUT_S = 1.0
+
+
+async def fetch_status(address: str) -> pb.ClusterStatus | None:
+    """One node's view of the cluster, or None when it does not answer in time."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        try:
+            return await stub.GetClusterStatus(
+                pb.GetClusterStatusRequest(), timeout=STATUS_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError:
+            return None
+
+
+async def cluster_views(addresses: Sequence[str]) -> dict[str, pb.ClusterStatus | None]:
+    views = await asyncio.gather(*(fetch_status(a) for a in addresses))
+    return dict(zip(addresses, views, strict=True))
+
+
+def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[dict[str, object]]:
+    """One row per member: its own answer, plus what the leader says of it (ISR, match)."""
+    leader = next((v for v in views.values() if v is not None and v.role == "leader"), None)
+    seen_by_leader = {m.address: m for m in leader.members} if leader else {}
+    rows = []
+    for address, view in views.items():
+        member = seen_by_leader.get(address)
+        row: dict[str, object] = {"address": address, "up": view is not None}
+        if view is not None:
+            row |= {
+                "id": view.node_id,
+                "role": view.role,
+                "term": view.term,
+                "leader": view.leader_id,
+                "commit": view.commit_index,
+                "epoch": view.config_epoch,
+            }
+        if member is not None and leader is not None:
+            row |= {
+                "in_sync": member.in_sync,
+                "match": member.match_index,
+                "lag": max(0, leader.commit_index - member.match_index),
+            }
+        rows.append(row)
+    return rows
+
+
+COLUMNS = ("id", "address", "role", "term", "leader", "commit", "epoch", "in_sync", "match", "lag")
+
+
+def render_table(rows: list[dict[str, object]]) -> str:
+    def cell(row: dict[str, object], column: str) -> str:
+        if column == "role" and not row["up"]:
+            return "DOWN"
+        value = row.get(column, "-")
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        return str(value)
+
+    table = [[c.upper().replace("_", "-") for c in COLUMNS]]
+    table += [[cell(row, c) for c in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in table
+    )
+
+
+def _parser() -> Parser:
+    parser = Parser(prog="chatctl", description="Operate a chat cluster.")
+    add_cluster_flag(parser)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    status = verbs.add_parser("status", help="print the members, roles, term, ISR and lag")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        addresses = member_addresses(args.cluster)
+    except ValueError as exc:
+        parser.error(str(exc))
+    rows = status_rows(asyncio.run(cluster_views(addresses)))
+    print(json.dumps(rows, indent=2) if args.json else render_table(rows))
+    if not any(row["up"] for row in rows):
+        print("chatctl: no member answered", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""What the chat layer sees of the coordinator, and nothing more.
+
+``chatnode`` proposes opaque payloads, applies the committed entries it is
+handed in log order, and asks for status. Whether one replica or many stand
+behind this boundary, and how they elect a leader, is invisible above it: that
+is what lets replication replace the single-replica log without touching
+``chatnode``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class EntryKind(enum.IntEnum):
+    """Log entry kinds as stored on disk (DESIGN.md section 3)."""
+
+    OP = 1
+    NOOP = 2
+    CONFIG = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. Only ``OP`` entries carry a payload for the state machine."""
+
+    index: int
+    term: int
+    kind: EntryKind
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """Where a proposal landed in the leader's log.
+
+    The entry is only *accepted* at this point; it counts once an entry with the
+    same index *and* term shows up in the committed stream. Any other term at
+    that index means leadership was lost and the proposal was discarded.
+    """
+
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderView:
+    """Who this node believes leads, as sent to clients in ``LeaderInfo``."""
+
+    leader_id: int
+    leader_address: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    id: int
+    address: str
+    role: str
+    in_sync: bool
+    match_index: int
+    reachable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A snapshot of this node's view of the cluster (``GetClusterStatus``)."""
+
+    node_id: int
+    role: str
+    term: int
+    leader_id: int
+    leader_address: str
+    commit_index: int
+    members: tuple[MemberStatus, ...]
+    config_epoch: int
+    min_insync: int
+    last_index: int = 0
+
+
+class NotLeader(Exception):
+    """This node cannot take the request; ``leader_address`` is the best hint, or ''."""
+
+    def __init__(self, leader_address: str = "", reason: str = "not the leader") -> None:
+        super().__init__(reason)
+        self.leader_address = leader_address
+
+
+class Coordinator(Protocol):
+    """The boundary of DESIGN.md section 1."""
+
+    async def start(self) -> None:
+        """Open storage, recover, and begin taking part in the cluster."""
+
+    async def stop(self) -> None:
+        """Hand over leadership if possible and release everything."""
+
+    def propose(self, payload: bytes) -> Proposal:
+        """Append payload to the leader's log; raises :class:`NotLeader` elsewhere.
+
+        Synchronous on purpose: the caller learns the index before any commit
+        can be delivered, so it can wait for its own result without a race.
+        """
+
+    def committed(self, after_index: int) -> AsyncIterator[list[Entry]]:
+        """Yield committed entries with index > after_index, in order, in batches, forever."""
+
+    async def read_barrier(self) -> int:
+        """Return the commit index a linearizable read must see applied.
+
+        Raises :class:`NotLeader` unless this node leads and holds its lease.
+        """
+
+    def leader_changes(self) -> AsyncIterator[LeaderView | None]:
+        """Yield the current leader view at once, then each change (None: no known leader)."""
+
+    def status(self) -> Status:
+        """This node's view of the cluster."""
+
+    def leader_address(self) -> str:
+        """The address of the leader this node knows, or '' when it knows none."""

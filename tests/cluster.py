@@ -1,0 +1,124 @@
+"""Real chatnode processes for multi-process tests: free loopback ports, bounded waits, kill on exit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from proto import chat_pb2 as pb
+from proto import chat_pb2_grpc
+
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class NodeProcess:
+    node_id: int
+    address: str
+    data_dir: Path
+    args: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chatnode.main", *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL and reap: the process gets no chance to flush or hand over anything."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class Cluster:
+    nodes: dict[int, NodeProcess] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> str:
+        return ",".join(f"{n.node_id}={n.address}" for n in self.nodes.values())
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes.values()]
+
+    def status(self, node_id: int, timeout: float = 1.0) -> pb.ClusterStatus | None:
+        with grpc.insecure_channel(self.nodes[node_id].address) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            try:
+                return stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=timeout)
+            except grpc.RpcError:
+                return None
+
+    def wait_for_leader(self, timeout: float = START_TIMEOUT_S) -> int:
+        """Block until some live node reports itself leader; return its id."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node_id, node in self.nodes.items():
+                if node.proc is None or node.proc.poll() is not None:
+                    continue
+                status = self.status(node_id)
+                if status is not None and status.role == "leader":
+                    return node_id
+            time.sleep(0.05)
+        logs = "\n".join(n.log_text()[-2000:] for n in self.nodes.values())
+        raise TimeoutError(f"no leader within {timeout}s; logs:\n{logs}")
+
+    def stop_all(self) -> None:
+        for node in self.nodes.values():
+            node.kill()
+
+
+@contextmanager
+def local_cluster(tmp_path: Path, size: int = 1, extra_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
+    """Start `size` nodes on free loopback ports; always kill them afterwards."""
+    cluster = Cluster()
+    members = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
+    spec = ",".join(f"{i}={a}" for i, a in members.items())
+    for node_id, address in members.items():
+        data_dir = tmp_path / f"node-{node_id}"
+        args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir), *extra_args]
+        cluster.nodes[node_id] = NodeProcess(node_id, address, data_dir, args, tmp_path / f"node-{node_id}.log")
+    try:
+        for node in cluster.nodes.values():
+            node.start()
+        cluster.wait_for_leader()
+        yield cluster
+    finally:
+        cluster.stop_all()
+
+
