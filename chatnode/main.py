@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tls-ca", default=_env("TLS_CA"), help="CA that signs clients and peers (CHAT_TLS_CA)"
     )
+    p.add_argument(
+        "--metrics-listen",
+        default=_env("METRICS_LISTEN", ""),
+        help="serve Prometheus metrics over HTTP at HOST:PORT (CHAT_METRICS_LISTEN; off if empty)",
+    )
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="(CHAT_LOG_LEVEL)")
     return p
 
@@ -120,6 +125,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         heartbeat_ms=args.heartbeat_ms,
         min_insync=args.min_insync,
         tls=tls,
+        metrics_listen=args.metrics_listen,
     )
 
 

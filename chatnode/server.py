@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -43,6 +44,7 @@ class NodeConfig:
     heartbeat_ms: int = 100
     min_insync: int = 1
     tls: TlsFiles | None = None
+    metrics_listen: str = ""
 
     @property
     def address(self) -> str:
@@ -85,6 +87,9 @@ class ChatNode:
             ChatService(self._coord, self._applier, self._reads, self._hub)
         )
         await self._server.start()
+        if config.metrics_listen:
+            host, _, port = config.metrics_listen.rpartition(":")
+            prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
         log.info("node %d serving on %s", config.node_id, config.listen or config.address)
 
     async def stop(self) -> None:

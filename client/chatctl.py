@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from client import bench
 from client.cli import Parser, add_cluster_flag, member_addresses
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
@@ -86,7 +88,29 @@ def _parser() -> Parser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     status = verbs.add_parser("status", help="print the members, roles, term, ISR and lag")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    bench = verbs.add_parser("bench", help="measure committed SendMessage/s and latency")
+    bench.add_argument(
+        "--nodes", type=int, default=1, help="size of the local cluster to start (default 1)"
+    )
+    bench.add_argument(
+        "--use-cluster", action="store_true", help="measure --cluster instead of a local one"
+    )
+    bench.add_argument("--clients", default="1,16", help="concurrency levels, comma-separated")
+    bench.add_argument("--messages", type=int, default=2000, help="messages per level")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _bench(args: argparse.Namespace, addresses: list[str]) -> None:
+    clients = [int(c) for c in args.clients.split(",")]
+    if args.use_cluster:
+        results = asyncio.run(bench.run_bench(addresses, clients, args.messages, {}))
+    else:
+        with bench.local_cluster(args.nodes) as nodes:
+            metrics = {n.address: n.metrics_url for n in nodes}
+            local = [n.address for n in nodes]
+            results = asyncio.run(bench.run_bench(local, clients, args.messages, metrics))
+    print(json.dumps(bench.as_dicts(results), indent=2) if args.json else bench.render(results))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -96,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         addresses = member_addresses(args.cluster)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.verb == "bench":
+        _bench(args, addresses)
+        return
     rows = status_rows(asyncio.run(cluster_views(addresses)))
     print(json.dumps(rows, indent=2) if args.json else render_table(rows))
     if not any(row["up"] for row in rows):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from coord.boundary import Entry, EntryKind
+from coord.metrics import LOG_ENTRIES, LOG_FSYNCS
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,8 @@ class LogStore:
                 "INSERT INTO log (idx, term, kind, payload) VALUES (?, ?, ?, ?)",
                 [(e.index, e.term, int(e.kind), e.payload) for e in entries],
             )
+        LOG_FSYNCS.inc()
+        LOG_ENTRIES.inc(len(entries))
 
     def compacted(self) -> tuple[int, int]:
         """(index, term) of the last entry dropped by compaction, (0, 0) if none."""

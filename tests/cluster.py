@@ -1,9 +1,8 @@
-"""Real chatnode processes for multi-process tests: free loopback ports, bounded waits, kill on exit."""
+"""Real chatnode processes for tests: free loopback ports, bounded waits, killed on exit."""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -104,7 +103,9 @@ class Cluster:
 
 
 @contextmanager
-def local_cluster(tmp_path: Path, size: int = 1, extra_args: tuple[str, ...] = ()) -> Iterator[Cluster]:
+def local_cluster(
+    tmp_path: Path, size: int = 1, extra_args: tuple[str, ...] = ()
+) -> Iterator[Cluster]:
     """Start `size` nodes on free loopback ports; always kill them afterwards."""
     cluster = Cluster()
     members = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
@@ -112,7 +113,9 @@ def local_cluster(tmp_path: Path, size: int = 1, extra_args: tuple[str, ...] = (
     for node_id, address in members.items():
         data_dir = tmp_path / f"node-{node_id}"
         args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir), *extra_args]
-        cluster.nodes[node_id] = NodeProcess(node_id, address, data_dir, args, tmp_path / f"node-{node_id}.log")
+        cluster.nodes[node_id] = NodeProcess(
+            node_id, address, data_dir, args, tmp_path / f"node-{node_id}.log"
+        )
     try:
         for node in cluster.nodes.values():
             node.start()
@@ -120,5 +123,3 @@ def local_cluster(tmp_path: Path, size: int = 1, extra_args: tuple[str, ...] = (
         yield cluster
     finally:
         cluster.stop_all()
-
-

@@ -18,7 +18,9 @@ PASSWORD = "correct horse"
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
-    config = NodeConfig(node_id=1, cluster={1: f"127.0.0.1:{free_port()}"}, data_dir=tmp_path / "n1")
+    config = NodeConfig(
+        node_id=1, cluster={1: f"127.0.0.1:{free_port()}"}, data_dir=tmp_path / "n1"
+    )
     chat_node = ChatNode(config)
     await chat_node.start()
     try:

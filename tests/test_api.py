@@ -37,7 +37,9 @@ async def test_create_login_logout(stub: Stub) -> None:
     assert reply.session_token and reply.unread_count == 0 and reply.last_message_id == 0
     auth = (("authorization", f"Bearer {reply.session_token}"),)
     await stub.Logout(pb.LogoutRequest(), metadata=auth)
-    await expect_error(stub.ListAccounts(pb.ListAccountsRequest(), metadata=auth), CODE.UNAUTHENTICATED)
+    await expect_error(
+        stub.ListAccounts(pb.ListAccountsRequest(), metadata=auth), CODE.UNAUTHENTICATED
+    )
 
 
 async def test_duplicate_username_is_already_exists(stub: Stub) -> None:
@@ -221,11 +223,15 @@ async def test_mark_read_and_delete_only_touch_own_messages(stub: Stub) -> None:
     ).message_id
     marked = await stub.MarkRead(pb.MarkReadRequest(message_ids=[to_bob, to_alice]), metadata=eve)
     assert marked.marked_count == 0
-    marked = await stub.MarkRead(pb.MarkReadRequest(message_ids=[to_bob, to_alice, 999]), metadata=bob)
+    marked = await stub.MarkRead(
+        pb.MarkReadRequest(message_ids=[to_bob, to_alice, 999]), metadata=bob
+    )
     assert marked.marked_count == 1
     again = await stub.MarkRead(pb.MarkReadRequest(message_ids=[to_bob]), metadata=bob)
     assert again.marked_count == 0
-    deleted = await stub.DeleteMessages(pb.DeleteMessagesRequest(message_ids=[to_bob]), metadata=eve)
+    deleted = await stub.DeleteMessages(
+        pb.DeleteMessagesRequest(message_ids=[to_bob]), metadata=eve
+    )
     assert deleted.deleted_count == 0
     # The sender may delete what it sent; the recipient what it received.
     deleted = await stub.DeleteMessages(
@@ -252,7 +258,9 @@ async def test_retried_send_returns_first_result_and_stores_once(stub: Stub) -> 
     request = pb.SendMessageRequest(recipient="bob", body="once", request_id="r-1")
     first, second = [await stub.SendMessage(request, metadata=alice) for _ in range(2)]
     assert first == second
-    concurrent = await asyncio.gather(*(stub.SendMessage(request, metadata=alice) for _ in range(5)))
+    concurrent = await asyncio.gather(
+        *(stub.SendMessage(request, metadata=alice) for _ in range(5))
+    )
     assert {r.message_id for r in concurrent} == {first.message_id}
     login = await stub.Login(pb.LoginRequest(username="bob", password=PASSWORD))
     assert login.unread_count == 1
@@ -288,13 +296,17 @@ async def test_retried_create_and_login(stub: Stub) -> None:
 async def test_delete_account_semantics(stub: Stub) -> None:
     alice = await signup(stub, "alice")
     bob = await signup(stub, "bob")
-    await stub.SendMessage(pb.SendMessageRequest(recipient="bob", body="from alice"), metadata=alice)
+    await stub.SendMessage(
+        pb.SendMessageRequest(recipient="bob", body="from alice"), metadata=alice
+    )
     await stub.SendMessage(pb.SendMessageRequest(recipient="alice", body="from bob"), metadata=bob)
     wrong = pb.DeleteAccountRequest(password="wrong password")
     await expect_error(stub.DeleteAccount(wrong, metadata=alice), CODE.UNAUTHENTICATED)
     await stub.DeleteAccount(pb.DeleteAccountRequest(password=PASSWORD), metadata=alice)
     # Its sessions are gone; its name is free; what it sent stays with bob.
-    await expect_error(stub.ListAccounts(pb.ListAccountsRequest(), metadata=alice), CODE.UNAUTHENTICATED)
+    await expect_error(
+        stub.ListAccounts(pb.ListAccountsRequest(), metadata=alice), CODE.UNAUTHENTICATED
+    )
     listed = await stub.ListAccounts(pb.ListAccountsRequest(), metadata=bob)
     assert list(listed.usernames) == ["bob"]
     kept = await stub.ReadMessages(pb.ReadMessagesRequest(), metadata=bob)
@@ -318,7 +330,11 @@ async def test_subscribe_replays_then_streams_live(stub: Stub, node: ChatNode) -
     alice = await signup(stub, "alice")
     bob = await signup(stub, "bob")
     old = [
-        (await stub.SendMessage(pb.SendMessageRequest(recipient="bob", body=f"old {i}"), metadata=alice)).message_id
+        (
+            await stub.SendMessage(
+                pb.SendMessageRequest(recipient="bob", body=f"old {i}"), metadata=alice
+            )
+        ).message_id
         for i in range(3)
     ]
     stream = stub.Subscribe(pb.SubscribeRequest(after_id=old[0]), metadata=bob)
@@ -327,7 +343,9 @@ async def test_subscribe_replays_then_streams_live(stub: Stub, node: ChatNode) -
     assert leader.leader.leader_id == 1 and leader.leader.leader_address == node.config.address
     replayed = [(await next_event(stream)).message.id for _ in range(2)]
     assert replayed == old[1:]
-    live = await stub.SendMessage(pb.SendMessageRequest(recipient="bob", body="live"), metadata=alice)
+    live = await stub.SendMessage(
+        pb.SendMessageRequest(recipient="bob", body="live"), metadata=alice
+    )
     assert live.recipient_online is True
     event = await next_event(stream)
     assert event.message.id == live.message_id and event.message.body == "live"
@@ -407,7 +425,9 @@ async def test_oversized_request_is_refused_and_node_survives(stub: Stub) -> Non
     alice = await signup(stub, "alice")
     huge = pb.SendMessageRequest(recipient="alice", body="x" * (5 * 1024 * 1024))
     await expect_error(stub.SendMessage(huge, metadata=alice), CODE.RESOURCE_EXHAUSTED)
-    ok = await stub.SendMessage(pb.SendMessageRequest(recipient="alice", body="fine"), metadata=alice)
+    ok = await stub.SendMessage(
+        pb.SendMessageRequest(recipient="alice", body="fine"), metadata=alice
+    )
     assert ok.message_id > 0
 
 

@@ -1,0 +1,561 @@
+"""The chat state machine: committed ops in, chat state (SQLite) and replies out.
+
+Every replica applies the same ops in the same order, so everything here is a
+pure function of the database and the op: no clock, no randomness, no Python
+state that grows with users or messages. The leader put whatever is not
+deterministic (time, hashes, presence) into the op before proposing it.
+
+Identifiers come from the log: a message's id and an account's id are the log
+index of the entry that created them, so they increase in commit order and a
+re-registered name gets a new account id.
+
+apply() checks only what the state itself needs to stay sound: field types,
+64-bit integers, text SQLite can store, a positive read limit. The input policy
+of API.md section 3 (username syntax, lengths) is the service's, checked before
+proposing; re-checking it here would make the result of an old log entry depend
+on which release replays it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, assert_never, get_type_hints
+
+import sqlite_utils
+
+from chatnode.ops import (
+    OP_TYPES,
+    CreateAccount,
+    DeleteAccount,
+    DeleteMessages,
+    Login,
+    Logout,
+    MarkRead,
+    Op,
+    ReadMessages,
+    Result,
+    SendMessage,
+    error,
+)
+
+RESULT_TTL_MS = 24 * 60 * 60 * 1000
+"""How long a reply stays stored for retries carrying the same request_id."""
+
+PRUNE_CHUNK = 64
+"""Expired replies removed per stored reply: more than one, so the table always shrinks back."""
+
+WRONG_CREDENTIALS = "wrong username or password"
+NO_SESSION = "unknown or logged-out session; log in again"
+ACCOUNT_CHANGED = "this session's account no longer exists"
+
+_INT64 = range(-(2**63), 2**63)
+_ABOVE_ALL_TEXT = b""
+"""SQLite sorts every BLOB after every TEXT value: an upper bound no username reaches."""
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    username: str
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    account_id: int
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    sender: str
+    recipient: str
+    body: str
+    sent_at_ms: int
+    read: bool
+
+
+# -- read queries, shared by the writer and the readers -----------------------
+
+_SESSION = """
+    SELECT sessions.account_id, accounts.username
+    FROM sessions JOIN accounts ON accounts.id = sessions.account_id
+    WHERE sessions.token_hash = ?
+"""
+_ACCOUNT = "SELECT id, username, password_hash FROM accounts WHERE username = ?"
+_STORED_RESULT = "SELECT result FROM request_results WHERE username = ? AND request_id = ?"
+_LIST_ACCOUNTS = """
+    SELECT username FROM accounts
+    WHERE username >= :low AND username < :high AND username != :after
+      AND username GLOB :pattern
+    ORDER BY username LIMIT :limit
+"""
+_MESSAGE_COLUMNS = "id, sender, recipient, body, sent_at_ms, read"
+_MESSAGES_AFTER = f"""
+    SELECT {_MESSAGE_COLUMNS} FROM messages
+    WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?
+"""
+_UNREAD_COUNT = "SELECT count(*) FROM messages WHERE recipient = ? AND read = 0"
+_LAST_MESSAGE_ID = "SELECT max(id) FROM messages WHERE recipient = ?"
+
+
+class _Queries:
+    """The read queries, over whichever connection the subclass opened."""
+
+    _db: sqlite3.Connection
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def session(self, token_hash: str) -> Session | None:
+        row = self._db.execute(_SESSION, (token_hash,)).fetchone()
+        return Session(*row) if row else None
+
+    def account(self, username: str) -> Account | None:
+        row = self._db.execute(_ACCOUNT, (username,)).fetchone()
+        return Account(*row) if row else None
+
+    def stored_result(self, username: str, request_id: str) -> Result | None:
+        """The reply stored for this request, whatever its age: apply() decides expiry
+        by the retry's own now_ms, and pruning only lags it."""
+        row = self._db.execute(_STORED_RESULT, (username, request_id)).fetchone()
+        return Result.from_json(row[0]) if row else None
+
+    def list_accounts(self, pattern: str, after: str, limit: int) -> list[str]:
+        """Usernames above ``after`` matching the shell wildcard ``pattern`` (empty: all).
+
+        The pattern's literal prefix narrows the index range, so a page costs the
+        names in that range, not every name after ``after``.
+        """
+        if limit <= 0:
+            return []
+        pattern = pattern or "*"
+        prefix = _literal_prefix(pattern)
+        params = {
+            "low": max(prefix, after),
+            "high": _above_prefix(prefix),
+            "after": after,
+            "pattern": pattern,
+            "limit": limit,
+        }
+        return [name for (name,) in self._db.execute(_LIST_ACCOUNTS, params)]
+
+    def messages_after(self, username: str, after_id: int, limit: int) -> list[StoredMessage]:
+        if limit <= 0:
+            return []
+        rows = self._db.execute(_MESSAGES_AFTER, (username, after_id, limit))
+        return [_message(row) for row in rows]
+
+    def unread_count(self, username: str) -> int:
+        return self._db.execute(_UNREAD_COUNT, (username,)).fetchone()[0]
+
+    def last_message_id(self, username: str) -> int:
+        """The newest message addressed to username (0 if none): Subscribe after it is live-only."""
+        return self._db.execute(_LAST_MESSAGE_ID, (username,)).fetchone()[0] or 0
+
+
+def _message(row: tuple[Any, ...]) -> StoredMessage:
+    id_, sender, recipient, body, sent_at_ms, read = row
+    return StoredMessage(id_, sender, recipient, body, sent_at_ms, bool(read))
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The part of a GLOB pattern before its first wildcard (GLOB has no escapes)."""
+    return re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+
+
+def _above_prefix(prefix: str) -> str | bytes:
+    """The least text above every string that starts with ``prefix``.
+
+    SQLite compares text as UTF-8 bytes, which is code point order: bump the
+    last code point, skipping the surrogates, which UTF-8 cannot hold.
+    """
+    while prefix:
+        last = ord(prefix[-1])
+        if last < sys.maxunicode:
+            return prefix[:-1] + chr(0xE000 if last + 1 == 0xD800 else last + 1)
+        prefix = prefix[:-1]
+    return _ABOVE_ALL_TEXT
+
+
+class ChatReader(_Queries):
+    """A read-only connection, for read queries from another thread while ChatState writes.
+
+    WAL lets readers run beside the writer. Open it once ChatState has created the
+    database. Use it from one thread at a time (any thread: pools hand it around).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+
+
+# -- the writer -----------------------------------------------------------------
+
+_APPLIED_INDEX = "SELECT value FROM meta WHERE key = 'applied_index'"
+_SET_APPLIED_INDEX = "UPDATE meta SET value = ? WHERE key = 'applied_index'"
+_INSERT_ACCOUNT = (
+    "INSERT INTO accounts (id, username, password_hash, created_ms) VALUES (?, ?, ?, ?)"
+)
+_INSERT_SESSION = (
+    "INSERT OR IGNORE INTO sessions (token_hash, account_id, created_ms) VALUES (?, ?, ?)"
+)
+_DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = ?"
+_INSERT_MESSAGE = """
+    INSERT INTO messages (id, sender_id, sender, recipient, body, sent_at_ms, read)
+    VALUES (?, ?, ?, ?, ?, ?, 0)
+"""
+_OLDEST_UNREAD = f"""
+    SELECT {_MESSAGE_COLUMNS} FROM messages
+    WHERE recipient = ? AND read = 0 ORDER BY id LIMIT ?
+"""
+_SET_READ = "UPDATE messages SET read = 1 WHERE id = ?"
+_MARK_READ = "UPDATE messages SET read = 1 WHERE id = ? AND recipient = ? AND read = 0"
+_DELETE_MESSAGE = "DELETE FROM messages WHERE id = ? AND (sender_id = ? OR recipient = ?)"
+_DELETE_MESSAGES_TO = "DELETE FROM messages WHERE recipient = ?"
+_DELETE_SESSIONS_OF = "DELETE FROM sessions WHERE account_id = ?"
+_DELETE_ACCOUNT = "DELETE FROM accounts WHERE id = ?"
+_UNEXPIRED_RESULT = (
+    "SELECT result FROM request_results WHERE username = ? AND request_id = ? AND created_ms > ?"
+)
+_STORE_RESULT = """
+    INSERT INTO request_results (username, request_id, created_ms, result) VALUES (?, ?, ?, ?)
+    ON CONFLICT (username, request_id)
+    DO UPDATE SET created_ms = excluded.created_ms, result = excluded.result
+"""
+_PRUNE_RESULTS = """
+    DELETE FROM request_results WHERE rowid IN (
+        SELECT rowid FROM request_results WHERE created_ms <= ?
+        ORDER BY created_ms, rowid LIMIT ?
+    )
+"""
+
+
+class ChatState(_Queries):
+    """The writer. Used from one thread at a time (the shell runs it in a worker thread)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        _create_schema(self._db)
+        self._applied_index: int = self._db.execute(_APPLIED_INDEX).fetchone()[0]
+
+    @property
+    def applied_index(self) -> int:
+        """The last log index applied; committed in the same transaction as its effects."""
+        return self._applied_index
+
+    def apply(self, entries: Sequence[tuple[int, Op | None]]) -> list[Result]:
+        """Apply a batch of committed entries in one transaction; one Result per entry.
+
+        ``(index, None)`` is a noop or config entry. Entries at or below
+        applied_index were applied before a crash and are skipped, so the shell
+        may replay the log from any point at or before applied_index.
+        """
+        results: list[Result] = []
+        applied = self._applied_index
+        self._db.execute("BEGIN IMMEDIATE")
+        with self._db:  # commits, or rolls the whole batch back on any exception
+            for index, op in entries:
+                if index <= applied:
+                    results.append(Result())
+                    continue
+                results.append(Result() if op is None else self._apply_op(index, op))
+                applied = index
+            self._db.execute(_SET_APPLIED_INDEX, (applied,))
+        self._applied_index = applied
+        return results
+
+    def _apply_op(self, index: int, op: Op) -> Result:
+        problem = _malformed(op)
+        if problem:
+            return error("INVALID_ARGUMENT", problem)
+        match op:
+            case CreateAccount():
+                return self._once(
+                    op.username, op.request_id, op.now_ms, lambda: self._create_account(index, op)
+                )
+            case Login():
+                return self._once(op.username, op.request_id, op.now_ms, lambda: self._login(op))
+            case Logout():
+                self._db.execute(_DELETE_SESSION, (op.token_hash,))
+                return Result()
+            case _:
+                session = self.session(op.token_hash)
+                if session is None:
+                    return error("UNAUTHENTICATED", NO_SESSION)
+                return self._authenticated(index, session, op)
+
+    def _authenticated(
+        self,
+        index: int,
+        session: Session,
+        op: SendMessage | ReadMessages | MarkRead | DeleteMessages | DeleteAccount,
+    ) -> Result:
+        match op:
+            case SendMessage():
+                return self._once(
+                    session.username,
+                    op.request_id,
+                    op.now_ms,
+                    lambda: self._send_message(index, session, op),
+                )
+            case ReadMessages():
+                return self._read_messages(session, op)
+            case MarkRead():
+                return self._mark_read(session, op)
+            case DeleteMessages():
+                return self._delete_messages(session, op)
+            case DeleteAccount():
+                return self._delete_account(session, op)
+            case _:
+                assert_never(op)
+
+    # -- exactly once ------------------------------------------------------------
+
+    def _once(
+        self, username: str, request_id: str, now_ms: int, run: Callable[[], Result]
+    ) -> Result:
+        """Answer a retry with the stored first reply; otherwise run and store the reply.
+
+        Expiry is judged by the op's own now_ms, so it does not depend on how far
+        pruning has got; pruning just keeps the table to about a day of requests.
+        """
+        if not request_id:
+            return run()
+        cutoff = now_ms - RESULT_TTL_MS
+        row = self._db.execute(_UNEXPIRED_RESULT, (username, request_id, cutoff)).fetchone()
+        if row:
+            return Result.from_json(row[0])
+        result = run()
+        self._db.execute(_STORE_RESULT, (username, request_id, now_ms, result.to_json()))
+        self._db.execute(_PRUNE_RESULTS, (cutoff, PRUNE_CHUNK))
+        return result
+
+    # -- one method per op ----------------------------------------------------------
+
+    def _create_account(self, index: int, op: CreateAccount) -> Result:
+        if self.account(op.username) is not None:
+            return error("ALREADY_EXISTS", f"username {op.username!r} is taken")
+        self._db.execute(_INSERT_ACCOUNT, (index, op.username, op.password_hash, op.now_ms))
+        return Result()
+
+    def _login(self, op: Login) -> Result:
+        """The leader checked the password against account_id; it must still be this name's."""
+        account = self.account(op.username)
+        if account is None or account.id != op.account_id:
+            return error("UNAUTHENTICATED", WRONG_CREDENTIALS)
+        inserted = self._db.execute(_INSERT_SESSION, (op.token_hash, account.id, op.now_ms))
+        if inserted.rowcount == 0:
+            return error("INVALID_ARGUMENT", "session token hash is already in use")
+        return Result(
+            value={
+                "sealed_token": op.sealed_token,
+                "unread_count": self.unread_count(op.username),
+                "last_message_id": self.last_message_id(op.username),
+            }
+        )
+
+    def _send_message(self, index: int, session: Session, op: SendMessage) -> Result:
+        if self.account(op.recipient) is None:
+            return error("NOT_FOUND", f"no user named {op.recipient!r}")
+        self._db.execute(
+            _INSERT_MESSAGE,
+            (index, session.account_id, session.username, op.recipient, op.body, op.now_ms),
+        )
+        return Result(
+            value={
+                "message_id": index,
+                "recipient_online": op.recipient_online,
+                "sender": session.username,
+            }
+        )
+
+    def _read_messages(self, session: Session, op: ReadMessages) -> Result:
+        """The oldest unread, up to limit, stopping before max_bytes of bodies unless
+        that would return nothing: the reply must fit in one gRPC message."""
+        taken: list[StoredMessage] = []
+        total_bytes = 0
+        with closing(self._db.execute(_OLDEST_UNREAD, (session.username, op.limit))) as rows:
+            for row in rows:
+                message = _message(row)
+                size = len(message.body.encode())
+                if taken and total_bytes + size > op.max_bytes:
+                    break
+                taken.append(message)
+                total_bytes += size
+        self._db.executemany(_SET_READ, ((message.id,) for message in taken))
+        return Result(
+            value={
+                "messages": [asdict(message) | {"read": True} for message in taken],
+                "remaining_unread": self.unread_count(session.username),
+            }
+        )
+
+    def _mark_read(self, session: Session, op: MarkRead) -> Result:
+        marked = self._db.executemany(
+            _MARK_READ, ((message_id, session.username) for message_id in op.message_ids)
+        )
+        return Result(value={"marked_count": marked.rowcount})
+
+    def _delete_messages(self, session: Session, op: DeleteMessages) -> Result:
+        """Sender rights go by account id: a re-registered name must not delete the
+        messages its previous owner sent."""
+        deleted = self._db.executemany(
+            _DELETE_MESSAGE,
+            ((message_id, session.account_id, session.username) for message_id in op.message_ids),
+        )
+        return Result(value={"deleted_count": deleted.rowcount})
+
+    def _delete_account(self, session: Session, op: DeleteAccount) -> Result:
+        if session.account_id != op.account_id:
+            return error("UNAUTHENTICATED", ACCOUNT_CHANGED)
+        self._db.execute(_DELETE_MESSAGES_TO, (session.username,))
+        self._db.execute(_DELETE_SESSIONS_OF, (session.account_id,))
+        self._db.execute(_DELETE_ACCOUNT, (session.account_id,))
+        return Result(value={"username": session.username})
+
+
+# -- validation of decodable ops ------------------------------------------------
+
+
+def _is_text(value: object) -> bool:
+    """JSON can carry lone surrogates, which SQLite refuses to store."""
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_int64(value: object) -> bool:
+    return type(value) is int and value in _INT64
+
+
+def _is_bool(value: object) -> bool:
+    return type(value) is bool
+
+
+def _is_ids(value: object) -> bool:
+    return type(value) is tuple and all(_is_int64(item) for item in value)
+
+
+_TYPE_CHECKS: dict[object, Callable[[object], bool]] = {
+    str: _is_text,
+    int: _is_int64,
+    bool: _is_bool,
+    tuple[int, ...]: _is_ids,
+}
+
+
+def _field_checks(cls: type) -> tuple[tuple[str, Callable[[object], bool]], ...]:
+    """Fails at import if ops.py grows a field type this module cannot check."""
+    hints = get_type_hints(cls)
+    return tuple((f.name, _TYPE_CHECKS[hints[f.name]]) for f in fields(cls))
+
+
+_FIELD_CHECKS = {cls: _field_checks(cls) for cls in OP_TYPES.values()}
+
+
+def _malformed(op: Op) -> str | None:
+    """Why op cannot be applied, or None. Decoding does not check field types."""
+    checks = _FIELD_CHECKS.get(type(op))
+    if checks is None:
+        raise TypeError(f"not a chat op: {op!r}")
+    for name, check in checks:
+        if not check(getattr(op, name)):
+            return f"malformed {op.kind} op: bad {name!r} field"
+    if isinstance(op, ReadMessages) and op.limit < 1:
+        return "read limit must be at least 1"
+    if getattr(op, "now_ms", 0) < 0:
+        return f"malformed {op.kind} op: now_ms is negative"
+    return None
+
+
+# -- schema -----------------------------------------------------------------------
+
+
+def _create_schema(conn: sqlite3.Connection) -> None:
+    """Create what is missing. WAL with synchronous=NORMAL: the op log is the durable
+    truth, and applied_index commits atomically with the effects, so a crash loses
+    at most a suffix the shell re-applies."""
+    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    db.enable_wal()
+    conn.execute("PRAGMA synchronous = NORMAL")
+    with db.atomic():
+        _create_tables(db)
+        _create_indexes(db)
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0)")
+
+
+def _create_tables(db: sqlite_utils.Database) -> None:
+    def table(name: str, columns: dict[str, type], pk: str | tuple[str, ...]) -> None:
+        db.table(name).create(
+            columns, pk=pk, not_null=set(columns), if_not_exists=True, strict=True
+        )
+
+    table("meta", {"key": str, "value": int}, pk="key")
+    table(
+        "accounts",
+        {"id": int, "username": str, "password_hash": str, "created_ms": int},
+        pk="id",
+    )
+    table("sessions", {"token_hash": str, "account_id": int, "created_ms": int}, pk="token_hash")
+    table(
+        "messages",
+        {
+            "id": int,
+            "sender_id": int,  # the sending account: sender names can be re-registered
+            "sender": str,
+            "recipient": str,
+            "body": str,
+            "sent_at_ms": int,
+            "read": int,
+        },
+        pk="id",
+    )
+    table(
+        "request_results",
+        {"username": str, "request_id": str, "created_ms": int, "result": str},
+        pk=("username", "request_id"),
+    )
+
+
+def _create_indexes(db: sqlite_utils.Database) -> None:
+    indexes: Iterable[tuple[str, list[str], str, bool]] = (
+        ("accounts", ["username"], "accounts_by_username", True),
+        ("sessions", ["account_id"], "sessions_by_account", False),
+        ("messages", ["recipient", "id"], "messages_by_recipient", False),
+        ("request_results", ["created_ms"], "request_results_by_age", False),
+    )
+    for table, columns, name, unique in indexes:
+        db.table(table).create_index(columns, index_name=name, unique=unique, if_not_exists=True)
+    # sqlite-utils cannot declare a partial index. Only unread rows are in it,
+    # so unread counts and ReadMessages touch the unread messages alone.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS messages_unread_by_recipient"
+        " ON messages (recipient, id) WHERE read = 0"
+    )
