@@ -1,0 +1,720 @@
+"""One test per rule of the chat state machine (chatnode/state.py)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from chatnode import ops
+from chatnode.ops import (
+    CreateAccount,
+    DeleteAccount,
+    DeleteMessages,
+    Login,
+    Logout,
+    MarkRead,
+    Op,
+    ReadMessages,
+    Result,
+    SendMessage,
+)
+from chatnode.state import (
+    NO_SESSION,
+    PRUNE_CHUNK,
+    RESULT_TTL_MS,
+    WRONG_CREDENTIALS,
+    Account,
+    ChatReader,
+    ChatState,
+    Session,
+    StoredMessage,
+)
+
+NOW = 1_700_000_000_000
+
+
+class Chat:
+    """Drives a ChatState the way the shell does: ops at increasing log indexes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.state = ChatState(path)
+        self.index = self.state.applied_index
+
+    def apply(self, *items: Op | None) -> list[Result]:
+        entries = []
+        for item in items:
+            self.index += 1
+            entries.append((self.index, item))
+        return self.state.apply(entries)
+
+    def one(self, op: Op) -> Result:
+        return self.apply(op)[0]
+
+    def register(self, name: str, request_id: str = "") -> int:
+        assert self.one(CreateAccount(name, f"hash-of-{name}", request_id, NOW)).ok
+        return self.index
+
+    def login(self, name: str, token: str | None = None, request_id: str = "") -> str:
+        token = token or f"token-{name}-{self.index}"
+        account = self.state.account(name)
+        assert account is not None
+        assert self.one(Login(name, account.id, token, f"sealed-{token}", request_id, NOW)).ok
+        return token
+
+    def user(self, name: str) -> str:
+        """Register and log in; returns the session token hash."""
+        self.register(name)
+        return self.login(name)
+
+    def send(self, token: str, to: str, body: str = "hi", request_id: str = "", now: int = NOW):
+        return self.one(SendMessage(token, to, body, request_id, now, False))
+
+    def reopen(self) -> None:
+        self.state.close()
+        self.state = ChatState(self.path)
+
+    def table_rows(self, table: str) -> int:
+        with sqlite3.connect(self.path) as conn:
+            return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+@pytest.fixture
+def chat(tmp_path: Path) -> Iterator[Chat]:
+    chat = Chat(tmp_path / "state.db")
+    yield chat
+    chat.state.close()
+
+
+def unauthenticated(result: Result) -> bool:
+    return result.code == "UNAUTHENTICATED"
+
+
+# -- accounts ---------------------------------------------------------------------
+
+
+def test_create_account_stores_the_hash_as_given_under_the_log_index(chat: Chat) -> None:
+    chat.apply(None, None)
+    assert chat.one(CreateAccount("alice", "opaque$hash", "", NOW)) == Result()
+    assert chat.state.account("alice") == Account(3, "alice", "opaque$hash")
+
+
+def test_create_account_with_a_taken_name_is_already_exists(chat: Chat) -> None:
+    chat.register("alice")
+    result = chat.one(CreateAccount("alice", "other", "", NOW))
+    assert result.code == "ALREADY_EXISTS"
+    assert "alice" in result.message
+    assert chat.state.account("alice").password_hash == "hash-of-alice"
+
+
+# -- login and logout ---------------------------------------------------------------
+
+
+def test_login_opens_a_session_and_reports_unread_and_last_message(chat: Chat) -> None:
+    bob = chat.user("bob")
+    chat.register("alice")
+    chat.send(bob, "alice", "one")
+    chat.send(bob, "alice", "two")
+    last = chat.index
+    chat.one(ReadMessages(chat.login("alice"), 1, 1000))
+    result = chat.one(Login("alice", 2, "tok", "sealed", "", NOW))
+    assert result == Result(
+        value={"sealed_token": "sealed", "unread_count": 1, "last_message_id": last}
+    )
+    assert chat.state.session("tok") == Session(2, "alice")
+
+
+def test_login_with_no_messages_reports_zero(chat: Chat) -> None:
+    account_id = chat.register("alice")
+    result = chat.one(Login("alice", account_id, "tok", "s", "", NOW))
+    assert result.value == {"sealed_token": "s", "unread_count": 0, "last_message_id": 0}
+
+
+def test_login_to_an_unknown_user_is_unauthenticated_with_the_bad_password_text(
+    chat: Chat,
+) -> None:
+    result = chat.one(Login("nobody", 1, "tok", "s", "", NOW))
+    assert result.code == "UNAUTHENTICATED"
+    assert result.message == WRONG_CREDENTIALS == "wrong username or password"
+    assert chat.state.session("tok") is None
+
+
+def test_login_checked_against_a_replaced_account_is_unauthenticated(chat: Chat) -> None:
+    """The leader verified the password of the old alice; a new alice must not get a session."""
+    old_id = chat.register("alice")
+    chat.one(DeleteAccount(chat.login("alice"), old_id))
+    chat.register("alice")
+    assert unauthenticated(chat.one(Login("alice", old_id, "tok", "s", "", NOW)))
+    assert chat.state.session("tok") is None
+
+
+def test_login_reusing_a_live_token_hash_is_refused_without_stealing_it(chat: Chat) -> None:
+    chat.register("alice")
+    chat.register("bob")
+    chat.login("alice", "tok")
+    result = chat.one(Login("bob", 2, "tok", "s", "", NOW))
+    assert result.code == "INVALID_ARGUMENT"
+    assert chat.state.session("tok") == Session(1, "alice")
+
+
+def test_logout_ends_only_that_session_and_is_idempotent(chat: Chat) -> None:
+    chat.register("alice")
+    first, second = chat.login("alice", "t1"), chat.login("alice", "t2")
+    assert chat.one(Logout(first)) == Result()
+    assert chat.one(Logout(first)) == Result()
+    assert chat.one(Logout("never-existed")) == Result()
+    assert chat.state.session(first) is None
+    assert chat.state.session(second) == Session(1, "alice")
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        SendMessage("nope", "alice", "hi", "", NOW, False),
+        ReadMessages("nope", 10, 1000),
+        MarkRead("nope", (1,)),
+        DeleteMessages("nope", (1,)),
+        DeleteAccount("nope", 1),
+    ],
+    ids=lambda op: op.kind,
+)
+def test_authenticated_ops_need_a_live_session(chat: Chat, op: Op) -> None:
+    chat.register("alice")
+    result = chat.one(op)
+    assert result.code == "UNAUTHENTICATED"
+    assert result.message == NO_SESSION
+    assert chat.state.account("alice") is not None
+
+
+def test_a_logged_out_token_no_longer_authenticates(chat: Chat) -> None:
+    alice = chat.user("alice")
+    chat.one(Logout(alice))
+    assert unauthenticated(chat.send(alice, "alice"))
+
+
+# -- messages -------------------------------------------------------------------
+
+
+def test_send_message_stores_it_under_the_log_index(chat: Chat) -> None:
+    alice = chat.user("alice")
+    chat.register("bob")
+    result = chat.one(SendMessage(alice, "bob", "hello", "", NOW + 5, True))
+    assert result == Result(
+        value={"message_id": chat.index, "recipient_online": True, "sender": "alice"}
+    )
+    assert chat.state.messages_after("bob", 0, 10) == [
+        StoredMessage(chat.index, "alice", "bob", "hello", NOW + 5, False)
+    ]
+    assert chat.state.unread_count("bob") == 1
+
+
+def test_send_message_to_an_unknown_user_is_not_found(chat: Chat) -> None:
+    alice = chat.user("alice")
+    result = chat.send(alice, "ghost")
+    assert result.code == "NOT_FOUND"
+    assert "ghost" in result.message
+    assert chat.table_rows("messages") == 0
+
+
+def test_send_message_to_yourself_is_allowed(chat: Chat) -> None:
+    alice = chat.user("alice")
+    assert chat.send(alice, "alice").ok
+    assert chat.state.unread_count("alice") == 1
+
+
+def test_read_messages_returns_the_oldest_unread_and_marks_them_read(chat: Chat) -> None:
+    bob = chat.user("bob")
+    alice = chat.user("alice")
+    ids = [chat.send(bob, "alice", f"m{i}", now=NOW + i).value["message_id"] for i in range(3)]
+    chat.send(alice, "bob", "not alice's")
+    result = chat.one(ReadMessages(alice, 2, 1000))
+    assert result.value == {
+        "messages": [
+            {"id": ids[0], "sender": "bob", "recipient": "alice", "body": "m0",
+             "sent_at_ms": NOW, "read": True},
+            {"id": ids[1], "sender": "bob", "recipient": "alice", "body": "m1",
+             "sent_at_ms": NOW + 1, "read": True},
+        ],
+        "remaining_unread": 1,
+    }  # fmt: skip
+    assert [m.read for m in chat.state.messages_after("alice", 0, 10)] == [True, True, False]
+    assert [m["id"] for m in chat.one(ReadMessages(alice, 10, 1000)).value["messages"]] == [ids[2]]
+    assert chat.one(ReadMessages(alice, 10, 1000)).value == {
+        "messages": [],
+        "remaining_unread": 0,
+    }
+    assert chat.state.unread_count("bob") == 1
+
+
+def test_read_messages_stops_before_max_bytes_but_returns_at_least_one(chat: Chat) -> None:
+    alice = chat.user("alice")
+    for body in ["é" * 5, "x" * 10, "y" * 10, "z"]:  # the first body is 10 bytes of UTF-8
+        chat.send(alice, "alice", body)
+
+    def bodies(max_bytes: int) -> list[str]:
+        result = chat.one(ReadMessages(alice, 10, max_bytes))
+        return [m["body"] for m in result.value["messages"]]
+
+    assert bodies(3) == ["é" * 5]  # over max_bytes alone: still returned
+    assert bodies(20) == ["x" * 10, "y" * 10]  # exactly max_bytes
+    assert bodies(0) == ["z"]
+
+
+def test_mark_read_counts_only_the_callers_unread_messages(chat: Chat) -> None:
+    bob = chat.user("bob")
+    alice = chat.user("alice")
+    to_alice = [chat.send(bob, "alice").value["message_id"] for _ in range(3)]
+    to_bob = chat.send(alice, "bob").value["message_id"]
+    chat.one(MarkRead(alice, (to_alice[0],)))
+    result = chat.one(MarkRead(alice, (to_alice[0], to_alice[1], to_alice[1], to_bob, 999)))
+    assert result == Result(value={"marked_count": 1})
+    assert chat.state.unread_count("alice") == 1
+    assert chat.state.unread_count("bob") == 1
+    assert chat.one(MarkRead(alice, ())) == Result(value={"marked_count": 0})
+
+
+def test_delete_messages_by_sender_or_recipient_removes_the_one_row(chat: Chat) -> None:
+    alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
+    a_to_b = chat.send(alice, "bob").value["message_id"]
+    b_to_a = chat.send(bob, "alice").value["message_id"]
+    c_to_b = chat.send(carol, "bob").value["message_id"]
+    result = chat.one(DeleteMessages(alice, (a_to_b, b_to_a, c_to_b, 12345)))
+    assert result == Result(value={"deleted_count": 2})
+    assert chat.state.messages_after("bob", 0, 10) == [
+        StoredMessage(c_to_b, "carol", "bob", "hi", NOW, False)
+    ]
+    assert chat.state.messages_after("alice", 0, 10) == []
+    assert chat.one(DeleteMessages(alice, (a_to_b,))) == Result(value={"deleted_count": 0})
+
+
+def test_a_reregistered_name_cannot_delete_what_the_old_account_sent(chat: Chat) -> None:
+    old_alice = chat.user("alice")
+    chat.register("bob")
+    sent = chat.send(old_alice, "bob").value["message_id"]
+    chat.one(DeleteAccount(old_alice, 1))
+    new_alice = chat.user("alice")
+    assert chat.one(DeleteMessages(new_alice, (sent,))) == Result(value={"deleted_count": 0})
+    assert [m.sender for m in chat.state.messages_after("bob", 0, 10)] == ["alice"]
+
+
+def test_messages_after_pages_in_id_order_and_skips_deleted(chat: Chat) -> None:
+    alice = chat.user("alice")
+    ids = [chat.send(alice, "alice", str(i)).value["message_id"] for i in range(5)]
+    chat.one(ReadMessages(alice, 1, 1000))
+    chat.one(DeleteMessages(alice, (ids[2],)))
+    assert [m.id for m in chat.state.messages_after("alice", 0, 10)] == [
+        ids[0],
+        ids[1],
+        ids[3],
+        ids[4],
+    ]
+    assert [m.id for m in chat.state.messages_after("alice", ids[1], 1)] == [ids[3]]
+    assert chat.state.messages_after("alice", 0, 0) == []
+    assert chat.state.messages_after("alice", 0, -1) == []
+
+
+# -- delete account ----------------------------------------------------------------
+
+
+def test_delete_account_with_a_mismatched_account_id_changes_nothing(chat: Chat) -> None:
+    alice = chat.user("alice")
+    result = chat.one(DeleteAccount(alice, 999))
+    assert result.code == "UNAUTHENTICATED"
+    assert chat.state.account("alice") is not None
+    assert chat.state.session(alice) is not None
+
+
+def test_delete_account_removes_account_sessions_and_inbox_but_not_sent_mail(
+    chat: Chat,
+) -> None:
+    alice_id = chat.register("alice")
+    alice, other_alice_session = chat.login("alice"), chat.login("alice")
+    bob = chat.user("bob")
+    chat.send(bob, "alice", "read one")
+    chat.one(ReadMessages(alice, 10, 1000))
+    chat.send(bob, "alice", "unread one")
+    chat.send(alice, "alice", "note to self")
+    chat.send(alice, "bob", "from alice")
+    assert chat.one(DeleteAccount(alice, alice_id)) == Result(value={"username": "alice"})
+    assert chat.state.account("alice") is None
+    assert chat.state.session(alice) is None
+    assert chat.state.session(other_alice_session) is None
+    assert chat.state.messages_after("alice", 0, 10) == []
+    assert chat.state.unread_count("alice") == 0
+    assert [(m.sender, m.body) for m in chat.state.messages_after("bob", 0, 10)] == [
+        ("alice", "from alice")
+    ]
+    assert chat.state.list_accounts("", "", 10) == ["bob"]
+
+
+def test_a_deleted_name_can_register_again_with_a_new_id_and_an_empty_inbox(
+    chat: Chat,
+) -> None:
+    old_id = chat.register("alice")
+    old_session = chat.login("alice")
+    bob = chat.user("bob")
+    chat.send(bob, "alice", "for the old alice")
+    chat.one(DeleteAccount(old_session, old_id))
+    new_id = chat.register("alice")
+    assert new_id > old_id
+    assert chat.state.account("alice") == Account(new_id, "alice", "hash-of-alice")
+    assert chat.state.session(old_session) is None
+    new_session = chat.login("alice")
+    assert chat.state.session(new_session) == Session(new_id, "alice")
+    assert chat.state.unread_count("alice") == 0
+
+
+# -- exactly once ------------------------------------------------------------------
+
+
+def test_a_retried_send_returns_the_first_result_and_sends_nothing(chat: Chat) -> None:
+    alice = chat.user("alice")
+    chat.register("bob")
+    first = chat.send(alice, "bob", "once", request_id="r1")
+    retry = chat.one(SendMessage(alice, "bob", "once", "r1", NOW + 1000, True))
+    assert retry == first
+    assert len(chat.state.messages_after("bob", 0, 10)) == 1
+    assert chat.state.stored_result("alice", "r1") == first
+
+
+def test_a_retried_login_returns_the_first_token_and_opens_no_session(chat: Chat) -> None:
+    chat.register("alice")
+    first = chat.one(Login("alice", 1, "tok1", "sealed1", "r1", NOW))
+    retry = chat.one(Login("alice", 1, "tok2", "sealed2", "r1", NOW + 1))
+    assert retry == first
+    assert retry.value["sealed_token"] == "sealed1"
+    assert chat.state.session("tok2") is None
+
+
+def test_a_retried_create_account_returns_ok_even_though_the_name_now_exists(
+    chat: Chat,
+) -> None:
+    assert chat.one(CreateAccount("alice", "h1", "r1", NOW)) == Result()
+    assert chat.one(CreateAccount("alice", "h2", "r1", NOW)) == Result()
+    assert chat.one(CreateAccount("alice", "h3", "r2", NOW)).code == "ALREADY_EXISTS"
+    assert chat.state.account("alice").password_hash == "h1"
+
+
+def test_errors_are_stored_and_replayed_too(chat: Chat) -> None:
+    alice = chat.user("alice")
+    first = chat.send(alice, "bob", request_id="r1")
+    chat.register("bob")
+    assert first.code == "NOT_FOUND"
+    assert chat.send(alice, "bob", request_id="r1") == first
+    assert chat.table_rows("messages") == 0
+    assert chat.send(alice, "bob", request_id="r2").ok
+
+
+def test_the_same_request_id_from_another_user_is_independent(chat: Chat) -> None:
+    alice, bob = chat.user("alice"), chat.user("bob")
+    from_alice = chat.send(alice, "bob", request_id="same")
+    from_bob = chat.send(bob, "alice", request_id="same")
+    assert from_alice.value["message_id"] != from_bob.value["message_id"]
+    assert chat.table_rows("messages") == 2
+
+
+def test_an_empty_request_id_is_never_deduplicated(chat: Chat) -> None:
+    alice = chat.user("alice")
+    chat.send(alice, "alice")
+    chat.send(alice, "alice")
+    assert chat.table_rows("messages") == 2
+    assert chat.table_rows("request_results") == 0
+
+
+def test_a_stored_result_expires_after_a_day_of_op_time(chat: Chat) -> None:
+    alice = chat.user("alice")
+    first = chat.send(alice, "alice", request_id="r", now=NOW)
+    almost = chat.send(alice, "alice", request_id="r", now=NOW + RESULT_TTL_MS - 1)
+    assert almost == first
+    later = chat.send(alice, "alice", request_id="r", now=NOW + RESULT_TTL_MS)
+    assert later.value["message_id"] == chat.index != first.value["message_id"]
+    assert chat.send(alice, "alice", request_id="r", now=NOW + RESULT_TTL_MS) == later
+
+
+def test_expired_results_are_pruned_in_bounded_chunks_as_new_ones_are_stored(
+    chat: Chat,
+) -> None:
+    alice = chat.user("alice")
+    for i in range(PRUNE_CHUNK + 10):
+        chat.send(alice, "alice", request_id=f"old{i}", now=NOW)
+    assert chat.table_rows("request_results") == PRUNE_CHUNK + 10
+    chat.send(alice, "alice", request_id="new1", now=NOW + RESULT_TTL_MS)
+    assert chat.table_rows("request_results") == 10 + 1
+    chat.send(alice, "alice", now=NOW + RESULT_TTL_MS)  # no request_id: stores, prunes nothing
+    assert chat.table_rows("request_results") == 10 + 1
+    chat.send(alice, "alice", request_id="new2", now=NOW + RESULT_TTL_MS)
+    assert chat.table_rows("request_results") == 2
+    assert chat.state.stored_result("alice", "old0") is None
+    assert chat.state.stored_result("alice", "new1") is not None
+
+
+# -- malformed ops ------------------------------------------------------------------
+
+VALID_OPS: list[Op] = [
+    CreateAccount("carol", "h", "r", NOW),
+    Login("alice", 1, "t2", "s", "r", NOW),
+    Logout("t1"),
+    SendMessage("t1", "alice", "hi", "r", NOW, False),
+    ReadMessages("t1", 10, 1000),
+    MarkRead("t1", (3,)),
+    DeleteMessages("t1", (3,)),
+    DeleteAccount("t1", 1),
+]
+BAD_VALUES: list[object] = [None, 1.5, "7", True, 2**63, -(2**63) - 1, "\ud800", [1], (1,)]
+
+
+def malformed_variants() -> Iterator[Op]:
+    for op in VALID_OPS:
+        for field_name, value in vars(type(op))["__dataclass_fields__"].items():
+            for bad in BAD_VALUES:
+                good_type = type(getattr(op, field_name))
+                if type(bad) is not good_type or bad in (2**63, -(2**63) - 1, "\ud800"):
+                    yield replace(op, **{field_name: bad})
+            del value  # only the names are needed
+
+
+def test_malformed_ops_are_invalid_argument_and_change_nothing(chat: Chat) -> None:
+    chat.register("alice")
+    chat.login("alice", "t1")
+    chat.send("t1", "alice")
+    before = [chat.table_rows(t) for t in ("accounts", "sessions", "messages")]
+    variants = list(malformed_variants())
+    results = chat.apply(*variants)
+    wrong = [(op, r) for op, r in zip(variants, results, strict=True) if r.code != "INVALID_ARGUMENT"]
+    assert wrong == []
+    assert [chat.table_rows(t) for t in ("accounts", "sessions", "messages")] == before
+    assert chat.state.applied_index == chat.index
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ReadMessages("t1", 0, 1000),
+        ReadMessages("t1", -1, 1000),
+        SendMessage("t1", "alice", "hi", "r", -1, False),
+        MarkRead("t1", (2**63,)),
+    ],
+)
+def test_out_of_range_values_are_invalid_argument(chat: Chat, op: Op) -> None:
+    chat.user("alice")
+    assert chat.one(op).code == "INVALID_ARGUMENT"
+
+
+def test_ops_the_service_would_refuse_still_apply_deterministically(chat: Chat) -> None:
+    """Input policy (API.md section 3) is the service's; the state applies what the log says."""
+    assert chat.one(CreateAccount("not a valid name!", "h", "", NOW)).ok
+    assert chat.one(Login("not a valid name!", 1, "t", "", "", NOW)).ok
+    assert chat.send("t", "not a valid name!", body="").ok
+
+
+def test_decoded_garbage_never_raises(chat: Chat) -> None:
+    payloads = [
+        b'{"op":"mark_read","token_hash":7,"message_ids":["x",{"a":1}]}',
+        b'{"op":"send_message","token_hash":null,"recipient":[],"body":{},'
+        b'"request_id":1e999,"now_ms":"soon","recipient_online":"yes"}',
+        b'{"op":"read_messages","token_hash":"t","limit":1e3,"max_bytes":-5}',
+        b'{"op":"login","username":"\\ud800","account_id":1,"token_hash":"t",'
+        b'"sealed_token":"","request_id":"","now_ms":0}',
+    ]
+    results = chat.apply(*(ops.decode(p) for p in payloads))
+    assert [r.code for r in results] == ["INVALID_ARGUMENT"] * len(payloads)
+
+
+# -- the log: batches, replay, restart ---------------------------------------------
+
+
+def test_noop_entries_and_gaps_only_advance_applied_index(chat: Chat) -> None:
+    assert chat.state.apply([(1, None), (5, CreateAccount("a", "h", "", NOW)), (9, None)]) == [
+        Result(),
+        Result(),
+        Result(),
+    ]
+    assert chat.state.applied_index == 9
+    assert chat.state.account("a") == Account(5, "a", "h")
+    assert chat.state.apply([]) == []
+    assert chat.state.applied_index == 9
+
+
+def test_entries_already_applied_are_skipped_and_answer_empty(chat: Chat) -> None:
+    first = chat.state.apply([(1, CreateAccount("a", "h", "", NOW)), (2, None)])
+    assert first == [Result(), Result()]
+    replay = chat.state.apply(
+        [(1, CreateAccount("a", "h", "", NOW)), (2, None), (3, CreateAccount("a", "h", "", NOW))]
+    )
+    assert replay[:2] == [Result(), Result()]
+    assert replay[2].code == "ALREADY_EXISTS"
+    assert chat.state.applied_index == 3
+
+
+def test_a_failed_batch_leaves_no_trace(chat: Chat) -> None:
+    chat.register("alice")
+    with pytest.raises(TypeError):
+        chat.state.apply([(10, CreateAccount("bob", "h", "", NOW)), (11, "not an op")])  # type: ignore[list-item]
+    assert chat.state.applied_index == 1
+    assert chat.state.account("bob") is None
+    chat.reopen()
+    assert chat.state.applied_index == 1
+
+
+def test_reopening_keeps_applied_index_and_data(chat: Chat) -> None:
+    alice = chat.user("alice")
+    chat.send(alice, "alice", request_id="r")
+    chat.apply(None)
+    chat.reopen()
+    assert chat.state.applied_index == chat.index == 4
+    assert chat.state.session(alice) == Session(1, "alice")
+    assert chat.state.unread_count("alice") == 1
+    assert chat.state.stored_result("alice", "r").value["message_id"] == 3
+
+
+def test_the_database_is_wal_with_normal_sync(chat: Chat) -> None:
+    with sqlite3.connect(chat.path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert chat.state._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_a_batch_of_a_thousand_sends_applies_quickly(chat: Chat) -> None:
+    alice = chat.user("alice")
+    entries = [
+        (chat.index + 1 + i, SendMessage(alice, "alice", f"message {i}", f"r{i}", NOW, False))
+        for i in range(1000)
+    ]
+    start = time.perf_counter()
+    results = chat.state.apply(entries)
+    elapsed = time.perf_counter() - start
+    assert all(r.ok for r in results)
+    assert elapsed < 0.1, f"{elapsed * 1000:.0f} ms"
+
+
+# -- readers and queries ---------------------------------------------------------------
+
+
+def test_a_reader_sees_what_the_writer_committed(chat: Chat) -> None:
+    with ChatReader(chat.path) as reader:
+        assert reader.account("alice") is None
+        alice = chat.user("alice")
+        chat.send(alice, "alice", request_id="r")
+        assert reader.account("alice") == Account(1, "alice", "hash-of-alice")
+        assert reader.session(alice) == Session(1, "alice")
+        assert reader.unread_count("alice") == 1
+        assert reader.last_message_id("alice") == 3
+        assert [m.id for m in reader.messages_after("alice", 0, 10)] == [3]
+        assert reader.list_accounts("a*", "", 10) == ["alice"]
+        assert reader.stored_result("alice", "r") == chat.state.stored_result("alice", "r")
+
+
+def test_a_reader_cannot_write(chat: Chat) -> None:
+    with ChatReader(chat.path) as reader, pytest.raises(sqlite3.OperationalError):
+        reader._db.execute("DELETE FROM accounts")
+
+
+@pytest.fixture
+def directory(chat: Chat) -> Chat:
+    for name in ["alice", "alfred", "al", "Albert", "bob", "bobby", "carol", "a.b", "a-b"]:
+        chat.register(name)
+    return chat
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("", ["Albert", "a-b", "a.b", "al", "alfred", "alice", "bob", "bobby", "carol"]),
+        ("*", ["Albert", "a-b", "a.b", "al", "alfred", "alice", "bob", "bobby", "carol"]),
+        ("al*", ["al", "alfred", "alice"]),
+        ("Al*", ["Albert"]),
+        ("a?b", ["a-b", "a.b"]),
+        ("*o*", ["bob", "bobby", "carol"]),
+        ("[bc]*", ["bob", "bobby", "carol"]),
+        ("bob", ["bob"]),
+        ("zed*", []),
+    ],
+)
+def test_list_accounts_matches_shell_wildcards_case_sensitively(
+    directory: Chat, pattern: str, expected: list[str]
+) -> None:
+    assert directory.state.list_accounts(pattern, "", 100) == expected
+
+
+def test_list_accounts_pages_after_the_last_name(directory: Chat) -> None:
+    state = directory.state
+    assert state.list_accounts("*", "", 3) == ["Albert", "a-b", "a.b"]
+    assert state.list_accounts("*", "a.b", 3) == ["al", "alfred", "alice"]
+    assert state.list_accounts("al*", "al", 10) == ["alfred", "alice"]
+    assert state.list_accounts("al*", "alice", 10) == []
+    assert state.list_accounts("b*", "a", 1) == ["bob"]
+    assert state.list_accounts("*", "", 0) == []
+
+
+def test_list_accounts_prefix_bounds_hold_at_code_point_edges(chat: Chat) -> None:
+    names = ["x\U0010ffff", "x\U0010ffffz", "y", "a\ud7ff", "a\ue000", "a\uffff"]
+    for name in names:
+        chat.register(name)
+    assert chat.state.list_accounts("x\U0010ffff*", "", 10) == ["x\U0010ffff", "x\U0010ffffz"]
+    assert chat.state.list_accounts("x*", "", 10) == ["x\U0010ffff", "x\U0010ffffz"]
+    assert chat.state.list_accounts("a\ud7ff*", "", 10) == ["a\ud7ff"]
+
+
+def query_plans(state: ChatState | ChatReader, run) -> dict[str, list[str]]:
+    """Every statement run() makes the connection execute, with its query plan."""
+    statements: list[str] = []
+    state._db.set_trace_callback(statements.append)
+    try:
+        run()
+    finally:
+        state._db.set_trace_callback(None)
+    plans = {}
+    for sql in statements:
+        if sql.split()[0].upper() in {"SELECT", "UPDATE", "DELETE", "INSERT"}:
+            rows = state._db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+            plans[sql] = [row[3] for row in rows]
+    return plans
+
+
+def test_every_query_is_served_by_an_index(chat: Chat) -> None:
+    for name in ["alice", "bob"]:
+        chat.register(name)
+    chat.login("alice", "ta")
+    chat.login("bob", "tb")
+
+    def exercise_writer() -> None:
+        chat.apply(
+            CreateAccount("alice", "h", "r0", NOW),
+            Login("bob", 2, "tb2", "s", "r1", NOW),
+            SendMessage("ta", "bob", "hi", "r2", NOW, False),
+            SendMessage("ta", "ghost", "hi", "", NOW, False),
+            ReadMessages("tb", 10, 1000),
+            MarkRead("tb", (1, 2)),
+            DeleteMessages("ta", (1, 2)),
+            Logout("tb2"),
+            DeleteAccount("tb", 2),
+        )
+
+    def exercise_reader(reader: ChatReader) -> None:
+        reader.session("ta")
+        reader.account("alice")
+        reader.stored_result("alice", "r2")
+        reader.list_accounts("", "", 10)
+        reader.list_accounts("a*", "a", 10)
+        reader.list_accounts("*x", "", 10)
+        reader.messages_after("alice", 0, 10)
+        reader.unread_count("alice")
+        reader.last_message_id("alice")
+
+    plans = query_plans(chat.state, exercise_writer)
+    with ChatReader(chat.path) as reader:
+        plans |= query_plans(reader, lambda: exercise_reader(reader))
+    assert len(plans) >= 20
+    bad = {
+        sql: plan
+        for sql, plan in plans.items()
+        if any(step.startswith("SCAN") or "TEMP B-TREE" in step for step in plan)
+    }
+    assert bad == {}
+    unread_plans = [plan for sql, plan in plans.items() if "read = 0" in sql and "SELECT" in sql]
+    assert unread_plans
+    assert all("messages_unread_by_recipient" in " ".join(plan) for plan in unread_plans)
