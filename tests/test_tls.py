@@ -1,0 +1,40 @@
+"""A node started with a certificate serves TLS only; clients that trust the CA get through."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from chatnode.server import ChatNode, NodeConfig, TlsFiles
+from proto import chat_pb2 as pb
+from proto import chat_pb2_grpc
+from tests.cluster import free_port
+from tests.tls import make_tls
+
+
+async def test_tls_node_accepts_trusting_clients_only(tmp_path: Path) -> None:
+    tls = make_tls(tmp_path)
+    address = f"127.0.0.1:{free_port()}"
+    config = NodeConfig(
+        node_id=1,
+        cluster={1: address},
+        data_dir=tmp_path / "n1",
+        tls=TlsFiles(cert=tls.cert, key=tls.key),
+    )
+    node = ChatNode(config)
+    await node.start()
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca.read_bytes())
+        async with grpc.aio.secure_channel(address, credentials) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            status = await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=5)
+            assert status.role == "leader"
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=2)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await node.stop()
