@@ -49,7 +49,7 @@ class Applier:
 
     async def run(self) -> None:
         """Apply committed entries until the coordinator stops streaming them."""
-        async for batch in self._coord.committed(self.applied_index):
+        async for batch in self._coord.committed():
             await self._apply(batch)
         self._fail_waiters("node is shutting down")
 

@@ -19,9 +19,10 @@ QUEUE_LIMIT = 1024
 
 @dataclass(frozen=True, slots=True)
 class Closed:
-    """The stream must end: its session or account is gone (reason says which)."""
+    """The stream must end: its session or account is gone, or the node is stopping."""
 
     reason: str
+    unavailable: bool = False  # True: try the leader again; False: log in again
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,11 @@ class LiveHub:
             for subscriber in streams:
                 if subscriber.token_hash == token_hash:
                     subscriber.offer(Closed("session ended"))
+
+    def close_all(self, reason: str) -> None:
+        for streams in self._by_user.values():
+            for subscriber in streams:
+                subscriber.offer(Closed(reason, unavailable=True))
 
     def close_user(self, username: str) -> None:
         for subscriber in self._by_user.get(username, ()):

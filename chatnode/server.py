@@ -18,8 +18,8 @@ from chatnode.live import LiveHub
 from chatnode.rpc import SERVICE, chat_handler
 from chatnode.service import ChatService, ReadPool
 from chatnode.state import ChatState
-from coord.boundary import Coordinator
-from coord.local import SingleReplica
+from coord.replicated import PeerSettings, ReplicatedCoordinator
+from coord.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,28 @@ class ConfigError(ValueError):
     """The node cannot start with this configuration (bad usage, exit status 2)."""
 
 
-def make_coordinator(config: NodeConfig) -> Coordinator:
-    if len(config.cluster) == 1:
-        return SingleReplica(config.node_id, config.address, config.data_dir)
-    raise ConfigError("clusters of more than one member need the replicated coordinator")
+def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
+    settings = Settings(
+        lease_ms=config.lease_ms,
+        heartbeat_ms=config.heartbeat_ms,
+        election_wait_ms=config.lease_ms // 4,
+        stall_ms=max(2 * config.heartbeat_ms + 1, config.lease_ms // 2),
+    )
+    credentials = None
+    if config.tls is not None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=config.tls.ca.read_bytes() if config.tls.ca else None,
+            private_key=config.tls.key.read_bytes() if config.tls.ca else None,
+            certificate_chain=config.tls.cert.read_bytes() if config.tls.ca else None,
+        )
+    return ReplicatedCoordinator(
+        config.node_id,
+        config.cluster,
+        config.data_dir,
+        settings,
+        min_insync=config.min_insync,
+        peers=PeerSettings(credentials, call_timeout_s=config.lease_ms / 2000),
+    )
 
 
 class ChatNode:
@@ -78,23 +96,30 @@ class ChatNode:
         self._hub = LiveHub()
         self._applier = Applier(self._coord, state, self._hub)
         self._reads = ReadPool(config.data_dir / "state.db")
-        await self._coord.start()
+        self._server = self._make_server(
+            ChatService(self._coord, self._applier, self._reads, self._hub)
+        )
+        self._coord.add_to_server(self._server)
+        await self._server.start()
+        await self._coord.start(state.applied_index)
         self._tasks = [
             asyncio.create_task(self._applier.run(), name="applier"),
             asyncio.create_task(self._follow_leadership(), name="leadership"),
         ]
-        self._server = self._make_server(
-            ChatService(self._coord, self._applier, self._reads, self._hub)
-        )
-        await self._server.start()
         if config.metrics_listen:
             host, _, port = config.metrics_listen.rpartition(":")
             prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
         log.info("node %d serving on %s", config.node_id, config.listen or config.address)
 
+    @property
+    def coordinator(self) -> ReplicatedCoordinator:
+        return self._coord
+
     async def stop(self) -> None:
-        """Drain: refuse new calls, let in-flight ones finish, then release storage."""
+        """Drain: hand leadership over, end streams, let calls finish, release storage."""
         await self._health.enter_graceful_shutdown()
+        await self._coord.hand_over()
+        self._hub.close_all("this node is shutting down; reconnect to the leader")
         if self._server is not None:
             await self._server.stop(DRAIN_SECONDS)
         await self._coord.stop()

@@ -255,6 +255,8 @@ class ChatService:
                         async for message in self._stored_after(session.username, last_id):
                             last_id = message.id
                             yield pb.SubscribeEvent(message=_message_pb(message))
+                    case Closed(reason=reason, unavailable=True):
+                        raise Unavailable(reason)
                     case Closed(reason=reason):
                         raise Unauthenticated(reason)
                     case LeaderView() | None:

@@ -10,7 +10,8 @@ index of the entry that created them, so they increase in commit order and a
 re-registered name gets a new account id.
 
 apply() checks only what the state itself needs to stay sound: field types,
-64-bit integers, text SQLite can store, a positive read limit. The input policy
+64-bit integers, text SQLite can store, a positive read limit, a clock that is
+not negative. The input policy
 of API.md section 3 (username syntax, lengths) is the service's, checked before
 proposing; re-checking it here would make the result of an old log entry depend
 on which release replays it.
@@ -252,7 +253,8 @@ _PRUNE_RESULTS = """
 
 
 class ChatState(_Queries):
-    """The writer. Used from one thread at a time (the shell runs it in a worker thread)."""
+    """The writer. Used from one thread at a time (the shell runs it in a worker thread),
+    though not necessarily always the same thread."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -489,7 +491,7 @@ def _malformed(op: Op) -> str | None:
         if not check(getattr(op, name)):
             return f"malformed {op.kind} op: bad {name!r} field"
     if isinstance(op, ReadMessages) and op.limit < 1:
-        return "read limit must be at least 1"
+        return "malformed read_messages op: limit must be at least 1"
     if getattr(op, "now_ms", 0) < 0:
         return f"malformed {op.kind} op: now_ms is negative"
     return None
@@ -553,9 +555,10 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
     )
     for table, columns, name, unique in indexes:
         db.table(table).create_index(columns, index_name=name, unique=unique, if_not_exists=True)
-    # sqlite-utils cannot declare a partial index. Only unread rows are in it,
-    # so unread counts and ReadMessages touch the unread messages alone.
+    # sqlite-utils cannot declare a partial index. Only unread rows are in it, so
+    # ReadMessages touches the unread messages alone; `read` is constant in it, but
+    # listing it lets SQLite count a user's unread from the index without the rows.
     db.execute(
         "CREATE INDEX IF NOT EXISTS messages_unread_by_recipient"
-        " ON messages (recipient, id) WHERE read = 0"
+        " ON messages (recipient, read, id) WHERE read = 0"
     )

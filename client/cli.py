@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from typing import NoReturn
+
+import grpc
 
 LOCAL_CLUSTER = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
 
@@ -35,3 +38,25 @@ def member_addresses(spec: str) -> list[str]:
     if not addresses:
         raise ValueError("the member list is empty")
     return addresses
+
+
+def add_tls_ca_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        default=os.environ.get("CHAT_TLS_CA"),
+        help="PEM certificate of the CA that signed the nodes; enables TLS (CHAT_TLS_CA)",
+    )
+
+
+def channel_credentials(ca_file: str | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials trusting ca_file, or None for plaintext; OSError if it is unreadable."""
+    if not ca_file:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+
+
+def user_data_dir() -> Path:
+    """Where a user's client files live: $XDG_DATA_HOME/chat, else ~/.local/share/chat."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "chat"

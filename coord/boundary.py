@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+import grpc
+
 
 class EntryKind(enum.IntEnum):
     """Log entry kinds as stored on disk (DESIGN.md section 3)."""
@@ -92,11 +94,18 @@ class NotLeader(Exception):
 class Coordinator(Protocol):
     """The boundary of DESIGN.md section 1."""
 
-    async def start(self) -> None:
-        """Open storage, recover, and begin taking part in the cluster."""
+    async def start(self, applied_index: int) -> None:
+        """Open storage, recover, and begin taking part in the cluster.
+
+        applied_index is how far the state machine got before: entries up to it
+        are known committed, and ``committed()`` continues after it.
+        """
+
+    async def hand_over(self) -> None:
+        """If this node leads, pass leadership to an in-sync follower (before a clean stop)."""
 
     async def stop(self) -> None:
-        """Hand over leadership if possible and release everything."""
+        """Release everything; call hand_over first for a clean stop."""
 
     def propose(self, payload: bytes) -> Proposal:
         """Append payload to the leader's log; raises :class:`NotLeader` elsewhere.
@@ -105,8 +114,11 @@ class Coordinator(Protocol):
         can be delivered, so it can wait for its own result without a race.
         """
 
-    def committed(self, after_index: int) -> AsyncIterator[list[Entry]]:
-        """Yield committed entries with index > after_index, in order, in batches, forever."""
+    def committed(self) -> AsyncIterator[list[Entry]]:
+        """Yield committed entries after the applied index given to start, in order, in batches.
+
+        Ends when the coordinator stops.
+        """
 
     async def read_barrier(self) -> int:
         """Return the commit index a linearizable read must see applied.
@@ -122,3 +134,6 @@ class Coordinator(Protocol):
 
     def leader_address(self) -> str:
         """The address of the leader this node knows, or '' when it knows none."""
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """Register the peer and admin services on the node's gRPC server."""

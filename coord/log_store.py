@@ -1,9 +1,11 @@
-"""The durable op log and hard state in SQLite (WAL, ``synchronous=FULL``).
+"""The durable log, hard state and snapshot marker in SQLite (WAL, ``synchronous=FULL``).
 
-Every call is blocking and does its work in one transaction, so one call is one
-fsync however many entries it carries: the shell batches concurrent proposals
-into one :meth:`LogStore.save` (group commit). The store is used from a single
-worker thread; the schema is plain so an operator can inspect it with
+It is the :class:`coord.log.Storage` the protocol core reads, plus the writes
+the shell performs for each ``Ready``. One :meth:`LogStore.save` is one
+transaction and one fsync however many entries it carries, which is what group
+commit rests on. Writes run on one worker thread over their own connection;
+reads come from the event loop over a second connection, which WAL lets run
+beside the writer. The schema is plain so an operator can read it with
 ``sqlite3``.
 """
 
@@ -12,20 +14,15 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import sqlite_utils
 
 from coord.boundary import Entry, EntryKind
+from coord.errors import LocalProtocolError
+from coord.log import HardState, SnapshotMeta, take_batch
 from coord.metrics import LOG_ENTRIES, LOG_FSYNCS
 
-
-@dataclass(frozen=True, slots=True)
-class HardState:
-    """What a node must never forget across a crash: its term and its vote in it."""
-
-    term: int = 0
-    voted_for: int = 0
+_ENTRY_COLUMNS = "idx, term, kind, payload"
 
 
 def open_sqlite(path: str | os.PathLike[str], synchronous: str) -> sqlite3.Connection:
@@ -36,103 +33,168 @@ def open_sqlite(path: str | os.PathLike[str], synchronous: str) -> sqlite3.Conne
     return conn
 
 
+def _entry(row: tuple[int, int, int, bytes]) -> Entry:
+    return Entry(row[0], row[1], EntryKind(row[2]), bytes(row[3]))
+
+
 class LogStore:
-    """Append-only entries ``(idx, term, kind, payload)`` plus the hard state."""
+    """Entries ``(idx, term, kind, payload)``, the hard state, and where the log starts."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._conn = open_sqlite(path, "FULL")
-        db = sqlite_utils.Database(self._conn)
+        self._writer = open_sqlite(path, "FULL")
+        db = sqlite_utils.Database(self._writer)
         db["log"].create(
             {"idx": int, "term": int, "kind": int, "payload": bytes}, pk="idx", if_not_exists=True
         )
         db["hard_state"].create(
             {"id": int, "term": int, "voted_for": int}, pk="id", if_not_exists=True
         )
-        db["log_meta"].create(
-            {"id": int, "compacted_index": int, "compacted_term": int}, pk="id", if_not_exists=True
+        db["snapshot"].create(
+            {"id": int, "idx": int, "term": int, "config_idx": int, "config_term": int,
+             "config_payload": bytes},
+            pk="id", if_not_exists=True,
+        )  # fmt: skip
+        self._writer.execute(
+            f"CREATE INDEX IF NOT EXISTS log_configs ON log (idx) WHERE kind = {EntryKind.CONFIG:d}"
         )
+        self._reader = open_sqlite(path, "FULL")
+        self._hard_state = self._load_hard_state()
+        self._snapshot = self._load_snapshot()
+        row = self._reader.execute("SELECT max(idx) FROM log").fetchone()
+        self._last_index = row[0] if row[0] is not None else self._snapshot.index
 
     def close(self) -> None:
-        self._conn.close()
+        self._writer.close()
+        self._reader.close()
+
+    # -- Storage (read by the core, on the event loop) ------------------------------
 
     def hard_state(self) -> HardState:
-        row = self._conn.execute("SELECT term, voted_for FROM hard_state WHERE id = 0").fetchone()
-        return HardState(*row) if row else HardState()
+        return self._hard_state
+
+    def snapshot(self) -> SnapshotMeta:
+        return self._snapshot
+
+    def first_index(self) -> int:
+        return self._snapshot.index + 1
+
+    def last_index(self) -> int:
+        return self._last_index
+
+    def term(self, index: int) -> int:
+        if index == self._snapshot.index:
+            return self._snapshot.term
+        row = self._reader.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
+        if row is None:
+            raise LocalProtocolError(f"index {index} is outside the stored log")
+        return row[0]
+
+    def entries(self, lo: int, hi: int, max_bytes: int) -> list[Entry]:
+        if not self.first_index() <= lo <= self._last_index:
+            raise LocalProtocolError(f"index {lo} is outside the stored log")
+        rows = self._reader.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM log WHERE idx >= ? AND idx < ? ORDER BY idx",
+            (lo, hi),
+        )
+        return take_batch(map(_entry, rows), max_bytes)
+
+    def last_config(self, lo: int, hi: int) -> Entry | None:
+        row = self._reader.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM log WHERE kind = ? AND idx >= ? AND idx <= ?"
+            " ORDER BY idx DESC LIMIT 1",
+            (int(EntryKind.CONFIG), lo, hi),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    # -- writes (one worker thread) ------------------------------------------------------
 
     def save(
         self,
-        entries: Sequence[Entry] = (),
-        hard_state: HardState | None = None,
-        truncate_after: int | None = None,
+        hard_state: HardState | None,
+        snapshot: SnapshotMeta | None,
+        entries: Sequence[Entry],
     ) -> None:
-        """Persist a hard state, drop a conflicting suffix and append, atomically."""
-        with self._transaction():
+        """Make one Ready durable in one transaction: snapshot marker, hard state, entries.
+
+        Entries replace any stored suffix from their first index on: that is how
+        a conflicting suffix is truncated.
+        """
+        last_index = self._last_index
+        with _Transaction(self._writer):
+            if snapshot is not None:
+                self._writer.execute("DELETE FROM log")
+                self._write_snapshot(snapshot)
+                last_index = snapshot.index
             if hard_state is not None:
-                self._conn.execute(
+                self._writer.execute(
                     "INSERT OR REPLACE INTO hard_state (id, term, voted_for) VALUES (0, ?, ?)",
                     (hard_state.term, hard_state.voted_for),
                 )
-            if truncate_after is not None:
-                self._conn.execute("DELETE FROM log WHERE idx > ?", (truncate_after,))
-            self._conn.executemany(
-                "INSERT INTO log (idx, term, kind, payload) VALUES (?, ?, ?, ?)",
-                [(e.index, e.term, int(e.kind), e.payload) for e in entries],
-            )
+            if entries:
+                first = entries[0].index
+                lowest = (snapshot or self._snapshot).index + 1
+                if not lowest <= first <= last_index + 1:
+                    raise LocalProtocolError(f"entries from {first} do not continue the log")
+                self._writer.execute("DELETE FROM log WHERE idx >= ?", (first,))
+                self._writer.executemany(
+                    "INSERT INTO log (idx, term, kind, payload) VALUES (?, ?, ?, ?)",
+                    [(e.index, e.term, int(e.kind), e.payload) for e in entries],
+                )
+                last_index = entries[-1].index
         LOG_FSYNCS.inc()
         LOG_ENTRIES.inc(len(entries))
+        if snapshot is not None:
+            self._snapshot = snapshot
+        if hard_state is not None:
+            self._hard_state = hard_state
+        self._last_index = last_index
 
-    def compacted(self) -> tuple[int, int]:
-        """(index, term) of the last entry dropped by compaction, (0, 0) if none."""
-        row = self._conn.execute(
-            "SELECT compacted_index, compacted_term FROM log_meta WHERE id = 0"
-        ).fetchone()
-        return (row[0], row[1]) if row else (0, 0)
-
-    def compact(self, up_to: int) -> None:
-        """Drop entries up to and including up_to; the state machine holds their effect."""
-        term = self.term_at(up_to)
-        if term is None:
+    def compact(self, index: int) -> None:
+        """Drop entries up to index: the state machine durably holds their effect."""
+        if index <= self._snapshot.index or index > self._last_index:
             return
-        with self._transaction():
-            self._conn.execute(
-                "INSERT OR REPLACE INTO log_meta (id, compacted_index, compacted_term)"
-                " VALUES (0, ?, ?)",
-                (up_to, term),
-            )
-            self._conn.execute("DELETE FROM log WHERE idx <= ?", (up_to,))
+        with _Transaction(self._writer):
+            # Read through the writer's own connection: the reader belongs to the loop.
+            term = self._writer.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
+            row = self._writer.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM log WHERE kind = ? AND idx <= ?"
+                " ORDER BY idx DESC LIMIT 1",
+                (int(EntryKind.CONFIG), index),
+            ).fetchone()
+            config = _entry(row) if row else self._snapshot.config
+            snapshot = SnapshotMeta(index, term[0], config)
+            self._write_snapshot(snapshot)
+            self._writer.execute("DELETE FROM log WHERE idx <= ?", (index,))
+        self._snapshot = snapshot
 
-    def first_index(self) -> int:
-        return self.compacted()[0] + 1
-
-    def last_index(self) -> int:
-        row = self._conn.execute("SELECT max(idx) FROM log").fetchone()
-        return row[0] if row[0] is not None else self.compacted()[0]
-
-    def term_at(self, index: int) -> int | None:
-        """The term of the entry at index; None when it is compacted away or absent."""
-        compacted_index, compacted_term = self.compacted()
-        if index == compacted_index:
-            return compacted_term
-        row = self._conn.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
-        return row[0] if row else None
-
-    def entries(self, lo: int, hi: int, max_bytes: int = 1 << 20) -> list[Entry]:
-        """Entries with lo <= index < hi, stopping after max_bytes of payload (at least one)."""
-        out: list[Entry] = []
-        size = 0
-        rows = self._conn.execute(
-            "SELECT idx, term, kind, payload FROM log WHERE idx >= ? AND idx < ? ORDER BY idx",
-            (lo, hi),
+    def _write_snapshot(self, snapshot: SnapshotMeta) -> None:
+        config = snapshot.config
+        self._writer.execute(
+            "INSERT OR REPLACE INTO snapshot"
+            " (id, idx, term, config_idx, config_term, config_payload)"
+            " VALUES (0, ?, ?, ?, ?, ?)",
+            (
+                snapshot.index,
+                snapshot.term,
+                config.index if config else 0,
+                config.term if config else 0,
+                config.payload if config else b"",
+            ),
         )
-        for idx, term, kind, payload in rows:
-            size += len(payload)
-            if out and size > max_bytes:
-                break
-            out.append(Entry(idx, term, EntryKind(kind), payload))
-        return out
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
+    def _load_hard_state(self) -> HardState:
+        row = self._reader.execute("SELECT term, voted_for FROM hard_state WHERE id = 0").fetchone()
+        return HardState(*row) if row else HardState()
+
+    def _load_snapshot(self) -> SnapshotMeta:
+        row = self._reader.execute(
+            "SELECT idx, term, config_idx, config_term, config_payload FROM snapshot WHERE id = 0"
+        ).fetchone()
+        if row is None:
+            return SnapshotMeta()
+        index, term, config_index, config_term, payload = row
+        config = Entry(config_index, config_term, EntryKind.CONFIG, bytes(payload))
+        return SnapshotMeta(index, term, config if config_index else None)
 
 
 class _Transaction:

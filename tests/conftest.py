@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,19 +15,35 @@ from proto import chat_pb2_grpc
 from tests.cluster import free_port
 
 PASSWORD = "correct horse"
+FAST_LEASE_MS = 300  # a single node elects itself once a lease has passed since start
 
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
     config = NodeConfig(
-        node_id=1, cluster={1: f"127.0.0.1:{free_port()}"}, data_dir=tmp_path / "n1"
+        node_id=1,
+        cluster={1: f"127.0.0.1:{free_port()}"},
+        data_dir=tmp_path / "n1",
+        lease_ms=FAST_LEASE_MS,
+        heartbeat_ms=FAST_LEASE_MS // 10,
     )
     chat_node = ChatNode(config)
     await chat_node.start()
+    await wait_until_serving(chat_node)
     try:
         yield chat_node
     finally:
         await chat_node.stop()
+
+
+async def wait_until_serving(chat_node: ChatNode, timeout: float = 10) -> None:
+    """Wait for the node to elect itself and commit its first entry."""
+    coordinator = chat_node.coordinator
+    async with asyncio.timeout(timeout):
+        async for view in coordinator.leader_changes():
+            if view is not None and view.leader_id == chat_node.config.node_id:
+                break
+        await coordinator.read_barrier()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from chatnode.server import ChatNode, NodeConfig, TlsFiles
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.cluster import free_port
+from tests.conftest import FAST_LEASE_MS, wait_until_serving
 from tests.tls import make_tls
 
 
@@ -22,10 +23,13 @@ async def test_tls_node_accepts_trusting_clients_only(tmp_path: Path) -> None:
         cluster={1: address},
         data_dir=tmp_path / "n1",
         tls=TlsFiles(cert=tls.cert, key=tls.key),
+        lease_ms=FAST_LEASE_MS,
+        heartbeat_ms=FAST_LEASE_MS // 10,
     )
     node = ChatNode(config)
     await node.start()
     try:
+        await wait_until_serving(node)
         credentials = grpc.ssl_channel_credentials(root_certificates=tls.ca.read_bytes())
         async with grpc.aio.secure_channel(address, credentials) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)

@@ -1,0 +1,243 @@
+"""``chat``: the full-screen terminal client (API.md section 4).
+
+A thin prompt_toolkit view over :class:`client.app_controller.Controller`:
+the message pane draws the controller's lines, the input line answers its
+current question (masked for passwords, with completion and a history file
+for chat commands), and the bottom bar shows user, node, leader, term and
+connection state, redrawn whenever the controller or the client changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from prompt_toolkit.application import Application
+from prompt_toolkit.buffer import Buffer
+from prompt_toolkit.completion import CompleteEvent, Completer, Completion
+from prompt_toolkit.data_structures import Point
+from prompt_toolkit.document import Document
+from prompt_toolkit.filters import Condition
+from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_to_text
+from prompt_toolkit.history import FileHistory, History
+from prompt_toolkit.input import Input
+from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
+from prompt_toolkit.keys import Keys
+from prompt_toolkit.layout import Float, FloatContainer, HSplit, Layout, Window
+from prompt_toolkit.layout.controls import FormattedTextControl
+from prompt_toolkit.layout.menus import CompletionsMenu
+from prompt_toolkit.output import Output
+from prompt_toolkit.styles import Style
+from prompt_toolkit.widgets import TextArea
+
+from client.app_controller import Controller
+from client.cli import (
+    Parser,
+    add_cluster_flag,
+    add_tls_ca_flag,
+    channel_credentials,
+    member_addresses,
+    user_data_dir,
+)
+from client.library import ChatClient, ChatError, RetryPolicy
+
+STYLE = Style.from_dict(
+    {
+        "info": "ansicyan",
+        "error": "ansired bold",
+        "echo": "ansibrightblack",
+        "incoming": "",
+        "outgoing": "ansigreen",
+        "rule": "ansibrightblack",
+        "status": "reverse",
+    }
+)
+
+
+class _ControllerCompleter(Completer):
+    """prompt_toolkit's completion protocol over Controller.completions."""
+
+    def __init__(self, controller: Controller) -> None:
+        self._controller = controller
+
+    def get_completions(self, document: Document, event: CompleteEvent) -> Iterable[Completion]:
+        word = document.text_before_cursor.rpartition(" ")[2]
+        for candidate in self._controller.completions(document.text_before_cursor):
+            yield Completion(candidate, start_position=-len(word))
+
+
+class ChatView:
+    """The screen: message pane, input line, status bar; exits on /quit, Ctrl-C or Ctrl-D."""
+
+    def __init__(
+        self,
+        controller: Controller,
+        history: History,
+        *,
+        input: Input | None = None,
+        output: Output | None = None,
+    ) -> None:
+        self.controller = controller
+        self.input_field = TextArea(
+            multiline=False,
+            password=Condition(lambda: controller.question.secret),
+            prompt=lambda: controller.question.prompt,
+            completer=_ControllerCompleter(controller),
+            history=history,
+            accept_handler=self._accept,
+        )
+        pane = FormattedTextControl(self._pane_fragments, get_cursor_position=self._pane_end)
+        status = FormattedTextControl(self._status_fragments)
+        body = HSplit(
+            [
+                Window(pane, wrap_lines=True),
+                Window(height=1, char="─", style="class:rule"),
+                self.input_field,
+                Window(status, height=1, style="class:status"),
+            ]
+        )
+        menu = Float(xcursor=True, ycursor=True, content=CompletionsMenu(max_height=8))
+        self.application: Application[None] = Application(
+            layout=Layout(FloatContainer(body, [menu]), focused_element=self.input_field),
+            key_bindings=self._key_bindings(),
+            style=STYLE,
+            full_screen=True,
+            input=input,
+            output=output,
+        )
+        controller.add_listener(self.application.invalidate)
+
+    async def run(self) -> None:
+        """Show the screen until the user leaves."""
+        await self.application.run_async(
+            pre_run=lambda: self.application.create_background_task(self._answer_lines())
+        )
+
+    def status_text(self) -> str:
+        """The bottom bar exactly as drawn."""
+        return fragment_list_to_text(self._status_fragments()).strip()
+
+    def pane_text(self) -> str:
+        return fragment_list_to_text(self._pane_fragments())
+
+    async def _answer_lines(self) -> None:
+        await self.controller.run()
+        self.application.exit()
+
+    def _accept(self, buffer: Buffer) -> bool:
+        text = buffer.text
+        if not self.controller.question.remember:
+            buffer.reset()  # an empty buffer is not added to the history: no names or passwords
+        self.controller.feed(text)
+        return False
+
+    def _status_fragments(self) -> StyleAndTextTuples:
+        return [("class:status", f" {self.controller.status_text()} ")]
+
+    def _pane_fragments(self) -> StyleAndTextTuples:
+        return [(f"class:{line.kind}", f"{line.text}\n") for line in self.controller.lines]
+
+    def _pane_end(self) -> Point:
+        """Keep the newest line in view: the pane scrolls to where the 'cursor' is."""
+        return Point(0, sum(line.text.count("\n") + 1 for line in self.controller.lines))
+
+    def _key_bindings(self) -> KeyBindings:
+        bindings = KeyBindings()
+        empty = Condition(lambda: not self.input_field.text)
+
+        @bindings.add("c-c")
+        @bindings.add(Keys.SIGINT)
+        @bindings.add("c-d", filter=empty)
+        def _leave(event: KeyPressEvent) -> None:
+            event.app.exit()
+
+        return bindings
+
+
+# -- the command -------------------------------------------------------------------
+
+
+def _parser() -> Parser:
+    parser = Parser(prog="chat", description="Chat in a terminal, through any cluster member.")
+    add_cluster_flag(parser)
+    add_tls_ca_flag(parser)
+    parser.add_argument("--user", default="", help="log in as USER (asks only for the password)")
+    parser.add_argument(
+        "--history",
+        metavar="FILE",
+        default=os.environ.get("CHAT_HISTORY", str(user_data_dir() / "history")),
+        help="input history file (CHAT_HISTORY; default %(default)s)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long one action may wait for a leader (default %(default)s)",
+    )
+    return parser
+
+
+def _open_history(path: str) -> FileHistory:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileHistory(path)
+
+
+async def _run(args: argparse.Namespace, members: list[str]) -> int:
+    policy = RetryPolicy(deadline_s=args.timeout)
+    credentials = channel_credentials(args.tls_ca)
+    async with ChatClient(members, credentials=credentials, policy=policy) as client:
+        try:
+            await client.cluster_status()
+        except ChatError as exc:
+            print(f"chat: cannot reach the cluster: {exc}", file=sys.stderr)
+            return 1
+        if not sys.stdin.isatty():
+            print("chat: standard input is not a terminal; chat is interactive", file=sys.stderr)
+            return 1
+        controller = Controller(client, args.user)
+        view = ChatView(controller, _open_history(args.history))
+        _leave_on_signals(view.application)
+        try:
+            await view.run()
+        finally:
+            await controller.close()
+    return 0
+
+
+def _leave_on_signals(application: Application[None]) -> None:
+    """SIGTERM and SIGHUP end the app as Ctrl-C does, so the terminal is left restored."""
+
+    def leave() -> None:
+        if application.is_running and not application.is_done:
+            application.exit()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, leave)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        members = member_addresses(args.cluster)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    try:
+        sys.exit(asyncio.run(_run(args, members)))
+    except OSError as exc:  # unreadable --tls-ca, unwritable history, no terminal
+        sys.exit(f"chat: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("chat: interrupted")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,459 @@
+"""The ``chat`` app without a screen: typed lines in; lines, a prompt and a status out.
+
+Everything the app decides lives here, so tests can drive it with plain
+strings; :mod:`client.app` only draws :attr:`Controller.lines`, the current
+:class:`Question` and :meth:`Controller.status_text`, and feeds typed lines
+back. The input line always answers one question: a login step, a password,
+or (once logged in) the chat prompt, where plain text goes to the current
+partner and ``/commands`` do the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+from client.library import (
+    AlreadyExists,
+    AuthError,
+    ChatClient,
+    ChatError,
+    InvalidArgument,
+    Message,
+    Session,
+)
+
+LIST_PAGE_SIZE = 50
+KNOWN_USERS_FETCH = 1000  # usernames loaded at login for completion
+MAX_LINES = 5000
+LIVE_RETRY_S = 2.0  # pause before reopening live delivery after the library gave up
+
+
+class Kind(enum.StrEnum):
+    """What a line is, so the view can colour it."""
+
+    INFO = "info"
+    ERROR = "error"
+    ECHO = "echo"
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    text: str
+    kind: Kind = Kind.INFO
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """What the input line asks for and who takes the answer.
+
+    secret: hide the typing; remember: keep the answer in the history file
+    (only chat-prompt lines, never names, passwords or yes/no answers).
+    """
+
+    prompt: str
+    answer: Callable[[str], Awaitable[None]]
+    secret: bool = False
+    remember: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    usage: str
+    help: str
+    run: Callable[[Controller, str], Awaitable[None]]
+    takes_user: bool = False
+
+
+class UsageError(Exception):
+    """A command was typed wrong; the message says how to type it."""
+
+
+class Controller:
+    """The app's state and behaviour, driven by :meth:`submit` (or :meth:`feed` + :meth:`run`)."""
+
+    def __init__(self, client: ChatClient, username: str = "") -> None:
+        self.client = client
+        self.lines: deque[Line] = deque(maxlen=MAX_LINES)
+        self.partner = ""
+        self.finished = False
+        self._preset_user = username
+        self._name = ""  # the name being logged in or created
+        self._password = ""  # kept only between 'create?' and 'password again'
+        self._known_users: set[str] = set()
+        self._more: tuple[str, str] | None = None  # (pattern, page token) for /more
+        self._live: asyncio.Task[None] | None = None
+        self._inbox: asyncio.Queue[str] = asyncio.Queue()
+        self._listeners: list[Callable[[], None]] = []
+        client.add_state_listener(lambda _state: self._changed())
+        self.question: Question
+        self._start_login()
+        self._say("Welcome to chat. /quit or Ctrl-D leaves at any time.")
+
+    # -- what the view reads ----------------------------------------------------------
+
+    def status_text(self) -> str:
+        state = self.client.state
+        return " │ ".join(
+            [
+                self.client.username or "not logged in",
+                f"node {state.address or '-'}",
+                f"leader {state.leader_id or '-'}",
+                f"term {state.term or '-'}",
+                state.connection,
+            ]
+        )
+
+    def completions(self, text: str) -> list[str]:
+        """Whole-word candidates for the last word of text: commands, then usernames."""
+        if not self.question.remember:
+            return []
+        words = text.split(" ")
+        if len(words) == 1 and text.startswith("/"):
+            return [f"/{name}" for name in COMMANDS if f"/{name}".startswith(text)]
+        command = COMMANDS.get(words[0][1:]) if words[0].startswith("/") else None
+        if len(words) == 2 and command is not None and command.takes_user:
+            return sorted(u for u in self._known_users if u.startswith(words[1]))
+        return []
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call listener after anything visible changed; returns the remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # -- input ------------------------------------------------------------------------
+
+    def feed(self, text: str) -> None:
+        """Queue a typed line; :meth:`run` answers lines one at a time, in order."""
+        self._inbox.put_nowait(text)
+
+    async def run(self) -> None:
+        """Answer fed lines until /quit."""
+        while not self.finished:
+            await self.submit(await self._inbox.get())
+
+    async def submit(self, text: str) -> None:
+        """Answer the current question with text; every failure becomes one line."""
+        question = self.question
+        if not question.remember:
+            self._echo(question.prompt + ("" if question.secret else text))
+        try:
+            if text.strip() == "/quit" and not question.secret:  # leave from any prompt
+                await self.cmd_quit("")
+            else:
+                await question.answer(text)
+        except UsageError as exc:
+            self._error(f"usage: {exc}")
+        except ChatError as exc:
+            self._error(str(exc))
+        except Exception as exc:  # a bug, but the screen gets one line, never a traceback
+            self._error(f"unexpected {type(exc).__name__}: {exc}")
+        finally:
+            self._changed()
+
+    async def close(self) -> None:
+        """Stop live delivery (the client itself belongs to the caller)."""
+        await self._stop_live()
+
+    # -- login and account creation ---------------------------------------------------
+
+    def _start_login(self) -> None:
+        if self._preset_user:
+            self._name = self._preset_user
+            self._ask_password()
+        else:
+            self._ask("username: ", self._got_username)
+
+    def _ask_password(self) -> None:
+        self._ask(f"password for {self._name}: ", self._got_password, secret=True)
+
+    async def _got_username(self, text: str) -> None:
+        self._name = text.strip()
+        if self._name:
+            self._ask_password()
+
+    async def _got_password(self, password: str) -> None:
+        try:
+            session = await self.client.login(self._name, password)
+        except AuthError:
+            self._say(f"wrong password, or there is no account named {self._name}")
+            self._password = password
+            self._ask(f"create account {self._name}? [y/N] ", self._got_create_choice)
+            return
+        except InvalidArgument as exc:
+            self._error(str(exc))
+            self._start_login()
+            return
+        await self._enter(session)
+
+    async def _got_create_choice(self, text: str) -> None:
+        if text.strip().lower() in ("y", "yes"):
+            self._ask("password again: ", self._got_password_again, secret=True)
+        else:
+            self._password = ""
+            self._start_login()
+
+    async def _got_password_again(self, again: str) -> None:
+        password, self._password = self._password, ""
+        if again != password:
+            self._error("the passwords differ; start again")
+            self._ask_password()
+            return
+        try:
+            await self.client.create_account(self._name, password)
+        except AlreadyExists:
+            self._error(f"{self._name} exists, so the password was wrong")
+            self._ask_password()
+            return
+        except InvalidArgument as exc:
+            self._error(str(exc))
+            self._start_login()
+            return
+        self._say(f"account {self._name} created")
+        await self._enter(await self.client.login(self._name, password))
+
+    async def _enter(self, session: Session) -> None:
+        unread = session.unread_count
+        hint = " (/read to show them)" if unread else ""
+        self._say(f"logged in as {session.username}: {unread} unread{hint}. /help lists commands.")
+        self._live = asyncio.create_task(self._follow_live(session.last_message_id))
+        try:
+            page = await self.client.list_accounts(page_size=KNOWN_USERS_FETCH)
+            self._remember_users(page.usernames)  # for completion
+        finally:
+            self._ask_chat()  # logged in, even if the names could not be fetched
+
+    async def _leave_session(self) -> None:
+        await self._stop_live()
+        self.partner, self._more = "", None
+        self._start_login()
+
+    # -- the chat prompt --------------------------------------------------------------
+
+    def _ask_chat(self) -> None:
+        self._ask(f"{self.partner}> ", self._chat_line, remember=True)
+
+    async def _chat_line(self, text: str) -> None:
+        if not text.strip():
+            return
+        if not text.startswith("/"):
+            if not self.partner:
+                raise UsageError("/to USER first, or /send USER TEXT")
+            await self._send(self.partner, text)
+            return
+        self._echo(f"> {text}")
+        name, _, rest = text[1:].partition(" ")
+        command = COMMANDS.get(name)
+        if command is None:
+            self._error(f"unknown command /{name}; /help lists them")
+            return
+        await command.run(self, rest.strip())
+
+    async def _send(self, recipient: str, body: str) -> None:
+        sent = await self.client.send_message(recipient, body)
+        stamp = _clock(time.time() * 1000)
+        self._add(Line(f"#{sent.message_id} {stamp} you → {recipient}: {body}", Kind.OUTGOING))
+        if not sent.recipient_online:
+            self._say(f"{recipient} is offline and will see it later")
+
+    async def cmd_to(self, rest: str) -> None:
+        if not rest:
+            self._say(f"talking to {self.partner}" if self.partner else "talking to nobody yet")
+            return
+        page = await self.client.list_accounts(rest, page_size=1)
+        if rest not in page.usernames:
+            self._error(f"there is no user named {rest}")
+            return
+        self.partner = rest
+        self._remember_users([rest])
+        self._say(f"talking to {rest}: plain lines go to them")
+        self._ask_chat()
+
+    async def cmd_send(self, rest: str) -> None:
+        recipient, _, body = rest.partition(" ")
+        if not (recipient and body):
+            raise UsageError(COMMANDS["send"].usage)
+        await self._send(recipient, body)
+
+    async def cmd_list(self, rest: str) -> None:
+        await self._list_page(rest, "")
+
+    async def cmd_more(self, rest: str) -> None:
+        if self._more is None:
+            self._say("nothing more to list")
+            return
+        await self._list_page(*self._more)
+
+    async def _list_page(self, pattern: str, token: str) -> None:
+        page = await self.client.list_accounts(pattern, LIST_PAGE_SIZE, token)
+        self._remember_users(page.usernames)
+        self._more = (pattern, page.next_page_token) if page.next_page_token else None
+        if not page.usernames:
+            self._say(f"no account matches {pattern!r}")
+            return
+        self._say("  ".join(page.usernames))
+        if self._more:
+            self._say("more: /more")
+
+    async def cmd_read(self, rest: str) -> None:
+        limit = _positive_int(rest, COMMANDS["read"].usage) if rest else 0
+        unread = await self.client.read_messages(limit)
+        for message in unread.messages:
+            self._show_message(message)
+        if not unread.messages:
+            self._say("no unread messages")
+        elif unread.remaining:
+            self._say(f"{unread.remaining} more unread: /read")
+
+    async def cmd_delete(self, rest: str) -> None:
+        words = rest.replace(",", " ").split()
+        if not words:
+            raise UsageError(COMMANDS["delete"].usage)
+        ids = [_positive_int(w.removeprefix("#"), COMMANDS["delete"].usage) for w in words]
+        deleted = await self.client.delete_messages(ids)
+        self._say(f"deleted {deleted} of {len(ids)} message(s)")
+
+    async def cmd_logout(self, rest: str) -> None:
+        name = self.client.username
+        try:
+            await self.client.logout()
+        finally:
+            await self._leave_session()
+        self._say(f"{name} logged out")
+
+    async def cmd_delete_account(self, rest: str) -> None:
+        prompt = f"password to delete {self.client.username} for good (empty: cancel): "
+        self._ask(prompt, self._got_delete_password, secret=True)
+
+    async def _got_delete_password(self, password: str) -> None:
+        name = self.client.username
+        self._ask_chat()  # whatever happens next, a failure leaves us chatting
+        if not password:
+            self._say("account kept")
+            return
+        await self.client.delete_account(password)
+        await self._leave_session()
+        self._say(f"account {name} deleted")
+
+    async def cmd_status(self, rest: str) -> None:
+        status = await self.client.cluster_status()
+        self._say(
+            f"node {status.node_id} is {status.role}, term {status.term}, "
+            f"leader {status.leader_id or '-'}, commit {status.commit_index}"
+        )
+        for member in status.members:
+            sync = "in sync" if member.in_sync else "out of sync"
+            reach = "" if member.reachable else ", unreachable"
+            self._say(f"  {member.id} {member.address} {member.role or '-'} {sync}{reach}")
+
+    async def cmd_help(self, rest: str) -> None:
+        width = max(len(c.usage) for c in COMMANDS.values())
+        self._say("plain text goes to the current partner (/to USER); commands:")
+        for command in COMMANDS.values():
+            self._say(f"  {command.usage.ljust(width)}  {command.help}")
+
+    async def cmd_quit(self, rest: str) -> None:
+        await self._stop_live()
+        self.finished = True
+
+    # -- live delivery ----------------------------------------------------------------
+
+    async def _follow_live(self, after_id: int) -> None:
+        """Show each new message as it arrives, then mark it read; outlive failovers."""
+        while True:
+            try:
+                async for message in self.client.subscribe(after_id):
+                    after_id = message.id
+                    self._show_message(message)
+                    await self._mark_read(message)
+            except AuthError as exc:
+                self._error(f"live messages stopped: {exc}")
+                return
+            except ChatError as exc:
+                self._error(f"live messages paused: {exc}")
+            await asyncio.sleep(LIVE_RETRY_S)
+
+    async def _mark_read(self, message: Message) -> None:
+        try:
+            await self.client.mark_read([message.id])
+        except ChatError as exc:
+            self._error(f"could not mark #{message.id} read: {exc}")
+
+    async def _stop_live(self) -> None:
+        task, self._live = self._live, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- output -----------------------------------------------------------------------
+
+    def _show_message(self, message: Message) -> None:
+        self._remember_users([message.sender])
+        stamp = _clock(message.sent_at_ms)
+        self._add(Line(f"#{message.id} {stamp} {message.sender}: {message.body}", Kind.INCOMING))
+
+    def _say(self, text: str) -> None:
+        self._add(Line(text))
+
+    def _echo(self, text: str) -> None:
+        self._add(Line(text, Kind.ECHO))
+
+    def _error(self, text: str) -> None:
+        self._add(Line(f"error: {text}", Kind.ERROR))
+
+    def _add(self, line: Line) -> None:
+        self.lines.append(line)
+        self._changed()
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            listener()
+
+    def _ask(
+        self,
+        prompt: str,
+        answer: Callable[[str], Awaitable[None]],
+        *,
+        secret: bool = False,
+        remember: bool = False,
+    ) -> None:
+        self.question = Question(prompt, answer, secret, remember)
+        self._changed()
+
+    def _remember_users(self, names: Iterable[str]) -> None:
+        self._known_users.update(names)
+
+
+def _positive_int(text: str, usage: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise UsageError(usage)
+    return int(text)
+
+
+def _clock(unix_ms: float) -> str:
+    return time.strftime("%H:%M", time.localtime(unix_ms / 1000))
+
+
+COMMANDS: dict[str, Command] = {
+    "to": Command("/to USER", "talk to USER: plain lines go to them", Controller.cmd_to, True),
+    "send": Command("/send USER TEXT", "send one message to USER", Controller.cmd_send, True),
+    "list": Command("/list [PATTERN]", "list accounts, e.g. /list a*", Controller.cmd_list, True),
+    "more": Command("/more", "the next page of /list", Controller.cmd_more),
+    "read": Command("/read [N]", "show N unread messages, oldest first", Controller.cmd_read),
+    "delete": Command("/delete IDS", "delete messages by id: /delete 4 7", Controller.cmd_delete),
+    "logout": Command("/logout", "end this session", Controller.cmd_logout),
+    "delete-account": Command(
+        "/delete-account", "delete your account and its messages", Controller.cmd_delete_account
+    ),
+    "status": Command("/status", "show the cluster's members", Controller.cmd_status),
+    "help": Command("/help", "this list", Controller.cmd_help),
+    "quit": Command("/quit", "leave (or Ctrl-D, Ctrl-C)", Controller.cmd_quit),
+}

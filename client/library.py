@@ -1,0 +1,529 @@
+"""The chat client library: one object that talks to whichever node leads.
+
+Callers name the members; the library finds the leader (``GetClusterStatus`` on
+every member, ``leader-address`` hints on ``UNAVAILABLE``, ``LeaderInfo`` on
+the stream), retries with the same ``request_id`` across failovers, and resumes
+``Subscribe`` from the last message it handed out. Only ``UNAVAILABLE`` (not
+the leader, no leader, connection lost) is retried, with jittered exponential
+back-off and only until the call's deadline: every other status becomes a
+typed :class:`ChatError` at once, carrying the server's one-line message.
+
+asyncio first; :mod:`client.sync` wraps it for blocking code. Example::
+
+    async with ChatClient(["127.0.0.1:7001", "127.0.0.1:7002"]) as chat:
+        await chat.login("alice", "correct horse")
+        await chat.send_message("bob", "hi")
+        async for message in chat.subscribe():
+            print(message.sender, message.body)
+
+``ReadMessages``, ``MarkRead`` and ``DeleteMessages`` carry no request id in
+the contract, so a retry after a reply lost in a crash may act twice: ``MarkRead``
+is harmless, a second ``DeleteMessages`` counts 0, and a second ``ReadMessages``
+returns the next batch (the first stays stored and reachable by ``Subscribe``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message as ProtoMessage
+
+from proto import chat_pb2 as pb
+from proto import chat_pb2_grpc
+
+T = TypeVar("T")
+
+# gRPC's own reconnect back-off grows to 120 s; a node restarted on the same
+# address must be reachable again within our retry deadline.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+# -- errors -----------------------------------------------------------------------
+
+
+class ChatError(Exception):
+    """A call failed; ``str(error)`` is the server's one-line message, ``code`` its status."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class AuthError(ChatError):
+    """Wrong name or password, or no valid session: log in (again)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class InvalidArgument(ChatError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(ChatError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class AlreadyExists(ChatError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class ResourceExhausted(ChatError):
+    """The request was larger than the server accepts."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(ChatError):
+    """No leader answered before the deadline (all retries spent)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(ChatError):
+    """A node took the call but did not answer before the deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ChatError]] = {
+    cls.code: cls
+    for cls in (
+        AuthError,
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+    )
+}
+
+
+def error_from_rpc(exc: grpc.aio.AioRpcError) -> ChatError:
+    """The typed error for a failed call; unknown codes keep theirs on the base class."""
+    cls = _BY_CODE.get(exc.code(), ChatError)
+    return cls(exc.details() or exc.code().name.lower(), exc.code())
+
+
+# -- values -----------------------------------------------------------------------
+
+
+class Connection(enum.StrEnum):
+    """How the client stands with the cluster, as a status bar shows it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    FAILING_OVER = "failing over"
+    NO_LEADER = "no leader"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientState:
+    """Connection state plus the leader it concerns (0 / '' while unknown)."""
+
+    connection: Connection = Connection.CONNECTING
+    leader_id: int = 0
+    address: str = ""
+    term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    id: int
+    sender: str
+    recipient: str
+    body: str
+    sent_at_ms: int
+    read: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a login tells: the user, how many are unread, where live delivery starts."""
+
+    username: str
+    unread_count: int
+    last_message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    message_id: int
+    recipient_online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A batch of formerly unread messages, oldest first, and how many remain."""
+
+    messages: tuple[Message, ...]
+    remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPage:
+    usernames: tuple[str, ...]
+    next_page_token: str  # '' on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long and how often to retry while no leader answers."""
+
+    deadline_s: float = 10.0
+    first_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+    multiplier: float = 2.0
+    jitter: float = 0.5  # up to this fraction of each pause is cut at random
+    probe_timeout_s: float = 1.0  # for one GetClusterStatus while looking for the leader
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """The pause before retry number attempt (0-based): exponential, capped, jittered.
+
+        Jitter spreads the retries of many clients after one failover so the new
+        leader is not hit by all of them in the same instant.
+        """
+        ceiling = min(self.max_backoff_s, self.first_backoff_s * self.multiplier**attempt)
+        return ceiling * (1 - self.jitter * rng.random())
+
+
+StateListener = Callable[[ClientState], None]
+
+
+# -- the client -------------------------------------------------------------------
+
+
+@dataclass
+class _Retry:
+    """One call's budget: its deadline, how many pauses so far, and the last failure seen."""
+
+    deadline: float
+    attempt: int = 0
+    last_error: str = "no member answered"
+
+    def remaining(self) -> float:
+        return self.deadline - asyncio.get_running_loop().time()
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """One member's answer to 'who leads?': itself (as a state), a hint, or an error."""
+
+    leader: ClientState | None = None
+    hint: str = ""
+    error: str = ""
+
+
+class ChatClient:
+    """Every ChatService call, made on the current leader and retried across failovers.
+
+    One instance holds one session (after :meth:`login`). It is not thread-safe;
+    use it from one event loop, or through :class:`client.sync.SyncChatClient`.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[str],
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        if not members:
+            raise ValueError("the member list is empty")
+        self._members = list(dict.fromkeys(members))
+        self._credentials = credentials
+        self._policy = policy or RetryPolicy()
+        self._rng = random.Random()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._leader = ""  # address of the node we believe leads; '' while looking
+        self._hint = ""  # where the last failure said the leader is
+        self._state = ClientState()
+        self._listeners: list[StateListener] = []
+        self._token = ""
+        self.username = ""
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every channel; calls and streams still open end with an error."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+    # -- observable state ---------------------------------------------------------
+
+    @property
+    def state(self) -> ClientState:
+        return self._state
+
+    def add_state_listener(self, listener: StateListener) -> Callable[[], None]:
+        """Call listener with each new state (on the client's loop); returns the remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    # -- calls --------------------------------------------------------------------
+
+    async def create_account(self, username: str, password: str) -> None:
+        await self._call(
+            "CreateAccount", pb.CreateAccountRequest(username=username, password=password)
+        )
+
+    async def login(self, username: str, password: str) -> Session:
+        """Open a session; later calls carry its token (a failover keeps it valid)."""
+        reply = await self._call("Login", pb.LoginRequest(username=username, password=password))
+        self._token, self.username = reply.session_token, username
+        return Session(username, reply.unread_count, reply.last_message_id)
+
+    async def logout(self) -> None:
+        """End the session everywhere; the token is forgotten even if the call fails."""
+        try:
+            await self._call("Logout", pb.LogoutRequest())
+        finally:
+            self._forget_session()
+
+    async def list_accounts(
+        self, pattern: str = "", page_size: int = 0, page_token: str = ""
+    ) -> AccountPage:
+        """One page of usernames matching a shell-style pattern ('' for all), sorted."""
+        request = pb.ListAccountsRequest(
+            pattern=pattern, page_size=page_size, page_token=page_token
+        )
+        reply = await self._call("ListAccounts", request)
+        return AccountPage(tuple(reply.usernames), reply.next_page_token)
+
+    async def send_message(self, recipient: str, body: str) -> Sent:
+        """Send once, exactly: retries reuse one request id, so a failover cannot duplicate."""
+        reply = await self._call(
+            "SendMessage", pb.SendMessageRequest(recipient=recipient, body=body)
+        )
+        return Sent(reply.message_id, reply.recipient_online)
+
+    async def read_messages(self, limit: int = 0) -> Unread:
+        """Up to limit (0: server default) oldest unread messages, now marked read."""
+        reply = await self._call("ReadMessages", pb.ReadMessagesRequest(limit=limit))
+        return Unread(tuple(_message(m) for m in reply.messages), reply.remaining_unread)
+
+    async def mark_read(self, message_ids: Iterable[int]) -> int:
+        """Mark shown messages read; returns how many changed."""
+        reply = await self._call("MarkRead", pb.MarkReadRequest(message_ids=list(message_ids)))
+        return reply.marked_count
+
+    async def delete_messages(self, message_ids: Iterable[int]) -> int:
+        """Delete the caller's own sent or received messages; returns how many went."""
+        request = pb.DeleteMessagesRequest(message_ids=list(message_ids))
+        return (await self._call("DeleteMessages", request)).deleted_count
+
+    async def delete_account(self, password: str) -> None:
+        """Remove the logged-in account (password re-checked); the session ends with it."""
+        await self._call("DeleteAccount", pb.DeleteAccountRequest(password=password))
+        self._forget_session()
+
+    async def cluster_status(self) -> pb.ClusterStatus:
+        """The leader's view of the cluster; also a way to find the leader up front."""
+        return await self._call("GetClusterStatus", pb.GetClusterStatusRequest())
+
+    async def subscribe(self, after_id: int = 0) -> AsyncIterator[Message]:
+        """Every message to the caller with id > after_id, in id order, forever.
+
+        A broken stream is reopened on the leader from the last id handed out,
+        so nothing is skipped or repeated across a failover. Raises
+        :class:`Unavailable` when no leader comes back within the deadline
+        (counted from the break), and any other :class:`ChatError` at once.
+        """
+        last_id = after_id
+        retry = self._new_retry()
+        while True:
+            address = self._leader or await self._locate(retry)
+            if address:
+                request = pb.SubscribeRequest(after_id=last_id)
+                call = self._stub(address).Subscribe(request, metadata=self._metadata())
+                try:
+                    async for event in call:
+                        retry = self._new_retry()  # the stream is up: a later break starts afresh
+                        if event.HasField("leader"):
+                            self._note_leader(address, event.leader)
+                        elif event.message.id > last_id:
+                            last_id = event.message.id
+                            yield _message(event.message)
+                except grpc.aio.AioRpcError as exc:
+                    self._failed(address, exc, retry)
+                finally:
+                    call.cancel()
+            await self._back_off(retry)
+
+    # -- retry core ---------------------------------------------------------------
+
+    async def _call(self, method: str, request: ProtoMessage) -> Any:
+        """Run one unary method on the leader; see :meth:`_on_leader` for the retry rules."""
+        request = _with_request_id(request)
+        retry = self._new_retry()
+
+        def attempt(address: str) -> Awaitable[Any]:
+            rpc = getattr(self._stub(address), method)
+            return rpc(request, metadata=self._metadata(), timeout=max(retry.remaining(), 0.001))
+
+        return await self._on_leader(attempt, retry)
+
+    async def _on_leader(self, attempt: Callable[[str], Awaitable[T]], retry: _Retry) -> T:
+        """attempt(leader address) until it succeeds, fails for real, or the deadline passes."""
+        while True:
+            address = self._leader or await self._locate(retry)
+            if address:
+                try:
+                    return await attempt(address)
+                except grpc.aio.AioRpcError as exc:
+                    self._failed(address, exc, retry)
+            await self._back_off(retry)
+
+    def _failed(self, address: str, exc: grpc.aio.AioRpcError, retry: _Retry) -> None:
+        """Raise anything but UNAVAILABLE; for that, drop the leader and keep its hint."""
+        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+            raise error_from_rpc(exc) from None
+        retry.last_error = exc.details() or "unavailable"
+        if self._leader != address:
+            return  # another call already moved on from this node
+        self._leader, self._hint = "", _leader_hint(exc)
+        self._publish(dataclasses.replace(self._state, connection=Connection.FAILING_OVER))
+
+    async def _back_off(self, retry: _Retry) -> None:
+        """Pause before the next try, or give up with Unavailable once the deadline passed."""
+        remaining = retry.remaining()
+        if remaining <= 0:
+            self._publish(dataclasses.replace(self._state, connection=Connection.NO_LEADER))
+            raise Unavailable(
+                f"no leader answered within {self._policy.deadline_s:g}s: {retry.last_error}"
+            )
+        await asyncio.sleep(min(remaining, self._policy.backoff(retry.attempt, self._rng)))
+        retry.attempt += 1
+
+    def _new_retry(self) -> _Retry:
+        return _Retry(asyncio.get_running_loop().time() + self._policy.deadline_s)
+
+    # -- finding the leader -------------------------------------------------------
+
+    async def _locate(self, retry: _Retry) -> str:
+        """Ask the members (the last hint first) who leads; the leader's address or ''."""
+        found = await self._find_leader(retry)
+        if found is None:
+            lost = self._state.connection in (Connection.CONNECTED, Connection.FAILING_OVER)
+            connection = Connection.FAILING_OVER if lost else Connection.NO_LEADER
+            self._publish(dataclasses.replace(self._state, connection=connection))
+            return ""
+        self._leader, self._hint = found.address, ""
+        self._publish(found)
+        return found.address
+
+    async def _find_leader(self, retry: _Retry) -> ClientState | None:
+        """Probe all candidates at once, then any address they point to, until one leads.
+
+        Among several that claim to lead (a deposed leader may not know yet),
+        the highest term wins; ties go to the hint, then to member-list order.
+        """
+        asked: set[str] = set()
+        pending = [a for a in dict.fromkeys([self._hint, *self._members]) if a]
+        while pending and retry.remaining() > 0:
+            asked.update(pending)
+            timeout = min(self._policy.probe_timeout_s, retry.remaining())
+            probes = await asyncio.gather(*(self._probe(a, timeout) for a in pending))
+            leaders = [p.leader for p in probes if p.leader is not None]
+            if leaders:
+                return max(leaders, key=lambda leader: leader.term)
+            retry.last_error = next(
+                (p.error for p in probes if p.error), "no member knows a leader"
+            )
+            pending = list(dict.fromkeys(p.hint for p in probes if p.hint and p.hint not in asked))
+        return None
+
+    async def _probe(self, address: str, wait_s: float) -> _Probe:
+        try:
+            status = await self._stub(address).GetClusterStatus(
+                pb.GetClusterStatusRequest(), timeout=wait_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            return _Probe(hint=_leader_hint(exc), error=f"{address}: {exc.details()}")
+        if status.role != "leader":
+            return _Probe(hint=status.leader_address)
+        return _Probe(ClientState(Connection.CONNECTED, status.node_id, address, status.term))
+
+    def _note_leader(self, address: str, info: pb.LeaderInfo) -> None:
+        """A LeaderInfo event: confirm the node we stream from, or remember where to go next."""
+        ours = info.leader_address == address or info.leader_id == self._state.leader_id
+        if info.leader_id and ours:
+            self._publish(ClientState(Connection.CONNECTED, info.leader_id, address, info.term))
+        else:
+            self._hint = info.leader_address  # the node will end this stream; go there next
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _publish(self, state: ClientState) -> None:
+        if state == self._state:
+            return
+        self._state = state
+        for listener in list(self._listeners):
+            listener(state)
+
+    def _stub(self, address: str) -> chat_pb2_grpc.ChatServiceStub:
+        channel = self._channels.get(address)
+        if channel is None:
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
+            self._channels[address] = channel
+        return chat_pb2_grpc.ChatServiceStub(channel)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._token}"),) if self._token else ()
+
+    def _forget_session(self) -> None:
+        self._token = self.username = ""
+
+
+def _with_request_id(request: ProtoMessage) -> ProtoMessage:
+    """A copy carrying a fresh request id if the method takes one and the caller set none.
+
+    Made once per call, before the first attempt, so every retry of the call
+    carries the same id and the cluster applies it at most once.
+    """
+    if "request_id" not in request.DESCRIPTOR.fields_by_name or request.request_id:
+        return request
+    stamped = type(request)()
+    stamped.CopyFrom(request)
+    stamped.request_id = uuid.uuid4().hex
+    return stamped
+
+
+def _leader_hint(exc: grpc.aio.AioRpcError) -> str:
+    for key, value in exc.trailing_metadata() or ():
+        if key == "leader-address":
+            return str(value)
+    return ""
+
+
+def _message(message: pb.Message) -> Message:
+    return Message(
+        id=message.id,
+        sender=message.sender,
+        recipient=message.recipient,
+        body=message.body,
+        sent_at_ms=message.sent_at_unix_ms,
+        read=message.read,
+    )

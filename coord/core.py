@@ -1,0 +1,803 @@
+"""The protocol core: one :class:`Node` per replica, sans-IO, driven like etcd raft's ``RawNode``.
+
+Inputs are method calls carrying the time (integer ms of the node's monotonic
+clock): :meth:`Node.tick`, :meth:`Node.receive`, :meth:`Node.propose`,
+:meth:`Node.persisted`, :meth:`Node.peer_unreachable`, and the operator's
+:meth:`Node.transfer_leadership`, :meth:`Node.force_leader`,
+:meth:`Node.propose_config_change`. Outputs accumulate until the shell drains
+them with :meth:`Node.ready` (see :mod:`coord.ready` for what the shell must do
+with each :class:`~coord.ready.Ready`, in which order). Proposals made between
+two ``ready()`` calls share one batch, one fsync and one message per follower.
+
+Stalls: every input's ``now_ms`` is compared with the previous input's. A gap
+longer than two heartbeats makes a leader measure its followers afresh (only
+heartbeats it sends from now on can time out), whatever input came first, so
+the shell may deliver the messages that queued up during the stall before or
+after the first tick. A gap longer than ``stall_ms`` sets ``restarted`` and
+makes a leader or candidate step down (see :class:`coord.settings.Settings`).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass
+
+from coord.boundary import Entry, EntryKind
+from coord.config import ClusterConfig, View, config_entry
+from coord.election import Ballot, decide
+from coord.errors import LocalProtocolError, NotLeader, RemoteProtocolError
+from coord.lease import FollowerLease, leader_lease_holds
+from coord.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
+from coord.messages import (
+    Append,
+    AppendReply,
+    InstallSnapshot,
+    Message,
+    TimeoutNow,
+    VoteReply,
+    VoteRequest,
+)
+from coord.progress import Mode, Progress
+from coord.ready import Ready, SnapshotOrder, SoftState
+from coord.settings import Settings
+
+
+class Role(enum.StrEnum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class AddMember:
+    node_id: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMember:
+    node_id: int
+
+
+ConfigChange = AddMember | RemoveMember
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    id: int
+    address: str
+    in_sync: bool
+    match_index: int
+    reachable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """This node's view of the cluster, the fields of ``ClusterStatus`` (API.md section 1)."""
+
+    node_id: int
+    role: str
+    term: int
+    leader_id: int
+    commit_index: int
+    last_index: int
+    members: tuple[MemberStatus, ...]
+    epoch: int
+    min_insync: int
+    restarted: bool
+
+
+class Node:
+    """One replica's protocol state machine. Deterministic: same inputs, same outputs.
+
+    ``storage`` is what the shell made durable; ``applied`` the last index its
+    state machine applied (everything up to it is committed). ``bootstrap`` is
+    the initial config of a brand-new cluster, written as entry 1 (term 0) on
+    every initial member alike; a node added later starts with ``None`` and an
+    empty log and waits for the leader.
+    """
+
+    def __init__(
+        self,
+        node_id: int,
+        storage: Storage,
+        settings: Settings,
+        rng: random.Random,
+        now_ms: int,
+        *,
+        applied: int = 0,
+        bootstrap: ClusterConfig | None = None,
+    ) -> None:
+        if node_id <= 0:
+            raise LocalProtocolError("node ids are positive")
+        self.id = node_id
+        self.settings = settings
+        self._rng = rng
+        self.log = RaftLog(storage, settings.cached_entries)
+        hard_state = storage.hard_state()
+        self.term = hard_state.term
+        self.voted_for = hard_state.voted_for
+        self._handed_hard_state = hard_state
+        self.role = Role.FOLLOWER
+        self.leader_id = NO_NODE
+        self.restarted = True
+        self._lease = FollowerLease(NO_NODE, now_ms + settings.lease_ms)
+        self._last_input_ms = now_ms
+        self._now_ms = now_ms
+        self._election_at: int | None = None
+        self._ballot: Ballot | None = None
+        self._progress: dict[int, Progress] = {}
+        self._term_start = 0
+        self._last_broadcast_ms = now_ms
+        self._transfer_to = NO_NODE
+        self._transfer_deadline_ms = 0
+        self._outbox: list[tuple[int, Message]] = []
+        self._snapshot_orders: list[SnapshotOrder] = []
+        self._install: SnapshotMeta | None = None
+        self._restart_clear_epoch: int | None = None
+        self._fence = rng.getrandbits(32)
+        self.commit = max(applied, self.log.snapshot.index)
+        self._applied_out = self.commit
+        if bootstrap is not None and self.log.last_index() == 0:
+            self.log.append([config_entry(1, 0, bootstrap)])
+            self.commit = 1
+        last_config = self.log.last_config(self.log.last_index())
+        self.view = View.of(last_config) if last_config else None
+        self._soft_state = self._current_soft_state()
+        self._soft_state_changed = False
+
+    # == inputs ==================================================================
+
+    def tick(self, now_ms: int) -> None:
+        """Time passes. The shell calls this at least every ``heartbeat_ms``."""
+        self._advance(now_ms)
+        if self.role is Role.LEADER:
+            self._tick_leader(now_ms)
+        elif self.role is Role.CANDIDATE:
+            if self._ballot is not None and now_ms >= self._ballot.deadline_ms:
+                self._decide(now_ms)
+        else:
+            self._tick_follower(now_ms)
+
+    def receive(self, msg: Message, now_ms: int) -> None:
+        """A message from a peer arrived. Raises :class:`RemoteProtocolError` on nonsense."""
+        self._advance(now_ms)
+        match msg:
+            case Append():
+                self._on_append(msg, now_ms)
+            case AppendReply():
+                self._on_append_reply(msg, now_ms)
+            case VoteRequest():
+                self._on_vote_request(msg, now_ms)
+            case VoteReply():
+                self._on_vote_reply(msg, now_ms)
+            case TimeoutNow():
+                self._on_timeout_now(msg, now_ms)
+            case InstallSnapshot():
+                self._on_install_snapshot(msg, now_ms)
+
+    def propose(self, payload: bytes, now_ms: int) -> tuple[int, int]:
+        """Append an op; returns ``(index, term)``. It counts once committed at that index+term."""
+        self._advance(now_ms)
+        self._require_leader()
+        entry = self._append_as_leader(EntryKind.OP, payload)
+        return entry.index, entry.term
+
+    def propose_config_change(self, change: ConfigChange, now_ms: int) -> tuple[int, int]:
+        """Add or remove one member. One change at a time: the previous must be committed."""
+        self._advance(now_ms)
+        self._require_leader()
+        view = self._view()
+        if view.epoch > self.commit:
+            raise LocalProtocolError(f"config of epoch {view.epoch} is not committed yet")
+        if isinstance(change, AddMember):
+            config = view.config.with_member(change.node_id, change.address)
+        elif change.node_id == self.id:
+            raise LocalProtocolError("the leader cannot remove itself: transfer leadership first")
+        else:
+            config = view.config.without_member(change.node_id)
+        entry = self._append_config(config)
+        return entry.index, entry.term
+
+    def persisted(self, index: int, term: int, now_ms: int) -> None:
+        """The shell made entries up to ``(index, term)`` and the hard state before them durable."""
+        self._advance(now_ms)
+        if not self.log.stable_to(index, term):
+            return
+        self._maybe_clear_restarted()
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+
+    def peer_unreachable(self, peer_id: int, now_ms: int) -> None:
+        """Connecting to ``peer_id`` was refused: no process serves there, it cannot answer."""
+        self._advance(now_ms)
+        if self.role is Role.LEADER:
+            progress = self._progress.get(peer_id)
+            if progress is not None:
+                progress.refused = True
+                self._drop_from_isr(peer_id)
+        elif self.role is Role.CANDIDATE and self._ballot is not None:
+            self._ballot.unreachable.add(peer_id)
+            if self._ballot.complete():
+                self._decide(now_ms)
+        elif peer_id == self.leader_id or peer_id == self._lease.leader_id:
+            self._lease.void()
+            self._set_leader(NO_NODE)
+
+    def transfer_leadership(self, target_id: int, now_ms: int) -> None:
+        """Hand leadership to an in-sync follower once it holds our whole log (TimeoutNow)."""
+        self._advance(now_ms)
+        self._require_leader()
+        if target_id == self.id or target_id not in self._view().config.isr:
+            raise LocalProtocolError(f"node {target_id} is not an in-sync follower")
+        self._transfer_to = target_id
+        self._transfer_deadline_ms = now_ms + self.settings.lease_ms
+        self._maybe_finish_transfer(now_ms)
+
+    def force_leader(self, now_ms: int) -> None:
+        """Operator's way out (``--accept-data-loss``): lead now with an ISR of this node alone.
+
+        Entries committed by an ISR this node was not part of are lost. Refused
+        while this node holds a live lease on another leader: that one is alive.
+        """
+        self._advance(now_ms)
+        if self._lease.blocks(self.id, NO_NODE, now_ms) and self._lease.leader_id != NO_NODE:
+            raise LocalProtocolError(f"node {self._lease.leader_id} leads and is alive")
+        if self.view is None or self.id not in self.view.config.member_ids:
+            raise LocalProtocolError("this node is not a member of its own view")
+        self.term += 1
+        self.voted_for = self.id
+        self._become_leader(frozenset({self.id}), now_ms)
+
+    # == outputs =================================================================
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._outbox
+            or self._snapshot_orders
+            or self._install is not None
+            or self.log.has_unpersisted()
+            or self._hard_state() != self._handed_hard_state
+            or self._applied_out < min(self.commit, self.log.stable_last)
+            or self._soft_state_changed
+            or (self.role is Role.LEADER and self._has_unsent_entries())
+        )
+
+    def ready(self) -> Ready:
+        """Everything produced since the last call, for the shell to carry out in order."""
+        if self.role is Role.LEADER:
+            self._replicate(self._now_ms, heartbeat=False)
+        hard_state = self._hard_state()
+        ready = Ready(
+            hard_state=hard_state if hard_state != self._handed_hard_state else None,
+            install_snapshot=self._install,
+            entries=self.log.take_unpersisted(),
+            messages=tuple(self._outbox),
+            snapshots=tuple(self._snapshot_orders),
+            committed=self._take_committed(),
+            soft_state=self._soft_state if self._soft_state_changed else None,
+        )
+        self._handed_hard_state = hard_state
+        self._install = None
+        self._outbox.clear()
+        self._snapshot_orders.clear()
+        self._soft_state_changed = False
+        return ready
+
+    # == queries =================================================================
+
+    def has_lease(self, now_ms: int) -> bool:
+        """Whether this node leads and no other node can lead before ``now_ms`` ends."""
+        if self.role is not Role.LEADER:
+            return False
+        config = self._view().config
+        others = [i for i in config.member_ids if i != self.id]
+        isr_acks = [self._progress[i].acked_sent_at for i in others if i in config.isr]
+        member_acks = [self._progress[i].acked_sent_at for i in others]
+        needed = config.majority - 1 if config.quorum_mode else 0
+        return leader_lease_holds(
+            now_ms, isr_acks, member_acks, needed, self.settings.leader_lease_ms
+        )
+
+    def read_index(self, now_ms: int) -> int:
+        """The commit index a linearizable read must see applied; only under the lease."""
+        if not self.has_lease(now_ms):
+            raise NotLeader(self.leader_id, "not the leader, or not holding the lease")
+        if self.commit < self._term_start:
+            raise NotLeader(self.id, "new leader: its first entry is not committed yet")
+        return self.commit
+
+    def status(self, now_ms: int) -> NodeStatus:
+        view = self.view
+        config = view.config if view else None
+        members = []
+        for member_id, address in config.members if config else ():
+            progress = self._progress.get(member_id)
+            if member_id == self.id:
+                match, reachable = self.log.last_index(), True
+            elif progress is not None:
+                heard = progress.last_heard_ms
+                recent = heard is not None and now_ms - heard < self.settings.lease_ms
+                match, reachable = progress.match, recent and not progress.refused
+            else:
+                match, reachable = 0, member_id == self.leader_id
+            in_sync = config is not None and member_id in config.isr
+            members.append(MemberStatus(member_id, address, in_sync, match, reachable))
+        return NodeStatus(
+            node_id=self.id,
+            role=str(self.role),
+            term=self.term,
+            leader_id=self.leader_id,
+            commit_index=self.commit,
+            last_index=self.log.last_index(),
+            members=tuple(members),
+            epoch=view.epoch if view else 0,
+            min_insync=config.min_insync if config else 0,
+            restarted=self.restarted,
+        )
+
+    # == time ====================================================================
+
+    def _advance(self, now_ms: int) -> None:
+        """Note the time of an input, and react to a stall the gap reveals."""
+        gap = now_ms - self._last_input_ms
+        self._last_input_ms = max(self._last_input_ms, now_ms)
+        self._now_ms = self._last_input_ms
+        if gap > self.settings.stall_ms:
+            self.restarted = True
+            self._restart_clear_epoch = None
+            self._fence = self._rng.getrandbits(32)
+            if self.role is not Role.FOLLOWER:
+                self._become_follower(self.term, NO_NODE)
+        elif gap > 2 * self.settings.heartbeat_ms and self.role is Role.LEADER:
+            for progress in self._progress.values():
+                progress.measure_afresh()
+
+    def _tick_follower(self, now_ms: int) -> None:
+        view = self.view
+        if view is None or self.id not in view.config.member_ids or self._lease.live(now_ms):
+            self._election_at = None
+            return
+        if self._election_at is None:
+            self._election_at = now_ms + self._election_delay(view.config)
+        elif now_ms >= self._election_at:
+            self._campaign(now_ms, pre_vote=True, transfer_from=NO_NODE)
+
+    def _election_delay(self, config: ClusterConfig) -> int:
+        """A random wait in ``[0, lease_ms/2)``; lower ids draw from earlier slots."""
+        ids = config.member_ids
+        slot = self.settings.lease_ms / 2 / len(ids)
+        return int(slot * (ids.index(self.id) + self._rng.random()))
+
+    def _tick_leader(self, now_ms: int) -> None:
+        if self._transfer_to != NO_NODE and now_ms >= self._transfer_deadline_ms:
+            self._transfer_to = NO_NODE
+        config = self._view().config
+        for peer, progress in list(self._progress.items()):
+            if peer in config.isr and progress.overdue(now_ms, self.settings.lease_ms):
+                self._drop_from_isr(peer)
+            if progress.stalled(now_ms, self.log.last_index(), self.settings.resend_ms):
+                progress.restart_probe(progress.match + 1, now_ms)
+            if (
+                progress.mode is Mode.SNAPSHOT
+                and now_ms - progress.snapshot_ms >= self.settings.lease_ms
+            ):
+                self._order_snapshot(peer, progress, now_ms)
+        if now_ms - self._last_broadcast_ms >= self.settings.heartbeat_ms:
+            self._last_broadcast_ms = now_ms
+            self._replicate(now_ms, heartbeat=True)
+
+    # == roles ===================================================================
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.voted_for)
+
+    def _current_soft_state(self) -> SoftState:
+        return SoftState(str(self.role), self.leader_id, self.term)
+
+    def _note_soft_state(self) -> None:
+        current = self._current_soft_state()
+        if current != self._soft_state:
+            self._soft_state = current
+            self._soft_state_changed = True
+
+    def _set_leader(self, leader_id: int) -> None:
+        self.leader_id = leader_id
+        self._note_soft_state()
+
+    def _become_follower(self, term: int, leader_id: int) -> None:
+        if term > self.term:
+            self.term = term
+            self.voted_for = NO_NODE
+        self.role = Role.FOLLOWER
+        self._ballot = None
+        self._progress.clear()
+        self._transfer_to = NO_NODE
+        self._election_at = None
+        self._set_leader(leader_id)
+
+    def _follow(self, term: int, leader_id: int, now_ms: int) -> None:
+        """Accept ``leader_id`` as leader of ``term`` and grant it a lease."""
+        if self.role is not Role.FOLLOWER or term > self.term or leader_id != self.leader_id:
+            self._become_follower(term, leader_id)
+        self._lease.grant(leader_id, now_ms, self.settings.lease_ms)
+        self._election_at = None
+
+    def _become_leader(self, isr: frozenset[int], now_ms: int) -> None:
+        """Won: append ``noop`` then ``config(ISR* ∩ R)``, and start replicating."""
+        self.role = Role.LEADER
+        self._ballot = None
+        self._election_at = None
+        self._lease.void()
+        self._set_leader(self.id)
+        next_index = self.log.last_index() + 1
+        members = self._view().config.member_ids
+        self._progress = {i: Progress(next_index, now_ms) for i in members if i != self.id}
+        self._last_broadcast_ms = now_ms
+        self._term_start = self._append_as_leader(EntryKind.NOOP, b"").index
+        self._append_config(self._view().config.with_isr(isr))
+        self._replicate(now_ms, heartbeat=True)
+
+    # == elections ===============================================================
+
+    def _campaign(self, now_ms: int, *, pre_vote: bool, transfer_from: int) -> None:
+        """Start a pre-vote (term unchanged) or a vote (term + 1, voting for ourselves)."""
+        config = self._view().config
+        if not pre_vote:
+            self.term += 1
+            self.voted_for = self.id
+        self.role = Role.CANDIDATE
+        self._set_leader(NO_NODE)
+        self._ballot = Ballot(
+            pre_vote=pre_vote,
+            term=self.term + 1 if pre_vote else self.term,
+            campaign=self._rng.getrandbits(32),
+            deadline_ms=now_ms + self.settings.election_wait_ms,
+            voters=frozenset(i for i in config.member_ids if i != self.id),
+            transfer_from=transfer_from,
+        )
+        request = VoteRequest(
+            term=self._ballot.term,
+            sender=self.id,
+            pre_vote=pre_vote,
+            campaign=self._ballot.campaign,
+            last_log_term=self.log.last_term(),
+            last_log_index=self.log.last_index(),
+            epoch=self._view().epoch,
+            epoch_term=self._view().epoch_term,
+            transfer_from=transfer_from,
+        )
+        for voter in sorted(self._ballot.voters):
+            self._send(voter, request)
+        if self._ballot.complete():
+            self._decide(now_ms)
+
+    def _decide(self, now_ms: int) -> None:
+        ballot = self._ballot
+        assert ballot is not None
+        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
+        decision = decide(self.id, {**ballot.replies, self.id: own}, self._view().config)
+        if not decision.won:
+            live = [r.leader_id for r in ballot.replies.values() if r.has_live_leader]
+            self._become_follower(self.term, live[0] if live else NO_NODE)
+        elif ballot.pre_vote:
+            self._campaign(now_ms, pre_vote=False, transfer_from=ballot.transfer_from)
+        else:
+            self._become_leader(decision.isr, now_ms)
+
+    def _vote_reply(
+        self, pre_vote: bool, campaign: int, granted: bool, *, has_live_leader: bool
+    ) -> VoteReply:
+        """Our whole state, as DESIGN.md asks a voter to give in every case."""
+        view = self.view
+        return VoteReply(
+            term=self.term,
+            sender=self.id,
+            pre_vote=pre_vote,
+            campaign=campaign,
+            granted=granted,
+            last_log_term=self.log.last_term(),
+            last_log_index=self.log.last_index(),
+            epoch=view.epoch if view else 0,
+            epoch_term=view.epoch_term if view else 0,
+            isr=tuple(sorted(view.config.isr)) if view else (),
+            restarted=self.restarted,
+            has_live_leader=has_live_leader,
+            leader_id=self.leader_id if self.leader_id != NO_NODE else self._lease.leader_id,
+        )
+
+    def _on_vote_request(self, msg: VoteRequest, now_ms: int) -> None:
+        """Grant or refuse; a live lease means neither granting nor adopting the term."""
+        if self.role is Role.LEADER:
+            blocked = msg.pre_vote or self.has_lease(now_ms)
+        else:
+            blocked = self._lease.blocks(msg.sender, msg.transfer_from, now_ms)
+        member = self.view is not None and msg.sender in self.view.config.member_ids
+        if not msg.pre_vote and not blocked and msg.term > self.term:
+            self._become_follower(msg.term, NO_NODE)
+        log_ok = (msg.last_log_term, msg.last_log_index) >= (
+            self.log.last_term(),
+            self.log.last_index(),
+        )
+        if msg.pre_vote:
+            granted = member and not blocked and log_ok and msg.term > self.term
+        else:
+            granted = (
+                member
+                and not blocked
+                and log_ok
+                and msg.term == self.term
+                and self.voted_for in (NO_NODE, msg.sender)
+            )
+            if granted:
+                self.voted_for = msg.sender
+                self._election_at = now_ms + self.settings.lease_ms // 2
+        reply = self._vote_reply(msg.pre_vote, msg.campaign, granted, has_live_leader=blocked)
+        self._send(msg.sender, reply)
+
+    def _on_vote_reply(self, msg: VoteReply, now_ms: int) -> None:
+        if msg.term > self.term:
+            self._become_follower(msg.term, NO_NODE)
+            return
+        ballot = self._ballot
+        if ballot is None or msg.campaign != ballot.campaign or msg.pre_vote != ballot.pre_vote:
+            return
+        ballot.record(msg)
+        if ballot.complete():
+            self._decide(now_ms)
+
+    def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
+        if msg.term == self.term and msg.sender == self.leader_id and self.view is not None:
+            self._campaign(now_ms, pre_vote=False, transfer_from=msg.sender)
+
+    # == replication: follower side ==============================================
+
+    def _on_append(self, msg: Append, now_ms: int) -> None:
+        if msg.term < self.term:
+            self._reply_append(msg, False, 0, msg.prev_index, self.log.last_index())
+            return
+        if self.role is Role.LEADER and msg.term == self.term:
+            raise RemoteProtocolError(f"node {msg.sender} claims to lead term {msg.term} too")
+        self._follow(msg.term, msg.sender, now_ms)
+        entries = [e for e in msg.entries if e.index > self.commit]
+        if msg.prev_index < self.commit:
+            prev_index = self.commit
+        elif self.log.match_term(msg.prev_index, msg.prev_term):
+            prev_index = msg.prev_index
+        else:
+            hint = self.log.find_conflict_by_term(
+                min(msg.prev_index, self.log.last_index()), msg.prev_term
+            )
+            self._reply_append(msg, False, 0, msg.prev_index, hint)
+            return
+        last_new = max(prev_index, msg.prev_index + len(msg.entries))
+        self._append_from_leader(entries)
+        self._commit_to(min(msg.commit, last_new))
+        if self.id in msg.isr and msg.epoch <= last_new and msg.fence == self._fence:
+            self._restart_clear_epoch = msg.epoch
+            self._maybe_clear_restarted()
+        self._reply_append(msg, True, last_new, 0, 0)
+
+    def _append_from_leader(self, entries: list[Entry]) -> None:
+        """Skip what we already hold; replace a conflicting suffix (never a committed entry)."""
+        for position, entry in enumerate(entries):
+            if self.log.term(entry.index) == entry.term:
+                continue
+            if entry.index <= self.commit:
+                raise RemoteProtocolError(f"leader rewrites committed entry {entry.index}")
+            cut = self.log.append(entries[position:])
+            self._refresh_view(cut, entries[position:])
+            return
+
+    def _refresh_view(self, cut: int | None, appended: list[Entry]) -> None:
+        configs = [e for e in appended if e.kind is EntryKind.CONFIG]
+        if cut is not None and (self._restart_clear_epoch or 0) >= cut:
+            self._restart_clear_epoch = None
+        if configs:
+            self.view = View.of(configs[-1])
+        elif cut is not None and self.view is not None and self.view.epoch >= cut:
+            entry = self.log.last_config(cut - 1)
+            self.view = View.of(entry) if entry else None
+
+    def _commit_to(self, index: int) -> None:
+        if index > self.commit:
+            self.commit = index
+
+    def _maybe_clear_restarted(self) -> None:
+        """Clear ``restarted`` once we durably hold a config that has us in the ISR."""
+        epoch = self._restart_clear_epoch
+        if epoch is not None and epoch <= self.log.stable_last:
+            self.restarted = False
+            self._restart_clear_epoch = None
+
+    def _reply_append(
+        self, msg: Append, success: bool, match: int, reject_index: int, hint: int
+    ) -> None:
+        reply = AppendReply(
+            term=self.term,
+            sender=self.id,
+            success=success,
+            match_index=match,
+            reject_index=reject_index,
+            hint_index=hint,
+            echo_sent_at_ms=msg.sent_at_ms,
+            fence=self._fence,
+        )
+        self._send(msg.sender, reply)
+
+    def _on_install_snapshot(self, msg: InstallSnapshot, now_ms: int) -> None:
+        if msg.term < self.term:
+            self._send(msg.sender, AppendReply(self.term, self.id, False, 0, 0, 0, -1, self._fence))
+            return
+        if msg.config.kind is not EntryKind.CONFIG or msg.config.index > msg.index:
+            raise RemoteProtocolError(f"snapshot at {msg.index} carries no valid config")
+        self._follow(msg.term, msg.sender, now_ms)
+        if msg.index > self.commit:
+            if not self.log.match_term(msg.index, msg.index_term):
+                meta = SnapshotMeta(msg.index, msg.index_term, msg.config)
+                self.log.install(meta)
+                self._install = meta
+                self._applied_out = msg.index
+                self.view = View.of(msg.config)
+            self._commit_to(msg.index)
+        reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, -1, self._fence)
+        self._send(msg.sender, reply)
+
+    # == replication: leader side ================================================
+
+    def _require_leader(self) -> None:
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if self._transfer_to != NO_NODE:
+            raise NotLeader(self._transfer_to, "leadership is being transferred")
+
+    def _view(self) -> View:
+        if self.view is None:
+            raise LocalProtocolError("this node has no config yet")
+        return self.view
+
+    def _append_as_leader(self, kind: EntryKind, payload: bytes) -> Entry:
+        entry = Entry(self.log.last_index() + 1, self.term, kind, payload)
+        self.log.append([entry])
+        return entry
+
+    def _append_config(self, config: ClusterConfig) -> Entry:
+        """Append a config entry; it is our view at once, committed or not."""
+        entry = self._append_as_leader(EntryKind.CONFIG, config.encode())
+        self.view = View.of(entry)
+        next_index = self.log.last_index()
+        for member in config.member_ids:
+            if member != self.id and member not in self._progress:
+                self._progress[member] = Progress(next_index, self._now_ms)
+        for member in [i for i in self._progress if i not in config.member_ids]:
+            del self._progress[member]
+        if self.id in config.isr:
+            self.restarted = False
+        self._maybe_commit()
+        return entry
+
+    def _drop_from_isr(self, peer: int) -> None:
+        """Shrink the ISR, unless that would leave fewer than ``min_insync`` (writes then wait)."""
+        config = self._view().config
+        if peer in config.isr and len(config.isr) - 1 >= config.min_insync:
+            self._append_config(config.with_isr(config.isr - {peer}))
+
+    def _maybe_grow_isr(self, peer: int) -> None:
+        """A follower outside the ISR that holds everything committed rejoins it."""
+        config = self._view().config
+        if peer not in config.isr and self._progress[peer].match >= self.commit:
+            self._append_config(config.with_isr(config.isr | {peer}))
+
+    def _match_of(self, member: int) -> int:
+        return self.log.stable_last if member == self.id else self._progress[member].match
+
+    def _commit_candidate(self) -> int | None:
+        """The highest index every ISR member holds, if the ISR is big enough to commit."""
+        config = self._view().config
+        if len(config.isr) < config.min_insync:
+            return None
+        return min(self._match_of(member) for member in config.isr)
+
+    def _maybe_commit(self) -> None:
+        """Commit rule: acked by the whole ISR, and of our own term (earlier ones ride along)."""
+        index = self._commit_candidate()
+        if index is not None and index > self.commit and self.log.term(index) == self.term:
+            self.commit = index
+
+    def _on_append_reply(self, msg: AppendReply, now_ms: int) -> None:
+        if msg.term > self.term:
+            self._become_follower(msg.term, NO_NODE)
+            return
+        progress = self._progress.get(msg.sender)
+        if self.role is not Role.LEADER or msg.term < self.term or progress is None:
+            return
+        progress.acked(msg.echo_sent_at_ms, now_ms)
+        progress.fence = msg.fence
+        if msg.success:
+            if progress.update(msg.match_index, now_ms):
+                if progress.mode is Mode.SNAPSHOT and msg.match_index >= self.log.snapshot.index:
+                    progress.restart_probe(msg.match_index + 1, now_ms)
+                self._maybe_commit()
+                self._maybe_grow_isr(msg.sender)
+                self._maybe_finish_transfer(now_ms)
+        else:
+            progress.reject(msg.reject_index, msg.hint_index, now_ms)
+
+    def _maybe_finish_transfer(self, now_ms: int) -> None:
+        progress = self._progress.get(self._transfer_to)
+        if progress is None or progress.match < self.log.last_index():
+            return
+        target = self._transfer_to
+        self._send(target, TimeoutNow(self.term, self.id))
+        self._become_follower(self.term, NO_NODE)
+        self._lease.grant(self.id, now_ms, self.settings.lease_ms)
+
+    def _has_unsent_entries(self) -> bool:
+        last = self.log.last_index()
+        return any(
+            p.next <= last and p.can_send_entries(self.settings.max_inflight_batches)
+            for p in self._progress.values()
+        )
+
+    def _replicate(self, now_ms: int, *, heartbeat: bool) -> None:
+        """Send each follower what it lacks; with ``heartbeat``, send everyone something."""
+        for peer in sorted(self._progress):
+            self._send_append(peer, self._progress[peer], now_ms, heartbeat=heartbeat)
+
+    def _send_append(self, peer: int, progress: Progress, now_ms: int, *, heartbeat: bool) -> None:
+        entries: list[Entry] = []
+        prev_index = progress.match
+        if progress.next <= self.log.last_index() and progress.can_send_entries(
+            self.settings.max_inflight_batches
+        ):
+            batch = self.log.entries(
+                progress.next, self.log.last_index() + 1, self.settings.max_batch_bytes
+            )
+            if batch is None or self.log.term(progress.next - 1) is None:
+                self._order_snapshot(peer, progress, now_ms)
+            else:
+                entries, prev_index = batch, progress.next - 1
+                progress.sent_entries(entries[-1].index, now_ms)
+        if not entries and not heartbeat:
+            return
+        prev_term = self.log.term(prev_index)
+        if prev_term is None:
+            prev_index, prev_term = self.log.snapshot.index, self.log.snapshot.term
+        view = self._view()
+        self._send(
+            peer,
+            Append(
+                term=self.term,
+                sender=self.id,
+                prev_index=prev_index,
+                prev_term=prev_term,
+                entries=tuple(entries),
+                commit=self.commit,
+                epoch=view.epoch,
+                isr=tuple(sorted(view.config.isr)),
+                sent_at_ms=now_ms,
+                fence=progress.fence,
+            ),
+        )
+        progress.heartbeat_sent(now_ms)
+
+    def _order_snapshot(self, peer: int, progress: Progress, now_ms: int) -> None:
+        progress.need_snapshot(now_ms)
+        self._snapshot_orders.append(SnapshotOrder(peer, self.term))
+
+    # == plumbing ================================================================
+
+    def _send(self, to: int, msg: Message) -> None:
+        self._outbox.append((to, msg))
+
+    def _take_committed(self) -> tuple[Entry, ...]:
+        """Committed entries not handed out yet, only once durable here, one batch at a time."""
+        high = min(self.commit, self.log.stable_last)
+        if self._applied_out >= high:
+            return ()
+        batch = self.log.entries(self._applied_out + 1, high + 1, self.settings.max_batch_bytes)
+        if not batch:
+            raise LocalProtocolError(f"committed entries after {self._applied_out} were compacted")
+        self._applied_out = batch[-1].index
+        return tuple(batch)

@@ -1,0 +1,121 @@
+"""What the leader knows about one follower: replication progress and heartbeat acks.
+
+Replication follows etcd raft's ``tracker.Progress``: *probe* sends one batch
+and waits for the answer (after a restart or a mismatch), *replicate*
+pipelines up to ``max_inflight_batches`` batches, *snapshot* waits for the
+follower to install a snapshot because the entries it needs are compacted.
+
+Heartbeat acks are cumulative: a reply echoes the send time of the message it
+answers, and answers every earlier one too. The oldest unanswered send time
+is what the ISR-shrink timeout measures; the newest answered one is what the
+leader lease counts on.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+
+class Mode(enum.Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+class Progress:
+    """The leader's bookkeeping for one follower, for the current term only."""
+
+    def __init__(self, next_index: int, now_ms: int) -> None:
+        self.match = 0
+        self.next = next_index
+        self.mode = Mode.PROBE
+        self.probe_sent = False
+        self.inflight: deque[int] = deque()
+        self.progress_ms = now_ms
+        self.snapshot_ms = now_ms
+        self.unacked: deque[int] = deque()
+        self.acked_sent_at: int | None = None
+        self.last_heard_ms: int | None = None
+        self.refused = False
+        self.fence = 0
+
+    # -- replication -----------------------------------------------------------
+
+    def can_send_entries(self, max_inflight: int) -> bool:
+        if self.mode is Mode.PROBE:
+            return not self.probe_sent
+        return self.mode is Mode.REPLICATE and len(self.inflight) < max_inflight
+
+    def sent_entries(self, last_index: int, now_ms: int) -> None:
+        if self.mode is Mode.PROBE:
+            self.probe_sent = True
+            self.progress_ms = now_ms
+        else:
+            self.inflight.append(last_index)
+        self.next = last_index + 1
+
+    def update(self, match: int, now_ms: int) -> bool:
+        """The follower holds our log up to ``match``; False if that is old news."""
+        self.probe_sent = False
+        if match <= self.match:
+            return False
+        self.match = match
+        self.next = max(self.next, match + 1)
+        self.progress_ms = now_ms
+        while self.inflight and self.inflight[0] <= match:
+            self.inflight.popleft()
+        if self.mode is Mode.PROBE:
+            self.mode = Mode.REPLICATE
+        return True
+
+    def reject(self, rejected: int, hint: int, now_ms: int) -> bool:
+        """The follower lacks ``rejected``; go back to probing from the hint, unless stale."""
+        if rejected <= self.match or self.mode is Mode.SNAPSHOT:
+            return False
+        self.restart_probe(max(self.match + 1, min(rejected, hint + 1)), now_ms)
+        return True
+
+    def restart_probe(self, next_index: int, now_ms: int) -> None:
+        self.mode = Mode.PROBE
+        self.probe_sent = False
+        self.inflight.clear()
+        self.next = next_index
+        self.progress_ms = now_ms
+
+    def stalled(self, now_ms: int, last_index: int, resend_ms: int) -> bool:
+        """Entries went out but no answer moved ``match`` for ``resend_ms``: resend."""
+        return (
+            self.mode is not Mode.SNAPSHOT
+            and self.match < last_index
+            and now_ms - self.progress_ms >= resend_ms
+        )
+
+    def need_snapshot(self, now_ms: int) -> None:
+        self.mode = Mode.SNAPSHOT
+        self.inflight.clear()
+        self.snapshot_ms = now_ms
+
+    # -- heartbeats --------------------------------------------------------------
+
+    def heartbeat_sent(self, sent_at_ms: int) -> None:
+        if not self.unacked or self.unacked[-1] != sent_at_ms:
+            self.unacked.append(sent_at_ms)
+
+    def acked(self, echo_sent_at_ms: int, now_ms: int) -> None:
+        self.last_heard_ms = now_ms
+        self.refused = False
+        if echo_sent_at_ms < 0:
+            return
+        if self.acked_sent_at is None or echo_sent_at_ms > self.acked_sent_at:
+            self.acked_sent_at = echo_sent_at_ms
+        while self.unacked and self.unacked[0] <= echo_sent_at_ms:
+            self.unacked.popleft()
+
+    def overdue(self, now_ms: int, lease_ms: int) -> bool:
+        """A heartbeat sent at ``s`` is still unanswered at ``s + lease_ms``."""
+        return bool(self.unacked) and self.unacked[0] + lease_ms <= now_ms
+
+    def measure_afresh(self) -> None:
+        """After a stall of our own, only heartbeats sent from now on may time out."""
+        self.unacked.clear()

@@ -1,0 +1,57 @@
+"""What the core hands the shell after its inputs: one frozen :class:`Ready` at a time.
+
+The shell's loop, for each ``Ready`` from :meth:`coord.core.Node.ready`, strictly
+in the order they were handed out:
+
+1. ``install_snapshot``: move the staged snapshot into place (temp file, fsync,
+   rename) and reset the stored log to start after it;
+2. ``hard_state`` and ``entries``: write them durably in one transaction
+   (delete every stored entry with index >= ``entries[0].index`` first: that is
+   how a conflicting suffix is truncated), fsync, then call
+   ``node.persisted(entries[-1].index, entries[-1].term, now)``;
+3. ``messages``: only now send them. Votes granted and acks promise that the
+   above is on disk; a message must never leave before the Ready it came in,
+   and every Ready before it, is durable;
+4. ``snapshots``: start streaming a snapshot to each of those peers;
+5. ``committed``: apply these in order; ``soft_state``: publish the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from coord.boundary import Entry
+from coord.log import HardState, SnapshotMeta
+from coord.messages import Message
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Who leads, as this node sees it; published to clients, never persisted."""
+
+    role: str
+    leader_id: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOrder:
+    """Stream a snapshot of the applied state to ``to``, as leader of ``term``."""
+
+    to: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    hard_state: HardState | None = None
+    install_snapshot: SnapshotMeta | None = None
+    entries: tuple[Entry, ...] = ()
+    messages: tuple[tuple[int, Message], ...] = ()
+    snapshots: tuple[SnapshotOrder, ...] = ()
+    committed: tuple[Entry, ...] = ()
+    soft_state: SoftState | None = None
+
+    def must_sync(self) -> bool:
+        """Whether step 2 has anything to write."""
+        return self.hard_state is not None or bool(self.entries)

@@ -1,0 +1,324 @@
+"""The coordinator shell: the sans-IO core driven by asyncio, SQLite and gRPC.
+
+One driver task carries out the core's ``Ready`` values strictly in order
+(:mod:`coord.ready`): persist (in a worker thread, one transaction and one
+fsync per Ready), then send, then hand committed entries to the state machine.
+Proposals and messages that arrive while an fsync is running accumulate in the
+core and leave together in the next Ready: that is group commit, and the
+reason one fsync serves many client calls.
+
+One exception to "persist, then send": a leader's ``Append`` messages leave
+before the leader's own fsync. A follower may then hold entries the leader
+never persisted, which Raft allows (they were never acknowledged); it means the
+follower's fsync overlaps the leader's instead of following it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from coord import errors as core_errors
+from coord.boundary import (
+    Entry,
+    LeaderView,
+    MemberStatus,
+    NotLeader,
+    Proposal,
+    Status,
+)
+from coord.config import ClusterConfig
+from coord.core import ConfigChange, Node, Role
+from coord.log_store import LogStore
+from coord.messages import Append, Message
+from coord.ready import Ready, SoftState
+from coord.settings import Settings
+from coord.transport import Transport
+from proto import replication_pb2 as rpb
+from proto import replication_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSettings:
+    """How this node reaches its peers."""
+
+    credentials: grpc.ChannelCredentials | None = None
+    call_timeout_s: float = 0.5
+
+
+class ReplicatedCoordinator:
+    """Implements :class:`coord.boundary.Coordinator` for a cluster of one or more nodes."""
+
+    def __init__(
+        self,
+        node_id: int,
+        members: dict[int, str],
+        data_dir: Path,
+        settings: Settings,
+        min_insync: int = 1,
+        peers: PeerSettings | None = None,
+    ) -> None:
+        self.id = node_id
+        self._members = members
+        self._data_dir = data_dir
+        self._settings = settings
+        self._min_insync = min_insync
+        self._peers = peers or PeerSettings()
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"log-{node_id}")
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()  # set after each Ready: commit or lease may have moved
+        self._committed: asyncio.Queue[list[Entry] | None] = asyncio.Queue()
+        self._watchers: list[asyncio.Queue[LeaderView | None]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running = False
+        self._synced_view: tuple[int, int] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, applied_index: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._store = await loop.run_in_executor(self._io, LogStore, self._data_dir / "log.db")
+        bootstrap = ClusterConfig.create(self._members, min_insync=self._min_insync)
+        self.node = Node(
+            self.id,
+            self._store,
+            self._settings,
+            random.Random(),
+            now_ms(),
+            applied=applied_index,
+            bootstrap=bootstrap,
+        )
+        self.transport = Transport(
+            self.id,
+            self._receive,
+            self._peer_unreachable,
+            self._peers.call_timeout_s,
+            self._peers.credentials,
+        )
+        self._sync_members()
+        self._running = True
+        self._tasks = [
+            asyncio.create_task(self._drive(), name="coord-driver"),
+            asyncio.create_task(self._tick(), name="coord-ticker"),
+        ]
+        self._wake.set()
+
+    async def stop(self) -> None:
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.transport.close()
+        self._committed.put_nowait(None)
+        for watcher in self._watchers:
+            watcher.put_nowait(None)
+        await asyncio.get_running_loop().run_in_executor(self._io, self._store.close)
+        self._io.shutdown(wait=True)
+
+    # -- the boundary ---------------------------------------------------------------
+
+    def propose(self, payload: bytes) -> Proposal:
+        try:
+            index, term = self.node.propose(payload, now_ms())
+        except core_errors.NotLeader as exc:
+            raise NotLeader(self._address_of(exc.leader_id), str(exc)) from exc
+        self._wake.set()
+        return Proposal(index, term)
+
+    async def committed(self) -> AsyncIterator[list[Entry]]:
+        while (batch := await self._committed.get()) is not None:
+            yield batch
+
+    async def read_barrier(self) -> int:
+        """The read index; a fresh leader makes callers wait (a lease at most) for its
+        first entry to commit and its lease to form, rather than turn them away."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.lease_ms / 1000
+        while True:
+            try:
+                return self.node.read_index(now_ms())
+            except core_errors.NotLeader as exc:
+                if self.node.role is not Role.LEADER or loop.time() >= deadline:
+                    raise NotLeader(self._address_of(exc.leader_id), str(exc)) from exc
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), deadline - loop.time())
+
+    async def leader_changes(self) -> AsyncIterator[LeaderView | None]:
+        queue: asyncio.Queue[LeaderView | None] = asyncio.Queue()
+        self._watchers.append(queue)
+        try:
+            yield self._leader_view(self.node.leader_id)
+            while self._running:
+                yield await queue.get()
+        finally:
+            self._watchers.remove(queue)
+
+    def status(self) -> Status:
+        status = self.node.status(now_ms())
+        members = tuple(
+            MemberStatus(
+                id=m.id,
+                address=m.address,
+                role=self._member_role(m.id, status.leader_id, status.role),
+                in_sync=m.in_sync,
+                match_index=m.match_index,
+                reachable=m.reachable,
+            )
+            for m in status.members
+        )
+        return Status(
+            node_id=status.node_id,
+            role=status.role,
+            term=status.term,
+            leader_id=status.leader_id,
+            leader_address=self._address_of(status.leader_id),
+            commit_index=status.commit_index,
+            members=members,
+            config_epoch=status.epoch,
+            min_insync=status.min_insync,
+            last_index=status.last_index,
+        )
+
+    def leader_address(self) -> str:
+        return self._address_of(self.node.leader_id)
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        from coord.services import AdminService, ReplicationService
+
+        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self), server)
+        replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
+
+    async def receive_snapshot(self, chunks: AsyncIterator[rpb.SnapshotChunk]) -> bool:
+        raise NotImplementedError("snapshots are not wired yet")
+
+    # -- operator verbs (coord.services.AdminService) ------------------------------------
+
+    def change_members(self, change: ConfigChange) -> int:
+        index, _ = self.node.propose_config_change(change, now_ms())
+        self._wake.set()
+        return index
+
+    def transfer_leadership(self, target: int) -> None:
+        self.node.transfer_leadership(target, now_ms())
+        self._wake.set()
+
+    def force_leader(self) -> None:
+        self.node.force_leader(now_ms())
+        self._wake.set()
+
+    # -- inputs from the transport --------------------------------------------------------
+
+    def _receive(self, msg: Message) -> None:
+        try:
+            self.node.receive(msg, now_ms())
+        except core_errors.RemoteProtocolError as exc:
+            log.warning("rejected message %s: %s", type(msg).__name__, exc)
+        self._wake.set()
+
+    def _peer_unreachable(self, peer: int) -> None:
+        self.node.peer_unreachable(peer, now_ms())
+        self._wake.set()
+
+    # -- the driver -------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        interval = max(0.005, min(0.025, self._settings.heartbeat_ms / 4000))
+        while True:
+            await asyncio.sleep(interval)
+            self.node.tick(now_ms())
+            self._wake.set()
+
+    async def _drive(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.node.has_ready():
+                await self._handle(self.node.ready())
+            self._progress.set()
+
+    async def _handle(self, ready: Ready) -> None:
+        """Carry out one Ready in the order coord.ready prescribes."""
+        leading = self.node.role is Role.LEADER
+        early = [(to, m) for to, m in ready.messages if leading and isinstance(m, Append)]
+        later = [(to, m) for to, m in ready.messages if not (leading and isinstance(m, Append))]
+        for to, msg in early:
+            self.transport.send(to, msg)
+        if ready.install_snapshot is not None:
+            raise NotImplementedError("snapshot installation is not wired yet")
+        if ready.must_sync():
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                self._io, self._store.save, ready.hard_state, None, ready.entries
+            )
+            if ready.entries:
+                last = ready.entries[-1]
+                self.node.persisted(last.index, last.term, now_ms())
+        for to, msg in later:
+            self.transport.send(to, msg)
+        if ready.committed:
+            self._committed.put_nowait(list(ready.committed))
+        if ready.soft_state is not None:
+            self._publish(ready.soft_state)
+        self._sync_members()
+
+    def _publish(self, soft: SoftState) -> None:
+        view = self._leader_view(soft.leader_id)
+        for watcher in self._watchers:
+            watcher.put_nowait(view)
+        self.transport.follow(soft.leader_id if soft.leader_id != self.id else 0)
+        log.info("role %s, leader %d, term %d", soft.role, soft.leader_id, soft.term)
+
+    def _sync_members(self) -> None:
+        """Point the transport at the members of the current view, when it changed."""
+        view = self.node.view
+        if view is not None and view.key != self._synced_view:
+            self._synced_view = view.key
+            self.transport.set_members(dict(view.config.members))
+
+    async def hand_over(self) -> None:
+        """SIGTERM on a leader: transfer to an in-sync follower and wait (a lease at most)."""
+        if self.node.role is not Role.LEADER or self.node.view is None:
+            return
+        others = [i for i in sorted(self.node.view.config.isr) if i != self.id]
+        if not others:
+            return
+        with contextlib.suppress(core_errors.CoordError, TimeoutError):
+            self.node.transfer_leadership(others[0], now_ms())
+            self._wake.set()
+            async with asyncio.timeout(self._settings.lease_ms / 1000):
+                async for view in self.leader_changes():
+                    if view is None or view.leader_id != self.id:
+                        return
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _address_of(self, node_id: int) -> str:
+        view = self.node.view
+        return view.config.address(node_id) if view and node_id else ""
+
+    def _leader_view(self, leader_id: int) -> LeaderView | None:
+        if not leader_id:
+            return None
+        return LeaderView(leader_id, self._address_of(leader_id), self.node.term)
+
+    def _member_role(self, member: int, leader: int, own_role: str) -> str:
+        if member == self.id:
+            return own_role
+        return "leader" if member == leader else "follower"

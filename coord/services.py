@@ -1,0 +1,84 @@
+"""gRPC servicers of the peer and admin APIs: thin adapters onto the coordinator shell."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from coord import errors as core_errors
+from coord.core import AddMember, RemoveMember
+from coord.replicated import ReplicatedCoordinator
+from proto import replication_pb2 as rpb
+from proto import replication_pb2_grpc
+
+
+class ReplicationService(replication_pb2_grpc.ReplicationServicer):
+    def __init__(self, coordinator: ReplicatedCoordinator) -> None:
+        self._coord = coordinator
+
+    def Stream(
+        self, request_iterator: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.PeerBatch]:
+        return self._coord.transport.serve_stream(request_iterator, context)
+
+    async def Deliver(
+        self, request: rpb.PeerBatch, context: grpc.aio.ServicerContext
+    ) -> rpb.Delivered:
+        await self._coord.transport.serve_deliver(request)
+        return rpb.Delivered()
+
+    async def InstallSnapshot(
+        self, request_iterator: AsyncIterator[rpb.SnapshotChunk], context: grpc.aio.ServicerContext
+    ) -> rpb.SnapshotAck:
+        return rpb.SnapshotAck(staged=await self._coord.receive_snapshot(request_iterator))
+
+
+class AdminService(replication_pb2_grpc.AdminServicer):
+    """Operator verbs; errors come back as one-line statuses for chatctl to print."""
+
+    def __init__(self, coordinator: ReplicatedCoordinator) -> None:
+        self._coord = coordinator
+
+    async def AddMember(
+        self, request: rpb.AddMemberRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.AdminReply:
+        index = await self._guard(
+            context, lambda: self._coord.change_members(AddMember(request.id, request.address))
+        )
+        return rpb.AdminReply(message=f"member {request.id} added at index {index}", index=index)
+
+    async def RemoveMember(
+        self, request: rpb.RemoveMemberRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.AdminReply:
+        index = await self._guard(
+            context, lambda: self._coord.change_members(RemoveMember(request.id))
+        )
+        return rpb.AdminReply(message=f"member {request.id} removed at index {index}", index=index)
+
+    async def TransferLeader(
+        self, request: rpb.TransferLeaderRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.AdminReply:
+        await self._guard(context, lambda: self._coord.transfer_leadership(request.id))
+        return rpb.AdminReply(message=f"leadership is moving to node {request.id}")
+
+    async def ForceLeader(
+        self, request: rpb.ForceLeaderRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.AdminReply:
+        if not request.accept_data_loss:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "force-leader may lose acknowledged writes; repeat with --accept-data-loss",
+            )
+        await self._guard(context, self._coord.force_leader)
+        return rpb.AdminReply(message=f"node {self._coord.id} now leads with an ISR of itself")
+
+    async def _guard(self, context: grpc.aio.ServicerContext, action):  # type: ignore[no-untyped-def]
+        try:
+            return action()
+        except core_errors.NotLeader as exc:
+            address = self._coord.leader_address()
+            trailing = (("leader-address", address),) if address else ()
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=trailing)
+        except core_errors.LocalProtocolError as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))

@@ -1,0 +1,588 @@
+"""Deterministic simulation of a whole cluster of protocol cores (DESIGN.md section 6).
+
+One seed is one schedule: N nodes whose clocks drift (each runs at its own
+rate, from its own origin), a network that delays and reorders every message
+(and in quorum mode drops messages and partitions nodes), crashes that keep
+only what was made durable, restarts, pauses (the clock runs on, the node does
+nothing, messages queue for it), and a client proposing all along. Every step
+is checked: one leader per term; no index ever applied with two different
+entries or states, so no acknowledged entry is lost or changed; and, once the
+faults stop and everything is back, a new proposal must commit and every node
+must apply it (liveness, and every node catching up).
+
+Fault schedules stay inside each mode's model. Fail-stop: at most N-1 nodes
+crashed at once, no partitions, no loss, round trips well inside the lease;
+pauses of any length (a paused node is as good as dead to the others after its
+lease). Quorum: any crashes, pauses, partitions and losses.
+
+    python -m coord.sim --mode failstop --schedules 100000
+    python -m coord.sim --mode quorum --seed 1234 --trace
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import random
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from coord.boundary import Entry, EntryKind
+from coord.config import ClusterConfig
+from coord.core import Node, Role
+from coord.errors import CoordError, LocalProtocolError, NotLeader
+from coord.harness import MemoryShell, NodeFactory, StateCopy
+from coord.messages import Append, AppendReply, InstallSnapshot, Message, VoteReply, VoteRequest
+from coord.ready import Ready
+from coord.settings import Settings
+
+SIM_SETTINGS = Settings(
+    lease_ms=200, heartbeat_ms=20, election_wait_ms=50, stall_ms=50, max_drift=0.05
+)
+MODES = ("failstop", "quorum")
+
+
+class Violation(Exception):
+    """A safety or liveness property failed: a bug in the core (or in the simulator)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """The shape of one run; the seed decides everything else."""
+
+    mode: str
+    nodes: int = 3
+    fault_ms: int = 1200
+    heal_ms: int = 4000
+    tick_ms: int = 10
+    max_delay_ms: int = 20
+    drop_rate: float = 0.05
+    clock_drift: float = 0.02
+    propose_every_ms: int = 25
+    unflushed_ms: int = 3
+    settings: Settings = SIM_SETTINGS
+
+    @property
+    def min_insync(self) -> int:
+        return self.nodes // 2 + 1 if self.mode == "quorum" else 1
+
+
+@dataclass(slots=True)
+class SimNode:
+    """What the simulator knows of one node besides its shell."""
+
+    shell: MemoryShell
+    rate: float
+    origin: int
+    incarnation: int = 0
+    ticker: int = 0
+    crashed: bool = False
+    crashed_at: int = -1
+    trap: str = ""
+    paused: bool = False
+    held: list[tuple[Message, StateCopy | None]] = field(default_factory=list)
+    pipeline: deque[Ready] = field(default_factory=deque)
+    syncing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    seed: int
+    mode: str
+    ok: bool
+    error: str
+    trace: tuple[str, ...]
+    acked: int
+    sim_ms: int
+
+
+class Simulator:
+    """One schedule, run event by event on a simulated real-time clock."""
+
+    def __init__(
+        self,
+        seed: int,
+        schedule: Schedule,
+        *,
+        node_factory: NodeFactory = Node,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.seed = seed
+        self.schedule = schedule
+        self.rng = random.Random(seed)
+        self.real = 0
+        self._events: list[tuple[int, int, Callable[[], None]]] = []
+        self._seq = 0
+        self._echo = echo
+        self.trace: deque[str] = deque(maxlen=60)
+        config = ClusterConfig.create(
+            {i: f"n{i}" for i in range(1, schedule.nodes + 1)}, min_insync=schedule.min_insync
+        )
+        self.nodes: dict[int, SimNode] = {}
+        for node_id in config.member_ids:
+            drift = schedule.clock_drift
+            sim = SimNode(
+                shell=None,  # type: ignore[arg-type]
+                rate=self.rng.uniform(1 - drift, 1 + drift),
+                origin=self.rng.randrange(10**6),
+            )
+            self.nodes[node_id] = sim
+            sim.shell = MemoryShell(
+                node_id, schedule.settings, seed, self.local(node_id), config, node_factory
+            )
+            sim.shell.on_apply = self._on_apply
+        self.faulty = True
+        self.cut: set[tuple[int, int]] = set()
+        self.leader_of_term: dict[int, int] = {}
+        self.applied: dict[int, tuple[int, EntryKind, bytes, int]] = {}
+        self.proposed: dict[tuple[int, int, int], bytes] = {}
+        self.acked: dict[int, bytes] = {}
+        self.goal: tuple[int, int, int] | None = None
+        self._proposals = 0
+
+    # -- clocks and events -----------------------------------------------------
+
+    def local(self, node_id: int) -> int:
+        """The node's monotonic clock: its own origin and rate, never compared with others."""
+        sim = self.nodes[node_id]
+        return sim.origin + int(self.real * sim.rate)
+
+    def at(self, delay: int, action: Callable[[], None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (self.real + delay, self._seq, action))
+
+    def note(self, node_id: int, text: str) -> None:
+        line = f"{self.real:6d} n{node_id} {text}"
+        self.trace.append(line)
+        if self._echo is not None:
+            self._echo(line)
+
+    # -- running -----------------------------------------------------------------
+
+    def run(self) -> Result:
+        try:
+            self._run()
+        except (Violation, CoordError, AssertionError) as exc:
+            return self._result(False, f"{type(exc).__name__}: {exc}")
+        return self._result(True, "")
+
+    def _result(self, ok: bool, error: str) -> Result:
+        mode = self.schedule.mode
+        return Result(self.seed, mode, ok, error, tuple(self.trace), len(self.acked), self.real)
+
+    def _run(self) -> None:
+        for node_id in self.nodes:
+            self._collect(node_id)
+            self._start_ticking(node_id, self.rng.randrange(self.schedule.tick_ms))
+        self.at(self.rng.randrange(100), self._fault)
+        self.at(self.schedule.propose_every_ms, self._propose)
+        self.at(self.schedule.fault_ms, self._heal)
+        deadline = self.schedule.fault_ms + self.schedule.heal_ms
+        while self._events and not self._done():
+            when, _, action = heapq.heappop(self._events)
+            if when > deadline:
+                break
+            self.real = when
+            action()
+        if not self._done():
+            raise Violation(
+                f"no progress by {deadline} ms, {self.real - self.schedule.fault_ms} "
+                f"ms after the faults stopped: {self._summary()}"
+            )
+
+    def _done(self) -> bool:
+        """Liveness reached: a proposal made after the heal is applied by every node."""
+        if self.goal is None:
+            return False
+        index = self.goal[1]
+        if index not in self.acked:
+            return False
+        return all(sim.shell.applied_index >= index for sim in self.nodes.values())
+
+    def _summary(self) -> str:
+        parts = []
+        for node_id, sim in self.nodes.items():
+            node = sim.shell.node
+            state = "crashed" if sim.crashed else "paused" if sim.paused else node.role.value
+            parts.append(
+                f"n{node_id} {state} t{node.term} last {node.log.last_index()} commit "
+                f"{node.commit} applied {sim.shell.applied_index} isr "
+                f"{sorted(node.view.config.isr) if node.view else '-'} restarted {node.restarted}"
+            )
+        return "; ".join(parts)
+
+    # -- the node's shell: inputs, durable writes, sends ---------------------------
+
+    def _start_ticking(self, node_id: int, delay: int) -> None:
+        """(Re)start the node's periodic tick; an older ticker stops by itself."""
+        sim = self.nodes[node_id]
+        sim.ticker += 1
+        self.at(delay, self._ticker(node_id, sim.ticker))
+
+    def _ticker(self, node_id: int, generation: int) -> Callable[[], None]:
+        def tick() -> None:
+            sim = self.nodes[node_id]
+            if sim.ticker != generation or sim.crashed or sim.paused:
+                return
+            self._input(node_id, lambda node, now: node.tick(now))
+            self.at(self.schedule.tick_ms, tick)
+
+        return tick
+
+    def _input(self, node_id: int, feed: Callable[[Node, int], None]) -> None:
+        node = self.nodes[node_id].shell.node
+        feed(node, self.local(node_id))
+        self._check_leader(node_id)
+        self._collect(node_id)
+
+    def _collect(self, node_id: int) -> None:
+        """Take what the node produced; its writes take a moment before anything is sent."""
+        sim = self.nodes[node_id]
+        while sim.shell.node.has_ready():
+            sim.pipeline.append(sim.shell.node.ready())
+        if sim.pipeline and not sim.syncing and not sim.paused:
+            sim.syncing = True
+            self.at(self.rng.choice((0, 0, 1, 2)), self._syncer(node_id, sim.incarnation))
+
+    def _syncer(self, node_id: int, incarnation: int) -> Callable[[], None]:
+        def synced() -> None:
+            sim = self.nodes[node_id]
+            if sim.incarnation != incarnation:
+                return
+            sim.syncing = False
+            if sim.paused:
+                return
+            ready = sim.pipeline.popleft()
+            now = self.local(node_id)
+            acked = len(self.acked)
+            messages, orders = sim.shell.handle(ready, now)
+            if sim.trap == "write" and ready.must_sync():
+                self._crash(node_id, "after a write, before sending")
+                return
+            if ready.soft_state is not None:
+                soft = ready.soft_state
+                self.note(node_id, f"{soft.role} t{soft.term} leader {soft.leader_id}")
+            for to, msg in messages:
+                self._send(node_id, to, msg, None)
+            for order in orders:
+                made = sim.shell.snapshot_for(order)
+                if made is not None:
+                    self.note(node_id, f"snapshot to n{order.to} at {made[1].index}")
+                    self._send(node_id, order.to, *made)
+            if sim.trap == "ack" and len(self.acked) > acked:
+                self._crash(node_id, "right after acknowledging")
+                return
+            if self.rng.random() < 0.1:
+                sim.shell.compact(self.rng.randrange(8))
+            self._check_leader(node_id)
+            self._collect(node_id)
+
+        return synced
+
+    def _send(self, sender: int, to: int, msg: Message, copy: StateCopy | None) -> None:
+        target = self.nodes.get(to)
+        if target is None or (sender, to) in self.cut:
+            return
+        if target.crashed:
+            self._input(sender, lambda node, now: node.peer_unreachable(to, now))
+            return
+        if (
+            self.faulty
+            and self.schedule.mode == "quorum"
+            and self.rng.random() < (self.schedule.drop_rate)
+        ):
+            return
+        incarnation = target.incarnation
+        source, sent = self.nodes[sender], self.real
+
+        def arrive() -> None:
+            if target.incarnation != incarnation or target.crashed:
+                return
+            if sent <= source.crashed_at < sent + self.schedule.unflushed_ms:
+                return  # still in the sender's buffers when it was killed
+            if target.paused:
+                target.held.append((msg, copy))
+                return
+            self._deliver(to, msg, copy)
+
+        self.at(self.rng.randint(1, self.schedule.max_delay_ms), arrive)
+
+    def _deliver(self, to: int, msg: Message, copy: StateCopy | None) -> None:
+        if copy is not None:
+            self.nodes[to].shell.stage(copy)
+        if self._echo is not None:
+            self.note(to, f"<- {describe(msg)}")
+        self._input(to, lambda node, now: node.receive(msg, now))
+
+    # -- faults ------------------------------------------------------------------
+
+    def _fault(self) -> None:
+        if not self.faulty:
+            return
+        running = [i for i, s in self.nodes.items() if not s.crashed and not s.paused]
+        crashed = [i for i, s in self.nodes.items() if s.crashed]
+        choice = self.rng.random()
+        limit = len(self.nodes) - 1
+        if choice < 0.25 and running and len(crashed) < limit:
+            self._crash(self.rng.choice(running))
+        elif choice < 0.5 and crashed:
+            self._restart(self.rng.choice(crashed))
+        elif choice < 0.7 and running:
+            node_id = self.rng.choice(running)
+            lease = self.schedule.settings.lease_ms
+            self._pause(node_id, self.rng.choice((self.rng.randrange(lease), 3 * lease // 2)))
+        elif choice < 0.75 and running and len(crashed) < limit:
+            self._arm_trap()
+        elif choice < 0.8:
+            self._transfer()
+        elif choice < 0.9 and self.schedule.mode == "quorum":
+            self._partition()
+        elif self.cut:
+            self.note(0, "network healed")
+            self.cut.clear()
+        self.at(self.rng.randrange(40, 200), self._fault)
+
+    def _arm_trap(self) -> None:
+        """Crash a node at a bad moment: after its next write or its next acknowledgement."""
+        leaders = [i for i, s in self.nodes.items() if s.shell.node.role is Role.LEADER]
+        running = [i for i, s in self.nodes.items() if not s.crashed and not s.paused]
+        node_id = self.rng.choice([i for i in leaders if i in running] or running)
+        self.nodes[node_id].trap = self.rng.choice(("write", "ack"))
+        self.note(node_id, f"TRAP crash after next {self.nodes[node_id].trap}")
+
+    def _crash(self, node_id: int, why: str = "") -> None:
+        sim = self.nodes[node_id]
+        self.note(node_id, f"CRASH {why}".rstrip())
+        sim.crashed, sim.paused, sim.syncing, sim.trap = True, False, False, ""
+        sim.crashed_at = self.real
+        sim.incarnation += 1
+        sim.held.clear()
+        sim.pipeline.clear()
+
+    def _restart(self, node_id: int) -> None:
+        sim = self.nodes[node_id]
+        self.note(node_id, "RESTART")
+        sim.crashed = False
+        sim.incarnation += 1
+        sim.shell.restart(self.local(node_id))
+        self._collect(node_id)
+        self._start_ticking(node_id, self.schedule.tick_ms)
+
+    def _pause(self, node_id: int, duration: int) -> None:
+        sim = self.nodes[node_id]
+        self.note(node_id, f"PAUSE {duration} ms")
+        sim.paused = True
+        incarnation = sim.incarnation
+        self.at(duration, lambda: self._resume(node_id, incarnation))
+
+    def _resume(self, node_id: int, incarnation: int) -> None:
+        sim = self.nodes[node_id]
+        if sim.incarnation != incarnation or not sim.paused:
+            return
+        self.note(node_id, "RESUME")
+        sim.paused = False
+        held, sim.held = sim.held, []
+        for msg, copy in held:
+            self._deliver(node_id, msg, copy)
+        self._collect(node_id)
+        self._start_ticking(node_id, 0)
+        if sim.pipeline and not sim.syncing:
+            sim.syncing = True
+            self.at(0, self._syncer(node_id, sim.incarnation))
+
+    def _transfer(self) -> None:
+        for node_id, sim in self.nodes.items():
+            node = sim.shell.node
+            if node.role is Role.LEADER and not sim.crashed and not sim.paused:
+                targets = sorted(node.view.config.isr - {node_id}) if node.view else []
+                if targets:
+                    target = self.rng.choice(targets)
+                    self.note(node_id, f"TRANSFER to n{target}")
+                    with contextlib.suppress(NotLeader, LocalProtocolError):
+                        self._input(
+                            node_id, lambda n, now, to=target: n.transfer_leadership(to, now)
+                        )
+                return
+
+    def _partition(self) -> None:
+        """Split the nodes in two, or cut one link (one way or both): messages vanish."""
+        ids = list(self.nodes)
+        self.rng.shuffle(ids)
+        if self.rng.random() < 0.5:
+            side = set(ids[: self.rng.randint(1, len(ids) - 1)])
+            self.note(0, f"PARTITION {sorted(side)} | {sorted(set(ids) - side)}")
+            self.cut = {(a, b) for a in ids for b in ids if (a in side) != (b in side)}
+            return
+        a, b = ids[:2]
+        self.cut.add((a, b))
+        if self.rng.random() < 0.5:
+            self.cut.add((b, a))
+        self.note(0, f"CUT {sorted(self.cut)}")
+
+    def _heal(self) -> None:
+        """Faults stop; everyone comes back. From here on progress is owed."""
+        self.faulty = False
+        self.cut.clear()
+        self.note(0, "HEAL")
+        for node_id, sim in self.nodes.items():
+            sim.trap = ""
+            if sim.crashed:
+                self._restart(node_id)
+            elif sim.paused:
+                self._resume(node_id, sim.incarnation)
+
+    # -- the client ----------------------------------------------------------------
+
+    def _propose(self) -> None:
+        for node_id, sim in self.nodes.items():
+            node = sim.shell.node
+            if node.role is not Role.LEADER or sim.crashed or sim.paused:
+                continue
+            self._proposals += 1
+            payload = b"op%d" % self._proposals
+            try:
+                index, term = node.propose(payload, self.local(node_id))
+            except NotLeader:
+                continue
+            self.proposed[(node_id, index, term)] = payload
+            if not self.faulty and self.goal is None:
+                self.goal = (node_id, index, term)
+            self._collect(node_id)
+        if self.goal is not None and not self._goal_alive():
+            self.goal = None
+        self.at(self.schedule.propose_every_ms, self._propose)
+
+    def _goal_alive(self) -> bool:
+        """The liveness target still stands: its leader has not moved on."""
+        assert self.goal is not None
+        node_id, index, term = self.goal
+        node = self.nodes[node_id].shell.node
+        return index in self.acked or (node.role is Role.LEADER and node.term == term)
+
+    # -- checks --------------------------------------------------------------------
+
+    def _check_leader(self, node_id: int) -> None:
+        """One leader per term; no older leader still holds a lease (its reads would be stale)."""
+        node = self.nodes[node_id].shell.node
+        if node.role is not Role.LEADER:
+            return
+        first = self.leader_of_term.setdefault(node.term, node_id)
+        if first != node_id:
+            raise Violation(f"two leaders in term {node.term}: n{first} and n{node_id}")
+        for other_id, other in self.nodes.items():
+            old = other.shell.node
+            if other.crashed or old.role is not Role.LEADER or old.term >= node.term:
+                continue
+            if old.has_lease(self.local(other_id)):
+                raise Violation(
+                    f"n{other_id} still holds its term {old.term} lease while n{node_id} "
+                    f"leads term {node.term}"
+                )
+
+    def _on_apply(self, shell: MemoryShell, entry: Entry) -> None:
+        """Every node applies the same entry and reaches the same state at each index."""
+        seen = (entry.term, entry.kind, entry.payload, shell.checksum)
+        first = self.applied.setdefault(entry.index, seen)
+        if first != seen:
+            raise Violation(
+                f"n{shell.id} applied {entry.index} as {seen[:3]}, another node as {first[:3]}"
+            )
+        payload = self.proposed.get((shell.id, entry.index, entry.term))
+        if payload is not None and entry.kind is EntryKind.OP:
+            self.acked[entry.index] = payload
+        if self._echo is not None:
+            self.note(shell.id, f"apply {entry.index} t{entry.term} {entry.kind.name}")
+
+
+def describe(msg: Message) -> str:
+    """One short line per message, for traces."""
+    match msg:
+        case Append():
+            span = f" [{msg.entries[0].index}..{msg.entries[-1].index}]" if msg.entries else ""
+            return (
+                f"Append t{msg.term} from n{msg.sender} prev {msg.prev_index}/{msg.prev_term}"
+                f"{span} commit {msg.commit} isr {list(msg.isr)}@{msg.epoch}"
+            )
+        case AppendReply():
+            verdict = f"ok {msg.match_index}" if msg.success else f"no {msg.reject_index}"
+            return f"AppendReply t{msg.term} from n{msg.sender} {verdict}"
+        case VoteRequest():
+            kind = "PreVote" if msg.pre_vote else "Vote"
+            return (
+                f"{kind} t{msg.term} from n{msg.sender} log {msg.last_log_index}/"
+                f"{msg.last_log_term} epoch {msg.epoch}"
+            )
+        case VoteReply():
+            return (
+                f"VoteReply t{msg.term} from n{msg.sender} granted {msg.granted} epoch "
+                f"{msg.epoch} isr {list(msg.isr)} restarted {msg.restarted} live-leader "
+                f"{msg.has_live_leader}"
+            )
+        case InstallSnapshot():
+            return f"InstallSnapshot t{msg.term} from n{msg.sender} at {msg.index}"
+        case _:
+            return f"{type(msg).__name__} t{msg.term} from n{msg.sender}"
+
+
+def replay_command(result: Result, nodes: int) -> str:
+    extra = f" --nodes {nodes}" if nodes != 3 else ""
+    return f"python -m coord.sim --mode {result.mode}{extra} --seed {result.seed} --trace"
+
+
+def report(result: Result, nodes: int) -> str:
+    lines = [f"seed {result.seed} ({result.mode}, {nodes} nodes) FAILED: {result.error}"]
+    lines += ["last events:", *("  " + line for line in result.trace)]
+    lines.append(f"replay: {replay_command(result, nodes)}")
+    return "\n".join(lines)
+
+
+def run_seeds(
+    seeds: range, schedule: Schedule, node_factory: NodeFactory = Node
+) -> Iterator[Result]:
+    for seed in seeds:
+        yield Simulator(seed, schedule, node_factory=node_factory).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m coord.sim", description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--seed", type=int, help="run this one seed")
+    parser.add_argument("--trace", action="store_true", help="print every event of --seed")
+    parser.add_argument("--schedules", type=int, default=1000, help="how many seeds to run")
+    parser.add_argument("--first", type=int, default=0, help="the first seed to run")
+    args = parser.parse_args(argv)
+    schedule = Schedule(mode=args.mode, nodes=args.nodes)
+    if args.seed is not None:
+        echo = print if args.trace else None
+        result = Simulator(args.seed, schedule, echo=echo).run()
+        print(
+            f"seed {args.seed}: ok, {result.acked} acknowledged"
+            if result.ok
+            else report(result, args.nodes)
+        )
+        return 0 if result.ok else 1
+    started = time.monotonic()
+    failures = 0
+    seeds = range(args.first, args.first + args.schedules)
+    for count, result in enumerate(run_seeds(seeds, schedule), 1):
+        if not result.ok:
+            failures += 1
+            print(report(result, args.nodes), file=sys.stderr)
+        if count % 1000 == 0:
+            rate = count / (time.monotonic() - started)
+            print(f"{count} schedules, {failures} failed, {rate:.0f}/s", file=sys.stderr)
+    elapsed = time.monotonic() - started
+    print(
+        f"{args.schedules} schedules ({args.mode}, {args.nodes} nodes): {failures} failed "
+        f"in {elapsed:.1f} s ({args.schedules / elapsed:.0f}/s)"
+    )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

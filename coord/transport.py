@@ -1,0 +1,270 @@
+"""gRPC between peers: how protocol messages travel, and how dead peers are noticed fast.
+
+Routes, per destination, in order of preference:
+
+* **down a stream**: a follower that opened its ``Stream`` to this node gets
+  this node's messages as responses on it;
+* **up a stream**: this node's messages to the leader it follows go as writes
+  on the one stream it keeps open to that leader;
+* **Deliver**: everything else (votes, the first appends of a new leader) as
+  unary calls with a deadline, so a hung peer never stalls anyone.
+
+Each peer has one outbound queue and one sender task, so messages to a peer
+keep their order, and whatever queued up while a send was in flight leaves as
+one batch. When a call or stream to a peer fails, the transport tries a plain
+TCP connect to the peer's address: a *refused* connection means no process
+serves there, which the core may act on at once instead of waiting out a lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+
+from coord import codec
+from coord.messages import Message
+from proto import replication_pb2 as rpb
+from proto import replication_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 50),
+    ("grpc.min_reconnect_backoff_ms", 50),
+    ("grpc.max_reconnect_backoff_ms", 500),
+    ("grpc.max_receive_message_length", 16 << 20),
+    ("grpc.max_send_message_length", 16 << 20),
+    ("grpc.keepalive_time_ms", 10_000),
+]
+MAX_QUEUED = 1024  # messages per peer; the protocol resends what is dropped
+PROBE_TIMEOUT_S = 0.25
+
+
+async def connection_refused(address: str) -> bool:
+    """True when nothing listens at address (RST), False when something does or we can't tell."""
+    host, _, port = address.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), PROBE_TIMEOUT_S
+        )
+    except ConnectionRefusedError:
+        return True
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
+
+
+@dataclass(eq=False)
+class _Link:
+    """Everything this node keeps per peer."""
+
+    peer: int
+    address: str
+    queue: list[rpb.PeerMessage] = field(default_factory=list)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    down: asyncio.Queue[rpb.PeerBatch | None] | None = None  # the peer's stream to us
+    task: asyncio.Task[None] | None = None
+    last_probe: float = 0.0
+
+
+class Transport:
+    """Sends and receives protocol messages for one node."""
+
+    def __init__(
+        self,
+        node_id: int,
+        deliver: Callable[[Message], None],
+        unreachable: Callable[[int], None],
+        call_timeout_s: float,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.id = node_id
+        self._deliver_local = deliver
+        self._unreachable = unreachable
+        self._timeout = call_timeout_s
+        self._credentials = credentials
+        self._links: dict[int, _Link] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._up_peer = 0
+        self._up_call: grpc.aio.StreamStreamCall | None = None
+        self._up_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- membership and routing ----------------------------------------------------
+
+    def set_members(self, members: dict[int, str]) -> None:
+        """Track the peers of the current view (called whenever the view changes)."""
+        for peer, address in members.items():
+            if peer == self.id:
+                continue
+            link = self._links.get(peer)
+            if link is None:
+                link = self._links[peer] = _Link(peer, address)
+                link.task = asyncio.create_task(self._send_loop(link), name=f"send-{peer}")
+            link.address = address
+
+    def send(self, to: int, msg: Message) -> None:
+        link = self._links.get(to)
+        if link is None or self._closed:
+            return
+        if len(link.queue) >= MAX_QUEUED:
+            del link.queue[: MAX_QUEUED // 2]
+        link.queue.append(codec.to_pb(msg))
+        link.wake.set()
+
+    def follow(self, leader: int) -> None:
+        """Keep one stream open to leader (0: to nobody)."""
+        if leader == self._up_peer or self._closed:
+            return
+        if self._up_task is not None:
+            self._up_task.cancel()
+        self._up_peer, self._up_call, self._up_task = leader, None, None
+        if leader and leader != self.id and leader in self._links:
+            self._up_task = asyncio.create_task(self._upstream(leader), name=f"follow-{leader}")
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = [link.task for link in self._links.values() if link.task] + [self._up_task]
+        for link in self._links.values():
+            if link.down is not None:
+                link.down.put_nowait(None)
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for channel in self._channels.values():
+            await channel.close()
+
+    # -- server side -------------------------------------------------------------------
+
+    async def serve_stream(
+        self, requests: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.PeerBatch]:
+        """A follower's stream: its batches come up, ours go down."""
+        try:
+            hello = await anext(requests)
+        except StopAsyncIteration:
+            return
+        link = self._links.get(hello.from_id)
+        if link is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{hello.from_id} is no member")
+            return
+        self._receive(hello)
+        if link.down is not None:
+            link.down.put_nowait(None)  # a newer stream from the same peer replaces the old
+        down: asyncio.Queue[rpb.PeerBatch | None] = asyncio.Queue()
+        link.down = down
+        link.wake.set()
+        reader = asyncio.create_task(self._read_up(requests, down))
+        try:
+            while (batch := await down.get()) is not None:
+                yield batch
+        finally:
+            reader.cancel()
+            if link.down is down:
+                link.down = None
+                if not self._closed:
+                    probe = asyncio.create_task(self._probe(link))
+                    self._background.add(probe)
+                    probe.add_done_callback(self._background.discard)
+
+    async def serve_deliver(self, batch: rpb.PeerBatch) -> None:
+        self._receive(batch)
+
+    async def _read_up(
+        self, requests: AsyncIterator[rpb.PeerBatch], down: asyncio.Queue[rpb.PeerBatch | None]
+    ) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
+            async for batch in requests:
+                self._receive(batch)
+        down.put_nowait(None)
+
+    def _receive(self, batch: rpb.PeerBatch) -> None:
+        for wire in batch.messages:
+            try:
+                msg = codec.from_pb(wire)
+            except (ValueError, KeyError) as exc:
+                log.warning("dropping undecodable message from %d: %s", batch.from_id, exc)
+                continue
+            self._deliver_local(msg)
+
+    # -- client side -------------------------------------------------------------------
+
+    def _stub(self, address: str) -> replication_pb2_grpc.ReplicationStub:
+        channel = self._channels.get(address)
+        if channel is None:
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
+            self._channels[address] = channel
+        return replication_pb2_grpc.ReplicationStub(channel)
+
+    async def _send_loop(self, link: _Link) -> None:
+        while True:
+            await link.wake.wait()
+            link.wake.clear()
+            if not link.queue:
+                continue
+            batch = rpb.PeerBatch(from_id=self.id, messages=link.queue)
+            link.queue = []
+            if link.down is not None:
+                link.down.put_nowait(batch)
+            elif link.peer == self._up_peer and self._up_call is not None:
+                await self._write_up(link, batch)
+            else:
+                await self._deliver(link, batch)
+
+    async def _write_up(self, link: _Link, batch: rpb.PeerBatch) -> None:
+        call = self._up_call
+        assert call is not None
+        try:
+            await asyncio.wait_for(call.write(batch), self._timeout)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+            call.cancel()
+
+    async def _deliver(self, link: _Link, batch: rpb.PeerBatch) -> None:
+        try:
+            await self._stub(link.address).Deliver(batch, timeout=self._timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                await self._probe(link)
+
+    async def _upstream(self, leader: int) -> None:
+        """Hold the stream to the leader; reopen it if it breaks while we still follow it."""
+        link = self._links[leader]
+        while True:
+            call = self._stub(link.address).Stream()
+            try:
+                await asyncio.wait_for(call.write(rpb.PeerBatch(from_id=self.id)), self._timeout)
+                self._up_call = call
+                link.wake.set()
+                async for batch in call:
+                    self._receive(batch)
+            except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
+                pass
+            finally:
+                self._up_call = None
+                call.cancel()
+            await self._probe(link)
+            await asyncio.sleep(0.05)  # back-off before reconnecting to the same leader
+
+    async def _probe(self, link: _Link) -> None:
+        """Tell the core at once if nothing serves at the peer's address any more."""
+        now = time.monotonic()
+        if now - link.last_probe < 0.05:
+            return
+        link.last_probe = now
+        if await connection_refused(link.address):
+            self._unreachable(link.peer)

@@ -1,0 +1,128 @@
+"""``chat`` end to end in a real pseudo-terminal against a real ``chatnode`` process.
+
+pexpect runs the program in a pty and types; pyte interprets what it draws
+(prompt_toolkit repaints only the cells that changed, so the raw byte stream
+cannot be searched for text), and the test reads the emulated screen.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.sync import SyncChatClient
+from tests.cluster import local_cluster
+from tests.conftest import PASSWORD
+
+pexpect = pytest.importorskip("pexpect", reason="pexpect (test extra) is not installed")
+pyte = pytest.importorskip("pyte", reason="pyte (test extra) is not installed")
+
+pytestmark = pytest.mark.slow
+
+ROWS, COLUMNS = 24, 100
+WAIT_S = 20.0
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Terminal:
+    """A program in a pty, with its screen as a terminal would show it."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.screen = pyte.Screen(COLUMNS, ROWS)
+        self._stream = pyte.ByteStream(self.screen)
+        env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        self.child = pexpect.spawn(
+            sys.executable, args, cwd=str(REPO), env=env, dimensions=(ROWS, COLUMNS)
+        )
+
+    def text(self) -> str:
+        return "\n".join(line.rstrip() for line in self.screen.display)
+
+    def wait_for(self, text: str) -> None:
+        """Read output until text is on the screen; fail with the screen after WAIT_S."""
+        deadline = time.monotonic() + WAIT_S
+        while text not in self.text():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{text!r} never appeared; the screen:\n{self.text()}")
+            try:
+                self._stream.feed(self.child.read_nonblocking(65536, timeout=remaining))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                raise AssertionError(
+                    f"exited before {text!r}; the screen:\n{self.text()}"
+                ) from None
+
+    def type(self, line: str) -> None:
+        self.child.send(line + "\r")
+
+    def exit_status(self) -> int:
+        """Wait for the program to end (bounded) and return its status."""
+        self.child.expect(pexpect.EOF, timeout=WAIT_S)
+        self.child.close()
+        return self.child.exitstatus
+
+    def kill(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+
+
+@pytest.fixture
+def bob_and_cluster(tmp_path: Path) -> Iterator[tuple[SyncChatClient, str]]:
+    with local_cluster(tmp_path, size=1) as cluster, SyncChatClient(cluster.addresses) as bob:
+        bob.create_account("bob", PASSWORD)
+        bob.login("bob", PASSWORD)
+        yield bob, cluster.spec
+
+
+def test_chat_in_a_real_terminal(
+    bob_and_cluster: tuple[SyncChatClient, str], tmp_path: Path
+) -> None:
+    bob, spec = bob_and_cluster
+    address = spec.partition("=")[2]
+    history = tmp_path / "history"
+    terminal = Terminal(["-m", "client.app", "--cluster", spec, "--history", str(history)])
+    try:
+        for typed, shown in [
+            ("", "username:"),
+            ("alice", "password for alice:"),
+            (PASSWORD, "create account alice? [y/N]"),
+            ("y", "password again:"),
+            (PASSWORD, "logged in as alice: 0 unread"),
+        ]:
+            if typed:
+                terminal.type(typed)
+            terminal.wait_for(shown)
+        terminal.wait_for(f"alice │ node {address} │ leader 1 │ term 1 │ connected")
+        bob.send_message("alice", "hello from bob")
+        terminal.wait_for("bob: hello from bob")
+        terminal.type("/send bob hi bob")
+        terminal.wait_for("you → bob: hi bob")
+        assert PASSWORD not in terminal.text()
+        assert [m.body for m in bob.read_messages().messages] == ["hi bob"]
+        terminal.child.sendcontrol("d")
+        assert terminal.exit_status() == 0
+    finally:
+        terminal.kill()
+    assert history.read_text().count("/send bob hi bob") == 1
+
+
+def test_sigterm_leaves_cleanly(
+    bob_and_cluster: tuple[SyncChatClient, str], tmp_path: Path
+) -> None:
+    _, spec = bob_and_cluster
+    terminal = Terminal(["-m", "client.app", "--cluster", spec, "--history", str(tmp_path / "h")])
+    try:
+        terminal.wait_for("username:")
+        terminal.child.kill(signal.SIGTERM)
+        assert terminal.exit_status() == 0
+        assert "Traceback" not in terminal.text()
+    finally:
+        terminal.kill()

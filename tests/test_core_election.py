@@ -1,0 +1,137 @@
+"""Elections, claim by claim (DESIGN.md section 3, "Elections")."""
+
+from __future__ import annotations
+
+from coord.config import ClusterConfig
+from coord.election import decide
+from coord.harness import Cluster
+from coord.messages import VoteReply, VoteRequest
+
+FAILSTOP = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=1)
+QUORUM = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=2)
+
+
+def reply(
+    sender: int,
+    *,
+    granted: bool = True,
+    epoch: int = 5,
+    isr: tuple[int, ...] = (1, 2, 3),
+    restarted: bool = False,
+    live: bool = False,
+) -> VoteReply:
+    return VoteReply(
+        term=2,
+        sender=sender,
+        pre_vote=False,
+        campaign=0,
+        granted=granted,
+        last_log_term=1,
+        last_log_index=epoch,
+        epoch=epoch,
+        epoch_term=1,
+        isr=isr,
+        restarted=restarted,
+        has_live_leader=live,
+        leader_id=0,
+    )
+
+
+def test_failstop_wins_when_a_never_restarted_isr_member_vouches_for_the_epoch() -> None:
+    decision = decide(1, {1: reply(1, restarted=True), 2: reply(2)}, FAILSTOP)
+    assert decision.won and decision.isr == {1, 2}
+
+
+def test_failstop_needs_the_whole_isr_when_every_responder_restarted() -> None:
+    replies = {1: reply(1, restarted=True), 2: reply(2, restarted=True)}
+    assert not decide(1, replies, FAILSTOP).won
+    replies[3] = reply(3, restarted=True)
+    assert decide(1, replies, FAILSTOP).won
+
+
+def test_failstop_follows_the_latest_epoch_reported() -> None:
+    replies = {1: reply(1, epoch=5), 2: reply(2, epoch=9, isr=(2,))}
+    decision = decide(1, replies, FAILSTOP)
+    assert not decision.won and "not in ISR*" in decision.reason
+    assert decide(2, {2: reply(2, epoch=9, isr=(2,)), 1: reply(1)}, FAILSTOP).won
+
+
+def test_failstop_loses_to_a_live_leader_or_a_refusing_isr_member() -> None:
+    assert not decide(1, {1: reply(1), 2: reply(2, live=True)}, FAILSTOP).won
+    assert not decide(1, {1: reply(1), 2: reply(2, granted=False)}, FAILSTOP).won
+
+
+def test_quorum_mode_counts_a_majority_of_grants() -> None:
+    assert decide(1, {1: reply(1), 2: reply(2)}, QUORUM).won
+    assert not decide(1, {1: reply(1), 2: reply(2, granted=False)}, QUORUM).won
+    assert not decide(1, {1: reply(1)}, QUORUM).won
+
+
+def test_a_fresh_cluster_elects_once_every_member_is_up_and_lower_ids_go_first() -> None:
+    for seed in range(5):
+        cluster = Cluster(3, seed=seed)
+        assert cluster.elect() == 1
+
+
+def test_a_fresh_cluster_with_a_member_missing_does_not_elect() -> None:
+    cluster = Cluster(3)
+    cluster.crash(3)
+    cluster.run(2000)
+    assert cluster.leaders() == []
+
+
+def test_pre_vote_changes_no_term_and_an_isolated_node_does_not_disrupt_on_return() -> None:
+    cluster = Cluster(3, min_insync=2)
+    leader = cluster.elect()
+    term = cluster.node(leader).term
+    cluster.isolate(3)
+    cluster.run(2000)
+    assert cluster.node(3).term == term
+    cluster.heal()
+    cluster.run(500)
+    assert cluster.leader() == leader and cluster.node(leader).term == term
+
+
+def test_a_voter_replies_with_its_whole_state_and_refuses_under_a_live_lease() -> None:
+    cluster = Cluster(3)
+    cluster.elect()
+    cluster.run(100)
+    follower = cluster.node(2)
+    request = VoteRequest(
+        term=follower.term + 1,
+        sender=3,
+        pre_vote=False,
+        campaign=7,
+        last_log_term=99,
+        last_log_index=99,
+        epoch=0,
+        epoch_term=0,
+        transfer_from=0,
+    )
+    term = follower.term
+    follower.receive(request, cluster.now)
+    (to, answer), *_ = follower.ready().messages
+    assert to == 3 and isinstance(answer, VoteReply)
+    assert not answer.granted and answer.has_live_leader and answer.leader_id == 1
+    assert answer.isr == (1, 2, 3) and answer.campaign == 7 and not answer.restarted
+    assert follower.term == term, "a live lease means not even adopting the term"
+
+
+def test_a_granted_vote_leaves_only_after_the_vote_is_in_the_hard_state() -> None:
+    cluster = Cluster(3)
+    cluster.elect()
+    cluster.run(100)
+    cluster.crash(1)
+    cluster.pause(3)
+
+    def vote_request_queued() -> bool:
+        return any(isinstance(m, VoteRequest) and not m.pre_vote for m, _ in cluster.inbox[3])
+
+    assert cluster.run_until(vote_request_queued)
+    request = next(m for m, _ in cluster.inbox[3] if isinstance(m, VoteRequest) and not m.pre_vote)
+    voter, candidate = cluster.node(3), 2
+    voter.receive(request, cluster.now)
+    ready = voter.ready()
+    granted = [m for _, m in ready.messages if isinstance(m, VoteReply) and m.granted]
+    assert granted and ready.hard_state is not None
+    assert ready.hard_state.voted_for == candidate and ready.hard_state.term == request.term

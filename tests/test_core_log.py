@@ -1,0 +1,103 @@
+"""The log: storage protocol, in-memory tail, truncation, compaction, bounded memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from coord.boundary import Entry, EntryKind
+from coord.config import ClusterConfig, config_entry
+from coord.errors import LocalProtocolError
+from coord.log import MemoryStorage, RaftLog, SnapshotMeta
+
+
+def op(index: int, term: int, payload: bytes = b"x") -> Entry:
+    return Entry(index, term, EntryKind.OP, payload)
+
+
+def durable_log(entries: list[Entry], cached: int = 4) -> tuple[MemoryStorage, RaftLog]:
+    storage = MemoryStorage()
+    storage.save(None, None, entries)
+    return storage, RaftLog(storage, cached)
+
+
+def test_unpersisted_entries_are_handed_out_once_and_stay_in_memory_until_persisted() -> None:
+    storage, log = durable_log([op(1, 1)])
+    log.append([op(2, 1), op(3, 1)])
+    assert [e.index for e in log.take_unpersisted()] == [2, 3]
+    assert log.take_unpersisted() == ()
+    assert log.stable_last == 1 and log.term(3) == 1
+    storage.save(None, None, [op(2, 1), op(3, 1)])
+    assert log.stable_to(3, 1)
+    assert log.stable_last == 3
+
+
+def test_conflicting_suffix_is_cut_and_handed_out_again_from_the_cut() -> None:
+    storage, log = durable_log([op(1, 1), op(2, 1), op(3, 1)])
+    log.append([op(4, 1)])
+    log.take_unpersisted()
+    assert log.append([op(3, 2), op(4, 2)]) == 3
+    fresh = log.take_unpersisted()
+    assert [(e.index, e.term) for e in fresh] == [(3, 2), (4, 2)]
+    storage.save(None, None, fresh)
+    assert [storage.term(i) for i in (1, 2, 3, 4)] == [1, 1, 2, 2]
+
+
+def test_a_stale_persisted_report_after_a_cut_is_ignored() -> None:
+    _, log = durable_log([op(1, 1)])
+    log.append([op(2, 1), op(3, 1)])
+    log.take_unpersisted()
+    log.append([op(2, 2)])
+    assert not log.stable_to(3, 1)
+    assert log.stable_last == 1
+
+
+def test_entries_are_read_across_storage_and_memory_within_the_byte_budget() -> None:
+    _, log = durable_log([op(i, 1, b"a" * 100) for i in range(1, 11)], cached=3)
+    log.append([op(11, 1, b"a" * 100)])
+    assert [e.index for e in log.entries(1, 12, 10_000) or []] == list(range(1, 12))
+    assert [e.index for e in log.entries(2, 12, 250) or []] == [2, 3]
+    assert [e.index for e in log.entries(5, 6, 1) or []] == [5]
+
+
+def test_compacted_entries_read_as_none_so_the_leader_sends_a_snapshot() -> None:
+    storage, log = durable_log([op(i, 1) for i in range(1, 6)])
+    storage.compact(3)
+    assert log.entries(2, 5, 1000) is None
+    assert log.term(2) is None and log.term(3) == 1
+    assert log.first_available() == 4
+
+
+def test_memory_does_not_grow_with_the_log() -> None:
+    storage = MemoryStorage()
+    log = RaftLog(storage, cached_entries=16)
+    for index in range(1, 2001):
+        log.append([op(index, 1)])
+        storage.save(None, None, log.take_unpersisted())
+        log.stable_to(index, 1)
+    assert len(log._cache) <= 16 and not log._unstable
+    assert log.term(5) == 1 and log.last_index() == 2000
+
+
+def test_the_view_is_the_latest_config_committed_or_not_and_survives_compaction() -> None:
+    first = ClusterConfig.create({1: "a", 2: "b"})
+    second = first.with_isr({1})
+    storage, log = durable_log([config_entry(1, 0, first), op(2, 1), config_entry(3, 1, second)])
+    log.append([op(4, 1)])
+    assert log.last_config(4) == config_entry(3, 1, second)
+    assert log.last_config(2) == config_entry(1, 0, first)
+    storage.compact(3)
+    assert storage.snapshot().config == config_entry(3, 1, second)
+    assert RaftLog(storage, 4).last_config(3) == config_entry(3, 1, second)
+
+
+def test_installing_a_snapshot_forgets_the_whole_log() -> None:
+    config = config_entry(1, 0, ClusterConfig.create({1: "a"}))
+    _, log = durable_log([config, op(2, 1)])
+    log.install(SnapshotMeta(10, 3, config))
+    assert log.last_index() == 10 and log.last_term() == 3 and log.term(2) is None
+
+
+def test_storage_refuses_a_write_that_leaves_a_hole() -> None:
+    storage = MemoryStorage()
+    with pytest.raises(LocalProtocolError):
+        storage.save(None, None, [op(3, 1)])
