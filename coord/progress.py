@@ -52,6 +52,9 @@ class Progress:
             self.probe_sent = True
             self.progress_ms = now_ms
         else:
+            if not self.inflight:
+                # Nothing was outstanding: the resend timer starts now, not at the last ack.
+                self.progress_ms = now_ms
             self.inflight.append(last_index)
         self.next = last_index + 1
 

@@ -17,10 +17,12 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
     def __init__(self, coordinator: ReplicatedCoordinator) -> None:
         self._coord = coordinator
 
-    def Stream(
+    async def Stream(
         self, request_iterator: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.PeerBatch]:
-        return self._coord.transport.serve_stream(request_iterator, context)
+        # An async generator function, so grpc.aio serves it as one.
+        async for batch in self._coord.transport.serve_stream(request_iterator, context):
+            yield batch
 
     async def Deliver(
         self, request: rpb.PeerBatch, context: grpc.aio.ServicerContext

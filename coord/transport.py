@@ -117,9 +117,14 @@ class Transport:
         link = self._links.get(to)
         if link is None or self._closed:
             return
+        wire = codec.to_pb(msg)
+        if link.down is not None and not link.queue:
+            # The common case on a leader: straight onto the follower's stream, no task hop.
+            link.down.put_nowait(rpb.PeerBatch(from_id=self.id, messages=[wire]))
+            return
         if len(link.queue) >= MAX_QUEUED:
             del link.queue[: MAX_QUEUED // 2]
-        link.queue.append(codec.to_pb(msg))
+        link.queue.append(wire)
         link.wake.set()
 
     def follow(self, leader: int) -> None:
@@ -230,8 +235,10 @@ class Transport:
         call = self._up_call
         assert call is not None
         try:
-            await asyncio.wait_for(call.write(batch), self._timeout)
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, TimeoutError):
+            # No timeout here: a stalled leader is the lease's business, and when we stop
+            # following it the upstream task cancels the call, which ends this write.
+            await call.write(batch)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             call.cancel()
 
     async def _deliver(self, link: _Link, batch: rpb.PeerBatch) -> None:

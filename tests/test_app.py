@@ -291,7 +291,7 @@ async def test_history_keeps_commands_but_never_names_or_passwords(
     assert "alice" not in history.read_text() and PASSWORD not in history.read_text()
 
 
-@pytest.mark.parametrize("keys", [CTRL_C, CTRL_D, "/quit\r"])
+@pytest.mark.parametrize("keys", [CTRL_C, CTRL_D, "/quit\r"], ids=["ctrl-c", "ctrl-d", "quit"])
 async def test_ctrl_c_ctrl_d_and_quit_leave_cleanly(screen: Screen, keys: str) -> None:
     screen.pipe.send_text(keys)
     async with asyncio.timeout(WAIT_S):

@@ -1,8 +1,7 @@
 """The client and the app ride through the loss of the leader (real processes, kill -9).
 
-Each scenario runs twice: on one node that is killed and restarted (runs now),
-and on three nodes whose leader is killed for good so another takes over
-(skipped until the replicated coordinator lands: flip REPLICATION_READY).
+Each scenario runs twice: on one node that is killed and restarted, and on
+three nodes whose leader is killed for good so another takes over.
 """
 
 from __future__ import annotations
@@ -20,18 +19,10 @@ from tests.conftest import PASSWORD
 from tests.test_app import open_screen
 from tests.test_client_library import Inbox, StateLog
 
-REPLICATION_READY = False
-
 pytestmark = pytest.mark.slow
 SIZES = [
     pytest.param(1, id="restart-the-only-node"),
-    pytest.param(
-        3,
-        id="kill-the-leader-of-3",
-        marks=pytest.mark.skipif(
-            not REPLICATION_READY, reason="3-node clusters need the replicated coordinator"
-        ),
-    ),
+    pytest.param(3, id="kill-the-leader-of-3"),
 ]
 WRITERS = 4
 SENDS_PER_WRITER = 40
