@@ -36,10 +36,10 @@ async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
         await chat_node.stop()
 
 
-async def wait_until_serving(chat_node: ChatNode, timeout: float = 10) -> None:
+async def wait_until_serving(chat_node: ChatNode, limit_s: float = 10) -> None:
     """Wait for the node to elect itself and commit its first entry."""
     coordinator = chat_node.coordinator
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         async for view in coordinator.leader_changes():
             if view is not None and view.leader_id == chat_node.config.node_id:
                 break
