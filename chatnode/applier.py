@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 from chatnode import ops
 from chatnode.errors import Unavailable
@@ -21,6 +23,7 @@ from chatnode.state import ChatState, StoredMessage
 from coord.boundary import Coordinator, Entry, EntryKind
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Small batches apply on the event loop: with synchronous=NORMAL and checkpoints
 # off the hot path, applying one op is CPU work of tens of microseconds, less
@@ -45,6 +48,7 @@ class Applier:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._waiting: dict[int, _Waiter] = {}
         self._applied = asyncio.Condition()
+        self._state_lock = asyncio.Lock()  # applies, checkpoints and snapshots take turns
         self.applied_index = state.applied_index
 
     async def run(self) -> None:
@@ -72,20 +76,42 @@ class Applier:
         """Leadership was lost: what this node proposed may never commit under its term."""
         self._fail_waiters(reason)
 
+    # -- coord.boundary.StateHooks -----------------------------------------------------
+
+    async def checkpoint(self) -> int | None:
+        async with self._state_lock:
+            return await self._in_worker(self._state.checkpoint)
+
+    async def capture(self, path: Path) -> int:
+        async with self._state_lock:
+            return await self._in_worker(self._state.copy_to, path)
+
+    async def restore(self, path: Path) -> int:
+        async with self._state_lock:
+            index = await self._in_worker(self._state.restore_from, path)
+            await self._mark_applied(index)
+            return index
+
+    async def _in_worker(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    async def _mark_applied(self, index: int) -> None:
+        async with self._applied:
+            self.applied_index = index
+            self._applied.notify_all()
+
     async def _apply(self, batch: Sequence[Entry]) -> None:
         decoded = [(entry.index, _decode(entry)) for entry in batch]
-        if len(decoded) <= INLINE_APPLY_ENTRIES:
-            results = self._state.apply(decoded)
-        else:
-            loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._io, self._state.apply, decoded)
+        async with self._state_lock:
+            if len(decoded) <= INLINE_APPLY_ENTRIES:
+                results = self._state.apply(decoded)
+            else:
+                results = await self._in_worker(self._state.apply, decoded)
         for entry, (_, op), result in zip(batch, decoded, results, strict=True):
             self._resolve(entry, result)
             if op is not None and result.ok:
                 self._notify_live(entry, op, result)
-        async with self._applied:
-            self.applied_index = batch[-1].index
-            self._applied.notify_all()
+        await self._mark_applied(max(self.applied_index, batch[-1].index))
 
     def _resolve(self, entry: Entry, result: ops.Result) -> None:
         waiter = self._waiting.pop(entry.index, None)

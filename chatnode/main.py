@@ -76,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
         default=_env("MIN_INSYNC", "1"),
         help="in-sync replicas needed to commit; > N/2 selects quorum mode (CHAT_MIN_INSYNC)",
     )
+    p.add_argument(
+        "--log-keep-entries",
+        type=int,
+        default=_env("LOG_KEEP_ENTRIES", "10000"),
+        help="applied entries kept in the log for lagging followers; older ones are compacted "
+        "and such followers get a snapshot instead (CHAT_LOG_KEEP_ENTRIES)",
+    )
     p.add_argument("--tls-cert", default=_env("TLS_CERT"), help="PEM certificate (CHAT_TLS_CERT)")
     p.add_argument("--tls-key", default=_env("TLS_KEY"), help="PEM private key (CHAT_TLS_KEY)")
     p.add_argument(
@@ -105,6 +112,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         parser.error(f"--min-insync must be between 1 and {len(cluster)}")
     if not 0 < args.heartbeat_ms < args.lease_ms:
         parser.error("--heartbeat-ms must be positive and shorter than --lease-ms")
+    if args.log_keep_entries < 1:
+        parser.error("--log-keep-entries must be at least 1")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     tls = None
@@ -124,6 +133,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         lease_ms=args.lease_ms,
         heartbeat_ms=args.heartbeat_ms,
         min_insync=args.min_insync,
+        log_keep_entries=args.log_keep_entries,
         tls=tls,
         metrics_listen=args.metrics_listen,
     )

@@ -43,6 +43,7 @@ class NodeConfig:
     lease_ms: int = 1000
     heartbeat_ms: int = 100
     min_insync: int = 1
+    log_keep_entries: int = 10_000
     tls: TlsFiles | None = None
     metrics_listen: str = ""
 
@@ -75,7 +76,11 @@ def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
         config.data_dir,
         settings,
         min_insync=config.min_insync,
-        peers=PeerSettings(credentials, call_timeout_s=config.lease_ms / 2000),
+        peers=PeerSettings(
+            credentials,
+            call_timeout_s=config.lease_ms / 2000,
+            log_keep_entries=config.log_keep_entries,
+        ),
     )
 
 
@@ -100,8 +105,9 @@ class ChatNode:
             ChatService(self._coord, self._applier, self._reads, self._hub)
         )
         self._coord.add_to_server(self._server)
+        # The coordinator first: peers and clients reach us only once it can answer.
+        await self._coord.start(state.applied_index, self._applier)
         await self._server.start()
-        await self._coord.start(state.applied_index)
         self._tasks = [
             asyncio.create_task(self._applier.run(), name="applier"),
             asyncio.create_task(self._follow_leadership(), name="leadership"),

@@ -266,6 +266,37 @@ class ChatState(_Queries):
         """The last log index applied; committed in the same transaction as its effects."""
         return self._applied_index
 
+    def checkpoint(self) -> int | None:
+        """Copy the WAL into the database file and fsync it; return the applied index that
+        is now durable, or None if readers kept part of the WAL from being copied.
+
+        Automatic checkpoints are off (they would fsync inside an apply on the event
+        loop); the shell calls this from its worker thread instead, and may drop log
+        entries up to the index it returns.
+        """
+        busy, wal_pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return self._applied_index if not busy and wal_pages == copied else None
+
+    def copy_to(self, path: str | os.PathLike[str]) -> int:
+        """Write a consistent copy of the state (a snapshot) to path; return its applied index."""
+        with closing(sqlite3.connect(path)) as target:
+            self._db.backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")
+            return target.execute(_APPLIED_INDEX).fetchone()[0]
+
+    def restore_from(self, path: str | os.PathLike[str]) -> int:
+        """Replace the whole state by the snapshot at path, in one transaction.
+
+        SQLite's backup API writes the destination in a single transaction, so a
+        crash leaves either the old state or the new one, and open read
+        connections simply see the new content from their next query on.
+        """
+        with closing(sqlite3.connect(path)) as source:
+            source.backup(self._db)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._applied_index = self._db.execute(_APPLIED_INDEX).fetchone()[0]
+        return self._applied_index
+
     def apply(self, entries: Sequence[tuple[int, Op | None]]) -> list[Result]:
         """Apply a batch of committed entries in one transaction; one Result per entry.
 
@@ -507,6 +538,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
     db.enable_wal()
     conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
     with db.atomic():
         _create_tables(db)
         _create_indexes(db)

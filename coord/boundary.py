@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -91,10 +92,28 @@ class NotLeader(Exception):
         self.leader_address = leader_address
 
 
+class StateHooks(Protocol):
+    """What the coordinator needs from the state machine it feeds.
+
+    The log is compacted behind what the state holds durably, so a follower
+    that needs a compacted entry gets a copy of the state instead (a snapshot).
+    Each call is serialized with applying entries.
+    """
+
+    async def checkpoint(self) -> int | None:
+        """Make the applied state durable; return its applied index (None: try later)."""
+
+    async def capture(self, path: Path) -> int:
+        """Write a consistent copy of the applied state to path; return its applied index."""
+
+    async def restore(self, path: Path) -> int:
+        """Replace the state with the copy at path, atomically; return its applied index."""
+
+
 class Coordinator(Protocol):
     """The boundary of DESIGN.md section 1."""
 
-    async def start(self, applied_index: int) -> None:
+    async def start(self, applied_index: int, hooks: StateHooks) -> None:
         """Open storage, recover, and begin taking part in the cluster.
 
         applied_index is how far the state machine got before: entries up to it

@@ -51,7 +51,7 @@ class LogStore:
         )
         db["snapshot"].create(
             {"id": int, "idx": int, "term": int, "config_idx": int, "config_term": int,
-             "config_payload": bytes},
+             "config_payload": bytes, "restore_pending": int},
             pk="id", if_not_exists=True,
         )  # fmt: skip
         self._writer.execute(
@@ -113,6 +113,8 @@ class LogStore:
         hard_state: HardState | None,
         snapshot: SnapshotMeta | None,
         entries: Sequence[Entry],
+        *,
+        restore_pending: bool = False,
     ) -> None:
         """Make one Ready durable in one transaction: snapshot marker, hard state, entries.
 
@@ -123,7 +125,7 @@ class LogStore:
         with _Transaction(self._writer):
             if snapshot is not None:
                 self._writer.execute("DELETE FROM log")
-                self._write_snapshot(snapshot)
+                self._write_snapshot(snapshot, restore_pending)
                 last_index = snapshot.index
             if hard_state is not None:
                 self._writer.execute(
@@ -149,6 +151,25 @@ class LogStore:
             self._hard_state = hard_state
         self._last_index = last_index
 
+    def install(self, snapshot: SnapshotMeta) -> None:
+        """Start the log after a snapshot received from the leader, marking the state's
+        restore from it as pending until :meth:`restored` says it is done.
+
+        The marker makes the pair atomic across a crash: on start, a pending
+        restore is redone before anything is applied.
+        """
+        self.save(None, snapshot, (), restore_pending=True)
+
+    def restored(self) -> None:
+        self._writer.execute("UPDATE snapshot SET restore_pending = 0 WHERE id = 0")
+
+    def pending_restore(self) -> int | None:
+        """The index of a snapshot whose restore into the state may not have finished."""
+        row = self._reader.execute(
+            "SELECT idx FROM snapshot WHERE id = 0 AND restore_pending = 1"
+        ).fetchone()
+        return row[0] if row else None
+
     def compact(self, index: int) -> None:
         """Drop entries up to index: the state machine durably holds their effect."""
         if index <= self._snapshot.index or index > self._last_index:
@@ -167,18 +188,19 @@ class LogStore:
             self._writer.execute("DELETE FROM log WHERE idx <= ?", (index,))
         self._snapshot = snapshot
 
-    def _write_snapshot(self, snapshot: SnapshotMeta) -> None:
+    def _write_snapshot(self, snapshot: SnapshotMeta, restore_pending: bool = False) -> None:
         config = snapshot.config
         self._writer.execute(
             "INSERT OR REPLACE INTO snapshot"
-            " (id, idx, term, config_idx, config_term, config_payload)"
-            " VALUES (0, ?, ?, ?, ?, ?)",
+            " (id, idx, term, config_idx, config_term, config_payload, restore_pending)"
+            " VALUES (0, ?, ?, ?, ?, ?, ?)",
             (
                 snapshot.index,
                 snapshot.term,
                 config.index if config else 0,
                 config.term if config else 0,
                 config.payload if config else b"",
+                int(restore_pending),
             ),
         )
 

@@ -20,33 +20,37 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
 from coord import errors as core_errors
+from coord import snapshots
 from coord.boundary import (
     Entry,
     LeaderView,
     MemberStatus,
     NotLeader,
     Proposal,
+    StateHooks,
     Status,
 )
 from coord.config import ClusterConfig
 from coord.core import ConfigChange, Node, Role
 from coord.log_store import LogStore
-from coord.messages import Append, Message
-from coord.ready import Ready, SoftState
+from coord.messages import Append, InstallSnapshot, Message
+from coord.ready import Ready, SnapshotOrder, SoftState
 from coord.settings import Settings
 from coord.transport import Transport
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def now_ms() -> int:
@@ -59,6 +63,8 @@ class PeerSettings:
 
     credentials: grpc.ChannelCredentials | None = None
     call_timeout_s: float = 0.5
+    log_keep_entries: int = 10_000
+    checkpoint_interval_s: float = 2.0
 
 
 class ReplicatedCoordinator:
@@ -86,13 +92,18 @@ class ReplicatedCoordinator:
         self._watchers: list[asyncio.Queue[LeaderView | None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
+        self._sending_snapshot: set[int] = set()
         self._synced_view: tuple[int, int] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self, applied_index: int) -> None:
-        loop = asyncio.get_running_loop()
-        self._store = await loop.run_in_executor(self._io, LogStore, self._data_dir / "log.db")
+    async def start(self, applied_index: int, hooks: StateHooks) -> None:
+        self._hooks = hooks
+        self._store = await self._in_worker(LogStore, self._data_dir / "log.db")
+        pending = self._store.pending_restore()
+        if pending is not None:  # we crashed between resetting the log and restoring the state
+            applied_index = await self._restore(pending)
+        snapshots.discard_staged(self._data_dir)
         bootstrap = ClusterConfig.create(self._members, min_insync=self._min_insync)
         self.node = Node(
             self.id,
@@ -115,6 +126,7 @@ class ReplicatedCoordinator:
         self._tasks = [
             asyncio.create_task(self._drive(), name="coord-driver"),
             asyncio.create_task(self._tick(), name="coord-ticker"),
+            asyncio.create_task(self._compact(), name="coord-compactor"),
         ]
         self._wake.set()
 
@@ -128,7 +140,7 @@ class ReplicatedCoordinator:
         self._committed.put_nowait(None)
         for watcher in self._watchers:
             watcher.put_nowait(None)
-        await asyncio.get_running_loop().run_in_executor(self._io, self._store.close)
+        await self._in_worker(self._store.close)
         self._io.shutdown(wait=True)
 
     # -- the boundary ---------------------------------------------------------------
@@ -206,7 +218,76 @@ class ReplicatedCoordinator:
         replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
 
     async def receive_snapshot(self, chunks: AsyncIterator[rpb.SnapshotChunk]) -> bool:
-        raise NotImplementedError("snapshots are not wired yet")
+        """Stage a snapshot streamed by the leader, then let the core decide on it."""
+        offer = await snapshots.receive(chunks, self._data_dir)
+        if offer is None:
+            return False
+        msg = InstallSnapshot(offer.term, offer.sender, offer.index, offer.index_term, offer.config)
+        self._receive(msg)
+        return True
+
+    # -- snapshots and compaction ---------------------------------------------------------
+
+    async def _restore(self, index: int) -> int:
+        """Replace the state by the staged snapshot at index, then clear the pending mark."""
+        applied = await self._hooks.restore(snapshots.staged_path(self._data_dir, index))
+        await self._in_worker(self._store.restored)
+        snapshots.discard_staged(self._data_dir)
+        log.info("installed snapshot at index %d", index)
+        return applied
+
+    def _spawn_snapshot(self, order: SnapshotOrder) -> None:
+        if order.to in self._sending_snapshot:
+            return
+        self._sending_snapshot.add(order.to)
+        task = asyncio.create_task(self._send_snapshot(order), name=f"snapshot-{order.to}")
+        task.add_done_callback(lambda _: self._sending_snapshot.discard(order.to))
+
+    async def _send_snapshot(self, order: SnapshotOrder) -> None:
+        """Capture the applied state and stream it to a follower behind the compacted log."""
+        path = self._data_dir / f"snapshot-out-{order.to}.db"
+        try:
+            index = await self._hooks.capture(path)
+            store = self._store
+            config = store.last_config(store.first_index(), index) or store.snapshot().config
+            if config is None:
+                return
+            offer = snapshots.Offer(order.term, self.id, index, store.term(index), config)
+            await self.transport.send_snapshot(order.to, snapshots.chunks(path, offer))
+            log.info("sent snapshot at index %d to node %d", index, order.to)
+        except grpc.aio.AioRpcError as exc:
+            log.warning(
+                "snapshot to node %d failed: %s %s", order.to, exc.code().name, exc.details()
+            )
+        except (OSError, core_errors.CoordError) as exc:
+            log.warning("snapshot to node %d failed: %s", order.to, exc)
+        finally:
+            path.unlink(missing_ok=True)
+
+    async def _compact(self) -> None:
+        """Checkpoint the state now and then, and drop log entries it durably holds.
+
+        Automatic checkpoints of the state are off (they would fsync on the event
+        loop), so this also bounds the state's WAL. ``log_keep_entries`` stay
+        behind the durable state so that a slightly lagging follower catches up
+        from the log rather than by snapshot.
+        """
+        keep = self._peers.log_keep_entries
+        checkpointed = 0
+        while True:
+            await asyncio.sleep(self._peers.checkpoint_interval_s)
+            if self.node.commit == checkpointed:
+                continue
+            durable = await self._hooks.checkpoint()
+            if durable is None:
+                continue
+            checkpointed = durable
+            if durable - self._store.first_index() > 2 * keep:
+                await self._in_worker(self._store.compact, durable - keep)
+
+    async def _in_worker(self, fn: Callable[..., T], *args: object) -> T:
+        """Run blocking log-store work on the store's own thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     # -- operator verbs (coord.services.AdminService) ------------------------------------
 
@@ -261,17 +342,17 @@ class ReplicatedCoordinator:
         for to, msg in early:
             self.transport.send(to, msg)
         if ready.install_snapshot is not None:
-            raise NotImplementedError("snapshot installation is not wired yet")
+            await self._in_worker(self._store.install, ready.install_snapshot)
+            await self._restore(ready.install_snapshot.index)
         if ready.must_sync():
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(
-                self._io, self._store.save, ready.hard_state, None, ready.entries
-            )
+            await self._in_worker(self._store.save, ready.hard_state, None, ready.entries)
             if ready.entries:
                 last = ready.entries[-1]
                 self.node.persisted(last.index, last.term, now_ms())
         for to, msg in later:
             self.transport.send(to, msg)
+        for order in ready.snapshots:
+            self._spawn_snapshot(order)
         if ready.committed:
             self._committed.put_nowait(list(ready.committed))
         if ready.soft_state is not None:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -44,6 +44,7 @@ CHANNEL_OPTIONS = [
 ]
 MAX_QUEUED = 1024  # messages per peer; the protocol resends what is dropped
 PROBE_TIMEOUT_S = 0.25
+SNAPSHOT_TIMEOUT_S = 600.0
 
 
 async def connection_refused(address: str) -> bool:
@@ -266,6 +267,13 @@ class Transport:
                 call.cancel()
             await self._probe(link)
             await asyncio.sleep(0.05)  # back-off before reconnecting to the same leader
+
+    async def send_snapshot(self, peer: int, chunks: Iterator[rpb.SnapshotChunk]) -> None:
+        """Stream a snapshot to peer; a generous deadline, since it may be large."""
+        link = self._links[peer]
+        reply = await self._stub(link.address).InstallSnapshot(chunks, timeout=SNAPSHOT_TIMEOUT_S)
+        if not reply.staged:
+            raise OSError(f"node {peer} did not stage the snapshot")
 
     async def _probe(self, link: _Link) -> None:
         """Tell the core at once if nothing serves at the peer's address any more."""
