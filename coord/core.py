@@ -144,6 +144,8 @@ class Node:
             self.commit = 1
         last_config = self.log.last_config(self.log.last_index())
         self.view = View.of(last_config) if last_config else None
+        if self.view is not None and self.view.config.member_ids == (self.id,):
+            self._lease.void()  # a cluster of one: no other leader can count on our promise
         self._soft_state = self._current_soft_state()
         self._soft_state_changed = False
 
@@ -367,6 +369,8 @@ class Node:
     def _election_delay(self, config: ClusterConfig) -> int:
         """A random wait in ``[0, lease_ms/2)``; lower ids draw from earlier slots."""
         ids = config.member_ids
+        if len(ids) == 1:
+            return 0  # nobody to collide with
         slot = self.settings.lease_ms / 2 / len(ids)
         return int(slot * (ids.index(self.id) + self._rng.random()))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from coord.config import ClusterConfig
+from coord.core import Role
 from coord.election import decide
 from coord.harness import Cluster
 from coord.messages import VoteReply, VoteRequest
@@ -135,3 +136,13 @@ def test_a_granted_vote_leaves_only_after_the_vote_is_in_the_hard_state() -> Non
     granted = [m for _, m in ready.messages if isinstance(m, VoteReply) and m.granted]
     assert granted and ready.hard_state is not None
     assert ready.hard_state.voted_for == candidate and ready.hard_state.term == request.term
+
+
+def test_a_cluster_of_one_elects_itself_at_once_even_after_a_restart() -> None:
+    """No other node can lead a one-member cluster, so no startup lease holds it back."""
+    cluster = Cluster(1)
+    quickly = cluster.settings.lease_ms // 4
+    assert cluster.run_until(lambda: cluster.node(1).role is Role.LEADER, max_ms=quickly)
+    cluster.crash(1)
+    cluster.restart(1)
+    assert cluster.run_until(lambda: cluster.node(1).role is Role.LEADER, max_ms=quickly)

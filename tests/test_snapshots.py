@@ -12,9 +12,8 @@ import grpc
 import pytest
 
 from proto import chat_pb2 as pb
-from proto import chat_pb2_grpc
+from proto import chat_pb2_grpc, replication_pb2_grpc
 from proto import replication_pb2 as rpb
-from proto import replication_pb2_grpc
 from tests.cluster import Cluster, local_cluster
 from tests.conftest import PASSWORD
 
