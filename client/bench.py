@@ -1,175 +1,258 @@
-"""``chatctl bench``: committed SendMessage throughput and latency, measured end to end.
+"""``chatctl bench``: what the service does under load, measured end to end through the API.
 
-By default it starts its own local cluster in a temporary folder (real
-``chatnode`` processes, fsync on) so the figures are reproducible with one
-command; ``--cluster`` measures a running cluster instead.
+By default it starts its own 3-node cluster in a temporary folder (real
+``chatnode`` processes, fsync on) so the figures come from one command;
+``--use-cluster`` measures the ``--cluster`` members instead (throughput,
+delivery and scale only: failover and memory need the processes).
+
+Parts, in the order they run on one cluster:
+
+- ``scale`` (opt-in), first point: sequential latency with ~1,000 stored;
+- ``throughput``: committed SendMessage/s, p50/p99 and the leader's fsyncs per
+  1,000 messages at each concurrency level (one channel per client);
+- ``delivery``: send-to-subscriber latency with 8 concurrent senders;
+- ``memory``: RSS of every node once 100,000 messages are stored;
+- ``failover``: kill -9 and SIGSTOP of the leader, median of 5 runs each;
+- ``scale``, second point: sequential latency with 1,000,000 stored.
+
+Memory runs before failover so RSS is read from processes that lived through
+the whole load, not from freshly restarted ones.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
-import re
-import socket
-import subprocess
-import sys
-import tempfile
+import dataclasses
+import json
+import os
+import platform
 import time
-import urllib.request
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
-from proto import chat_pb2 as pb
-from proto import chat_pb2_grpc
+from client.bench_cluster import (
+    HEARTBEAT_MS,
+    LEASE_MS,
+    LocalNode,
+    local_cluster,
+    wait_until_healthy,
+)
+from client.bench_delivery import DeliveryResult, measure_delivery
+from client.bench_failover import FailoverResult, FailoverRuns, measure_failover
+from client.bench_load import Fleet, LoadResult, measure, send_load
+from client.bench_storage import (
+    MemoryResult,
+    ScalePoint,
+    ScaleResult,
+    measure_memory,
+    measure_scale_large,
+    rss_mib,
+    sequential_point,
+)
+from client.chatctl import CtlError
 
-PASSWORD = "bench-password"
-READY_TIMEOUT_S = 30.0
+PARTS = ("throughput", "delivery", "memory", "failover", "scale")
+LOCAL_ONLY = frozenset({"memory", "failover"})
+OPT_IN = frozenset({"scale"})
+DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPT_IN)
 
 
 @dataclass(frozen=True, slots=True)
-class LoadResult:
-    clients: int
-    messages: int
-    seconds: float
-    per_second: float
-    p50_ms: float
-    p99_ms: float
-    fsyncs_per_1000: float | None
+class Plan:
+    """Sizes of one bench run; QUICK shrinks them to a run of seconds (the test's)."""
+
+    parts: tuple[str, ...] = DEFAULT_PARTS
+    clients: tuple[int, ...] = (1, 8, 32, 128)
+    messages: int = 3_000  # per throughput level
+    warmup: int = 200
+    delivery_senders: int = 8
+    delivery_per_sender: int = 100
+    failover_runs: int = 5
+    memory_messages: int = 100_000
+    scale_small: int = 1_000
+    scale_messages: int = 1_000_000
+    scale_samples: int = 500
+    load_clients: int = 256  # concurrency of bulk loads (memory, scale)
 
 
-@dataclass(frozen=True, slots=True)
-class LocalNode:
-    node_id: int
-    address: str
-    metrics_url: str
-    proc: subprocess.Popen[bytes]
+QUICK = {
+    "clients": (1, 8),
+    "messages": 200,
+    "warmup": 50,
+    "delivery_per_sender": 10,
+    "failover_runs": 1,
+    "memory_messages": 2_000,
+    "scale_small": 300,
+    "scale_messages": 3_000,
+    "scale_samples": 50,
+    "load_clients": 32,
+}
 
 
-def percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending sequence."""
-    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
-    return sorted_values[rank]
+@dataclass
+class Report:
+    setup: dict[str, Any]
+    throughput: list[LoadResult] | None = None
+    delivery: DeliveryResult | None = None
+    memory: MemoryResult | None = None
+    failover: FailoverResult | None = None
+    scale: ScaleResult | None = None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# -- plan from flags --------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def local_cluster(size: int, extra_args: Sequence[str] = ()) -> Iterator[list[LocalNode]]:
-    """Start `size` chatnode processes on loopback in a temp dir; kill them on exit."""
-    with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
-        addresses = {i: f"127.0.0.1:{_free_port()}" for i in range(1, size + 1)}
-        spec = ",".join(f"{i}={a}" for i, a in addresses.items())
-        nodes = []
-        try:
-            for node_id, address in addresses.items():
-                metrics = f"127.0.0.1:{_free_port()}"
-                args = [
-                    sys.executable, "-m", "chatnode.main", "--id", str(node_id),
-                    "--cluster", spec, "--data-dir", f"{tmp}/node-{node_id}",
-                    "--metrics-listen", metrics, "--log-level", "WARNING", *extra_args,
-                ]  # fmt: skip
-                with Path(tmp, f"node-{node_id}.log").open("wb") as log:
-                    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-                nodes.append(LocalNode(node_id, address, f"http://{metrics}/metrics", proc))
-            yield nodes
-        finally:
-            for node in nodes:
-                node.proc.kill()
-                node.proc.wait(timeout=10)
+def _parts(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.parts:
+        chosen = {p.strip() for p in args.parts.split(",") if p.strip()}
+    else:
+        chosen = set(DEFAULT_PARTS) - (LOCAL_ONLY if args.use_cluster else set())
+    if args.scale:
+        chosen.add("scale")
+    return tuple(p for p in PARTS if p in chosen)
 
 
-async def find_leader(addresses: Sequence[str], timeout_s: float = READY_TIMEOUT_S) -> str:
-    """Poll members until one says it leads; return its address."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for address in addresses:
-            async with grpc.aio.insecure_channel(address) as channel:
-                stub = chat_pb2_grpc.ChatServiceStub(channel)
-                with contextlib.suppress(grpc.aio.AioRpcError):
-                    status = await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=0.5)
-                    if status.role == "leader":
-                        return address
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"no leader among {list(addresses)} within {timeout_s:.0f}s")
+def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse bad bench flags with exit 2 before any cluster starts."""
+    if args.parts:
+        unknown = {p.strip() for p in args.parts.split(",")} - set(PARTS) - {""}
+        if unknown:
+            parser.error(f"unknown bench part(s) {', '.join(sorted(unknown))}: choose {PARTS}")
+    if args.use_cluster and (local := LOCAL_ONLY & set(_parts(args))):
+        parser.error(f"{', '.join(sorted(local))} need the bench's own cluster: drop --use-cluster")
+    numbers = ("nodes", "messages", "failover_runs", "memory_messages", "scale_messages")
+    for name in (*numbers, "load_clients"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        _clients(args.clients)
+    except ValueError:
+        parser.error(f"--clients wants positive integers, comma-separated, not {args.clients!r}")
 
 
-async def _session(stub: chat_pb2_grpc.ChatServiceStub, name: str) -> tuple[tuple[str, str]]:
-    with contextlib.suppress(grpc.aio.AioRpcError):
-        await stub.CreateAccount(pb.CreateAccountRequest(username=name, password=PASSWORD))
-    login = await stub.Login(pb.LoginRequest(username=name, password=PASSWORD))
-    return (("authorization", f"Bearer {login.session_token}"),)
+def _clients(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    levels = tuple(int(c) for c in text.split(","))
+    if not levels or min(levels) < 1:
+        raise ValueError(text)
+    return levels
 
 
-def read_fsyncs(metrics_url: str) -> float:
-    """The leader's durable-transaction counter from its Prometheus endpoint."""
-    with urllib.request.urlopen(metrics_url, timeout=5) as reply:  # loopback only
-        text = reply.read().decode()
-    match = re.search(r"^chat_log_fsyncs_total ([0-9.e+]+)$", text, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"no chat_log_fsyncs_total at {metrics_url}")
-    return float(match.group(1))
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """Defaults, then --quick, then each explicit flag."""
+    plan = dataclasses.replace(Plan(parts=_parts(args)), **(QUICK if args.quick else {}))
+    explicit = {
+        "clients": _clients(args.clients),
+        "messages": args.messages,
+        "failover_runs": args.failover_runs,
+        "memory_messages": args.memory_messages,
+        "scale_messages": args.scale_messages,
+        "load_clients": args.load_clients,
+    }
+    return dataclasses.replace(plan, **{k: v for k, v in explicit.items() if v is not None})
 
 
-async def send_load(leader: str, clients: int, messages: int) -> tuple[float, list[float]]:
-    """`clients` concurrent senders, one channel each, `messages` in all; (seconds, latencies)."""
-    channels = [grpc.aio.insecure_channel(leader) for _ in range(clients)]
-    stubs = [chat_pb2_grpc.ChatServiceStub(c) for c in channels]
-    auths = [await _session(stub, f"bench{i}") for i, stub in enumerate(stubs)]
-    await _session(stubs[0], "benchsink")
-    latencies: list[float] = []
-    per_client = max(1, messages // clients)
-
-    async def sender(stub: chat_pb2_grpc.ChatServiceStub, auth: tuple[tuple[str, str]]) -> None:
-        request = pb.SendMessageRequest(recipient="benchsink", body="x" * 100)
-        for _ in range(per_client):
-            started = time.perf_counter()
-            await stub.SendMessage(request, metadata=auth, timeout=10)
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(sender(s, a) for s, a in zip(stubs, auths, strict=True)))
-    elapsed = time.perf_counter() - started
-    for channel in channels:
-        await channel.close()
-    return elapsed, latencies
+# -- running -----------------------------------------------------------------------------------
 
 
-async def measure(leader: str, clients: int, messages: int, metrics_url: str | None) -> LoadResult:
-    fsyncs_before = read_fsyncs(metrics_url) if metrics_url else None
-    elapsed, latencies = await send_load(leader, clients, messages)
-    fsyncs = None
-    if metrics_url and fsyncs_before is not None:
-        fsyncs = (read_fsyncs(metrics_url) - fsyncs_before) * 1000 / len(latencies)
-    latencies.sort()
-    return LoadResult(
-        clients=clients,
-        messages=len(latencies),
-        seconds=round(elapsed, 3),
-        per_second=round(len(latencies) / elapsed, 1),
-        p50_ms=round(percentile(latencies, 0.50) * 1000, 3),
-        p99_ms=round(percentile(latencies, 0.99) * 1000, 3),
-        fsyncs_per_1000=None if fsyncs is None else round(fsyncs, 1),
-    )
+def _setup(plan: Plan, nodes: Sequence[LocalNode] | None, addresses: Sequence[str]) -> dict:
+    where = f"local {len(nodes)}-node cluster" if nodes else "--cluster " + ",".join(addresses)
+    return {
+        "cluster": where,
+        "lease_ms": LEASE_MS if nodes else None,
+        "heartbeat_ms": HEARTBEAT_MS if nodes else None,
+        "fsync": "on (SQLite synchronous=FULL)",
+        "cpus": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+        "parts": list(plan.parts),
+        "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "parts"},
+    }
 
 
-async def run_bench(
-    addresses: Sequence[str], clients: Sequence[int], messages: int, metrics: dict[str, str]
-) -> list[LoadResult]:
-    leader = await find_leader(addresses)
-    await send_load(leader, 4, 200)  # warm up connections and the page cache
-    return [await measure(leader, c, messages, metrics.get(leader)) for c in clients]
+async def _run_parts(
+    plan: Plan, fleet: Fleet, nodes: Sequence[LocalNode] | None, report: Report
+) -> None:
+    metrics = {n.address: n.metrics_url for n in nodes or ()}
+    at_start = rss_mib(nodes) if nodes else {}
+    await send_load(fleet, 4, plan.warmup)  # connections, sign-ins, page cache
+    small: ScalePoint | None = None
+    if "scale" in plan.parts:
+        small = await sequential_point(
+            fleet, plan.scale_small, plan.scale_samples, plan.load_clients
+        )
+    if "throughput" in plan.parts:
+        leader = await fleet.follow_leader()
+        report.throughput = [
+            await measure(fleet, c, max(plan.messages, c), metrics.get(leader))
+            for c in plan.clients
+        ]
+    if "delivery" in plan.parts:
+        await fleet.follow_leader()
+        report.delivery = await measure_delivery(
+            fleet, plan.delivery_senders, plan.delivery_per_sender
+        )
+    if "memory" in plan.parts and nodes:
+        report.memory = await measure_memory(
+            nodes, fleet, at_start, plan.memory_messages, plan.load_clients
+        )
+    if "failover" in plan.parts and nodes:
+        report.failover = await measure_failover(nodes, fleet, plan.failover_runs)
+    if small is not None:
+        report.scale = await measure_scale_large(
+            fleet, small, plan.scale_messages, plan.scale_samples, plan.load_clients
+        )
 
 
-def render(results: Sequence[LoadResult]) -> str:
+async def run(plan: Plan, addresses: Sequence[str], nodes: Sequence[LocalNode] | None) -> Report:
+    """Run the plan's parts on one cluster; `nodes` is None for a cluster we did not start."""
+    report = Report(_setup(plan, nodes, addresses))
+    started = time.monotonic()
+    fleet = Fleet(addresses)
+    try:
+        await fleet.follow_leader()
+        if nodes:
+            await wait_until_healthy(nodes)  # measure with every node in the ISR
+        await _run_parts(plan, fleet, nodes, report)
+    finally:
+        await fleet.close()
+    report.setup["seconds"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def main(args: argparse.Namespace, addresses: list[str]) -> None:
+    """The ``bench`` verb: run, then print the report (text or --json)."""
+    plan = plan_from_args(args)
+    try:
+        if args.use_cluster:
+            report = asyncio.run(run(plan, addresses, None))
+        else:
+            with local_cluster(args.nodes) as nodes:
+                report = asyncio.run(run(plan, [n.address for n in nodes], nodes))
+    except grpc.aio.AioRpcError as exc:
+        raise CtlError(f"bench failed: {exc.code().name}: {exc.details()}") from None
+    except RuntimeError as exc:
+        raise CtlError(f"bench failed: {exc}") from None
+    print(as_json(report) if args.json else render(report))
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def as_json(report: Report) -> str:
+    return json.dumps(dataclasses.asdict(report), indent=2)
+
+
+def _render_throughput(results: list[LoadResult]) -> list[str]:
     lines = [
-        f"{'clients':>7}  {'msgs':>6}  {'msg/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}  fsyncs/1000"
+        "throughput: committed SendMessage, one channel per client",
+        f"{'clients':>7}  {'msgs':>6}  {'msg/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}  fsyncs/1000",
     ]
     for r in results:
         fsyncs = "-" if r.fsyncs_per_1000 is None else f"{r.fsyncs_per_1000:.1f}"
@@ -177,8 +260,79 @@ def render(results: Sequence[LoadResult]) -> str:
             f"{r.clients:>7}  {r.messages:>6}  {r.per_second:>8.1f}  {r.p50_ms:>7.2f}  "
             f"{r.p99_ms:>7.2f}  {fsyncs}"
         )
+    return lines
+
+
+def _render_delivery(d: DeliveryResult) -> list[str]:
+    return [
+        f"live delivery: {d.senders} concurrent senders, each to its own subscribed recipient, "
+        f"{d.messages} messages",
+        f"  send start -> on the recipient's stream: p50 {d.p50_ms:.2f} ms  p99 {d.p99_ms:.2f} ms",
+        f"  sender's reply -> on the stream:         p50 {d.after_reply_p50_ms:.2f} ms  "
+        f"p99 {d.after_reply_p99_ms:.2f} ms (negative: the stream was first)",
+    ]
+
+
+def _render_memory(m: MemoryResult) -> list[str]:
+    nodes = "  ".join(
+        f"node {i}: {mib:.1f} MiB (at start {m.rss_mib_at_start.get(i, 0):.1f})"
+        for i, mib in m.rss_mib.items()
+    )
+    return [
+        f"memory: RSS after {m.stored_messages:,} stored messages "
+        f"(loaded at {m.load_per_second:,.0f} msg/s)",
+        f"  {nodes}",
+    ]
+
+
+def _render_runs(r: FailoverRuns) -> str:
+    runs = " ".join(f"{t:.0f}" for t in r.runs_ms)
+    line = f"  {r.signal:<8} median {r.median_ms:>7.1f} ms  (runs: {runs})"
+    if r.stale_acks is not None:
+        line += f"; writes acked by the old leader after SIGCONT: {r.stale_acks}"
+        line += f" of {len(r.stale_outcomes or [])}"
+    return line
+
+
+def _render_failover(f: FailoverResult) -> list[str]:
+    return [
+        "failover: signal to the leader -> next write acknowledged by another node "
+        f"(client retries, {f.attempt_timeout_ms} ms per attempt)",
+        _render_runs(f.kill),
+        _render_runs(f.stop),
+    ]
+
+
+def _render_scale(s: ScaleResult) -> list[str]:
+    def point(p: ScalePoint) -> str:
+        return (
+            f"  at {p.stored_messages:>9,} stored: p50 {p.p50_ms:.2f} ms  p99 {p.p99_ms:.2f} ms "
+            f"({p.samples} sequential sends)"
+        )
+
+    return [
+        f"scale: sequential SendMessage latency (bulk load between: {s.load_clients} clients, "
+        f"{s.load_per_second:,.0f} msg/s)",
+        point(s.small),
+        point(s.large),
+    ]
+
+
+def render(report: Report) -> str:
+    setup = report.setup
+    lines = [
+        f"chatctl bench: {setup['cluster']} (lease {setup['lease_ms']} ms, heartbeat "
+        f"{setup['heartbeat_ms']} ms, fsync on), {setup['cpus']} CPUs, Python {setup['python']}, "
+        f"load average at start {setup['load_average_at_start'][0]}, took {setup['seconds']} s",
+    ]
+    sections = [
+        (report.throughput, _render_throughput),
+        (report.delivery, _render_delivery),
+        (report.memory, _render_memory),
+        (report.failover, _render_failover),
+        (report.scale, _render_scale),
+    ]
+    for result, render_part in sections:
+        if result is not None:
+            lines += ["", *render_part(result)]
     return "\n".join(lines)
-
-
-def as_dicts(results: Sequence[LoadResult]) -> list[dict[str, object]]:
-    return [asdict(r) for r in results]

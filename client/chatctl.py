@@ -1,48 +1,190 @@
-"""``chatctl``: operate a cluster (API.md section 4). ``chatctl status`` prints the members."""
+"""``chatctl``: operate a cluster (API.md section 4).
+
+Verbs: ``status`` (the member table, optionally refreshed with ``--watch``),
+``add-member``, ``remove-member``, ``transfer-leader`` (sent to the leader,
+found by asking the members), ``force-leader`` (sent to the node that is to
+lead) and ``bench``. Exit codes: 0 success, 2 bad usage, 1 any other failure
+with one line on stderr, never a traceback for an expected error.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 import grpc
 
-from client import bench
 from client.cli import Parser, add_cluster_flag, member_addresses
 from proto import chat_pb2 as pb
-from proto import chat_pb2_grpc
+from proto import chat_pb2_grpc, replication_pb2_grpc
+from proto import replication_pb2 as rpb
+
+T = TypeVar("T")
+Row = dict[str, object]
 
 STATUS_TIMEOUT_S = 1.0
+ADMIN_DEADLINE_S = 10.0  # how long a verb keeps looking for a leader that takes it
+ADMIN_CALL_TIMEOUT_S = 5.0
+RETRY_PAUSE_S = 0.02
+FORCE_LEADER_RISK = (
+    "force-leader makes node {id} lead with an in-sync set of itself alone: writes that only "
+    "other in-sync nodes hold are lost for good; use it only when the last in-sync node is gone "
+    "for good, and repeat with --accept-data-loss"
+)
 
 
-async def fetch_status(address: str) -> pb.ClusterStatus | None:
+class CtlError(Exception):
+    """An expected failure: chatctl prints ``chatctl: <message>`` and exits 1."""
+
+
+# -- asking the members -------------------------------------------------------------------
+
+
+async def fetch_status(address: str, wait_s: float = STATUS_TIMEOUT_S) -> pb.ClusterStatus | None:
     """One node's view of the cluster, or None when it does not answer in time."""
     async with grpc.aio.insecure_channel(address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         try:
-            return await stub.GetClusterStatus(
-                pb.GetClusterStatusRequest(), timeout=STATUS_TIMEOUT_S
-            )
+            return await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=wait_s)
         except grpc.aio.AioRpcError:
             return None
 
 
-async def cluster_views(addresses: Sequence[str]) -> dict[str, pb.ClusterStatus | None]:
-    views = await asyncio.gather(*(fetch_status(a) for a in addresses))
+async def cluster_views(
+    addresses: Sequence[str], wait_s: float = STATUS_TIMEOUT_S
+) -> dict[str, pb.ClusterStatus | None]:
+    views = await asyncio.gather(*(fetch_status(a, wait_s) for a in addresses))
     return dict(zip(addresses, views, strict=True))
 
 
-def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[dict[str, object]]:
-    """One row per member: its own answer, plus what the leader says of it (ISR, match)."""
-    leader = next((v for v in views.values() if v is not None and v.role == "leader"), None)
-    seen_by_leader = {m.address: m for m in leader.members} if leader else {}
+def reference_view(views: dict[str, pb.ClusterStatus | None]) -> pb.ClusterStatus | None:
+    """The view to trust for membership: the leader's (highest term if a deposed one still
+    thinks it leads), else the freshest config any member holds."""
+    answers = [v for v in views.values() if v is not None]
+    leaders = [v for v in answers if v.role == "leader"]
+    if leaders:
+        return max(leaders, key=lambda v: v.term)
+    return max(answers, key=lambda v: (v.config_epoch, v.term), default=None)
+
+
+async def discover(
+    addresses: Sequence[str], wait_s: float = STATUS_TIMEOUT_S
+) -> dict[str, pb.ClusterStatus | None]:
+    """Views of the given addresses plus any member they report that was not given, so a
+    node added with add-member shows even when --cluster predates it."""
+    views = await cluster_views(list(dict.fromkeys(addresses)), wait_s)
+    reference = reference_view(views)
+    extra = [m.address for m in reference.members if m.address not in views] if reference else []
+    return views | await cluster_views(extra, wait_s) if extra else views
+
+
+async def _probe(address: str, wait_s: float) -> tuple[str, pb.ClusterStatus | None]:
+    return address, await fetch_status(address, wait_s)
+
+
+async def locate_leader(addresses: Sequence[str], wait_s: float = STATUS_TIMEOUT_S) -> str:
+    """The address of a member that says it leads, or '' if none does right now.
+
+    All members are asked at once and the first leader to answer wins: a
+    stopped (SIGSTOP) member never answers, and waiting for it would add its
+    timeout to every search. Followers' leader hints are asked next.
+    """
+    asked: set[str] = set()
+    pending = list(dict.fromkeys(addresses))
+    while pending:
+        asked.update(pending)
+        tasks = [asyncio.ensure_future(_probe(a, wait_s)) for a in pending]
+        hints: list[str] = []
+        try:
+            for next_answer in asyncio.as_completed(tasks):
+                address, view = await next_answer
+                if view is not None and view.role == "leader":
+                    return address
+                if view is not None and view.leader_address:
+                    hints.append(view.leader_address)
+        finally:
+            for task in tasks:
+                task.cancel()
+        pending = [h for h in dict.fromkeys(hints) if h not in asked]
+    return ""
+
+
+async def wait_for_leader(addresses: Sequence[str], timeout_s: float) -> str:
+    """Poll until some member leads; TimeoutError names the members if none does in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if leader := await locate_leader(addresses, min(STATUS_TIMEOUT_S, timeout_s)):
+            return leader
+        await asyncio.sleep(RETRY_PAUSE_S)
+    raise TimeoutError(f"no leader among {', '.join(addresses)} within {timeout_s:g}s")
+
+
+def leader_hint(exc: grpc.aio.AioRpcError) -> str:
+    """Where a refusing node says the leader is (``leader-address`` trailing metadata)."""
+    for key, value in exc.trailing_metadata() or ():
+        if key == "leader-address":
+            return str(value)
+    return ""
+
+
+async def on_leader(
+    addresses: Sequence[str],
+    attempt: Callable[[str], Awaitable[T]],
+    deadline_s: float,
+    *,
+    start: str = "",
+    retry_codes: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE}),
+    probe_wait_s: float = STATUS_TIMEOUT_S,
+) -> tuple[T, str]:
+    """Run attempt(address) on the leader until it succeeds; return its result and address.
+
+    It tries start first (the leader last seen), if given. A refusal in
+    retry_codes moves on to the ``leader-address`` hint it carries, else to a
+    fresh search of the members; any other status is raised at once. Raises
+    CtlError once deadline_s has passed without a leader taking the call.
+    """
+    deadline = time.monotonic() + deadline_s
+    address, last_error = start, "no member knows a leader"
+    while time.monotonic() < deadline:
+        address = address or await locate_leader(addresses, probe_wait_s)
+        if address:
+            try:
+                return await attempt(address), address
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in retry_codes:
+                    raise
+                last_error = f"{address}: {exc.details() or exc.code().name.lower()}"
+                address = leader_hint(exc)
+                if address:
+                    continue
+        await asyncio.sleep(RETRY_PAUSE_S)
+    raise CtlError(f"no leader answered within {deadline_s:g}s ({last_error})")
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[Row]:
+    """One row per address: its own answer, plus what the reference view says of it.
+
+    Match index and lag come from the leader only (followers do not track them);
+    membership and ISR fall back to the freshest config when no leader answers.
+    """
+    reference = reference_view(views)
+    members = {m.address: m for m in reference.members} if reference else {}
+    leads = reference is not None and reference.role == "leader"
     rows = []
     for address, view in views.items():
-        member = seen_by_leader.get(address)
-        row: dict[str, object] = {"address": address, "up": view is not None}
+        member = members.get(address)
+        row: Row = {"address": address, "up": view is not None}
+        if member is not None:
+            row["id"] = member.id
         if view is not None:
             row |= {
                 "id": view.node_id,
@@ -52,21 +194,27 @@ def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[dict[str, obj
                 "commit": view.commit_index,
                 "epoch": view.config_epoch,
             }
-        if member is not None and leader is not None:
+        if reference is not None:
+            row["member"] = member is not None
+        if member is not None:
+            row["in_sync"] = member.in_sync
+        if member is not None and leads and reference is not None:
             row |= {
-                "in_sync": member.in_sync,
                 "match": member.match_index,
-                "lag": max(0, leader.commit_index - member.match_index),
+                "lag": max(0, reference.commit_index - member.match_index),
             }
         rows.append(row)
     return rows
 
 
-COLUMNS = ("id", "address", "role", "term", "leader", "commit", "epoch", "in_sync", "match", "lag")
+COLUMNS = (
+    "id", "address", "role", "term", "leader", "commit", "epoch", "member", "in_sync", "match",
+    "lag",
+)  # fmt: skip
 
 
-def render_table(rows: list[dict[str, object]]) -> str:
-    def cell(row: dict[str, object], column: str) -> str:
+def render_table(rows: list[Row]) -> str:
+    def cell(row: Row, column: str) -> str:
         if column == "role" and not row["up"]:
             return "DOWN"
         value = row.get(column, "-")
@@ -82,35 +230,234 @@ def render_table(rows: list[dict[str, object]]) -> str:
     )
 
 
+def _status_once(addresses: list[str], as_json: bool) -> None:
+    rows = status_rows(asyncio.run(discover(addresses)))
+    print(json.dumps(rows, indent=2) if as_json else render_table(rows))
+    if not any(row["up"] for row in rows):
+        raise CtlError("no member answered")
+
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+async def watch_status(addresses: list[str], interval: float, count: int, as_json: bool) -> None:
+    """Redraw the table every interval seconds (count times, 0 for ever).
+
+    On a terminal each frame clears the screen first; piped output gets frames
+    separated by a blank line (one JSON document per line with --json) so it
+    stays readable and testable.
+    """
+    tty = sys.stdout.isatty()
+    frame = 0
+    while count == 0 or frame < count:
+        started = time.monotonic()
+        rows = status_rows(await discover(addresses))
+        if as_json:
+            print(json.dumps(rows), flush=True)
+        else:
+            title = f"every {interval:g}s: chatctl status    {time.strftime('%H:%M:%S')}"
+            prefix = CLEAR_SCREEN if tty else ("\n" if frame else "")
+            print(f"{prefix}{title}\n\n{render_table(rows)}", flush=True)
+        frame += 1
+        if count == 0 or frame < count:
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+# -- admin verbs ----------------------------------------------------------------------------
+
+
+def _admin_attempt(method: str, request: object) -> Callable[[str], Awaitable[rpb.AdminReply]]:
+    async def attempt(address: str) -> rpb.AdminReply:
+        async with grpc.aio.insecure_channel(address) as channel:
+            rpc = getattr(replication_pb2_grpc.AdminStub(channel), method)
+            return await rpc(request, timeout=ADMIN_CALL_TIMEOUT_S)
+
+    return attempt
+
+
+async def admin_on_leader(addresses: Sequence[str], method: str, request: object) -> str:
+    """Send one Admin call to the leader; its one-line reply, or CtlError with the refusal."""
+    try:
+        reply, _ = await on_leader(addresses, _admin_attempt(method, request), ADMIN_DEADLINE_S)
+    except grpc.aio.AioRpcError as exc:
+        raise CtlError(exc.details() or exc.code().name.lower()) from None
+    return reply.message
+
+
+def spec_ids(spec: str) -> dict[int, str]:
+    """The ``ID=HOST:PORT`` items of a member list, by id (items without an id are skipped)."""
+    ids = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        node_id, sep, address = item.partition("=")
+        if sep and node_id.isdigit():
+            ids[int(node_id)] = address
+    return ids
+
+
+async def address_of(node_id: int, spec: str, addresses: Sequence[str]) -> str:
+    """Node node_id's address: from --cluster if it names ids, else from the members' views."""
+    if node_id in spec_ids(spec):
+        return spec_ids(spec)[node_id]
+    for address, view in (await discover(addresses)).items():
+        if view is not None and view.node_id == node_id:
+            return address
+    raise CtlError(f"node {node_id} is not in --cluster and no member answered for it")
+
+
+async def force_leader(node_id: int, spec: str, addresses: Sequence[str]) -> str:
+    """ForceLeader goes to the node that is to lead, never to a leader: there may be none."""
+    address = await address_of(node_id, spec, addresses)
+    request = rpb.ForceLeaderRequest(accept_data_loss=True)
+    try:
+        reply = await _admin_attempt("ForceLeader", request)(address)
+    except grpc.aio.AioRpcError as exc:
+        raise CtlError(f"node {node_id} at {address}: {exc.details()}") from None
+    return reply.message
+
+
+async def await_leader(addresses: Sequence[str], node_id: int, timeout_s: float) -> str:
+    """Poll until node_id says it leads (a transfer completes asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for view in (await discover(addresses)).values():
+            if view is not None and view.node_id == node_id and view.role == "leader":
+                return f"node {node_id} leads (term {view.term})"
+        await asyncio.sleep(0.1)
+    raise CtlError(f"node {node_id} did not take over within {timeout_s:g}s")
+
+
+async def transfer_leader(addresses: Sequence[str], node_id: int, wait_s: float) -> str:
+    message = await admin_on_leader(
+        addresses, "TransferLeader", rpb.TransferLeaderRequest(id=node_id)
+    )
+    if wait_s > 0:
+        print(message, flush=True)
+        message = await await_leader(addresses, node_id, wait_s)
+    return message
+
+
+# -- command line --------------------------------------------------------------------------
+
+
+def _positive_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"bad node id {text!r}: expected an integer >= 1")
+    return int(text)
+
+
+def _host_port(text: str) -> str:
+    try:
+        return member_addresses(text)[0]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _add_status_parser(verbs: argparse._SubParsersAction) -> None:
+    status = verbs.add_parser("status", help="print the members, roles, term, epoch, ISR and lag")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument(
+        "--interval", type=_positive_float, default=1.0, help="seconds between refreshes"
+    )
+    status.add_argument(
+        "--count", type=int, default=0, help="with --watch: stop after N refreshes (0: never)"
+    )
+
+
+def _add_admin_parsers(verbs: argparse._SubParsersAction) -> None:
+    add = verbs.add_parser("add-member", help="add a node; it joins outside the ISR and grows in")
+    add.add_argument("id", type=_positive_id)
+    add.add_argument("address", type=_host_port, metavar="HOST:PORT")
+    remove = verbs.add_parser("remove-member", help="remove a node (not the leader)")
+    remove.add_argument("id", type=_positive_id)
+    transfer = verbs.add_parser("transfer-leader", help="hand leadership to an in-sync follower")
+    transfer.add_argument("id", type=_positive_id)
+    transfer.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="then wait up to S seconds for the node to lead",
+    )
+    force = verbs.add_parser(
+        "force-leader", help="make a node lead alone when the last in-sync node is lost for good"
+    )
+    force.add_argument("id", type=_positive_id)
+    force.add_argument(
+        "--accept-data-loss",
+        action="store_true",
+        help="required: writes only other in-sync nodes hold are lost",
+    )
+
+
+def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
+    bench = verbs.add_parser(
+        "bench",
+        help="throughput, latency, delivery, failover, memory and scale on a local cluster",
+    )
+    bench.add_argument("--nodes", type=int, default=3, help="size of the local cluster (3)")
+    bench.add_argument(
+        "--use-cluster", action="store_true", help="measure --cluster instead of a local one"
+    )
+    bench.add_argument(
+        "--parts",
+        help="comma-separated: throughput,delivery,memory,failover,scale "
+        "(default: all but scale; with --use-cluster: throughput,delivery)",
+    )
+    bench.add_argument("--scale", action="store_true", help="add the (long) scale part")
+    bench.add_argument("--quick", action="store_true", help="small sizes: a run of seconds")
+    bench.add_argument("--clients", help="throughput concurrency levels (1,8,32,128)")
+    bench.add_argument("--messages", type=int, help="messages per throughput level (3000)")
+    bench.add_argument("--failover-runs", type=int, help="runs per failover kind (5)")
+    bench.add_argument("--memory-messages", type=int, help="stored messages for RSS (100000)")
+    bench.add_argument("--scale-messages", type=int, help="stored messages, scale part (1000000)")
+    bench.add_argument("--load-clients", type=int, help="concurrency of bulk loads (256)")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+
+
 def _parser() -> Parser:
     parser = Parser(prog="chatctl", description="Operate a chat cluster.")
     add_cluster_flag(parser)
     verbs = parser.add_subparsers(dest="verb", required=True)
-    status = verbs.add_parser("status", help="print the members, roles, term, ISR and lag")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    bench = verbs.add_parser("bench", help="measure committed SendMessage/s and latency")
-    bench.add_argument(
-        "--nodes", type=int, default=1, help="size of the local cluster to start (default 1)"
-    )
-    bench.add_argument(
-        "--use-cluster", action="store_true", help="measure --cluster instead of a local one"
-    )
-    bench.add_argument("--clients", default="1,16", help="concurrency levels, comma-separated")
-    bench.add_argument("--messages", type=int, default=2000, help="messages per level")
-    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_status_parser(verbs)
+    _add_admin_parsers(verbs)
+    _add_bench_parser(verbs)
     return parser
 
 
-def _bench(args: argparse.Namespace, addresses: list[str]) -> None:
-    clients = [int(c) for c in args.clients.split(",")]
-    if args.use_cluster:
-        results = asyncio.run(bench.run_bench(addresses, clients, args.messages, {}))
-    else:
-        with bench.local_cluster(args.nodes) as nodes:
-            metrics = {n.address: n.metrics_url for n in nodes}
-            local = [n.address for n in nodes]
-            results = asyncio.run(bench.run_bench(local, clients, args.messages, metrics))
-    print(json.dumps(bench.as_dicts(results), indent=2) if args.json else bench.render(results))
+def _run_verb(args: argparse.Namespace, addresses: list[str]) -> None:
+    """Carry out one verb; CtlError, OSError and TimeoutError become exit 1."""
+    match args.verb:
+        case "status" if args.watch:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(watch_status(addresses, args.interval, args.count, args.json))
+        case "status":
+            _status_once(addresses, args.json)
+        case "add-member":
+            request = rpb.AddMemberRequest(id=args.id, address=args.address)
+            print(asyncio.run(admin_on_leader(addresses, "AddMember", request)))
+        case "remove-member":
+            request = rpb.RemoveMemberRequest(id=args.id)
+            print(asyncio.run(admin_on_leader(addresses, "RemoveMember", request)))
+        case "transfer-leader":
+            print(asyncio.run(transfer_leader(addresses, args.id, args.wait)))
+        case "force-leader":
+            print(asyncio.run(force_leader(args.id, args.cluster, addresses)))
+        case "bench":
+            # Imported here: the bench modules build on this module's probes.
+            from client import bench
+
+            bench.main(args, addresses)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -120,13 +467,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         addresses = member_addresses(args.cluster)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.verb == "force-leader" and not args.accept_data_loss:
+        parser.exit(2, f"chatctl: {FORCE_LEADER_RISK.format(id=args.id)}\n")
     if args.verb == "bench":
-        _bench(args, addresses)
-        return
-    rows = status_rows(asyncio.run(cluster_views(addresses)))
-    print(json.dumps(rows, indent=2) if args.json else render_table(rows))
-    if not any(row["up"] for row in rows):
-        print("chatctl: no member answered", file=sys.stderr)
+        from client import bench
+
+        bench.check_usage(parser, args)
+    try:
+        _run_verb(args, addresses)
+    except (CtlError, OSError, TimeoutError) as exc:
+        print(f"chatctl: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("chatctl: interrupted", file=sys.stderr)
         sys.exit(1)
 
 

@@ -190,6 +190,10 @@ class RetryPolicy:
     multiplier: float = 2.0
     jitter: float = 0.5  # up to this fraction of each pause is cut at random
     probe_timeout_s: float = 1.0  # for one GetClusterStatus while looking for the leader
+    # One attempt may hang on a leader that is paused (SIGSTOP) or cut off: give up on it
+    # after this long and look for the new leader, which exists after about one lease.
+    attempt_timeout_s: float = 3.0
+    stream_check_s: float = 1.0  # how often an open Subscribe stream checks its node leads
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
         """The pause before retry number attempt (0-based): exponential, capped, jittered.
@@ -355,6 +359,7 @@ class ChatClient:
             if address:
                 request = pb.SubscribeRequest(after_id=last_id)
                 call = self._stub(address).Subscribe(request, metadata=self._metadata())
+                watchdog = asyncio.create_task(self._watch_stream(address, call))
                 try:
                     async for event in call:
                         retry = self._new_retry()  # the stream is up: a later break starts afresh
@@ -365,9 +370,35 @@ class ChatClient:
                             yield _message(event.message)
                 except grpc.aio.AioRpcError as exc:
                     self._failed(address, exc, retry)
+                except asyncio.CancelledError:
+                    if not _fired(watchdog):
+                        raise  # our caller cancelled us
+                    self._lost_leader(address)
                 finally:
+                    watchdog.cancel()
                     call.cancel()
             await self._back_off(retry)
+
+    async def _watch_stream(self, address: str, call: grpc.aio.UnaryStreamCall) -> bool:
+        """Cancel a stream whose node stops answering or leading.
+
+        An idle stream on a paused (SIGSTOP) or cut-off leader would wait
+        forever: nothing is refused and no deadline covers a stream. So ask the
+        node for its status every so often, with a short deadline.
+        """
+        stub = self._stub(address)
+        while not call.done():
+            await asyncio.sleep(self._policy.stream_check_s)
+            try:
+                status = await stub.GetClusterStatus(
+                    pb.GetClusterStatusRequest(), timeout=self._policy.stream_check_s
+                )
+            except grpc.aio.AioRpcError:
+                status = None
+            if status is None or status.role != "leader":
+                call.cancel()
+                return True
+        return False
 
     # -- retry core ---------------------------------------------------------------
 
@@ -378,7 +409,8 @@ class ChatClient:
 
         def attempt(address: str) -> Awaitable[Any]:
             rpc = getattr(self._stub(address), method)
-            return rpc(request, metadata=self._metadata(), timeout=max(retry.remaining(), 0.001))
+            timeout = max(min(retry.remaining(), self._policy.attempt_timeout_s), 0.001)
+            return rpc(request, metadata=self._metadata(), timeout=timeout)
 
         return await self._on_leader(attempt, retry)
 
@@ -394,13 +426,19 @@ class ChatClient:
             await self._back_off(retry)
 
     def _failed(self, address: str, exc: grpc.aio.AioRpcError, retry: _Retry) -> None:
-        """Raise anything but UNAVAILABLE; for that, drop the leader and keep its hint."""
-        if exc.code() != grpc.StatusCode.UNAVAILABLE:
+        """Raise anything but UNAVAILABLE or a hung attempt; for those, drop the leader and
+        keep its hint."""
+        hung = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and retry.remaining() > 0
+        if exc.code() != grpc.StatusCode.UNAVAILABLE and not hung:
             raise error_from_rpc(exc) from None
         retry.last_error = exc.details() or "unavailable"
+        self._lost_leader(address, _leader_hint(exc))
+
+    def _lost_leader(self, address: str, hint: str = "") -> None:
+        """address no longer serves as leader: look again, starting from hint."""
         if self._leader != address:
             return  # another call already moved on from this node
-        self._leader, self._hint = "", _leader_hint(exc)
+        self._leader, self._hint = "", hint
         self._publish(dataclasses.replace(self._state, connection=Connection.FAILING_OVER))
 
     async def _back_off(self, retry: _Retry) -> None:
@@ -527,3 +565,8 @@ def _message(message: pb.Message) -> Message:
         sent_at_ms=message.sent_at_unix_ms,
         read=message.read,
     )
+
+
+def _fired(watchdog: asyncio.Task[bool]) -> bool:
+    """Whether a stream watchdog ended the stream (rather than being stopped itself)."""
+    return watchdog.done() and not watchdog.cancelled() and watchdog.result()

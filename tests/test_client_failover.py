@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -124,3 +125,26 @@ async def test_the_status_bar_shows_failing_over_then_connected(tmp_path: Path, 
     failing = next(i for i, text in enumerate(shown) if text.endswith("│ failing over"))
     assert all(not text.endswith("│ connected") for text in shown[:failing])
     assert shown[-1] != before, "a new term (and, with 3 nodes, a new leader) is shown"
+
+
+async def test_a_paused_leader_is_left_behind_by_sends_and_subscriptions(tmp_path: Path) -> None:
+    """SIGSTOP: no connection is refused, so only the lease and the client's attempt
+    deadline and keepalive pings can tell; both calls and the stream must move on."""
+    with local_cluster(tmp_path, size=3, extra_args=("--lease-ms", "600")) as cluster:
+        async with (
+            signed_in(cluster.addresses, "writer") as writer,
+            signed_in(cluster.addresses, "reader") as reader,
+        ):
+            inbox = Inbox(reader)
+            paused = cluster.wait_for_leader()
+            try:
+                sent = [(await writer.send_message("reader", "before")).message_id]
+                await inbox.wait_for(1)
+                cluster.nodes[paused].signal(signal.SIGSTOP)
+                sent.append((await writer.send_message("reader", "while paused")).message_id)
+                received = await inbox.wait_for(2)
+            finally:
+                cluster.nodes[paused].signal(signal.SIGCONT)
+                await inbox.close()
+            assert (await writer.cluster_status()).leader_id != paused
+    assert [m.id for m in received] == sent, "no gap and no duplicate"

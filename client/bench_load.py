@@ -1,0 +1,191 @@
+"""Load generation shared by every bench part: signed-in accounts, concurrent senders, figures.
+
+Each simulated client is one account with its own gRPC channel (one TCP
+connection), as real clients are. Latencies are measured around each
+``SendMessage`` call: the reply means the message is committed (fsynced by
+every in-sync replica) and applied on the leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from client.chatctl import wait_for_leader
+from proto import chat_pb2 as pb
+from proto import chat_pb2_grpc
+
+PASSWORD = "bench-password"
+SINK = "benchsink"
+READY_TIMEOUT_S = 30.0
+CALL_TIMEOUT_S = 30.0  # generous: a bulk load of hundreds of clients queues on purpose
+SIGN_IN_BATCH = 32  # concurrent sign-ins; each costs the leader two scrypt hashes
+FILL_ROUND = 20_000  # bulk loads report progress after each round of this many messages
+BODY = "x" * 100
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    name: str
+    auth: Metadata
+    last_message_id: int  # the newest message addressed to it when it signed in
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    clients: int
+    messages: int
+    seconds: float
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    fsyncs_per_1000: float | None
+
+
+def percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending sequence."""
+    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+def p50_p99_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    """Median and 99th percentile in milliseconds, rounded for the report."""
+    ordered = sorted(seconds)
+    return round(percentile(ordered, 0.50) * 1000, 3), round(percentile(ordered, 0.99) * 1000, 3)
+
+
+class Fleet:
+    """The bench's accounts, signed in once, each with its own channel to the current leader.
+
+    Signing in costs the leader two scrypt hashes (~50 ms each), so all parts
+    share the accounts; a failover only re-points the channels (tokens are
+    replicated state, valid on any leader). ``stored`` counts the messages the
+    bench has had acknowledged, which is what "after N stored messages" means
+    on the bench's own fresh cluster.
+    """
+
+    def __init__(self, addresses: Sequence[str]) -> None:
+        self.addresses = list(addresses)
+        self.leader = ""
+        self.stored = 0
+        self._accounts: dict[str, Account] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    async def follow_leader(self, timeout_s: float = READY_TIMEOUT_S) -> str:
+        """Find the leader; channels to a former leader are closed and reopened lazily."""
+        leader = await wait_for_leader(self.addresses, timeout_s)
+        if leader != self.leader:
+            await self.close()
+            self.leader = leader
+        return leader
+
+    def stub(self, name: str) -> chat_pb2_grpc.ChatServiceStub:
+        """The stub on account name's own channel to the leader."""
+        channel = self._channels.get(name)
+        if channel is None:
+            channel = self._channels[name] = grpc.aio.insecure_channel(self.leader)
+        return chat_pb2_grpc.ChatServiceStub(channel)
+
+    async def accounts(self, names: Sequence[str]) -> list[Account]:
+        """The named accounts, created and signed in on first use, a batch at a time."""
+        missing = [n for n in dict.fromkeys(names) if n not in self._accounts]
+        for start in range(0, len(missing), SIGN_IN_BATCH):
+            batch = missing[start : start + SIGN_IN_BATCH]
+            for account in await asyncio.gather(*(self._sign_in(n) for n in batch)):
+                self._accounts[account.name] = account
+        return [self._accounts[n] for n in names]
+
+    async def _sign_in(self, name: str) -> Account:
+        stub = self.stub(name)
+        with contextlib.suppress(grpc.aio.AioRpcError):  # exists from an earlier run
+            await stub.CreateAccount(pb.CreateAccountRequest(username=name, password=PASSWORD))
+        login = await stub.Login(pb.LoginRequest(username=name, password=PASSWORD))
+        auth = (("authorization", f"Bearer {login.session_token}"),)
+        return Account(name, auth, login.last_message_id)
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
+def sender_names(clients: int) -> list[str]:
+    return [f"bench{i}" for i in range(clients)]
+
+
+async def send_load(fleet: Fleet, clients: int, messages: int) -> tuple[float, list[float]]:
+    """`clients` concurrent senders to one sink, `messages` in all; (seconds, latencies)."""
+    accounts = await fleet.accounts(sender_names(clients))
+    await fleet.accounts([SINK])
+    latencies: list[float] = []
+    per_client = max(1, messages // clients)
+    request = pb.SendMessageRequest(recipient=SINK, body=BODY)
+
+    async def sender(account: Account) -> None:
+        stub = fleet.stub(account.name)
+        for _ in range(per_client):
+            started = time.perf_counter()
+            await stub.SendMessage(request, metadata=account.auth, timeout=CALL_TIMEOUT_S)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(sender(a) for a in accounts))
+    finally:
+        fleet.stored += len(latencies)
+    return time.perf_counter() - started, latencies
+
+
+def read_fsyncs(metrics_url: str) -> float:
+    """The leader's durable-transaction counter from its Prometheus endpoint."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:  # loopback only
+        text = reply.read().decode()
+    match = re.search(r"^chat_log_fsyncs_total ([0-9.e+]+)$", text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no chat_log_fsyncs_total at {metrics_url}")
+    return float(match.group(1))
+
+
+async def measure(fleet: Fleet, clients: int, messages: int, metrics_url: str | None) -> LoadResult:
+    """One throughput level; fsyncs per 1,000 messages when the leader's metrics are known."""
+    fsyncs_before = read_fsyncs(metrics_url) if metrics_url else None
+    elapsed, latencies = await send_load(fleet, clients, messages)
+    fsyncs = None
+    if metrics_url and fsyncs_before is not None:
+        fsyncs = round((read_fsyncs(metrics_url) - fsyncs_before) * 1000 / len(latencies), 1)
+    p50, p99 = p50_p99_ms(latencies)
+    return LoadResult(
+        clients=clients,
+        messages=len(latencies),
+        seconds=round(elapsed, 3),
+        per_second=round(len(latencies) / elapsed, 1),
+        p50_ms=p50,
+        p99_ms=p99,
+        fsyncs_per_1000=fsyncs,
+    )
+
+
+async def fill(fleet: Fleet, target: int, clients: int) -> float:
+    """Send until the bench has stored `target` messages; return the rate achieved (msg/s).
+
+    Rounds of FILL_ROUND messages, so a long load shows its progress on stderr.
+    """
+    sent, started = 0, time.perf_counter()
+    while fleet.stored < target:
+        round_size = min(FILL_ROUND, target - fleet.stored)
+        _, latencies = await send_load(fleet, min(clients, round_size), round_size)
+        sent += len(latencies)
+        if target > FILL_ROUND:
+            rate = sent / (time.perf_counter() - started)
+            print(f"bench: {fleet.stored:,}/{target:,} stored, {rate:,.0f} msg/s", file=sys.stderr)
+    return round(sent / max(time.perf_counter() - started, 1e-9), 1)
