@@ -141,9 +141,11 @@ async def _connected_stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc
     return channel, stub
 
 
-async def _outcome(call: asyncio.Task[pb.SendMessageResponse]) -> str:
+async def _stale_write(stub: chat_pb2_grpc.ChatServiceStub, account: Account) -> str:
+    """A write sent to the stopped leader; its status code once the leader is continued."""
+    request = pb.SendMessageRequest(recipient=SINK, body=BODY, request_id=uuid.uuid4().hex)
     try:
-        await call
+        await stub.SendMessage(request, metadata=account.auth, timeout=STALE_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
         return exc.code().name
     return "OK"
@@ -163,13 +165,7 @@ async def _one_run(
         signalled = time.perf_counter()
         old.signal(signum)
         stale = [
-            asyncio.create_task(
-                stale_stub.SendMessage(
-                    pb.SendMessageRequest(recipient=SINK, body=BODY, request_id=uuid.uuid4().hex),
-                    metadata=account.auth,
-                    timeout=STALE_TIMEOUT_S,
-                )
-            )
+            asyncio.create_task(_stale_write(stale_stub, account))
             for _ in range(STALE_WRITES if signum == signal.SIGSTOP else 0)
         ]
         acked = await writer.wait_until(lambda: writer.first_ack(signalled, old.address))
@@ -177,7 +173,7 @@ async def _one_run(
             old.signal(signal.SIGCONT)
         else:
             old.start()  # same data dir and port: it rejoins as a follower
-        outcomes = [await _outcome(call) for call in stale]
+        outcomes = list(await asyncio.gather(*stale))
     finally:
         writer.stop()
         with contextlib.suppress(Exception):

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 home="${CHAT_HOME:-$HOME/.local/share/chat}"
-nodes="${CHAT_LOCAL_NODES:-1}"
+nodes="${CHAT_LOCAL_NODES:-3}"
 spec=""
 for i in $(seq 1 "$nodes"); do spec="${spec:+$spec,}$i=127.0.0.1:$((7000 + i))"; done
 
