@@ -77,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
         help="in-sync replicas needed to commit; > N/2 selects quorum mode (CHAT_MIN_INSYNC)",
     )
     p.add_argument(
+        "--join",
+        action="store_true",
+        default=_env("JOIN", "") not in ("", "0"),
+        help="this node joins a running cluster (after `chatctl add-member`) instead of "
+        "being one of its initial members (CHAT_JOIN=1)",
+    )
+    p.add_argument(
         "--log-keep-entries",
         type=int,
         default=_env("LOG_KEEP_ENTRIES", "10000"),
@@ -134,6 +141,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         heartbeat_ms=args.heartbeat_ms,
         min_insync=args.min_insync,
         log_keep_entries=args.log_keep_entries,
+        join=args.join,
         tls=tls,
         metrics_listen=args.metrics_listen,
     )

@@ -44,6 +44,7 @@ class NodeConfig:
     heartbeat_ms: int = 100
     min_insync: int = 1
     log_keep_entries: int = 10_000
+    join: bool = False
     tls: TlsFiles | None = None
     metrics_listen: str = ""
 
@@ -81,6 +82,7 @@ def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
             call_timeout_s=config.lease_ms / 2000,
             log_keep_entries=config.log_keep_entries,
         ),
+        join=config.join,
     )
 
 

@@ -180,6 +180,7 @@ async def fill(fleet: Fleet, target: int, clients: int) -> float:
 
     Rounds of FILL_ROUND messages, so a long load shows its progress on stderr.
     """
+    await fleet.accounts(sender_names(clients))  # sign-ins are not part of the rate
     sent, started = 0, time.perf_counter()
     while fleet.stored < target:
         round_size = min(FILL_ROUND, target - fleet.stored)

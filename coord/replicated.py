@@ -78,6 +78,8 @@ class ReplicatedCoordinator:
         settings: Settings,
         min_insync: int = 1,
         peers: PeerSettings | None = None,
+        *,
+        join: bool = False,
     ) -> None:
         self.id = node_id
         self._members = members
@@ -85,6 +87,7 @@ class ReplicatedCoordinator:
         self._settings = settings
         self._min_insync = min_insync
         self._peers = peers or PeerSettings()
+        self._join = join
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"log-{node_id}")
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set after each Ready: commit or lease may have moved
@@ -104,7 +107,11 @@ class ReplicatedCoordinator:
         if pending is not None:  # we crashed between resetting the log and restoring the state
             applied_index = await self._restore(pending)
         snapshots.discard_staged(self._data_dir)
-        bootstrap = ClusterConfig.create(self._members, min_insync=self._min_insync)
+        # Initial members all write the same first config entry; a node that joins a
+        # running cluster starts empty and learns the configuration from the leader.
+        bootstrap = (
+            None if self._join else ClusterConfig.create(self._members, min_insync=self._min_insync)
+        )
         self.node = Node(
             self.id,
             self._store,
