@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +18,17 @@ from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
 START_TIMEOUT_S = 20.0
+WAIT_S = 30.0
+
+
+def wait_until(check: Callable[[], bool], what: str, limit_s: float = WAIT_S) -> None:
+    """Poll check until it holds; fail naming what never happened. For conditions no
+    event announces (a peer's status, a file on disk)."""
+    deadline = time.monotonic() + limit_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting until {what}")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

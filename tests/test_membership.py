@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -12,20 +10,10 @@ import pytest
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc, replication_pb2_grpc
 from proto import replication_pb2 as rpb
-from tests.cluster import Cluster, NodeProcess, free_port, local_cluster
+from tests.cluster import Cluster, NodeProcess, free_port, local_cluster, wait_until
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.slow
-
-WAIT_S = 30.0
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting until {what}")
-        time.sleep(0.05)
 
 
 def members(cluster: Cluster, leader: int) -> dict[int, bool]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import time
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -14,22 +12,13 @@ import pytest
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc, replication_pb2_grpc
 from proto import replication_pb2 as rpb
-from tests.cluster import Cluster, local_cluster
+from tests.cluster import Cluster, local_cluster, wait_until
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.slow
 
 KEEP = 20
 MESSAGES = 150
-WAIT_S = 30.0
-
-
-def wait_until(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting until {what}")
-        time.sleep(0.05)
 
 
 def first_log_index(data_dir: Path) -> int:
