@@ -28,10 +28,10 @@ ARRIVAL_TIMEOUT_S = 30.0
 class DeliveryResult:
     senders: int
     messages: int
-    p50_ms: float  # from the start of SendMessage to arrival on the recipient's stream
-    p99_ms: float
-    after_reply_p50_ms: float  # from the sender's reply to arrival (negative: stream first)
-    after_reply_p99_ms: float
+    send_to_stream_p50_ms: float  # from the start of SendMessage to arrival on the stream
+    send_to_stream_p99_ms: float
+    reply_to_stream_p50_ms: float  # from the sender's reply to arrival (negative: stream first)
+    reply_to_stream_p99_ms: float
 
 
 @dataclass

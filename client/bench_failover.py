@@ -47,7 +47,7 @@ class FailoverRuns:
     runs_ms: list[float]
     median_ms: float
     stale_acks: int | None  # SIGSTOP only: writes the continued old leader acknowledged
-    stale_outcomes: list[str] | None  # their status codes (UNAVAILABLE expected)
+    stale_outcomes: list[str] | None  # how each ended ("UNAVAILABLE: not the leader" expected)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,12 +142,12 @@ async def _connected_stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc
 
 
 async def _stale_write(stub: chat_pb2_grpc.ChatServiceStub, account: Account) -> str:
-    """A write sent to the stopped leader; its status code once the leader is continued."""
+    """A write sent to the stopped leader; how it ended once the leader was continued."""
     request = pb.SendMessageRequest(recipient=SINK, body=BODY, request_id=uuid.uuid4().hex)
     try:
         await stub.SendMessage(request, metadata=account.auth, timeout=STALE_TIMEOUT_S)
     except grpc.aio.AioRpcError as exc:
-        return exc.code().name
+        return f"{exc.code().name}: {exc.details()}"
     return "OK"
 
 

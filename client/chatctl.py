@@ -178,7 +178,7 @@ def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[Row]:
     """
     reference = reference_view(views)
     members = {m.address: m for m in reference.members} if reference else {}
-    leads = reference is not None and reference.role == "leader"
+    leader = reference if reference is not None and reference.role == "leader" else None
     rows = []
     for address, view in views.items():
         member = members.get(address)
@@ -198,10 +198,10 @@ def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[Row]:
             row["member"] = member is not None
         if member is not None:
             row["in_sync"] = member.in_sync
-        if member is not None and leads and reference is not None:
+        if member is not None and leader is not None:
             row |= {
                 "match": member.match_index,
-                "lag": max(0, reference.commit_index - member.match_index),
+                "lag": max(0, leader.commit_index - member.match_index),
             }
         rows.append(row)
     return rows
@@ -296,8 +296,8 @@ def spec_ids(spec: str) -> dict[int, str]:
 
 async def address_of(node_id: int, spec: str, addresses: Sequence[str]) -> str:
     """Node node_id's address: from --cluster if it names ids, else from the members' views."""
-    if node_id in spec_ids(spec):
-        return spec_ids(spec)[node_id]
+    if address := spec_ids(spec).get(node_id):
+        return address
     for address, view in (await discover(addresses)).items():
         if view is not None and view.node_id == node_id:
             return address
@@ -352,6 +352,12 @@ def _host_port(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text!r}")
+    return int(text)
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -370,7 +376,7 @@ def _add_status_parser(verbs: argparse._SubParsersAction) -> None:
         "--interval", type=_positive_float, default=1.0, help="seconds between refreshes"
     )
     status.add_argument(
-        "--count", type=int, default=0, help="with --watch: stop after N refreshes (0: never)"
+        "--count", type=_count, default=0, help="with --watch: stop after N refreshes (0: never)"
     )
 
 
@@ -421,7 +427,7 @@ def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument("--failover-runs", type=int, help="runs per failover kind (5)")
     bench.add_argument("--memory-messages", type=int, help="stored messages for RSS (100000)")
     bench.add_argument("--scale-messages", type=int, help="stored messages, scale part (1000000)")
-    bench.add_argument("--load-clients", type=int, help="concurrency of bulk loads (256)")
+    bench.add_argument("--load-clients", type=int, help="concurrency of bulk loads (128)")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -226,6 +226,11 @@ class Node:
         elif peer_id == self.leader_id or peer_id == self._lease.leader_id:
             self._lease.void()
             self._set_leader(NO_NODE)
+            if self.view is not None:
+                # The leader is known dead, not merely silent: no reason to wait long,
+                # only to stagger the candidates (within one heartbeat, lower ids first).
+                window = self.settings.heartbeat_ms
+                self._election_at = now_ms + self._election_delay(self.view.config, window)
 
     def transfer_leadership(self, target_id: int, now_ms: int) -> None:
         """Hand leadership to an in-sync follower once it holds our whole log (TimeoutNow)."""
@@ -366,12 +371,14 @@ class Node:
         elif now_ms >= self._election_at:
             self._campaign(now_ms, pre_vote=True, transfer_from=NO_NODE)
 
-    def _election_delay(self, config: ClusterConfig) -> int:
-        """A random wait in ``[0, lease_ms/2)``; lower ids draw from earlier slots."""
+    def _election_delay(self, config: ClusterConfig, window_ms: int | None = None) -> int:
+        """A random wait in ``[0, window_ms)`` (default ``lease_ms/2``); lower ids draw
+        from earlier slots, so candidates rarely collide."""
         ids = config.member_ids
         if len(ids) == 1:
             return 0  # nobody to collide with
-        slot = self.settings.lease_ms / 2 / len(ids)
+        window = self.settings.lease_ms / 2 if window_ms is None else window_ms
+        slot = window / len(ids)
         return int(slot * (ids.index(self.id) + self._rng.random()))
 
     def _tick_leader(self, now_ms: int) -> None:

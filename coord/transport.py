@@ -45,6 +45,7 @@ CHANNEL_OPTIONS = [
 MAX_QUEUED = 1024  # messages per peer; the protocol resends what is dropped
 PROBE_TIMEOUT_S = 0.25
 SNAPSHOT_TIMEOUT_S = 600.0
+PROBE_REUSE_S = 0.05  # failures in a burst (stream, votes) share one probe
 
 
 async def connection_refused(address: str) -> bool:
@@ -75,6 +76,7 @@ class _Link:
     down: asyncio.Queue[rpb.PeerBatch | None] | None = None  # the peer's stream to us
     task: asyncio.Task[None] | None = None
     last_probe: float = 0.0
+    refused: bool = False  # what the last probe found; reused for PROBE_REUSE_S
 
 
 class Transport:
@@ -278,8 +280,8 @@ class Transport:
     async def _probe(self, link: _Link) -> None:
         """Tell the core at once if nothing serves at the peer's address any more."""
         now = time.monotonic()
-        if now - link.last_probe < 0.05:
-            return
-        link.last_probe = now
-        if await connection_refused(link.address):
+        if now - link.last_probe >= PROBE_REUSE_S:
+            link.last_probe = now
+            link.refused = await connection_refused(link.address)
+        if link.refused:
             self._unreachable(link.peer)

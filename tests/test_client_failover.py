@@ -129,7 +129,7 @@ async def test_the_status_bar_shows_failing_over_then_connected(tmp_path: Path, 
 
 async def test_a_paused_leader_is_left_behind_by_sends_and_subscriptions(tmp_path: Path) -> None:
     """SIGSTOP: no connection is refused, so only the lease and the client's attempt
-    deadline and keepalive pings can tell; both calls and the stream must move on."""
+    deadline and its stream watchdog can tell; both calls and the stream must move on."""
     with local_cluster(tmp_path, size=3, extra_args=("--lease-ms", "600")) as cluster:
         async with (
             signed_in(cluster.addresses, "writer") as writer,

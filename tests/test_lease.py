@@ -119,3 +119,19 @@ def test_a_leader_measures_afresh_after_a_short_stall_instead_of_dropping_follow
     node = cluster.node(leader)
     assert node.role is Role.LEADER and node.term == term
     assert node.view.epoch == epoch, "the ISR never changed"
+
+
+def test_a_leader_known_dead_is_replaced_within_a_few_heartbeats() -> None:
+    """A refused connection proves the leader is gone, so followers stagger their
+    candidacy within one heartbeat instead of the half-lease a silent leader gets."""
+    cluster = Cluster(3)
+    cluster.elect()
+    cluster.run(100)
+    leader = cluster.leader()
+    cluster.crash(leader)
+    crashed_at = cluster.now
+    for node_id in cluster.shells:
+        if node_id != leader:
+            cluster.node(node_id).peer_unreachable(leader, cluster.now)
+    assert cluster.run_until(lambda: bool(cluster.leaders()) and cluster.leader() != leader)
+    assert cluster.now - crashed_at <= 3 * cluster.settings.heartbeat_ms
