@@ -64,13 +64,6 @@ def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
         election_wait_ms=config.lease_ms // 4,
         stall_ms=max(2 * config.heartbeat_ms + 1, config.lease_ms // 2),
     )
-    credentials = None
-    if config.tls is not None:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=config.tls.ca.read_bytes() if config.tls.ca else None,
-            private_key=config.tls.key.read_bytes() if config.tls.ca else None,
-            certificate_chain=config.tls.cert.read_bytes() if config.tls.ca else None,
-        )
     return ReplicatedCoordinator(
         config.node_id,
         config.cluster,
@@ -78,7 +71,7 @@ def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
         settings,
         min_insync=config.min_insync,
         peers=PeerSettings(
-            credentials,
+            _peer_credentials(config.tls),
             call_timeout_s=config.lease_ms / 2000,
             log_keep_entries=config.log_keep_entries,
         ),
@@ -172,6 +165,19 @@ class ChatNode:
         if port == 0:
             raise ConfigError(f"cannot listen on {listen}")
         return server
+
+
+def _peer_credentials(tls: TlsFiles | None) -> grpc.ChannelCredentials | None:
+    """How this node dials its peers: trusting the CA, or without one the node's own
+    certificate (one self-signed certificate shared by the cluster); presenting its
+    certificate when the peers require client certificates (a CA is set)."""
+    if tls is None:
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=(tls.ca or tls.cert).read_bytes(),
+        private_key=tls.key.read_bytes() if tls.ca else None,
+        certificate_chain=tls.cert.read_bytes() if tls.ca else None,
+    )
 
 
 def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -42,3 +43,52 @@ async def test_tls_node_accepts_trusting_clients_only(tmp_path: Path) -> None:
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         await node.stop()
+
+
+async def test_three_tls_nodes_with_client_certificates_replicate(tmp_path: Path) -> None:
+    """Peers dial each other over mutual TLS: without it no leader could be elected."""
+    tls = make_tls(tmp_path)
+    files = TlsFiles(cert=tls.cert, key=tls.key, ca=tls.ca)
+    cluster = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    nodes = [
+        ChatNode(
+            NodeConfig(
+                node_id=i,
+                cluster=cluster,
+                data_dir=tmp_path / f"n{i}",
+                tls=files,
+                lease_ms=FAST_LEASE_MS,
+                heartbeat_ms=FAST_LEASE_MS // 10,
+            )
+        )
+        for i in cluster
+    ]
+    for node in nodes:
+        await node.start()
+    try:
+        leader = await elected(nodes)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=tls.ca.read_bytes(),
+            private_key=tls.key.read_bytes(),
+            certificate_chain=tls.cert.read_bytes(),
+        )
+        async with grpc.aio.secure_channel(leader.config.address, credentials) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            status = await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=5)
+        assert status.role == "leader" and sorted(m.id for m in status.members if m.in_sync) == [
+            1,
+            2,
+            3,
+        ]
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def elected(nodes: list[ChatNode]) -> ChatNode:
+    """The node that wins the first election (bounded wait)."""
+    async with asyncio.timeout(10):
+        async for view in nodes[0].coordinator.leader_changes():
+            if view is not None:
+                return next(n for n in nodes if n.config.node_id == view.leader_id)
+    raise AssertionError("no leader")
