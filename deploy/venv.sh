@@ -1,12 +1,18 @@
-# Sourced by ./run.sh and ./test.sh: create .venv and install the project into it once.
+# Sourced by ./run.sh and ./test.sh: create .venv and install the project into it once
+# (again whenever pyproject.toml changes). The installer's chatter goes to .venv/install.log.
 ensure_venv() {
   local extra="${1:-}" stamp=".venv/.installed-${1:-base}"
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".${extra:+[$extra]}"
+    echo "installing into .venv (log: .venv/install.log) ..." >&2
+    if ! { .venv/bin/python -m pip install --upgrade pip \
+           && .venv/bin/python -m pip install -e ".${extra:+[$extra]}"; } >.venv/install.log 2>&1; then
+      tail -20 .venv/install.log >&2
+      echo "install failed; see .venv/install.log" >&2
+      return 1
+    fi
     touch "$stamp"
   fi
 }

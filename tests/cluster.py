@@ -70,6 +70,11 @@ class NodeProcess:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
+    @property
+    def running(self) -> bool:
+        """Started and not yet exited (a SIGSTOPped process still counts as running)."""
+        return self.proc is not None and self.proc.poll() is None
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
@@ -111,6 +116,13 @@ class Cluster:
     def stop_all(self) -> None:
         for node in self.nodes.values():
             node.kill()
+
+    def log_tails(self, lines: int = 40) -> str:
+        """The end of every node's log, for a failure message."""
+        return "\n".join(
+            f"--- node-{i}.log ---\n" + "\n".join(n.log_text().splitlines()[-lines:])
+            for i, n in self.nodes.items()
+        )
 
 
 @contextmanager
