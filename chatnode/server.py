@@ -74,7 +74,6 @@ def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
             _peer_credentials(config.tls),
             call_timeout_s=config.lease_ms / 2000,
             log_keep_entries=config.log_keep_entries,
-            require_peer_certificate=config.tls is not None and config.tls.ca is not None,
         ),
         join=config.join,
     )
@@ -182,11 +181,8 @@ def _peer_credentials(tls: TlsFiles | None) -> grpc.ChannelCredentials | None:
 
 
 def _server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
-    """Clients authenticate with session tokens, so a certificate is asked for but not
-    required at the TLS layer; the peer and admin services refuse callers without one
-    signed by the CA (coord/services.py)."""
     return grpc.ssl_server_credentials(
         [(tls.key.read_bytes(), tls.cert.read_bytes())],
         root_certificates=tls.ca.read_bytes() if tls.ca else None,
-        require_client_auth=False,
+        require_client_auth=tls.ca is not None,
     )

@@ -64,9 +64,6 @@ class PeerSettings:
     credentials: grpc.ChannelCredentials | None = None
     call_timeout_s: float = 0.5
     log_keep_entries: int = 10_000
-    # With TLS and a CA: only callers presenting a certificate the CA signed may use
-    # the peer and admin services (clients of the chat API need none).
-    require_peer_certificate: bool = False
     checkpoint_interval_s: float = 2.0
 
 
@@ -224,11 +221,8 @@ class ReplicatedCoordinator:
     def add_to_server(self, server: grpc.aio.Server) -> None:
         from coord.services import AdminService, ReplicationService
 
-        strict = self._peers.require_peer_certificate
-        replication_pb2_grpc.add_ReplicationServicer_to_server(
-            ReplicationService(self, strict), server
-        )
-        replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self, strict), server)
+        replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self), server)
+        replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
 
     async def receive_snapshot(self, chunks: AsyncIterator[rpb.SnapshotChunk]) -> bool:
         """Stage a snapshot streamed by the leader, then let the core decide on it."""

@@ -13,50 +13,34 @@ from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 
 
-async def require_certificate(context: grpc.aio.ServicerContext) -> None:
-    """Refuse a caller that did not present a certificate our CA verified."""
-    if not context.auth_context().get("x509_pem_cert"):
-        await context.abort(
-            grpc.StatusCode.UNAUTHENTICATED, "peer and admin calls need a client certificate"
-        )
-
-
 class ReplicationService(replication_pb2_grpc.ReplicationServicer):
-    def __init__(self, coordinator: ReplicatedCoordinator, strict: bool) -> None:
+    def __init__(self, coordinator: ReplicatedCoordinator) -> None:
         self._coord = coordinator
-        self._strict = strict
 
     async def Stream(
         self, request_iterator: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.PeerBatch]:
         # An async generator function, so grpc.aio serves it as one.
-        if self._strict:
-            await require_certificate(context)
         async for batch in self._coord.transport.serve_stream(request_iterator, context):
             yield batch
 
     async def Deliver(
         self, request: rpb.PeerBatch, context: grpc.aio.ServicerContext
     ) -> rpb.Delivered:
-        if self._strict:
-            await require_certificate(context)
         await self._coord.transport.serve_deliver(request)
         return rpb.Delivered()
 
     async def InstallSnapshot(
         self, request_iterator: AsyncIterator[rpb.SnapshotChunk], context: grpc.aio.ServicerContext
     ) -> rpb.SnapshotAck:
-        if self._strict:
-            await require_certificate(context)
         return rpb.SnapshotAck(staged=await self._coord.receive_snapshot(request_iterator))
 
 
 class AdminService(replication_pb2_grpc.AdminServicer):
     """Operator verbs; errors come back as one-line statuses for chatctl to print."""
 
-    def __init__(self, coordinator: ReplicatedCoordinator, strict: bool) -> None:
+    def __init__(self, coordinator: ReplicatedCoordinator) -> None:
         self._coord = coordinator
-        self._strict = strict
 
     async def AddMember(
         self, request: rpb.AddMemberRequest, context: grpc.aio.ServicerContext
@@ -92,8 +76,6 @@ class AdminService(replication_pb2_grpc.AdminServicer):
         return rpb.AdminReply(message=f"node {self._coord.id} now leads with an ISR of itself")
 
     async def _guard(self, context: grpc.aio.ServicerContext, action):  # type: ignore[no-untyped-def]
-        if self._strict:
-            await require_certificate(context)
         try:
             return action()
         except core_errors.NotLeader as exc:
