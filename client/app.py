@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import grpc
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -39,7 +40,7 @@ from client.app_controller import Controller
 from client.cli import (
     Parser,
     add_cluster_flag,
-    add_tls_ca_flag,
+    add_tls_flags,
     channel_credentials,
     member_addresses,
     user_data_dir,
@@ -165,7 +166,7 @@ class ChatView:
 def _parser() -> Parser:
     parser = Parser(prog="chat", description="Chat in a terminal, through any cluster member.")
     add_cluster_flag(parser)
-    add_tls_ca_flag(parser)
+    add_tls_flags(parser)
     parser.add_argument("--user", default="", help="log in as USER (asks only for the password)")
     parser.add_argument(
         "--history",
@@ -188,9 +189,10 @@ def _open_history(path: str) -> FileHistory:
     return FileHistory(path)
 
 
-async def _run(args: argparse.Namespace, members: list[str]) -> int:
+async def _run(
+    args: argparse.Namespace, members: list[str], credentials: grpc.ChannelCredentials | None
+) -> int:
     policy = RetryPolicy(deadline_s=args.timeout)
-    credentials = channel_credentials(args.tls_ca)
     async with ChatClient(members, credentials=credentials, policy=policy) as client:
         try:
             await client.cluster_status()
@@ -232,8 +234,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     try:
-        sys.exit(asyncio.run(_run(args, members)))
-    except OSError as exc:  # unreadable --tls-ca, unwritable history, no terminal
+        credentials = channel_credentials(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except OSError as exc:
+        sys.exit(f"chat: {exc}")
+    try:
+        sys.exit(asyncio.run(_run(args, members, credentials)))
+    except OSError as exc:  # unwritable history, no terminal
         sys.exit(f"chat: {exc}")
     except KeyboardInterrupt:
         sys.exit("chat: interrupted")

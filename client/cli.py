@@ -40,20 +40,43 @@ def member_addresses(spec: str) -> list[str]:
     return addresses
 
 
-def add_tls_ca_flag(parser: argparse.ArgumentParser) -> None:
+def add_tls_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-ca",
         metavar="FILE",
         default=os.environ.get("CHAT_TLS_CA"),
         help="PEM certificate of the CA that signed the nodes; enables TLS (CHAT_TLS_CA)",
     )
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=os.environ.get("CHAT_TLS_CERT"),
+        help="client certificate, for nodes that require one (CHAT_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        default=os.environ.get("CHAT_TLS_KEY"),
+        help="private key of --tls-cert (CHAT_TLS_KEY)",
+    )
 
 
-def channel_credentials(ca_file: str | None) -> grpc.ChannelCredentials | None:
-    """TLS credentials trusting ca_file, or None for plaintext; OSError if it is unreadable."""
-    if not ca_file:
+def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from the --tls-* flags, or None for plaintext.
+
+    Raises OSError if a file is unreadable, ValueError if the flags do not fit together.
+    """
+    if not args.tls_ca:
+        if args.tls_cert or args.tls_key:
+            raise ValueError("--tls-cert and --tls-key need --tls-ca")
         return None
-    return grpc.ssl_channel_credentials(root_certificates=Path(ca_file).read_bytes())
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(args.tls_ca).read_bytes(),
+        private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
+        certificate_chain=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
+    )
 
 
 def user_data_dir() -> Path:
