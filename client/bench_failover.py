@@ -26,19 +26,24 @@ from dataclasses import dataclass
 import grpc
 
 from client.bench_cluster import LocalNode, wait_until_healthy
-from client.bench_load import BODY, SINK, Account, Fleet
-from client.chatctl import on_leader
-from client.library import CHANNEL_OPTIONS
+from client.bench_load import BODY, PASSWORD, SINK, Account, Fleet
+from client.library import ChatClient, RetryPolicy
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
-ATTEMPT_TIMEOUT_S = 0.5  # per attempt: a stopped leader never answers
-PROBE_TIMEOUT_S = 0.1  # per GetClusterStatus while looking for the new leader
-WRITE_DEADLINE_S = 30.0
+# The client's waits, shortened so the figure is the cluster's failover and not the
+# client's patience: an attempt on a stopped leader is given up after 0.5 s (the
+# library's default is 3 s), a probe after 0.1 s, and pauses between tries stay short.
+POLICY = RetryPolicy(
+    deadline_s=30.0,
+    first_backoff_s=0.02,
+    max_backoff_s=0.1,
+    probe_timeout_s=0.1,
+    attempt_timeout_s=0.5,
+)
 WARM_WRITES = 20
 STALE_WRITES = 3
 STALE_TIMEOUT_S = 10.0
-RETRY_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,29 +63,26 @@ class FailoverResult:
 
 
 class Writer:
-    """A client that writes back to back and rides through a failover.
+    """Writes back to back through the product's client, noting who acknowledged each write.
 
-    Not :class:`client.library.ChatClient`: its calls may wait out the whole
-    retry deadline on one node, which against a stopped leader measures the
-    deadline, not the failover. This writer bounds each attempt, keeps one
-    request id across retries (so a retry cannot duplicate), follows
-    ``leader-address`` hints and otherwise asks every member at once.
+    :class:`client.library.ChatClient` keeps one request id across retries (a
+    retry cannot duplicate), follows ``leader-address`` hints and otherwise
+    probes every member; POLICY only shortens its waits.
     """
 
-    def __init__(self, addresses: Sequence[str], account: Account) -> None:
-        self.addresses = list(addresses)
-        self.account = account
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
         self.acks: list[tuple[float, str]] = []  # (time, address that acknowledged)
         self.error: BaseException | None = None
-        self._leader = ""
         self._running = True
         self._changed = asyncio.Event()
-        self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def run(self) -> None:
         try:
             while self._running:
-                await self._write_one()
+                await self.client.send_message(SINK, BODY)
+                self.acks.append((time.perf_counter(), self.client.state.address))
+                self._changed.set()
         except Exception as exc:  # surfaced by wait_until(); the run then fails
             self.error = exc
         finally:
@@ -88,34 +90,6 @@ class Writer:
 
     def stop(self) -> None:
         self._running = False
-
-    async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-
-    async def _write_one(self) -> None:
-        request = pb.SendMessageRequest(recipient=SINK, body=BODY, request_id=uuid.uuid4().hex)
-
-        async def attempt(address: str) -> pb.SendMessageResponse:
-            return await self._stub(address).SendMessage(
-                request, metadata=self.account.auth, timeout=ATTEMPT_TIMEOUT_S
-            )
-
-        _, self._leader = await on_leader(
-            self.addresses,
-            attempt,
-            WRITE_DEADLINE_S,
-            start=self._leader,
-            retry_codes=RETRY_CODES,
-            probe_wait_s=PROBE_TIMEOUT_S,
-        )
-        self.acks.append((time.perf_counter(), self._leader))
-        self._changed.set()
-
-    def _stub(self, address: str) -> chat_pb2_grpc.ChatServiceStub:
-        if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        return chat_pb2_grpc.ChatServiceStub(self._channels[address])
 
     async def wait_until(self, found: Callable[[], float | None]) -> float:
         """Wait for found() to return a time; it is checked after each acknowledged write."""
@@ -152,12 +126,12 @@ async def _stale_write(stub: chat_pb2_grpc.ChatServiceStub, account: Account) ->
 
 
 async def _one_run(
-    nodes: Sequence[LocalNode], fleet: Fleet, account: Account, signum: int
+    nodes: Sequence[LocalNode], fleet: Fleet, client: ChatClient, account: Account, signum: int
 ) -> tuple[float, list[str]]:
     """One failover; returns (milliseconds, outcomes of the writes queued on the old leader)."""
     leader_id = await wait_until_healthy(nodes)
     old = next(n for n in nodes if n.node_id == leader_id)
-    writer = Writer([n.address for n in nodes], account)
+    writer = Writer(client)
     task = asyncio.create_task(writer.run())
     stale_channel, stale_stub = await _connected_stub(old.address)
     try:
@@ -178,7 +152,6 @@ async def _one_run(
         writer.stop()
         with contextlib.suppress(Exception):
             await task
-        await writer.close()
         await stale_channel.close()
         fleet.stored += len(writer.acks)
     return round((acked - signalled) * 1000, 1), outcomes
@@ -187,10 +160,12 @@ async def _one_run(
 async def _runs(nodes: Sequence[LocalNode], fleet: Fleet, signum: int, count: int) -> FailoverRuns:
     account = (await fleet.accounts(["benchfailover"]))[0]
     times, outcomes = [], []
-    for _ in range(count):
-        took, stale = await _one_run(nodes, fleet, account, signum)
-        times.append(took)
-        outcomes += stale
+    async with ChatClient([n.address for n in nodes], policy=POLICY) as client:
+        await client.login(account.name, PASSWORD)
+        for _ in range(count):
+            took, stale = await _one_run(nodes, fleet, client, account, signum)
+            times.append(took)
+            outcomes += stale
     stopped = signum == signal.SIGSTOP
     return FailoverRuns(
         signal=signal.Signals(signum).name,
@@ -207,4 +182,4 @@ async def measure_failover(nodes: Sequence[LocalNode], fleet: Fleet, runs: int) 
     stop = await _runs(nodes, fleet, signal.SIGSTOP, runs)
     await wait_until_healthy(nodes)
     await fleet.follow_leader()
-    return FailoverResult(kill, stop, int(ATTEMPT_TIMEOUT_S * 1000))
+    return FailoverResult(kill, stop, int(POLICY.attempt_timeout_s * 1000))

@@ -134,32 +134,26 @@ def leader_hint(exc: grpc.aio.AioRpcError) -> str:
 
 
 async def on_leader(
-    addresses: Sequence[str],
-    attempt: Callable[[str], Awaitable[T]],
-    deadline_s: float,
-    *,
-    start: str = "",
-    retry_codes: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE}),
-    probe_wait_s: float = STATUS_TIMEOUT_S,
-) -> tuple[T, str]:
-    """Run attempt(address) on the leader until it succeeds; return its result and address.
+    addresses: Sequence[str], attempt: Callable[[str], Awaitable[T]], deadline_s: float
+) -> T:
+    """Run attempt(address) on the leader until it succeeds, and return its result.
 
-    It tries start first (the leader last seen), if given. A refusal in
-    retry_codes moves on to the ``leader-address`` hint it carries, else to a
-    fresh search of the members; any other status is raised at once. Raises
-    CtlError once deadline_s has passed without a leader taking the call.
+    UNAVAILABLE (not the leader, or no process there) moves on to the
+    ``leader-address`` hint it carries, else to a fresh search of the members;
+    any other status is raised at once. Raises CtlError once deadline_s has
+    passed without a leader taking the call.
     """
     deadline = time.monotonic() + deadline_s
-    address, last_error = start, "no member knows a leader"
+    address, last_error = "", "no member knows a leader"
     while time.monotonic() < deadline:
-        address = address or await locate_leader(addresses, probe_wait_s)
+        address = address or await locate_leader(addresses)
         if address:
             try:
-                return await attempt(address), address
+                return await attempt(address)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() not in retry_codes:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
-                last_error = f"{address}: {exc.details() or exc.code().name.lower()}"
+                last_error = f"{address}: {exc.details() or 'unavailable'}"
                 address = leader_hint(exc)
                 if address:
                     continue
@@ -278,7 +272,7 @@ def _admin_attempt(method: str, request: object) -> Callable[[str], Awaitable[rp
 async def admin_on_leader(addresses: Sequence[str], method: str, request: object) -> str:
     """Send one Admin call to the leader; its one-line reply, or CtlError with the refusal."""
     try:
-        reply, _ = await on_leader(addresses, _admin_attempt(method, request), ADMIN_DEADLINE_S)
+        reply = await on_leader(addresses, _admin_attempt(method, request), ADMIN_DEADLINE_S)
     except grpc.aio.AioRpcError as exc:
         raise CtlError(exc.details() or exc.code().name.lower()) from None
     return reply.message
@@ -381,7 +375,10 @@ def _add_status_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _add_admin_parsers(verbs: argparse._SubParsersAction) -> None:
-    add = verbs.add_parser("add-member", help="add a node; it joins outside the ISR and grows in")
+    add = verbs.add_parser(
+        "add-member",
+        help="add a node (start it with chatnode --join); it joins outside the ISR and grows in",
+    )
     add.add_argument("id", type=_positive_id)
     add.add_argument("address", type=_host_port, metavar="HOST:PORT")
     remove = verbs.add_parser("remove-member", help="remove a node (not the leader)")
