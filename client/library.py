@@ -192,7 +192,7 @@ class RetryPolicy:
     probe_timeout_s: float = 1.0  # for one GetClusterStatus while looking for the leader
     # One attempt may hang on a leader that is paused (SIGSTOP) or cut off: give up on it
     # after this long and look for the new leader, which exists after about one lease.
-    attempt_timeout_s: float = 3.0
+    attempt_timeout_s: float = 2.0
     stream_check_s: float = 1.0  # how often an open Subscribe stream checks its node leads
 
     def backoff(self, attempt: int, rng: random.Random) -> float:

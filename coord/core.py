@@ -249,6 +249,8 @@ class Node:
         while this node holds a live lease on another leader: that one is alive.
         """
         self._advance(now_ms)
+        if self.role is Role.LEADER:
+            raise LocalProtocolError("this node already leads")
         if self._lease.blocks(self.id, NO_NODE, now_ms) and self._lease.leader_id != NO_NODE:
             raise LocalProtocolError(f"node {self._lease.leader_id} leads and is alive")
         if self.view is None or self.id not in self.view.config.member_ids:
@@ -372,12 +374,12 @@ class Node:
             self._campaign(now_ms, pre_vote=True, transfer_from=NO_NODE)
 
     def _election_delay(self, config: ClusterConfig, window_ms: int | None = None) -> int:
-        """A random wait in ``[0, window_ms)`` (default ``lease_ms/2``); lower ids draw
-        from earlier slots, so candidates rarely collide."""
+        """A random wait in ``[0, window_ms)`` (default ``election_stagger_ms``); lower ids
+        draw from earlier slots, so candidates rarely collide."""
         ids = config.member_ids
         if len(ids) == 1:
             return 0  # nobody to collide with
-        window = self.settings.lease_ms / 2 if window_ms is None else window_ms
+        window = self.settings.election_stagger_ms if window_ms is None else window_ms
         slot = window / len(ids)
         return int(slot * (ids.index(self.id) + self._rng.random()))
 

@@ -157,3 +157,13 @@ def test_members_join_outside_the_isr_grow_into_it_and_leave_one_change_at_a_tim
     assert cluster.run_until(lambda: cluster.committed_everywhere(index, [1, 2, 4]))
     with pytest.raises(LocalProtocolError):
         node.propose_config_change(RemoveMember(leader), cluster.now)
+
+
+def test_force_leader_is_refused_on_the_leader_itself() -> None:
+    """Forcing a node that already leads would only bump the term and unsettle clients."""
+    cluster = Cluster(3)
+    leader = cluster.elect()
+    term = cluster.node(leader).term
+    with pytest.raises(LocalProtocolError, match="already leads"):
+        cluster.node(leader).force_leader(cluster.now)
+    assert cluster.node(leader).term == term

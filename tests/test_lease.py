@@ -56,6 +56,8 @@ def test_followers_elect_only_after_the_lease_of_a_silent_leader_expires() -> No
     assert all(cluster.node(i).role is Role.FOLLOWER for i in (2, 3))
     assert cluster.run_until(lambda: any(cluster.node(i).role is Role.LEADER for i in (2, 3)))
     assert cluster.now >= paused_at + LEASE
+    # ...and soon after: candidates stagger over two heartbeats, not half a lease.
+    assert cluster.now <= paused_at + LEASE + TEST_SETTINGS.election_stagger_ms + 60
 
 
 def test_the_old_leader_lease_ends_before_anyone_else_can_be_elected() -> None:
