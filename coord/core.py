@@ -499,6 +499,10 @@ class Node:
         else:
             self._become_leader(decision.isr, now_ms)
 
+    def _would_win(self, ballot: Ballot) -> bool:
+        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
+        return decide(self.id, {**ballot.replies, self.id: own}, self._view().config).won
+
     def _vote_reply(
         self, pre_vote: bool, campaign: int, granted: bool, *, has_live_leader: bool
     ) -> VoteReply:
@@ -557,7 +561,10 @@ class Node:
         if ballot is None or msg.campaign != ballot.campaign or msg.pre_vote != ballot.pre_vote:
             return
         ballot.record(msg)
-        if ballot.complete():
+        if ballot.complete() or (ballot.pre_vote and self._would_win(ballot)):
+            # A pre-vote is advisory: once the replies so far would elect us, go on to
+            # the real vote (which waits for everyone) instead of waiting for a silent
+            # member to time out twice. A voter holding a live lease still refuses it.
             self._decide(now_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
