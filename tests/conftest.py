@@ -15,7 +15,7 @@ from proto import chat_pb2_grpc
 from tests.cluster import free_port
 
 PASSWORD = "correct horse"
-FAST_LEASE_MS = 300  # a single node elects itself once a lease has passed since start
+FAST_LEASE_MS = 300  # for in-process multi-node clusters: a fresh cluster elects after a lease
 
 
 @pytest.fixture
@@ -24,8 +24,6 @@ async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
         node_id=1,
         cluster={1: f"127.0.0.1:{free_port()}"},
         data_dir=tmp_path / "n1",
-        lease_ms=FAST_LEASE_MS,
-        heartbeat_ms=FAST_LEASE_MS // 10,
     )
     chat_node = ChatNode(config)
     await chat_node.start()

@@ -24,8 +24,6 @@ async def test_tls_node_accepts_trusting_clients_only(tmp_path: Path) -> None:
         cluster={1: address},
         data_dir=tmp_path / "n1",
         tls=TlsFiles(cert=tls.cert, key=tls.key),
-        lease_ms=FAST_LEASE_MS,
-        heartbeat_ms=FAST_LEASE_MS // 10,
     )
     node = ChatNode(config)
     await node.start()
