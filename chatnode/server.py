@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 4 << 20  # a 5 MB request is refused with RESOURCE_EXHAUSTED
 DRAIN_SECONDS = 5.0
+HANDOVER_DRAIN_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +120,11 @@ class ChatNode:
     async def stop(self) -> None:
         """Drain: hand leadership over, end streams, let calls finish, release storage."""
         await self._health.enter_graceful_shutdown()
-        await self._coord.hand_over()
+        if await self._coord.hand_over():
+            # Keep answering for a moment: calls now get UNAVAILABLE with the new
+            # leader's address and clients move there. Stopping the server at once
+            # would cancel calls it had accepted but not dispatched (CANCELLED).
+            await asyncio.sleep(HANDOVER_DRAIN_S)
         self._hub.close_all("this node is shutting down; reconnect to the leader")
         if self._server is not None:
             await self._server.stop(DRAIN_SECONDS)

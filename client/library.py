@@ -429,7 +429,10 @@ class ChatClient:
         """Raise anything but UNAVAILABLE or a hung attempt; for those, drop the leader and
         keep its hint."""
         hung = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and retry.remaining() > 0
-        if exc.code() != grpc.StatusCode.UNAVAILABLE and not hung:
+        # A node shutting down may cancel calls it accepted but never ran; our own
+        # cancellations surface as asyncio.CancelledError, never as this status.
+        stopped = exc.code() == grpc.StatusCode.CANCELLED
+        if exc.code() != grpc.StatusCode.UNAVAILABLE and not (hung or stopped):
             raise error_from_rpc(exc) from None
         retry.last_error = exc.details() or "unavailable"
         self._lost_leader(address, _leader_hint(exc))

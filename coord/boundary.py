@@ -120,8 +120,9 @@ class Coordinator(Protocol):
         are known committed, and ``committed()`` continues after it.
         """
 
-    async def hand_over(self) -> None:
-        """If this node leads, pass leadership to an in-sync follower (before a clean stop)."""
+    async def hand_over(self) -> bool:
+        """If this node leads, pass leadership to an in-sync follower (before a clean stop);
+        True when another node now leads."""
 
     async def stop(self) -> None:
         """Release everything; call hand_over first for a clean stop."""

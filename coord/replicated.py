@@ -383,20 +383,24 @@ class ReplicatedCoordinator:
             self._synced_view = view.key
             self.transport.set_members(dict(view.config.members))
 
-    async def hand_over(self) -> None:
-        """SIGTERM on a leader: transfer to an in-sync follower and wait (a lease at most)."""
+    async def hand_over(self) -> bool:
+        """SIGTERM on a leader: transfer to an in-sync follower and wait (a lease at most).
+
+        Returns whether leadership moved away from this node.
+        """
         if self.node.role is not Role.LEADER or self.node.view is None:
-            return
+            return False
         others = [i for i in sorted(self.node.view.config.isr) if i != self.id]
         if not others:
-            return
+            return False
         with contextlib.suppress(core_errors.CoordError, TimeoutError):
             self.node.transfer_leadership(others[0], now_ms())
             self._wake.set()
             async with asyncio.timeout(self._settings.lease_ms / 1000):
                 async for view in self.leader_changes():
-                    if view is None or view.leader_id != self.id:
-                        return
+                    if view is not None and view.leader_id != self.id:
+                        return True
+        return False
 
     # -- helpers ----------------------------------------------------------------------------
 

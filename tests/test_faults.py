@@ -1,6 +1,6 @@
 """Crashes, restarts, pauses and hand-overs of real nodes under load (DESIGN.md sections 3, 6).
 
-Three ``chatnode`` processes with short leases. Each test puts real client
+Three ``chatnode`` processes. Each test puts real client
 traffic through kill -9, SIGSTOP/SIGCONT or SIGTERM, then checks the contract
 the faults must not break: every acknowledged message stored exactly once, in
 id order, under the id it was acknowledged with; a resumed subscription with
@@ -175,7 +175,7 @@ async def test_without_the_last_survivor_nobody_leads(tmp_path, role: str) -> No
         kill(members, survivor)
         restart(cluster, *others)
         await wait_all_answer(members, others)
-        await assert_no_leader_and_no_writes(members, others, writer, 4 * LEASE_S)
+        await assert_no_leader_and_no_writes(members, others, writer, 3 * LEASE_S)
         restart(cluster, survivor)
         assert await members.find_leader() == survivor, "only X knows the newest epoch"
         await verify_inbox(members, load, "sink", sink)
@@ -347,11 +347,6 @@ async def assert_clean_exit(cluster: Cluster, node_id: int) -> None:
     assert "Traceback" not in node.log_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: ChatNode.stop() stops the gRPC server right after the hand-over, and "
-    "calls racing that shutdown end CANCELLED, which clients do not retry",
-)
 async def test_sigterm_refuses_calls_with_unavailable_never_cancelled(tmp_path) -> None:
     """Clients still sending to a draining leader must get UNAVAILABLE (API.md section 3).
 
