@@ -292,6 +292,7 @@ def _render_memory(m: MemoryResult) -> list[str]:
 def _render_runs(r: FailoverRuns) -> str:
     runs = " ".join(f"{t:.0f}" for t in r.runs_ms)
     line = f"  {r.signal:<8} median {r.median_ms:>7.1f} ms  (runs: {runs})"
+    line += f"; status bar not 'connected' median {r.status_bar_median_ms:.0f} ms"
     if r.stale_acks is not None:
         line += f"; writes acked by the old leader after SIGCONT: {r.stale_acks}"
         line += f" of {len(r.stale_outcomes or [])}"

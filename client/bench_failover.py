@@ -27,7 +27,7 @@ import grpc
 
 from client.bench_cluster import LocalNode, wait_until_healthy
 from client.bench_load import BODY, PASSWORD, SINK, Account, Fleet
-from client.library import ChatClient, RetryPolicy
+from client.library import ChatClient, Connection, RetryPolicy
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
@@ -51,6 +51,10 @@ class FailoverRuns:
     signal: str
     runs_ms: list[float]
     median_ms: float
+    # How long the writer's connection state (the chat app's status bar) read
+    # "failing over" or "no leader" in each run, from the signal on.
+    status_bar_ms: list[float]
+    status_bar_median_ms: float
     stale_acks: int | None  # SIGSTOP only: writes the continued old leader acknowledged
     stale_outcomes: list[str] | None  # how each ended ("UNAVAILABLE: not the leader" expected)
 
@@ -76,6 +80,10 @@ class Writer:
         self.error: BaseException | None = None
         self._running = True
         self._changed = asyncio.Event()
+        self.states: list[tuple[float, Connection]] = []
+        self._unlisten = client.add_state_listener(
+            lambda state: self.states.append((time.perf_counter(), state.connection))
+        )
 
     async def run(self) -> None:
         try:
@@ -90,6 +98,19 @@ class Writer:
 
     def stop(self) -> None:
         self._running = False
+        self._unlisten()
+
+    def not_connected_ms(self, since: float, until: float) -> float:
+        """Milliseconds in [since, until] during which the state was not 'connected'."""
+        total, down_at = 0.0, None
+        for at, connection in [*self.states, (until, Connection.CONNECTED)]:
+            if at < since or at > until:
+                continue
+            if connection is Connection.CONNECTED and down_at is not None:
+                total, down_at = total + at - down_at, None
+            elif connection is not Connection.CONNECTED and down_at is None:
+                down_at = at
+        return round(total * 1000, 1)
 
     async def wait_until(self, found: Callable[[], float | None]) -> float:
         """Wait for found() to return a time; it is checked after each acknowledged write."""
@@ -127,8 +148,9 @@ async def _stale_write(stub: chat_pb2_grpc.ChatServiceStub, account: Account) ->
 
 async def _one_run(
     nodes: Sequence[LocalNode], fleet: Fleet, client: ChatClient, account: Account, signum: int
-) -> tuple[float, list[str]]:
-    """One failover; returns (milliseconds, outcomes of the writes queued on the old leader)."""
+) -> tuple[float, float, list[str]]:
+    """One failover: (milliseconds to the next ack, milliseconds the state was not
+    'connected', outcomes of the writes queued on the old leader)."""
     leader_id = await wait_until_healthy(nodes)
     old = next(n for n in nodes if n.node_id == leader_id)
     writer = Writer(client)
@@ -154,23 +176,26 @@ async def _one_run(
             await task
         await stale_channel.close()
         fleet.stored += len(writer.acks)
-    return round((acked - signalled) * 1000, 1), outcomes
+    return round((acked - signalled) * 1000, 1), writer.not_connected_ms(signalled, acked), outcomes
 
 
 async def _runs(nodes: Sequence[LocalNode], fleet: Fleet, signum: int, count: int) -> FailoverRuns:
     account = (await fleet.accounts(["benchfailover"]))[0]
-    times, outcomes = [], []
+    times, shown, outcomes = [], [], []
     async with ChatClient([n.address for n in nodes], policy=POLICY) as client:
         await client.login(account.name, PASSWORD)
         for _ in range(count):
-            took, stale = await _one_run(nodes, fleet, client, account, signum)
+            took, failing_over, stale = await _one_run(nodes, fleet, client, account, signum)
             times.append(took)
+            shown.append(failing_over)
             outcomes += stale
     stopped = signum == signal.SIGSTOP
     return FailoverRuns(
         signal=signal.Signals(signum).name,
         runs_ms=times,
         median_ms=round(statistics.median(times), 1),
+        status_bar_ms=shown,
+        status_bar_median_ms=round(statistics.median(shown), 1),
         stale_acks=outcomes.count("OK") if stopped else None,
         stale_outcomes=outcomes if stopped else None,
     )
