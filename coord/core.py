@@ -561,10 +561,14 @@ class Node:
         if ballot is None or msg.campaign != ballot.campaign or msg.pre_vote != ballot.pre_vote:
             return
         ballot.record(msg)
-        if ballot.complete() or (ballot.pre_vote and self._would_win(ballot)):
-            # A pre-vote is advisory: once the replies so far would elect us, go on to
-            # the real vote (which waits for everyone) instead of waiting for a silent
-            # member to time out twice. A voter holding a live lease still refuses it.
+        early = ballot.pre_vote or self._view().config.quorum_mode
+        if ballot.complete() or (early and self._would_win(ballot)):
+            # Decide as soon as the replies so far elect us where that is safe: a
+            # pre-vote is advisory (the real vote still waits for everyone), and in
+            # quorum mode a majority of grants is unique per term, as in Raft. A
+            # fail-stop real vote waits for every member or election_wait: without a
+            # majority, two candidates could each win a disjoint part of the cluster
+            # in one term (the simulator finds this within a few hundred seeds).
             self._decide(now_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
