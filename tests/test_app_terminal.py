@@ -14,14 +14,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pexpect
+import pyte
 import pytest
 
 from client.sync import SyncChatClient
 from tests.cluster import local_cluster
 from tests.conftest import PASSWORD
-
-pexpect = pytest.importorskip("pexpect", reason="pexpect (test extra) is not installed")
-pyte = pytest.importorskip("pyte", reason="pyte (test extra) is not installed")
 
 pytestmark = pytest.mark.slow
 
