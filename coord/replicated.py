@@ -44,6 +44,7 @@ from coord.core import ConfigChange, Node, Role
 from coord.log_store import LogStore
 from coord.messages import Append, InstallSnapshot, Message
 from coord.ready import Ready, SnapshotOrder, SoftState
+from coord.services import AdminService, ReplicationService
 from coord.settings import Settings
 from coord.transport import Transport
 from proto import replication_pb2 as rpb
@@ -219,8 +220,6 @@ class ReplicatedCoordinator:
         return self._address_of(self.node.leader_id)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
-        from coord.services import AdminService, ReplicationService
-
         replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self), server)
         replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
 

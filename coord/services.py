@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 
 from coord import errors as core_errors
 from coord.core import AddMember, RemoveMember
-from coord.replicated import ReplicatedCoordinator
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
+
+if TYPE_CHECKING:  # the coordinator registers these services, so it imports us
+    from coord.replicated import ReplicatedCoordinator
 
 
 class ReplicationService(replication_pb2_grpc.ReplicationServicer):
