@@ -20,7 +20,13 @@ from typing import TypeVar
 
 import grpc
 
-from client.cli import Parser, add_cluster_flag, member_addresses
+from client.cli import (
+    Parser,
+    add_cluster_flag,
+    add_tls_flags,
+    channel_credentials,
+    member_addresses,
+)
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc, replication_pb2_grpc
 from proto import replication_pb2 as rpb
@@ -43,12 +49,22 @@ class CtlError(Exception):
     """An expected failure: chatctl prints ``chatctl: <message>`` and exits 1."""
 
 
+_credentials: grpc.ChannelCredentials | None = None  # from --tls-*, set once by main()
+
+
+def open_channel(address: str) -> grpc.aio.Channel:
+    """A channel to one member, with TLS when chatctl was given --tls-ca."""
+    if _credentials is None:
+        return grpc.aio.insecure_channel(address)
+    return grpc.aio.secure_channel(address, _credentials)
+
+
 # -- asking the members -------------------------------------------------------------------
 
 
 async def fetch_status(address: str, wait_s: float = STATUS_TIMEOUT_S) -> pb.ClusterStatus | None:
     """One node's view of the cluster, or None when it does not answer in time."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with open_channel(address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         try:
             return await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=wait_s)
@@ -262,7 +278,7 @@ async def watch_status(addresses: list[str], interval: float, count: int, as_jso
 
 def _admin_attempt(method: str, request: object) -> Callable[[str], Awaitable[rpb.AdminReply]]:
     async def attempt(address: str) -> rpb.AdminReply:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with open_channel(address) as channel:
             rpc = getattr(replication_pb2_grpc.AdminStub(channel), method)
             return await rpc(request, timeout=ADMIN_CALL_TIMEOUT_S)
 
@@ -431,6 +447,7 @@ def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
 def _parser() -> Parser:
     parser = Parser(prog="chatctl", description="Operate a chat cluster.")
     add_cluster_flag(parser)
+    add_tls_flags(parser)
     verbs = parser.add_subparsers(dest="verb", required=True)
     _add_status_parser(verbs)
     _add_admin_parsers(verbs)
@@ -472,6 +489,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not (args.verb == "bench" and not args.use_cluster):  # its own cluster needs none
             parser.error(str(exc))
         addresses = []
+    global _credentials
+    try:
+        _credentials = channel_credentials(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    except OSError as exc:
+        parser.exit(1, f"chatctl: {exc}\n")
     if args.verb == "force-leader" and not args.accept_data_loss:
         parser.exit(2, f"chatctl: {FORCE_LEADER_RISK.format(id=args.id)}\n")
     if args.verb == "bench":

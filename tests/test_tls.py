@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from pathlib import Path
 
 import grpc
@@ -39,8 +41,21 @@ async def test_tls_node_accepts_trusting_clients_only(tmp_path: Path) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=2)
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        secure = await chatctl_status(address, "--tls-ca", str(tls.ca))
+        assert secure[0] == 0 and json.loads(secure[1])[0]["role"] == "leader"
+        assert (await chatctl_status(address))[0] == 1  # plaintext finds nobody
     finally:
         await node.stop()
+
+
+async def chatctl_status(address: str, *flags: str) -> tuple[int, str]:
+    """Run `chatctl status --json` without blocking the loop the node serves on."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "client.chatctl", "--cluster", f"1={address}", *flags,
+        "status", "--json", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
+    return proc.returncode or 0, out.decode()
 
 
 async def test_three_tls_nodes_with_client_certificates_replicate(tmp_path: Path) -> None:
