@@ -2,8 +2,9 @@
 
 The chat state changes only here, and only from committed entries: a node that
 proposes learns its own result the same way every other replica does, by
-applying the entry. A batch of entries is one SQLite transaction in a worker
-thread, so the event loop never blocks on disk.
+applying the entry. A batch of entries is one SQLite transaction that never
+waits on the disk (synchronous=NORMAL; checkpoints run in the worker thread):
+small batches apply on the event loop, large ones in the worker.
 """
 
 from __future__ import annotations
