@@ -561,14 +561,17 @@ class Node:
         if ballot is None or msg.campaign != ballot.campaign or msg.pre_vote != ballot.pre_vote:
             return
         ballot.record(msg)
-        early = ballot.pre_vote or self._view().config.quorum_mode
+        config = self._view().config
+        grants = 1 + sum(r.granted for r in ballot.replies.values())  # our own vote counts
+        early = ballot.pre_vote or config.quorum_mode or grants >= config.majority
         if ballot.complete() or (early and self._would_win(ballot)):
             # Decide as soon as the replies so far elect us where that is safe: a
-            # pre-vote is advisory (the real vote still waits for everyone), and in
-            # quorum mode a majority of grants is unique per term, as in Raft. A
-            # fail-stop real vote waits for every member or election_wait: without a
-            # majority, two candidates could each win a disjoint part of the cluster
-            # in one term (the simulator finds this within a few hundred seeds).
+            # pre-vote is advisory (the real vote still waits), and a majority of
+            # grants is unique per term (a voter grants once per term), as in Raft.
+            # Without a majority a fail-stop real vote waits for every member or
+            # election_wait: two candidates could otherwise each win a disjoint part
+            # of the cluster in one term (the simulator finds this within a few
+            # hundred seeds).
             self._decide(now_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
