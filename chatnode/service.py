@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -27,13 +27,12 @@ from chatnode import ops, passwords, validation
 from chatnode.applier import Applier
 from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavailable
 from chatnode.live import Closed, LiveHub, Overflowed
-from chatnode.state import ChatReader, Session, StoredMessage
+from chatnode.state import WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
 from coord.boundary import Coordinator, LeaderView, NotLeader
 from proto import chat_pb2 as pb
 
 T = TypeVar("T")
 
-BAD_LOGIN = "wrong username or password"
 READ_REPLY_MAX_BYTES = 3 << 20  # stay under the client's default 4 MiB receive limit
 REPLAY_PAGE = 256
 # A real hash of a throwaway password: unknown users cost as much as known ones.
@@ -121,7 +120,7 @@ class ChatService:
         encoded = account.password_hash if account else _DECOY_HASH
         verified = await asyncio.to_thread(passwords.verify_password, password, encoded)
         if account is None or verified is None:
-            raise Unauthenticated(BAD_LOGIN)
+            raise Unauthenticated(WRONG_CREDENTIALS)
         result = await self._replayed(username, request_id)
         if result is None:
             token = passwords.new_session_token()
@@ -138,14 +137,10 @@ class ChatService:
             )
             result = await self._commit(op)
         else:
-            token = passwords.unseal_token(
-                verified.seal_key, request_id, result.value["sealed_token"]
-            )
-        return pb.LoginResponse(
-            session_token=token,
-            unread_count=result.value["unread_count"],
-            last_message_id=result.value["last_message_id"],
-        )
+            (sealed,) = _fields(result, "sealed_token")
+            token = passwords.unseal_token(verified.seal_key, request_id, sealed)
+        unread, last_id = _fields(result, "unread_count", "last_message_id")
+        return pb.LoginResponse(session_token=token, unread_count=unread, last_message_id=last_id)
 
     async def Logout(self, request: pb.LogoutRequest, context) -> pb.LogoutResponse:
         _, token_hash = await self._session(context)
@@ -201,10 +196,8 @@ class ChatService:
                 self._hub.is_online(recipient),
             )
             result = await self._commit(op)
-        return pb.SendMessageResponse(
-            message_id=result.value["message_id"],
-            recipient_online=result.value["recipient_online"],
-        )
+        message_id, online = _fields(result, "message_id", "recipient_online")
+        return pb.SendMessageResponse(message_id=message_id, recipient_online=online)
 
     async def ReadMessages(
         self, request: pb.ReadMessagesRequest, context
@@ -359,6 +352,15 @@ def _checked(result: ops.Result) -> ops.Result:
     if not result.ok:
         raise ChatError.from_code_name(result.code, result.message)
     return result
+
+
+def _fields(result: ops.Result, *names: str) -> list[Any]:
+    """The reply fields a handler needs. Request ids are per user, not per kind of call,
+    so an id reused for another kind of call finds that call's reply: say so clearly."""
+    try:
+        return [result.value[name] for name in names]
+    except KeyError:
+        raise InvalidArgument("this request_id was already used for a different call") from None
 
 
 def _message_pb(message: StoredMessage) -> pb.Message:

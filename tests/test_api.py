@@ -440,3 +440,10 @@ async def test_malformed_bytes_are_invalid_argument(node: ChatNode) -> None:
     async with grpc.aio.insecure_channel(node.config.address) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         assert (await stub.GetClusterStatus(pb.GetClusterStatusRequest())).role == "leader"
+
+
+async def test_a_request_id_reused_for_another_call_is_invalid_argument(stub: Stub) -> None:
+    create = pb.CreateAccountRequest(username="reuse", password=PASSWORD, request_id="same")
+    await stub.CreateAccount(create)
+    login = pb.LoginRequest(username="reuse", password=PASSWORD, request_id="same")
+    await expect_error(stub.Login(login), CODE.INVALID_ARGUMENT)
