@@ -12,18 +12,12 @@ import pytest
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.cluster import local_cluster
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, signup
 
 pytestmark = pytest.mark.slow
 
 WRITERS = 8
 KILL_AFTER = 300  # acknowledged messages before the kill
-
-
-async def _login(stub: chat_pb2_grpc.ChatServiceStub, name: str) -> tuple[tuple[str, str], ...]:
-    await stub.CreateAccount(pb.CreateAccountRequest(username=name, password=PASSWORD))
-    reply = await stub.Login(pb.LoginRequest(username=name, password=PASSWORD))
-    return (("authorization", f"Bearer {reply.session_token}"),)
 
 
 async def _write_until_broken(
@@ -68,8 +62,8 @@ async def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path) -> N
         enough = asyncio.Event()
         async with grpc.aio.insecure_channel(node.address) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
-            await _login(stub, "sink")
-            auths = [await _login(stub, f"writer{i}") for i in range(WRITERS)]
+            await signup(stub, "sink")
+            auths = [await signup(stub, f"writer{i}") for i in range(WRITERS)]
             writers = [
                 asyncio.create_task(_write_until_broken(stub, auth, i, acked, enough))
                 for i, auth in enumerate(auths)
@@ -94,7 +88,7 @@ async def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
         node = cluster.nodes[1]
         async with grpc.aio.insecure_channel(node.address) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
-            auth = await _login(stub, "sink")
+            auth = await signup(stub, "sink")
             await stub.SendMessage(
                 pb.SendMessageRequest(recipient="sink", body="before stop"), metadata=auth
             )
