@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from client.bench_cluster import free_port
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
@@ -29,12 +29,6 @@ def wait_until(check: Callable[[], bool], what: str, limit_s: float = WAIT_S) ->
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting until {what}")
         time.sleep(0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
