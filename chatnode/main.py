@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
+from proto.credentials import ClusterSecret, SecretError
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "chat"
 
@@ -96,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         "--tls-ca", default=_env("TLS_CA"), help="CA that signs clients and peers (CHAT_TLS_CA)"
     )
     p.add_argument(
+        "--cluster-secret-file",
+        metavar="FILE",
+        default=_env("CLUSTER_SECRET_FILE"),
+        help="shared secret (at least 32 bytes, e.g. `chatctl secret new FILE`) that peer and "
+        "admin calls must prove; needed for more than one member unless peers use mutual TLS "
+        "(CHAT_CLUSTER_SECRET_FILE)",
+    )
+    p.add_argument(
         "--metrics-listen",
         default=_env("METRICS_LISTEN", ""),
         help="serve Prometheus metrics over HTTP at HOST:PORT (CHAT_METRICS_LISTEN; off if empty)",
@@ -128,6 +137,17 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         tls = TlsFiles(
             Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca) if args.tls_ca else None
         )
+    secret = None
+    if args.cluster_secret_file:
+        try:
+            secret = ClusterSecret.load(Path(args.cluster_secret_file))
+        except SecretError as exc:
+            parser.error(str(exc))
+    if (len(cluster) > 1 or args.join) and secret is None and not (tls and tls.ca):
+        parser.error(
+            "a node with peers needs --cluster-secret-file (or mutual TLS: --tls-cert, "
+            "--tls-key and --tls-ca with member certificates) so strangers cannot speak for it"
+        )
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s node-{args.id} %(levelname)s %(name)s: %(message)s",
@@ -144,18 +164,28 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         join=args.join,
         tls=tls,
         metrics_listen=args.metrics_listen,
+        cluster_secret=secret,
     )
 
 
+class Fatal(Exception):
+    """A background task died: the node stops and exits 1 so its supervisor restarts it."""
+
+
 async def serve(config: NodeConfig) -> None:
-    """Run until SIGTERM or SIGINT, then drain and stop."""
+    """Run until SIGTERM or SIGINT, then drain and stop; raise Fatal if a task dies."""
     node = ChatNode(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await node.start()
-    await stop.wait()
+    stopping = asyncio.ensure_future(stop.wait())
+    failing = asyncio.ensure_future(node.failure())
+    await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
+    if failing.done():
+        raise Fatal(failing.result())
+    failing.cancel()
     logging.getLogger(__name__).info("stopping: draining calls")
     await node.stop()
 
@@ -167,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ConfigError, OSError) as exc:
         print(f"chatnode: {exc}", file=sys.stderr)
         sys.exit(1)
+    except Fatal as exc:
+        print(f"chatnode: fatal: {exc}; exiting for a restart", file=sys.stderr)
+        os._exit(1)  # the event loop may be wedged by what failed: do not wait on it
 
 
 if __name__ == "__main__":

@@ -18,8 +18,11 @@ from chatnode.live import LiveHub
 from chatnode.rpc import SERVICE, chat_handler
 from chatnode.service import ChatService, ReadPool
 from chatnode.state import ChatState
+from coord.auth import Authenticator, PeerAuthInterceptor
+from coord.metrics import PEER_REFUSED
 from coord.replicated import PeerSettings, ReplicatedCoordinator
 from coord.settings import Settings
+from proto.credentials import ClusterSecret, node_role
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,16 @@ class NodeConfig:
     join: bool = False
     tls: TlsFiles | None = None
     metrics_listen: str = ""
+    cluster_secret: ClusterSecret | None = None
 
     @property
     def address(self) -> str:
         return self.cluster[self.node_id]
+
+    @property
+    def peer_mtls(self) -> bool:
+        """Peers prove who they are with certificates: TLS with a CA that signs them."""
+        return self.tls is not None and self.tls.ca is not None
 
 
 class ConfigError(ValueError):
@@ -75,6 +84,11 @@ def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
             _peer_credentials(config.tls),
             call_timeout_s=config.lease_ms / 2000,
             log_keep_entries=config.log_keep_entries,
+            metadata=(
+                config.cluster_secret.metadata(node_role(config.node_id))
+                if config.cluster_secret
+                else ()
+            ),
         ),
         join=config.join,
     )
@@ -108,6 +122,8 @@ class ChatNode:
             asyncio.create_task(self._applier.run(), name="applier"),
             asyncio.create_task(self._follow_leadership(), name="leadership"),
         ]
+        for task in self._tasks:
+            self._coord.supervise(task)
         if config.metrics_listen:
             host, _, port = config.metrics_listen.rpartition(":")
             prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
@@ -116,6 +132,10 @@ class ChatNode:
     @property
     def coordinator(self) -> ReplicatedCoordinator:
         return self._coord
+
+    async def failure(self) -> str:
+        """Wait until a background task of this node dies; why, in one line."""
+        return await asyncio.shield(self._coord.failed)
 
     async def stop(self) -> None:
         """Drain: hand leadership over, end streams, let calls finish, release storage."""
@@ -151,11 +171,14 @@ class ChatNode:
             )
 
     def _make_server(self, service: ChatService) -> grpc.aio.Server:
+        authenticator = Authenticator(self.config.cluster_secret, self.config.peer_mtls)
+        refused = PeerAuthInterceptor(authenticator, lambda why: PEER_REFUSED.labels(why).inc())
         server = grpc.aio.server(
+            interceptors=[refused],
             options=[
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
-            ]
+            ],
         )
         server.add_generic_rpc_handlers((chat_handler(service),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.chatctl import cluster_views, reference_view
+from proto.credentials import write_new_secret
 
 LEASE_MS = 1000  # the product's defaults, passed explicitly so the report can state them
 HEARTBEAT_MS = 100
@@ -85,6 +86,8 @@ def local_cluster(size: int, extra_args: Sequence[str] = ()) -> Iterator[list[Lo
     with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
         addresses = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
         spec = ",".join(f"{i}={a}" for i, a in addresses.items())
+        secret = Path(tmp, "cluster.secret")
+        write_new_secret(secret)
         nodes = []
         try:
             for node_id, address in addresses.items():
@@ -92,7 +95,7 @@ def local_cluster(size: int, extra_args: Sequence[str] = ()) -> Iterator[list[Lo
                 args = node_args(node_id, spec, f"{tmp}/node-{node_id}", metrics)
                 log_path = Path(tmp, f"node-{node_id}.log")
                 node = LocalNode(node_id, address, f"http://{metrics}/metrics", args, log_path)
-                node.args += extra_args
+                node.args += ["--cluster-secret-file", str(secret), *extra_args]
                 node.start()
                 nodes.append(node)
             yield nodes

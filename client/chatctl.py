@@ -13,9 +13,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -30,6 +32,7 @@ from client.cli import (
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc, replication_pb2_grpc
 from proto import replication_pb2 as rpb
+from proto.credentials import ADMIN_ROLE, ClusterSecret, write_new_secret
 
 T = TypeVar("T")
 Row = dict[str, object]
@@ -50,6 +53,7 @@ class CtlError(Exception):
 
 
 _credentials: grpc.ChannelCredentials | None = None  # from --tls-*, set once by main()
+_admin_metadata: tuple[tuple[str, str], ...] = ()  # from --cluster-secret-file, set by main()
 
 
 def open_channel(address: str) -> grpc.aio.Channel:
@@ -280,7 +284,7 @@ def _admin_attempt(method: str, request: object) -> Callable[[str], Awaitable[rp
     async def attempt(address: str) -> rpb.AdminReply:
         async with open_channel(address) as channel:
             rpc = getattr(replication_pb2_grpc.AdminStub(channel), method)
-            return await rpc(request, timeout=ADMIN_CALL_TIMEOUT_S)
+            return await rpc(request, timeout=ADMIN_CALL_TIMEOUT_S, metadata=_admin_metadata)
 
     return attempt
 
@@ -419,6 +423,21 @@ def _add_admin_parsers(verbs: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_secret_parser(verbs: argparse._SubParsersAction) -> None:
+    secret = verbs.add_parser("secret", help="make a cluster secret for --cluster-secret-file")
+    actions = secret.add_subparsers(dest="secret_verb", required=True)
+    new = actions.add_parser("new", help="write a fresh random secret to FILE (mode 0600)")
+    new.add_argument("file", metavar="FILE", type=Path)
+
+
+def new_secret(path: Path) -> str:
+    try:
+        write_new_secret(path)
+    except FileExistsError:
+        raise CtlError(f"{path} exists; remove it first to replace the secret") from None
+    return f"wrote a new cluster secret to {path} (mode 0600); copy it to every member"
+
+
 def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench = verbs.add_parser(
         "bench",
@@ -448,9 +467,16 @@ def _parser() -> Parser:
     parser = Parser(prog="chatctl", description="Operate a chat cluster.")
     add_cluster_flag(parser)
     add_tls_flags(parser)
+    parser.add_argument(
+        "--cluster-secret-file",
+        metavar="FILE",
+        default=os.environ.get("CHAT_CLUSTER_SECRET_FILE"),
+        help="the cluster's shared secret, for the admin verbs (CHAT_CLUSTER_SECRET_FILE)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
     _add_status_parser(verbs)
     _add_admin_parsers(verbs)
+    _add_secret_parser(verbs)
     _add_bench_parser(verbs)
     return parser
 
@@ -473,6 +499,8 @@ def _run_verb(args: argparse.Namespace, addresses: list[str]) -> None:
             print(asyncio.run(transfer_leader(addresses, args.id, args.wait)))
         case "force-leader":
             print(asyncio.run(force_leader(args.id, args.cluster, addresses)))
+        case "secret":
+            print(new_secret(args.file))
         case "bench":
             # Imported here: the bench modules build on this module's probes.
             from client import bench
@@ -489,9 +517,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not (args.verb == "bench" and not args.use_cluster):  # its own cluster needs none
             parser.error(str(exc))
         addresses = []
-    global _credentials
+    global _credentials, _admin_metadata
     try:
         _credentials = channel_credentials(args)
+        if args.cluster_secret_file:
+            secret = ClusterSecret.load(Path(args.cluster_secret_file))
+            _admin_metadata = secret.metadata(ADMIN_ROLE)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:

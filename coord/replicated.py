@@ -30,6 +30,7 @@ import grpc
 
 from coord import errors as core_errors
 from coord import snapshots
+from coord.auth import speaks_for_another
 from coord.boundary import (
     Entry,
     LeaderView,
@@ -49,6 +50,7 @@ from coord.settings import Settings
 from coord.transport import Transport
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
+from proto.credentials import Metadata
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,12 +62,14 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class PeerSettings:
-    """How this node reaches its peers."""
+    """How this node reaches its peers: TLS, the credentials each call carries, limits."""
 
     credentials: grpc.ChannelCredentials | None = None
     call_timeout_s: float = 0.5
     log_keep_entries: int = 10_000
     checkpoint_interval_s: float = 2.0
+    metadata: Metadata = ()
+    snapshot_max_bytes: int = 64 << 30
 
 
 class ReplicatedCoordinator:
@@ -97,7 +101,9 @@ class ReplicatedCoordinator:
         self._tasks: list[asyncio.Task[None]] = []
         self._running = False
         self._sending_snapshot: set[int] = set()
+        self._receiving_snapshot: set[int] = set()
         self._synced_view: tuple[int, int] | None = None
+        self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -128,6 +134,8 @@ class ReplicatedCoordinator:
             self._peer_unreachable,
             self._peers.call_timeout_s,
             self._peers.credentials,
+            metadata=self._peers.metadata,
+            admit=self._admit,
         )
         self._sync_members()
         self._running = True
@@ -136,7 +144,24 @@ class ReplicatedCoordinator:
             asyncio.create_task(self._tick(), name="coord-ticker"),
             asyncio.create_task(self._compact(), name="coord-compactor"),
         ]
+        for task in self._tasks:
+            self.supervise(task)
         self._wake.set()
+
+    def supervise(self, task: asyncio.Task[None]) -> None:
+        """Report on ``failed`` if ``task`` ever ends other than by cancellation.
+
+        A background task that dies leaves a node that looks alive and does
+        nothing; the process should exit instead, so its supervisor restarts it.
+        """
+        task.add_done_callback(self._task_ended)
+
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self.failed.done() or not self._running:
+            return
+        exc = task.exception()
+        reason = f"{type(exc).__name__}: {exc}" if exc else "returned"
+        self.failed.set_result(f"{task.get_name()} stopped ({reason})")
 
     async def stop(self) -> None:
         self._running = False
@@ -223,14 +248,34 @@ class ReplicatedCoordinator:
         replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self), server)
         replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
 
-    async def receive_snapshot(self, chunks: AsyncIterator[rpb.SnapshotChunk]) -> bool:
-        """Stage a snapshot streamed by the leader, then let the core decide on it."""
-        offer = await snapshots.receive(chunks, self._data_dir)
-        if offer is None:
-            return False
+    async def receive_snapshot(self, chunks: AsyncIterator[rpb.SnapshotChunk], peer: int) -> None:
+        """Stage a snapshot streamed by ``peer``, then let the core decide on it.
+
+        Raises :class:`Denied` if the stream speaks for another node, and
+        :class:`snapshots.SnapshotRefused` if it is not from the leader this
+        node follows in its term, too big, or damaged; nothing changes then.
+        """
+
+        def admit(offer: snapshots.Offer, size: int) -> None:
+            if offer.sender != peer:
+                raise speaks_for_another(peer)
+            node = self.node
+            if node.role is not Role.FOLLOWER or (node.leader_id, node.term) != (peer, offer.term):
+                raise snapshots.SnapshotRefused(
+                    f"node {peer} is not the leader this node follows in term {offer.term}"
+                )
+            if size > (bound := self._peers.snapshot_max_bytes):
+                raise snapshots.SnapshotRefused(f"a {size}-byte snapshot is over the {bound} bound")
+
+        offer = await snapshots.receive(chunks, self._data_dir, admit, self._receiving_snapshot)
         msg = InstallSnapshot(offer.term, offer.sender, offer.index, offer.index_term, offer.config)
-        self._receive(msg)
-        return True
+        try:
+            self.node.receive(msg, now_ms())
+        except core_errors.RemoteProtocolError as exc:
+            snapshots.staged_path(self._data_dir, offer.index).unlink(missing_ok=True)
+            raise snapshots.SnapshotRefused(str(exc)) from None
+        finally:
+            self._wake.set()
 
     # -- snapshots and compaction ---------------------------------------------------------
 
@@ -318,6 +363,20 @@ class ReplicatedCoordinator:
         except core_errors.RemoteProtocolError as exc:
             log.warning("rejected message %s: %s", type(msg).__name__, exc)
         self._wake.set()
+
+    def _admit(self, peer: int, msgs: list[Message]) -> str | None:
+        """Membership check of a batch from ``peer``: only members of our view may speak.
+
+        Two exceptions: a node that has no view yet (it is joining) hears
+        whoever leads, and an Append that carries a newer epoch than our view
+        may come from a leader added in a config we have not seen yet.
+        """
+        view = self.node.view
+        if view is None or peer in view.config.member_ids:
+            return None
+        if msgs and all(isinstance(m, Append) and m.epoch > view.epoch for m in msgs):
+            return None
+        return f"node {peer} is not a member of this node's config (epoch {view.epoch})"
 
     def _peer_unreachable(self, peer: int) -> None:
         self.node.peer_unreachable(peer, now_ms())

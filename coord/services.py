@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from coord import errors as core_errors
+from coord import snapshots
+from coord.auth import Denied, authenticated_peer
 from coord.core import AddMember, RemoveMember
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
@@ -30,13 +32,19 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
     async def Deliver(
         self, request: rpb.PeerBatch, context: grpc.aio.ServicerContext
     ) -> rpb.Delivered:
-        await self._coord.transport.serve_deliver(request)
+        await self._coord.transport.serve_deliver(request, context)
         return rpb.Delivered()
 
     async def InstallSnapshot(
         self, request_iterator: AsyncIterator[rpb.SnapshotChunk], context: grpc.aio.ServicerContext
     ) -> rpb.SnapshotAck:
-        return rpb.SnapshotAck(staged=await self._coord.receive_snapshot(request_iterator))
+        try:
+            await self._coord.receive_snapshot(request_iterator, authenticated_peer())
+        except Denied as exc:
+            await context.abort(exc.code, str(exc))
+        except snapshots.SnapshotRefused as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        return rpb.SnapshotAck(staged=True)
 
 
 class AdminService(replication_pb2_grpc.AdminServicer):

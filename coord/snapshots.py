@@ -1,17 +1,20 @@
 """Moving a snapshot (a copy of the leader's applied state) to a follower, durably.
 
-The leader streams the copy in chunks; the follower writes it to a temporary
-file, fsyncs it and renames it to a name that carries the snapshot's index,
-then fsyncs the folder. Only then does the core hear of it, so a snapshot the
-core decides to install is always whole on disk.
+The leader streams the copy in chunks; the follower checks who sends it and
+how big it says it is, writes it to a file of that sender's own, checks its
+size and SHA-256, fsyncs it and renames it to a name that carries the
+snapshot's index, then fsyncs the folder. Only then does the core hear of it,
+so a snapshot the core decides to install is always whole and as sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,48 +41,97 @@ def staged_path(folder: Path, index: int) -> Path:
 
 
 def chunks(path: Path, offer: Offer) -> Iterator[rpb.SnapshotChunk]:
-    """The copy at path as stream messages; metadata in the first, `last` set on the final one."""
+    """The copy at path as stream messages: metadata and size first, the digest last."""
     size = path.stat().st_size
+    digest = hashlib.sha256()
     with path.open("rb") as source:
         sent = 0
         while True:
             data = source.read(CHUNK_BYTES)
+            digest.update(data)
             sent += len(data)
             chunk = rpb.SnapshotChunk(data=data, last=sent >= size)
             if sent == len(data):
                 chunk.term, chunk.sender = offer.term, offer.sender
                 chunk.index, chunk.index_term = offer.index, offer.index_term
                 chunk.config.CopyFrom(codec.entry_to_pb(offer.config))
+                chunk.size = size
+            if chunk.last:
+                chunk.sha256 = digest.digest()
             yield chunk
             if chunk.last:
                 return
 
 
-async def receive(stream: AsyncIterator[rpb.SnapshotChunk], folder: Path) -> Offer | None:
-    """Stage an incoming copy durably; return its offer, or None if the stream broke off."""
-    first: rpb.SnapshotChunk | None = None
-    incoming = folder / "snapshot.incoming"
-    with incoming.open("wb") as target:
-        async for chunk in stream:
-            first = first or chunk
+class SnapshotRefused(Exception):
+    """The stream was not staged: why, in one line (nothing was installed)."""
+
+
+def offer_of(first: rpb.SnapshotChunk) -> Offer:
+    """The metadata of a copy, from its first chunk; SnapshotRefused if it does not decode."""
+    try:
+        config = codec.entry_from_pb(first.config)
+    except ValueError as exc:
+        raise SnapshotRefused(f"snapshot carries a bad config entry: {exc}") from None
+    return Offer(first.term, first.sender, first.index, first.index_term, config)
+
+
+async def receive(
+    stream: AsyncIterator[rpb.SnapshotChunk],
+    folder: Path,
+    admit: Callable[[Offer, int], None],
+    receiving: set[int],
+) -> Offer:
+    """Stage an incoming copy durably and return its offer.
+
+    ``admit(offer, size)`` sees the metadata before a byte is written and
+    raises SnapshotRefused to turn the stream away. Each sender stages into
+    its own file, one stream at a time (``receiving`` holds the senders
+    streaming now), so two leaders' copies never mix. The digest and size are
+    checked before the copy gets its staged name.
+    """
+    first = await anext(aiter(stream), None)
+    if first is None:
+        raise SnapshotRefused("empty snapshot stream")
+    offer = offer_of(first)
+    admit(offer, first.size)
+    if offer.sender in receiving:
+        raise SnapshotRefused(f"a snapshot from node {offer.sender} is already arriving")
+    receiving.add(offer.sender)
+    incoming = folder / f"snapshot-from-{offer.sender}.incoming"
+    try:
+        await _write_checked(first, stream, incoming)
+        incoming.rename(staged_path(folder, offer.index))
+        await asyncio.to_thread(fsync_folder, folder)
+    finally:
+        receiving.discard(offer.sender)
+        incoming.unlink(missing_ok=True)
+    return offer
+
+
+async def _write_checked(
+    first: rpb.SnapshotChunk, stream: AsyncIterator[rpb.SnapshotChunk], target_path: Path
+) -> None:
+    """Write chunks to target_path and fsync it; SnapshotRefused unless size and digest match."""
+    digest = hashlib.sha256()
+    written = 0
+    chunk: rpb.SnapshotChunk | None = first
+    with target_path.open("wb") as target:
+        while chunk is not None:
+            written += len(chunk.data)
+            if written > first.size:
+                raise SnapshotRefused(f"snapshot is larger than the {first.size} bytes it declared")
+            digest.update(chunk.data)
             target.write(chunk.data)
             if chunk.last:
                 break
-        else:
-            return None
+            chunk = await anext(aiter(stream), None)
+        if chunk is None:
+            raise SnapshotRefused("snapshot stream broke off")
+        if written != first.size or not hmac.compare_digest(digest.digest(), chunk.sha256):
+            raise SnapshotRefused("snapshot failed its size or SHA-256 check")
         target.flush()
         await asyncio.to_thread(os.fsync, target.fileno())
-    assert first is not None
-    offer = Offer(
-        first.term,
-        first.sender,
-        first.index,
-        first.index_term,
-        codec.entry_from_pb(first.config),
-    )
-    incoming.rename(staged_path(folder, offer.index))
-    await asyncio.to_thread(fsync_folder, folder)
-    return offer
 
 
 def fsync_folder(folder: Path) -> None:

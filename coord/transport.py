@@ -14,6 +14,14 @@ keep their order, and whatever queued up while a send was in flight leaves as
 one batch. When a call or stream to a peer fails, the transport tries a plain
 TCP connect to the peer's address: a *refused* connection means no process
 serves there, which the core may act on at once instead of waiting out a lease.
+
+Who may speak: every call this node makes carries its credentials
+(:mod:`coord.auth`), and every batch it receives must come from the member
+the call was authenticated as. A batch is checked whole before any of it
+reaches the core: it must decode, name that member in ``from_id`` and in every
+message's ``sender``, and pass the coordinator's membership check. Otherwise
+nothing in it is delivered, the caller gets ``PERMISSION_DENIED`` and
+``chat_peer_refused_total`` counts it.
 """
 
 from __future__ import annotations
@@ -28,9 +36,12 @@ from dataclasses import dataclass, field
 import grpc
 
 from coord import codec
+from coord.auth import authenticated_peer, speaks_for_another
 from coord.messages import Message
+from coord.metrics import PEER_REFUSED, PEER_SEND_DROPPED
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
+from proto.credentials import Metadata
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,7 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
 ]
 MAX_QUEUED = 1024  # messages per peer; the protocol resends what is dropped
+MAX_DOWN_BATCHES = 256  # batches queued on a follower's stream; beyond it they are dropped
 PROBE_TIMEOUT_S = 0.25
 SNAPSHOT_TIMEOUT_S = 600.0
 PROBE_REUSE_S = 0.05  # failures in a burst (stream, votes) share one probe
@@ -73,7 +85,7 @@ class _Link:
     address: str
     queue: list[rpb.PeerMessage] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    down: asyncio.Queue[rpb.PeerBatch | None] | None = None  # the peer's stream to us
+    down: asyncio.Queue[rpb.PeerBatch | None] | None = None  # the peer's stream to us (bounded)
     task: asyncio.Task[None] | None = None
     last_probe: float = 0.0
     refused: bool = False  # what the last probe found; reused for PROBE_REUSE_S
@@ -89,9 +101,14 @@ class Transport:
         unreachable: Callable[[int], None],
         call_timeout_s: float,
         credentials: grpc.ChannelCredentials | None = None,
+        *,
+        metadata: Metadata = (),
+        admit: Callable[[int, list[Message]], str | None] = lambda _peer, _msgs: None,
     ) -> None:
         self.id = node_id
         self._deliver_local = deliver
+        self._admit = admit
+        self._metadata = metadata
         self._unreachable = unreachable
         self._timeout = call_timeout_s
         self._credentials = credentials
@@ -121,12 +138,13 @@ class Transport:
         if link is None or self._closed:
             return
         wire = codec.to_pb(msg)
-        if link.down is not None and not link.queue:
+        if link.down is not None and not link.queue and not link.down.full():
             # The common case on a leader: straight onto the follower's stream, no task hop.
             link.down.put_nowait(rpb.PeerBatch(from_id=self.id, messages=[wire]))
             return
         if len(link.queue) >= MAX_QUEUED:
             del link.queue[: MAX_QUEUED // 2]
+            PEER_SEND_DROPPED.inc(MAX_QUEUED // 2)
         link.queue.append(wire)
         link.wake.set()
 
@@ -145,7 +163,7 @@ class Transport:
         tasks = [link.task for link in self._links.values() if link.task] + [self._up_task]
         for link in self._links.values():
             if link.down is not None:
-                link.down.put_nowait(None)
+                _end(link.down)
         for task in tasks:
             if task is not None:
                 task.cancel()
@@ -159,25 +177,33 @@ class Transport:
     async def serve_stream(
         self, requests: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.PeerBatch]:
-        """A follower's stream: its batches come up, ours go down."""
+        """A follower's stream: its batches come up, ours go down.
+
+        The stream speaks for the member it was authenticated as, from its
+        first batch on; a batch that speaks for anyone else ends it.
+        """
+        peer = authenticated_peer()
         try:
             hello = await anext(requests)
         except StopAsyncIteration:
             return
-        link = self._links.get(hello.from_id)
-        if link is None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{hello.from_id} is no member")
+        link = self._links.get(peer)
+        refusal = self._receive(hello, peer) or (None if link else f"node {peer} is no member")
+        if refusal is not None or link is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal or "")
             return
-        self._receive(hello)
         if link.down is not None:
-            link.down.put_nowait(None)  # a newer stream from the same peer replaces the old
-        down: asyncio.Queue[rpb.PeerBatch | None] = asyncio.Queue()
+            _end(link.down)  # a newer stream from the same peer replaces the old
+        down: asyncio.Queue[rpb.PeerBatch | None] = asyncio.Queue(MAX_DOWN_BATCHES)
         link.down = down
         link.wake.set()
-        reader = asyncio.create_task(self._read_up(requests, down))
+        refused: list[str] = []
+        reader = asyncio.create_task(self._read_up(requests, down, peer, refused))
         try:
             while (batch := await down.get()) is not None:
                 yield batch
+            if refused:
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused[0])
         finally:
             reader.cancel()
             if link.down is down:
@@ -187,25 +213,44 @@ class Transport:
                     self._background.add(probe)
                     probe.add_done_callback(self._background.discard)
 
-    async def serve_deliver(self, batch: rpb.PeerBatch) -> None:
-        self._receive(batch)
+    async def serve_deliver(self, batch: rpb.PeerBatch, context: grpc.aio.ServicerContext) -> None:
+        refusal = self._receive(batch, authenticated_peer())
+        if refusal is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
 
     async def _read_up(
-        self, requests: AsyncIterator[rpb.PeerBatch], down: asyncio.Queue[rpb.PeerBatch | None]
+        self,
+        requests: AsyncIterator[rpb.PeerBatch],
+        down: asyncio.Queue[rpb.PeerBatch | None],
+        peer: int,
+        refused: list[str],
     ) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
             async for batch in requests:
-                self._receive(batch)
-        down.put_nowait(None)
+                if (refusal := self._receive(batch, peer)) is not None:
+                    refused.append(refusal)
+                    break
+        _end(down)
 
-    def _receive(self, batch: rpb.PeerBatch) -> None:
-        for wire in batch.messages:
-            try:
-                msg = codec.from_pb(wire)
-            except (ValueError, KeyError) as exc:
-                log.warning("dropping undecodable message from %d: %s", batch.from_id, exc)
-                continue
+    def _receive(self, batch: rpb.PeerBatch, peer: int) -> str | None:
+        """Deliver a batch from ``peer`` whole, or none of it: the reason it was refused."""
+        try:
+            msgs = [codec.from_pb(wire) for wire in batch.messages]
+        except (ValueError, KeyError, TypeError) as exc:
+            return self._refuse(peer, "undecodable", f"undecodable message: {exc}")
+        if batch.from_id != peer or any(msg.sender != peer for msg in msgs):
+            return self._refuse(peer, "sender", str(speaks_for_another(peer)))
+        if (refusal := self._admit(peer, msgs)) is not None:
+            return self._refuse(peer, "non_member", refusal)
+        for msg in msgs:
             self._deliver_local(msg)
+        return None
+
+    @staticmethod
+    def _refuse(peer: int, reason: str, message: str) -> str:
+        PEER_REFUSED.labels(reason).inc()
+        log.warning("refused a batch from node %d: %s", peer, message)
+        return message
 
     # -- client side -------------------------------------------------------------------
 
@@ -228,7 +273,7 @@ class Transport:
             batch = rpb.PeerBatch(from_id=self.id, messages=link.queue)
             link.queue = []
             if link.down is not None:
-                link.down.put_nowait(batch)
+                _offer(link.down, batch)
             elif link.peer == self._up_peer and self._up_call is not None:
                 await self._write_up(link, batch)
             else:
@@ -246,7 +291,9 @@ class Transport:
 
     async def _deliver(self, link: _Link, batch: rpb.PeerBatch) -> None:
         try:
-            await self._stub(link.address).Deliver(batch, timeout=self._timeout)
+            await self._stub(link.address).Deliver(
+                batch, timeout=self._timeout, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 await self._probe(link)
@@ -255,13 +302,14 @@ class Transport:
         """Hold the stream to the leader; reopen it if it breaks while we still follow it."""
         link = self._links[leader]
         while True:
-            call = self._stub(link.address).Stream()
+            call = self._stub(link.address).Stream(metadata=self._metadata)
             try:
                 await asyncio.wait_for(call.write(rpb.PeerBatch(from_id=self.id)), self._timeout)
                 self._up_call = call
                 link.wake.set()
                 async for batch in call:
-                    self._receive(batch)
+                    if self._receive(batch, leader) is not None:
+                        break
             except (grpc.aio.AioRpcError, TimeoutError, asyncio.InvalidStateError):
                 pass
             finally:
@@ -273,7 +321,9 @@ class Transport:
     async def send_snapshot(self, peer: int, chunks: Iterator[rpb.SnapshotChunk]) -> None:
         """Stream a snapshot to peer; a generous deadline, since it may be large."""
         link = self._links[peer]
-        reply = await self._stub(link.address).InstallSnapshot(chunks, timeout=SNAPSHOT_TIMEOUT_S)
+        reply = await self._stub(link.address).InstallSnapshot(
+            chunks, timeout=SNAPSHOT_TIMEOUT_S, metadata=self._metadata
+        )
         if not reply.staged:
             raise OSError(f"node {peer} did not stage the snapshot")
 
@@ -285,3 +335,18 @@ class Transport:
             link.refused = await connection_refused(link.address)
         if link.refused:
             self._unreachable(link.peer)
+
+
+def _offer(down: asyncio.Queue[rpb.PeerBatch | None], batch: rpb.PeerBatch) -> None:
+    """Queue a batch on a follower's stream; a full queue drops it (the protocol resends)."""
+    if down.full():
+        PEER_SEND_DROPPED.inc()
+        return
+    down.put_nowait(batch)
+
+
+def _end(down: asyncio.Queue[rpb.PeerBatch | None]) -> None:
+    """Tell a stream's writer to finish, making room for the word if the queue is full."""
+    if down.full():
+        down.get_nowait()
+    down.put_nowait(None)

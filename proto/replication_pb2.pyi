@@ -149,7 +149,7 @@ class Delivered(_message.Message):
     def __init__(self) -> None: ...
 
 class SnapshotChunk(_message.Message):
-    __slots__ = ("term", "sender", "index", "index_term", "config", "data", "last")
+    __slots__ = ("term", "sender", "index", "index_term", "config", "data", "last", "size", "sha256")
     TERM_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,8 @@ class SnapshotChunk(_message.Message):
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
     term: int
     sender: int
     index: int
@@ -164,7 +166,9 @@ class SnapshotChunk(_message.Message):
     config: LogEntry
     data: bytes
     last: bool
-    def __init__(self, term: _Optional[int] = ..., sender: _Optional[int] = ..., index: _Optional[int] = ..., index_term: _Optional[int] = ..., config: _Optional[_Union[LogEntry, _Mapping]] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    size: int
+    sha256: bytes
+    def __init__(self, term: _Optional[int] = ..., sender: _Optional[int] = ..., index: _Optional[int] = ..., index_term: _Optional[int] = ..., config: _Optional[_Union[LogEntry, _Mapping]] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., size: _Optional[int] = ..., sha256: _Optional[bytes] = ...) -> None: ...
 
 class SnapshotAck(_message.Message):
     __slots__ = ("staged",)

@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
 from client.bench_cluster import free_port
 from proto import chat_pb2 as pb
-from proto import chat_pb2_grpc
+from proto import chat_pb2_grpc, replication_pb2_grpc
+from proto.credentials import ADMIN_ROLE, ClusterSecret, write_new_secret
 
 START_TIMEOUT_S = 20.0
 WAIT_S = 30.0
@@ -75,7 +77,20 @@ class NodeProcess:
 
 @dataclass
 class Cluster:
+    secret_file: Path
     nodes: dict[int, NodeProcess] = field(default_factory=dict)
+
+    @property
+    def secret_args(self) -> list[str]:
+        """The flag every member of this cluster runs with."""
+        return ["--cluster-secret-file", str(self.secret_file)]
+
+    def admin(self, node_id: int, method: str, request: object, timeout: float = 10.0) -> Any:
+        """One Admin call to node_id with the operator's credentials."""
+        metadata = ClusterSecret.load(self.secret_file).metadata(ADMIN_ROLE)
+        with grpc.insecure_channel(self.nodes[node_id].address) as channel:
+            rpc = getattr(replication_pb2_grpc.AdminStub(channel), method)
+            return rpc(request, timeout=timeout, metadata=metadata)
 
     @property
     def spec(self) -> str:
@@ -123,13 +138,16 @@ class Cluster:
 def local_cluster(
     tmp_path: Path, size: int = 1, extra_args: tuple[str, ...] = ()
 ) -> Iterator[Cluster]:
-    """Start `size` nodes on free loopback ports; always kill them afterwards."""
-    cluster = Cluster()
+    """Start `size` nodes on free loopback ports with a fresh cluster secret; always kill
+    them afterwards."""
+    cluster = Cluster(tmp_path / "cluster.secret")
+    write_new_secret(cluster.secret_file)
     members = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
     spec = ",".join(f"{i}={a}" for i, a in members.items())
     for node_id, address in members.items():
         data_dir = tmp_path / f"node-{node_id}"
-        args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir), *extra_args]
+        args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir)]
+        args += [*cluster.secret_args, *extra_args]
         cluster.nodes[node_id] = NodeProcess(
             node_id, address, data_dir, args, tmp_path / f"node-{node_id}.log"
         )

@@ -96,8 +96,10 @@ def send_messages(cluster: Cluster, count: int) -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Any:
+def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A running 3-node cluster; chatctl gets its secret from CHAT_CLUSTER_SECRET_FILE."""
     with local_cluster(tmp_path, size=3) as running:
+        monkeypatch.setenv("CHAT_CLUSTER_SECRET_FILE", str(running.secret_file))
         yield running
 
 
@@ -163,6 +165,38 @@ def test_removed_member_added_back_catches_up_and_rejoins_the_isr(cluster: Clust
     assert reply.startswith(f"member {victim['id']} added at index ")
     rows = wait_for_status(cluster, whole)
     assert by_id(rows)[victim["id"]]["match"] >= by_id(rows)[leaders(rows)[0]]["commit"]
+
+
+def test_admin_verbs_without_the_secret_are_refused_in_one_line(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wait_for_status(cluster, whole)
+    monkeypatch.delenv("CHAT_CLUSTER_SECRET_FILE")
+    line = fails("--cluster", cluster.spec, "transfer-leader", "2")
+    assert line == (
+        "chatctl: peer and admin calls need the cluster secret or a member/admin certificate"
+    )
+    wrong = tmp_path / "wrong.secret"
+    ok("secret", "new", str(wrong))
+    line = fails(
+        "--cluster-secret-file", str(wrong), "--cluster", cluster.spec, "remove-member", "3"
+    )
+    assert line == "chatctl: wrong cluster credentials"
+    assert len(by_id(wait_for_status(cluster, whole))) == 3  # nothing changed
+
+
+def test_secret_new_writes_64_hex_characters_readable_by_the_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.secret"
+    assert ok("secret", "new", str(path)).startswith(f"wrote a new cluster secret to {path}")
+    assert len(path.read_text().strip()) == 64 and int(path.read_text(), 16) >= 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert fails("secret", "new", str(path)).endswith(
+        "exists; remove it first to replace the secret"
+    )
+    short = tmp_path / "short.secret"
+    short.write_text("too short\n")
+    line = fails("--cluster-secret-file", str(short), "status", code=2)
+    assert "needs at least 32" in line
 
 
 def test_force_leader_without_the_flag_exits_2_and_says_what_it_risks() -> None:

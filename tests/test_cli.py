@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chatnode.main import config_from_args
+from proto.credentials import write_new_secret
 from tests.cluster import free_port, local_cluster
 
 
@@ -44,6 +45,30 @@ def test_chatnode_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--id", "1", "--cluster", "1=127.0.0.1:1,2=127.0.0.1:2"],
+        ["--id", "1", "--cluster", "1=127.0.0.1:1", "--join"],
+    ],
+)
+def test_chatnode_with_peers_and_no_credentials_refuses_to_start(argv: list[str]) -> None:
+    result = run("chatnode.main", *argv, env={"CHAT_CLUSTER_SECRET_FILE": ""})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--cluster-secret-file" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("content", ["", "short\n", "x" * 31])
+def test_chatnode_refuses_a_secret_shorter_than_32_bytes(tmp_path: Path, content: str) -> None:
+    secret = tmp_path / "cluster.secret"
+    secret.write_text(content)
+    argv = ["--id", "1", "--cluster", "1=127.0.0.1:1,2=127.0.0.1:2"]
+    result = run("chatnode.main", *argv, "--cluster-secret-file", str(secret))
+    assert result.returncode == 2 and "at least 32" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_chatnode_flags_read_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CHAT_NODE_ID", "2")
     monkeypatch.setenv("CHAT_CLUSTER", "1=a:1,2=b:2,3=c:3")
@@ -51,9 +76,13 @@ def test_chatnode_flags_read_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("CHAT_LEASE_MS", "1500")
     monkeypatch.setenv("CHAT_HEARTBEAT_MS", "150")
     monkeypatch.setenv("CHAT_MIN_INSYNC", "2")
+    secret = tmp_path / "cluster.secret"
+    write_new_secret(secret)
+    monkeypatch.setenv("CHAT_CLUSTER_SECRET_FILE", str(secret))
     config = config_from_args([])
     assert (config.node_id, config.address, config.data_dir) == (2, "b:2", tmp_path)
     assert (config.lease_ms, config.heartbeat_ms, config.min_insync) == (1500, 150, 2)
+    assert config.cluster_secret is not None
     assert config_from_args(["--id", "3"]).node_id == 3  # a flag beats its variable
 
 

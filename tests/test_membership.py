@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from proto import chat_pb2 as pb
-from proto import chat_pb2_grpc, replication_pb2_grpc
+from proto import chat_pb2_grpc
 from proto import replication_pb2 as rpb
 from tests.cluster import Cluster, NodeProcess, free_port, local_cluster, wait_until
 from tests.conftest import PASSWORD
@@ -22,10 +22,6 @@ def members(cluster: Cluster, leader: int) -> dict[int, bool]:
     return {m.id: m.in_sync for m in status.members} if status else {}
 
 
-def admin(cluster: Cluster, leader: int) -> replication_pb2_grpc.AdminStub:
-    return replication_pb2_grpc.AdminStub(grpc.insecure_channel(cluster.nodes[leader].address))
-
-
 def test_new_node_joins_catches_up_and_leaves(tmp_path: Path) -> None:
     with local_cluster(tmp_path, size=3) as cluster:
         leader = cluster.wait_for_leader()
@@ -34,18 +30,19 @@ def test_new_node_joins_catches_up_and_leaves(tmp_path: Path) -> None:
             stub.CreateAccount(pb.CreateAccountRequest(username="before", password=PASSWORD))
 
         address = f"127.0.0.1:{free_port()}"
-        admin(cluster, leader).AddMember(rpb.AddMemberRequest(id=4, address=address), timeout=10)
+        cluster.admin(leader, "AddMember", rpb.AddMemberRequest(id=4, address=address))
         spec = f"{cluster.spec},4={address}"
         data_dir = tmp_path / "node-4"
         args = ["--id", "4", "--cluster", spec, "--data-dir", str(data_dir), "--join"]
+        args += cluster.secret_args
         cluster.nodes[4] = NodeProcess(4, address, data_dir, args, tmp_path / "node-4.log")
         cluster.nodes[4].start()
         wait_until(lambda: members(cluster, leader).get(4) is True, "node 4 is in sync")
         assert members(cluster, leader) == {1: True, 2: True, 3: True, 4: True}
         assert cluster.status(4).commit_index >= cluster.status(leader).commit_index - 1
 
-        admin(cluster, leader).RemoveMember(rpb.RemoveMemberRequest(id=4), timeout=10)
+        cluster.admin(leader, "RemoveMember", rpb.RemoveMemberRequest(id=4))
         wait_until(lambda: 4 not in members(cluster, leader), "node 4 is removed")
         with pytest.raises(grpc.RpcError) as refused:
-            admin(cluster, leader).RemoveMember(rpb.RemoveMemberRequest(id=leader), timeout=10)
+            cluster.admin(leader, "RemoveMember", rpb.RemoveMemberRequest(id=leader))
         assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from proto import chat_pb2 as pb
-from proto import chat_pb2_grpc, replication_pb2_grpc
+from proto import chat_pb2_grpc
 from proto import replication_pb2 as rpb
 from tests.cluster import Cluster, local_cluster, wait_until
 from tests.conftest import PASSWORD
@@ -59,9 +59,7 @@ def test_lagging_follower_installs_snapshot_and_serves_everything(tmp_path: Path
         wait_until(lambda: in_sync(cluster, leader, lagger), "the restarted node is in sync")
         assert "installed snapshot at index" in cluster.nodes[lagger].log_text()
 
-        with grpc.insecure_channel(cluster.nodes[leader].address) as channel:
-            admin = replication_pb2_grpc.AdminStub(channel)
-            admin.TransferLeader(rpb.TransferLeaderRequest(id=lagger), timeout=10)
+        cluster.admin(leader, "TransferLeader", rpb.TransferLeaderRequest(id=lagger))
         with grpc.insecure_channel(cluster.nodes[lagger].address) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             wait_until(lambda: cluster.status(lagger).role == "leader", "the transfer completes")

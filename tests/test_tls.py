@@ -15,7 +15,7 @@ from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.cluster import free_port
 from tests.conftest import FAST_LEASE_MS, wait_until_serving
-from tests.tls import make_tls
+from tests.tls import CertificateAuthority, make_tls
 
 
 async def test_tls_node_accepts_trusting_clients_only(tmp_path: Path) -> None:
@@ -59,9 +59,11 @@ async def chatctl_status(address: str, *flags: str) -> tuple[int, str]:
 
 
 async def test_three_tls_nodes_with_client_certificates_replicate(tmp_path: Path) -> None:
-    """Peers dial each other over mutual TLS: without it no leader could be elected."""
-    tls = make_tls(tmp_path)
-    files = TlsFiles(cert=tls.cert, key=tls.key, ca=tls.ca)
+    """Peers dial each other over mutual TLS, each certificate naming its member: without
+    that no leader could be elected (there is no cluster secret here)."""
+    authority = CertificateAuthority(tmp_path)
+    certs = {i: authority.issue(f"node-{i}", (f"node/{i}",)) for i in (1, 2, 3)}
+    tls = authority.issue("chat-user")
     cluster = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
     nodes = [
         ChatNode(
@@ -69,7 +71,7 @@ async def test_three_tls_nodes_with_client_certificates_replicate(tmp_path: Path
                 node_id=i,
                 cluster=cluster,
                 data_dir=tmp_path / f"n{i}",
-                tls=files,
+                tls=TlsFiles(cert=certs[i].cert, key=certs[i].key, ca=authority.path),
                 lease_ms=FAST_LEASE_MS,
                 heartbeat_ms=FAST_LEASE_MS // 10,
             )
