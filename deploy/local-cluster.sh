@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a local cluster in the background on 127.0.0.1:7001.. (one machine, for trying it out).
 #   deploy/local-cluster.sh start|stop|status
-# Data and logs live in $CHAT_HOME (default ~/.local/share/chat): node-N/ and node-N.log.
+# Data and logs live in $CHAT_HOME (default ~/.local/share/chat): node-N/ and node-N.log,
+# and the cluster secret the nodes and chatctl share (cluster.secret, made once, mode 0600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 home="${CHAT_HOME:-$HOME/.local/share/chat}"
@@ -9,14 +10,17 @@ nodes="${CHAT_LOCAL_NODES:-3}"
 spec=""
 for i in $(seq 1 "$nodes"); do spec="${spec:+$spec,}$i=127.0.0.1:$((7000 + i))"; done
 
+secret="$home/cluster.secret"
+
 alive() { [ -f "$home/node-$1.pid" ] && kill -0 "$(cat "$home/node-$1.pid")" 2>/dev/null; }
 
 start() {
   mkdir -p "$home"
+  [ -f "$secret" ] || .venv/bin/chatctl secret new "$secret" >/dev/null
   for i in $(seq 1 "$nodes"); do
     if alive "$i"; then continue; fi
     nohup .venv/bin/chatnode --id "$i" --cluster "$spec" --data-dir "$home/node-$i" \
-      >>"$home/node-$i.log" 2>&1 &
+      --cluster-secret-file "$secret" >>"$home/node-$i.log" 2>&1 &
     echo $! >"$home/node-$i.pid"
   done
   for _ in $(seq 1 100); do
@@ -46,5 +50,6 @@ case "${1:-}" in
   stop) stop ;;
   status) .venv/bin/chatctl --cluster "$spec" status ;;
   spec) echo "$spec" ;;
-  *) echo "usage: $0 start|stop|status|spec" >&2; exit 2 ;;
+  secret) echo "$secret" ;;
+  *) echo "usage: $0 start|stop|status|spec|secret" >&2; exit 2 ;;
 esac
