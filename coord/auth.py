@@ -105,8 +105,8 @@ class Authenticator:
         fields = {key: value for key, value in metadata if key in (ROLE_KEY, TAG_KEY)}
         if TAG_KEY in fields or ROLE_KEY in fields:
             return self._by_secret(str(fields.get(ROLE_KEY, "")), str(fields.get(TAG_KEY, "")))
-        uris = [uri.decode(errors="replace") for uri in auth_context.get("peer_uri", ())]
-        if self._mtls and uris:
+        if self._mtls and auth_context.get("x509_pem_cert"):  # verified by the TLS handshake
+            uris = [uri.decode(errors="replace") for uri in auth_context.get("peer_uri", ())]
             return self._by_certificate(uris)
         raise Denied(
             grpc.StatusCode.UNAUTHENTICATED,
