@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -196,6 +197,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:
         print(f"chatnode: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except sqlite3.Error as exc:
+        print(f"chatnode: cannot use the data in {config.data_dir}: {exc}", file=sys.stderr)
         sys.exit(1)
     except Fatal as exc:
         print(f"chatnode: fatal: {exc}; exiting for a restart", file=sys.stderr)

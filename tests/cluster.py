@@ -136,16 +136,20 @@ class Cluster:
 
 @contextmanager
 def local_cluster(
-    tmp_path: Path, size: int = 1, extra_args: tuple[str, ...] = ()
+    tmp_path: Path,
+    size: int = 1,
+    extra_args: tuple[str, ...] = (),
+    data_root: Path | None = None,
 ) -> Iterator[Cluster]:
     """Start `size` nodes on free loopback ports with a fresh cluster secret; always kill
-    them afterwards."""
+    them afterwards. Logs and the secret go in tmp_path, data dirs in data_root (default
+    tmp_path)."""
     cluster = Cluster(tmp_path / "cluster.secret")
     write_new_secret(cluster.secret_file)
     members = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
     spec = ",".join(f"{i}={a}" for i, a in members.items())
     for node_id, address in members.items():
-        data_dir = tmp_path / f"node-{node_id}"
+        data_dir = (data_root or tmp_path) / f"node-{node_id}"
         args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir)]
         args += [*cluster.secret_args, *extra_args]
         cluster.nodes[node_id] = NodeProcess(
