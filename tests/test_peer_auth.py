@@ -23,7 +23,7 @@ from google.protobuf.message import Message
 from chatnode.server import ChatNode, NodeConfig, TlsFiles
 from coord.auth import OPEN_SERVICES
 from coord.metrics import PEER_REFUSED
-from proto import replication_pb2
+from proto import chat_pb2, replication_pb2
 from proto import replication_pb2 as rpb
 from proto.credentials import (
     ADMIN_ROLE,
@@ -34,7 +34,7 @@ from proto.credentials import (
     write_new_secret,
 )
 from tests.cluster import free_port
-from tests.conftest import FAST_LEASE_MS
+from tests.conftest import FAST_LEASE_MS, PASSWORD
 from tests.faults_support import (
     Load,
     Members,
@@ -131,6 +131,10 @@ async def views(members: Members) -> dict[int, tuple[Any, ...]]:
         i: (s.term, s.commit_index, s.config_epoch, tuple((m.id, m.address) for m in s.members))
         for i, s in answers.items()
     }
+
+
+def login_request(name: str) -> chat_pb2.LoginRequest:
+    return chat_pb2.LoginRequest(username=name, password=PASSWORD)
 
 
 def staged_snapshots(folder: Path) -> list[Path]:
@@ -252,6 +256,34 @@ async def test_a_forged_ack_is_refused_and_two_crashes_lose_nothing(tmp_path: Pa
         assert await members.find_leader(among=[victim]) == victim
         assert_exactly_once(await served_inbox(members, "sink", auth), load)
         assert len(load.acked) >= 50
+
+
+async def test_out_of_range_fields_from_a_member_change_nothing(tmp_path: Path) -> None:
+    """Terms of 2^63 and more once made the hard-state write raise and killed the driver."""
+    async with running_cluster(tmp_path) as (cluster, members):
+        leader = await members.find_leader()
+        await sign_up(members, "probe")
+        await settle(members, "probe")
+        before = await views(members)
+        secret = ClusterSecret.load(cluster.secret_file)
+        huge = 2**64 - 1
+        vote = rpb.VoteRequest(term=huge, sender=2, campaign=1, last_log_term=huge,
+                               last_log_index=huge, epoch=huge, epoch_term=huge)  # fmt: skip
+        append = rpb.Append(term=2**63, sender=2, prev_index=huge, prev_term=huge, commit=huge,
+                            epoch=huge, isr=[huge], sent_at_ms=2**63 - 1, fence=huge)  # fmt: skip
+        method = {m.name: m for _, m in method_paths()}["Deliver"]
+        deliver = "/chat.replication.v1.Replication/Deliver"
+        for node_id, node in cluster.nodes.items():
+            if node_id == 2:
+                continue
+            async with grpc.aio.insecure_channel(node.address) as channel:
+                for message in (rpb.PeerMessage(vote_request=vote), rpb.PeerMessage(append=append)):
+                    batch = rpb.PeerBatch(from_id=2, messages=[message])
+                    await call(channel, deliver, method, batch, secret.metadata(node_role(2)))
+        assert all(node.running for node in cluster.nodes.values())
+        assert await views(members) == before
+        await members.call("Login", login_request("probe"))  # and the cluster still commits
+        assert (await views(members))[leader][0] == before[leader][0]
 
 
 # -- mutual TLS -------------------------------------------------------------------------------
