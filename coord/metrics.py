@@ -1,6 +1,6 @@
 """Prometheus metrics of the coordinator (scraped from ``chatnode --metrics-listen``)."""
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 LOG_FSYNCS = Counter(
     "chat_log_fsyncs", "Durable log transactions: one fsync each, however many entries"
@@ -14,4 +14,10 @@ PEER_REFUSED = Counter(
 PEER_SEND_DROPPED = Counter(
     "chat_peer_send_dropped",
     "Peer messages dropped because a peer's bounded send queue was full (the protocol resends)",
+)
+HEARTBEAT_GAP = Histogram(
+    "chat_follower_heartbeat_gap_seconds",
+    "On a follower: time between two Appends from the same leader in one term; a gap near "
+    "the lease means the follower was about to stop following (an overloaded leader or link)",
+    buckets=(0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
 )

@@ -44,6 +44,7 @@ from coord.config import ClusterConfig
 from coord.core import ConfigChange, Node, Role
 from coord.log_store import LogStore
 from coord.messages import Append, InstallSnapshot, Message
+from coord.metrics import HEARTBEAT_GAP
 from coord.ready import Ready, SnapshotOrder, SoftState
 from coord.services import AdminService, ReplicationService
 from coord.settings import Settings
@@ -102,6 +103,7 @@ class ReplicatedCoordinator:
         self._running = False
         self._sending_snapshot: set[int] = set()
         self._receiving_snapshot: set[int] = set()
+        self._last_append: tuple[tuple[int, int], int] = ((0, 0), 0)  # (leader, term), time
         self._synced_view: tuple[int, int] | None = None
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
@@ -358,11 +360,21 @@ class ReplicatedCoordinator:
     # -- inputs from the transport --------------------------------------------------------
 
     def _receive(self, msg: Message) -> None:
+        now = now_ms()
+        if isinstance(msg, Append):
+            self._time_heartbeat(msg, now)
         try:
-            self.node.receive(msg, now_ms())
+            self.node.receive(msg, now)
         except core_errors.RemoteProtocolError as exc:
             log.warning("rejected message %s: %s", type(msg).__name__, exc)
         self._wake.set()
+
+    def _time_heartbeat(self, msg: Append, now: int) -> None:
+        """Feed chat_follower_heartbeat_gap_seconds: how long a leader left us waiting."""
+        source = (msg.sender, msg.term)
+        if self._last_append[0] == source:
+            HEARTBEAT_GAP.observe((now - self._last_append[1]) / 1000)
+        self._last_append = (source, now)
 
     def _admit(self, peer: int, msgs: list[Message]) -> str | None:
         """Membership check of a batch from ``peer``: only members of our view may speak.
