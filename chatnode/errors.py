@@ -34,6 +34,12 @@ class Unauthenticated(ChatError):
     code = grpc.StatusCode.UNAUTHENTICATED
 
 
+class ResourceExhausted(ChatError):
+    """A bounded resource (password hashing, open streams) is full: retry later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class Unavailable(ChatError):
     """Not the leader, no leader, or too few in-sync replicas; leader_address is a hint."""
 

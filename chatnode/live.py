@@ -1,20 +1,33 @@
 """Open Subscribe streams on this node, and fan-out of applied messages to them.
 
 Memory here grows with the number of *open streams*, never with users or
-messages: each stream has a bounded queue, and a stream that falls behind is
-told to re-read from the database instead of growing its queue.
+messages, and a user can hold at most :data:`STREAMS_PER_USER` of them. Each
+stream's queue is bounded by count and by bytes of message bodies: a stream
+that falls behind (a client that stops reading stalls its gRPC writes, and
+then its queue fills) is told to re-read from the database instead, and
+whatever arrives meanwhile is dropped, since the database has it. Control
+events cannot pile up either: only the newest pending leader change is kept,
+and nothing is kept after the stream was told to close.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
+from chatnode.errors import ResourceExhausted
 from chatnode.state import StoredMessage
 from coord.boundary import LeaderView
 
 QUEUE_LIMIT = 1024
+"""Messages queued per stream at most."""
+
+QUEUE_BYTES = 1 << 20
+"""Bytes of message bodies queued per stream at most (bodies are up to 64 KiB each)."""
+
+STREAMS_PER_USER = 8
+"""Open Subscribe streams per user on this node: a client has one per device or tab."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,24 +46,68 @@ class Overflowed:
 Event = StoredMessage | LeaderView | None | Closed | Overflowed
 
 
+def _is_leader_event(event: Event) -> bool:
+    return event is None or isinstance(event, LeaderView)
+
+
 @dataclass(eq=False)
 class Subscriber:
-    """One open Subscribe stream."""
+    """One open Subscribe stream: a bounded queue of events for its handler."""
 
     username: str
     token_hash: str
-    queue: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
-    overflowed: bool = False
+    _events: deque[Event] = field(default_factory=deque)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _messages: int = 0
+    _bytes: int = 0
+    _overflowed: bool = False
+    _closed: bool = False
+
+    @property
+    def queued(self) -> int:
+        """Events waiting for the handler."""
+        return len(self._events)
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of message bodies waiting for the handler."""
+        return self._bytes
 
     def offer(self, event: Event) -> None:
-        """Queue event; on overflow keep one marker so the stream re-reads from the database."""
-        if self.overflowed and isinstance(event, StoredMessage):
+        """Queue event, within the bounds; see the module docstring for what is dropped."""
+        if self._closed:
             return
-        if self.queue.qsize() >= QUEUE_LIMIT and isinstance(event, StoredMessage):
-            self.overflowed = True
-            self.queue.put_nowait(Overflowed())
+        if isinstance(event, StoredMessage):
+            if self._overflowed:
+                return
+            size = len(event.body.encode())
+            if self._messages >= QUEUE_LIMIT or self._bytes + size > QUEUE_BYTES:
+                self._overflowed = True
+                event = Overflowed()
+            else:
+                self._messages += 1
+                self._bytes += size
+        elif isinstance(event, Closed):
+            self._closed = True
+        elif self._events and _is_leader_event(self._events[-1]):
+            self._events[-1] = event  # the handler has not seen the older one: skip it
             return
-        self.queue.put_nowait(event)
+        self._events.append(event)
+        self._ready.set()
+
+    async def get(self) -> Event:
+        """The next event, waiting for one. After Overflowed, live messages queue again:
+        the handler re-reads the database and skips ids it has already sent."""
+        while not self._events:
+            self._ready.clear()
+            await self._ready.wait()
+        event = self._events.popleft()
+        if isinstance(event, StoredMessage):
+            self._messages -= 1
+            self._bytes -= len(event.body.encode())
+        elif isinstance(event, Overflowed):
+            self._overflowed = False
+        return event
 
 
 class LiveHub:
@@ -60,8 +117,14 @@ class LiveHub:
         self._by_user: defaultdict[str, set[Subscriber]] = defaultdict(set)
 
     def subscribe(self, username: str, token_hash: str) -> Subscriber:
+        """Register a stream, or ResourceExhausted if the user has too many open."""
+        streams = self._by_user[username]
+        if len(streams) >= STREAMS_PER_USER:
+            raise ResourceExhausted(
+                f"at most {STREAMS_PER_USER} open Subscribe streams per user; close one first"
+            )
         subscriber = Subscriber(username, token_hash)
-        self._by_user[username].add(subscriber)
+        streams.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:

@@ -46,6 +46,21 @@ def parse_cluster(text: str) -> dict[int, str]:
     return members
 
 
+_DURATION_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION_MAX_MS = 3650 * 86_400_000  # ten years: deadlines stay far inside 64 bits
+
+
+def parse_duration_ms(text: str) -> int:
+    """``90``, ``90s``, ``15m``, ``12h``, ``30d`` -> milliseconds (plain numbers are seconds)."""
+    text = text.strip()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS_MS else (text, "s")
+    if not (number.isascii() and number.isdigit() and int(number) > 0):
+        raise ValueError(f"bad duration {text!r}: expected a positive whole number of s, m, h or d")
+    if int(number) * _DURATION_UNITS_MS[unit] > _DURATION_MAX_MS:
+        raise ValueError(f"duration {text!r} is over the maximum of 3650d")
+    return int(number) * _DURATION_UNITS_MS[unit]
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"CHAT_{name}", default)
 
@@ -106,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
         "(CHAT_CLUSTER_SECRET_FILE)",
     )
     p.add_argument(
+        "--session-ttl",
+        default=_env("SESSION_TTL", "30d"),
+        help="sessions unused this long expire: seconds, or with s, m, h or d, e.g. 12h "
+        "(CHAT_SESSION_TTL; default 30d)",
+    )
+    p.add_argument(
         "--metrics-listen",
         default=_env("METRICS_LISTEN", ""),
         help="serve Prometheus metrics over HTTP at HOST:PORT (CHAT_METRICS_LISTEN; off if empty)",
@@ -131,6 +152,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         parser.error("--heartbeat-ms must be positive and shorter than --lease-ms")
     if args.log_keep_entries < 1:
         parser.error("--log-keep-entries must be at least 1")
+    try:
+        session_ttl_ms = parse_duration_ms(args.session_ttl)
+    except ValueError as exc:
+        parser.error(f"--session-ttl: {exc}")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     tls = None
@@ -166,6 +191,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         tls=tls,
         metrics_listen=args.metrics_listen,
         cluster_secret=secret,
+        session_ttl_ms=session_ttl_ms,
     )
 
 

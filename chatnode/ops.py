@@ -7,13 +7,21 @@ replica that applies the same entries computes the same state and the same
 replies, and a new leader answers a retried request exactly as the old one did.
 
 Ops are JSON objects (readable with ``sqlite3`` and ``jq`` when an operator
-inspects the log); bytes travel as hex.
+inspects the log); bytes travel as hex. Fields added after an op kind first
+shipped have defaults, so entries written before them still decode: the log
+outlives releases.
+
+Sessions expire (``--session-ttl``). The leader computes each session's deadline
+from its own clock and its own TTL and puts the deadline in the op; ops on a
+session carry the leader's ``now_ms`` so every replica judges expiry by the same
+clock, whatever its own clock or flag says. ``session_deadline_ms`` on those ops
+renews the session (0: leave it); see :mod:`chatnode.service` for when.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -30,7 +38,13 @@ class CreateAccount:
 class Login:
     """Open a session. ``sealed_token`` is the token encrypted under a key only the
     password derives (see :mod:`chatnode.passwords`), so a retried Login can be
-    answered with the same token while the database holds no usable token."""
+    answered with the same token while the database holds no usable token.
+
+    ``password_hash`` is the hash whose key sealed the token: the one the leader
+    verified, or the upgrade the leader made of it, which then replaces the
+    account's (empty in entries from before upgrades: keep the account's).
+    ``session_deadline_ms`` is when the session expires unless used (0 in
+    entries from before expiry: the legacy TTL after now_ms)."""
 
     kind: ClassVar[str] = "login"
     username: str
@@ -39,6 +53,8 @@ class Login:
     sealed_token: str
     request_id: str
     now_ms: int
+    password_hash: str = ""
+    session_deadline_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +72,7 @@ class SendMessage:
     request_id: str
     now_ms: int
     recipient_online: bool
+    session_deadline_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +83,8 @@ class ReadMessages:
     token_hash: str
     limit: int
     max_bytes: int
+    now_ms: int = 0
+    session_deadline_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +92,8 @@ class MarkRead:
     kind: ClassVar[str] = "mark_read"
     token_hash: str
     message_ids: tuple[int, ...] = field(default_factory=tuple)
+    now_ms: int = 0
+    session_deadline_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +101,8 @@ class DeleteMessages:
     kind: ClassVar[str] = "delete_messages"
     token_hash: str
     message_ids: tuple[int, ...] = field(default_factory=tuple)
+    now_ms: int = 0
+    session_deadline_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +113,18 @@ class DeleteAccount:
     kind: ClassVar[str] = "delete_account"
     token_hash: str
     account_id: int
+    now_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Touch:
+    """Renew a session used only by read-only calls (ListAccounts, Subscribe), which
+    otherwise write nothing to the log."""
+
+    kind: ClassVar[str] = "touch"
+    token_hash: str
+    now_ms: int
+    session_deadline_ms: int
 
 
 Op = (
@@ -101,6 +136,7 @@ Op = (
     | MarkRead
     | DeleteMessages
     | DeleteAccount
+    | Touch
 )
 
 OP_TYPES: dict[str, type] = {
@@ -114,12 +150,18 @@ OP_TYPES: dict[str, type] = {
         MarkRead,
         DeleteMessages,
         DeleteAccount,
+        Touch,
     )
 }
 
 
 class MalformedOp(ValueError):
     """A log payload that is not a known op: a bug or corruption, never user input."""
+
+
+def _required(f: Field[Any]) -> bool:
+    """A field every entry of its kind carries; the others default when absent."""
+    return f.default is MISSING and f.default_factory is MISSING
 
 
 def encode(op: Op) -> bytes:
@@ -130,7 +172,7 @@ def decode(payload: bytes) -> Op:
     try:
         raw: dict[str, Any] = json.loads(payload)
         cls = OP_TYPES[raw.pop("op")]
-        args = {f.name: raw[f.name] for f in fields(cls)}
+        args = {f.name: raw[f.name] for f in fields(cls) if f.name in raw or _required(f)}
         if "message_ids" in args:
             args["message_ids"] = tuple(args["message_ids"])
     # AttributeError: the JSON is not an object; RecursionError: absurdly deep nesting.

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from chatnode.applier import Applier
 from chatnode.live import LiveHub
 from chatnode.rpc import SERVICE, chat_handler
-from chatnode.service import ChatService, ReadPool
+from chatnode.service import DEFAULT_SESSION_TTL_MS, ChatService, ReadPool
 from chatnode.state import ChatState
 from coord.auth import Authenticator, PeerAuthInterceptor
 from coord.metrics import PEER_REFUSED
@@ -52,6 +52,7 @@ class NodeConfig:
     tls: TlsFiles | None = None
     metrics_listen: str = ""
     cluster_secret: ClusterSecret | None = None
+    session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
 
     @property
     def address(self) -> str:
@@ -111,9 +112,10 @@ class ChatNode:
         self._hub = LiveHub()
         self._applier = Applier(self._coord, state, self._hub)
         self._reads = ReadPool(config.data_dir / "state.db")
-        self._server = self._make_server(
-            ChatService(self._coord, self._applier, self._reads, self._hub)
+        self._service = ChatService(
+            self._coord, self._applier, self._reads, self._hub, config.session_ttl_ms
         )
+        self._server = self._make_server(self._service)
         self._coord.add_to_server(self._server)
         # The coordinator first: peers and clients reach us only once it can answer.
         await self._coord.start(state.applied_index, self._applier)
@@ -153,6 +155,7 @@ class ChatNode:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._service.close()
         self._reads.close()
         self._applier.close()
 

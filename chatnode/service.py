@@ -6,6 +6,23 @@ Reads are served by the leader only, after the state has applied everything
 the leader committed, so a client never reads older data than it wrote.
 Handlers raise :class:`chatnode.errors.ChatError`; :mod:`chatnode.rpc` maps those
 to status codes.
+
+Password checks and hashes run in a bounded :class:`chatnode.passwords.HashPool`:
+beyond its bound a Login, CreateAccount or DeleteAccount gets RESOURCE_EXHAUSTED
+at once, so a flood of them neither queues without limit nor slows the event
+loop that carries heartbeats.
+
+Sessions expire after the TTL without use, with sliding renewal. Recording
+every use would turn every read into a log write, so a session row holds a
+deadline instead, and a use renews it only when the deadline has come within
+one TTL of now: the renewal sets it to now + TTL + TTL/100, so a session
+renews at most once per hundredth of the TTL (7.2 hours at 30 days), is valid
+for at least the TTL after its last use and at most 1% longer. A mutating call
+carries the renewal in its own op (it goes through the log anyway); a
+read-only call (ListAccounts, Subscribe) proposes a small Touch op only when a
+renewal is due. The leader decides deadlines with its clock and TTL and they
+travel in the ops, so nodes whose ``--session-ttl`` or clocks differ still
+agree on every session.
 """
 
 from __future__ import annotations
@@ -14,10 +31,12 @@ import asyncio
 import base64
 import binascii
 import functools
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,7 +46,7 @@ from chatnode import ops, passwords, validation
 from chatnode.applier import Applier
 from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavailable
 from chatnode.live import Closed, LiveHub, Overflowed
-from chatnode.state import WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
+from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
 from coord.boundary import Coordinator, LeaderView, NotLeader
 from proto import chat_pb2 as pb
 
@@ -35,8 +54,13 @@ T = TypeVar("T")
 
 READ_REPLY_MAX_BYTES = 3 << 20  # stay under the client's default 4 MiB receive limit
 REPLAY_PAGE = 256
-# A real hash of a throwaway password: unknown users cost as much as known ones.
-_DECOY_HASH = passwords.hash_password("decoy-password")
+DEFAULT_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
+RENEW_STEPS_PER_TTL = 100
+"""A session is renewed at most this many times per TTL; it may outlive the TTL by one step."""
+
+# A real hash of a password nobody knows, at the current parameters: a Login for
+# an unknown name costs as much as one for a known name.
+_DECOY_HASH = passwords.hash_password(secrets.token_urlsafe()).encoded
 
 
 class ReadPool:
@@ -76,6 +100,16 @@ class ReadPool:
         return reader
 
 
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """An authenticated call: its session, and the leader's time and renewal for it."""
+
+    session: Session
+    token_hash: str
+    now_ms: int
+    renewal_ms: int  # the session's new deadline if this use renews it, else 0
+
+
 class ChatService:
     """Implements every RPC of API.md section 1."""
 
@@ -85,13 +119,20 @@ class ChatService:
         applier: Applier,
         reads: ReadPool,
         hub: LiveHub,
+        session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._coord = coordinator
         self._applier = applier
         self._reads = reads
         self._hub = hub
+        self._session_ttl_ms = session_ttl_ms
         self._now_ms = wall_clock_ms
+        self._hashes = passwords.HashPool()
+
+    def close(self) -> None:
+        """Release the hashing threads (after the server stopped calling in)."""
+        self._hashes.close()
 
     # -- accounts -------------------------------------------------------------
 
@@ -105,9 +146,9 @@ class ChatService:
         if await self._replayed(username, request_id) is None:
             if self._reads.lookup.account(username) is not None:
                 raise ChatError(f"username {username!r} is taken", grpc.StatusCode.ALREADY_EXISTS)
-            password_hash = await asyncio.to_thread(passwords.hash_password, password)
+            hashed = await self._hashes.run(passwords.hash_password, password)
             await self._commit(
-                ops.CreateAccount(username, password_hash, request_id, self._now_ms())
+                ops.CreateAccount(username, hashed.encoded, request_id, self._now_ms())
             )
         return pb.CreateAccountResponse()
 
@@ -117,40 +158,86 @@ class ChatService:
         request_id = validation.request_id(request.request_id)
         await self._leader_ready()
         account = self._reads.lookup.account(username)
-        encoded = account.password_hash if account else _DECOY_HASH
-        verified = await asyncio.to_thread(passwords.verify_password, password, encoded)
-        if account is None or verified is None:
+        stored = self._reads.lookup.stored_result(username, request_id) if request_id else None
+        # What the password is checked against: for a retry, the hash whose key sealed
+        # the first attempt's token (an upgrade may have replaced the account's since);
+        # else the account's; for an unknown name a decoy, which costs the same.
+        checked = (stored.value.get("seal_hash", "") if stored else "") or (
+            account.password_hash if account else _DECOY_HASH
+        )
+        verified = await self._hashes.run(passwords.verify_password, password, checked)
+        if verified is None:
             raise Unauthenticated(WRONG_CREDENTIALS)
-        result = await self._replayed(username, request_id)
-        if result is None:
-            token = passwords.new_session_token()
-            sealed = (
-                passwords.seal_token(verified.seal_key, request_id, token) if request_id else ""
+        key = passwords.Hashed(checked, verified.seal_key)
+        if stored is not None:
+            result, token = _checked(stored), ""
+        elif account is not None:
+            result, token = await self._open_session(
+                account.id, username, password, request_id, key
             )
-            op = ops.Login(
-                username,
-                account.id,
-                passwords.token_hash(token),
-                sealed,
-                request_id,
-                self._now_ms(),
-            )
-            result = await self._commit(op)
         else:
-            (sealed,) = _fields(result, "sealed_token")
-            token = passwords.unseal_token(verified.seal_key, request_id, sealed)
+            raise Unauthenticated(WRONG_CREDENTIALS)
+        if not token:
+            token = await self._unsealed(result, password, request_id, key)
         unread, last_id = _fields(result, "unread_count", "last_message_id")
         return pb.LoginResponse(session_token=token, unread_count=unread, last_message_id=last_id)
 
+    async def _open_session(
+        self, account_id: int, username: str, password: str, request_id: str, key: passwords.Hashed
+    ) -> tuple[ops.Result, str]:
+        """Propose the Login; its result, and our token ("" when a concurrent attempt
+        with the same request_id committed first and its token is the answer).
+
+        A hash with outdated parameters is replaced now, while the password is at
+        hand: the new hash travels in the op, so every replica stores the same one,
+        and the token is sealed under the new hash's key, which the result names."""
+        if passwords.needs_rehash(key.encoded):
+            key = await self._hashes.run(passwords.hash_password, password)
+        token = passwords.new_session_token()
+        sealed = passwords.seal_token(key.seal_key, request_id, token) if request_id else ""
+        now = self._now_ms()
+        op = ops.Login(
+            username,
+            account_id,
+            passwords.token_hash(token),
+            sealed,
+            request_id,
+            now,
+            key.encoded,
+            self._deadline(now),
+        )
+        result = await self._commit(op)
+        return result, token if result.value.get("sealed_token") == sealed else ""
+
+    async def _unsealed(
+        self, result: ops.Result, password: str, request_id: str, key: passwords.Hashed
+    ) -> str:
+        """The token sealed in a Login result, with the key of the hash it names (results
+        from before upgrades name none: the hash the password was just checked against)."""
+        (sealed,) = _fields(result, "sealed_token")
+        seal_hash = result.value.get("seal_hash") or key.encoded
+        seal_key = key.seal_key
+        if seal_hash != key.encoded:  # a concurrent first attempt upgraded with another salt
+            verified = await self._hashes.run(passwords.verify_password, password, seal_hash)
+            if verified is None:
+                raise Unauthenticated(WRONG_CREDENTIALS)
+            seal_key = verified.seal_key
+        try:
+            return passwords.unseal_token(seal_key, request_id, sealed)
+        except UnicodeDecodeError:  # sealed by an older release under a since-replaced hash
+            raise Unauthenticated(
+                "this login attempt can no longer be replayed; log in with a new request_id"
+            ) from None
+
     async def Logout(self, request: pb.LogoutRequest, context) -> pb.LogoutResponse:
-        _, token_hash = await self._session(context)
-        await self._commit(ops.Logout(token_hash))
+        caller = await self._session(context)
+        await self._commit(ops.Logout(caller.token_hash))
         return pb.LogoutResponse()
 
     async def ListAccounts(
         self, request: pb.ListAccountsRequest, context
     ) -> pb.ListAccountsResponse:
-        await self._session(context)
+        await self._touch(await self._session(context))
         pattern = validation.pattern(request.pattern) or "*"
         size = validation.clamp(
             request.page_size, validation.PAGE_SIZE_DEFAULT, validation.PAGE_SIZE_MAX
@@ -165,35 +252,36 @@ class ChatService:
     async def DeleteAccount(
         self, request: pb.DeleteAccountRequest, context
     ) -> pb.DeleteAccountResponse:
-        session, token_hash = await self._session(context)
+        caller = await self._session(context)
         password = validation.password(request.password)
-        account = self._reads.lookup.account(session.username)
-        if account is None or account.id != session.account_id:
+        account = self._reads.lookup.account(caller.session.username)
+        if account is None or account.id != caller.session.account_id:
             raise Unauthenticated("this session's account no longer exists")
         if (
-            await asyncio.to_thread(passwords.verify_password, password, account.password_hash)
+            await self._hashes.run(passwords.verify_password, password, account.password_hash)
             is None
         ):
             raise Unauthenticated("wrong password")
-        await self._commit(ops.DeleteAccount(token_hash, account.id))
+        await self._commit(ops.DeleteAccount(caller.token_hash, account.id, caller.now_ms))
         return pb.DeleteAccountResponse()
 
     # -- messages -------------------------------------------------------------
 
     async def SendMessage(self, request: pb.SendMessageRequest, context) -> pb.SendMessageResponse:
-        session, token_hash = await self._session(context)
+        caller = await self._session(context)
         recipient = validation.username(request.recipient, "recipient")
         body = validation.body(request.body)
         request_id = validation.request_id(request.request_id)
-        result = await self._replayed(session.username, request_id)
+        result = await self._replayed(caller.session.username, request_id)
         if result is None:
             op = ops.SendMessage(
-                token_hash,
+                caller.token_hash,
                 recipient,
                 body,
                 request_id,
-                self._now_ms(),
+                caller.now_ms,
                 self._hub.is_online(recipient),
+                caller.renewal_ms,
             )
             result = await self._commit(op)
         message_id, online = _fields(result, "message_id", "recipient_online")
@@ -202,50 +290,58 @@ class ChatService:
     async def ReadMessages(
         self, request: pb.ReadMessagesRequest, context
     ) -> pb.ReadMessagesResponse:
-        _, token_hash = await self._session(context)
+        caller = await self._session(context)
         limit = validation.clamp(
             request.limit, validation.READ_LIMIT_DEFAULT, validation.READ_LIMIT_MAX
         )
-        result = await self._commit(ops.ReadMessages(token_hash, limit, READ_REPLY_MAX_BYTES))
+        op = ops.ReadMessages(
+            caller.token_hash, limit, READ_REPLY_MAX_BYTES, caller.now_ms, caller.renewal_ms
+        )
+        result = await self._commit(op)
         return pb.ReadMessagesResponse(
             messages=[_message_pb(StoredMessage(**m)) for m in result.value["messages"]],
             remaining_unread=result.value["remaining_unread"],
         )
 
     async def MarkRead(self, request: pb.MarkReadRequest, context) -> pb.MarkReadResponse:
-        _, token_hash = await self._session(context)
+        caller = await self._session(context)
         ids = validation.message_ids(list(request.message_ids))
-        result = await self._commit(ops.MarkRead(token_hash, ids))
+        result = await self._commit(
+            ops.MarkRead(caller.token_hash, ids, caller.now_ms, caller.renewal_ms)
+        )
         return pb.MarkReadResponse(marked_count=result.value["marked_count"])
 
     async def DeleteMessages(
         self, request: pb.DeleteMessagesRequest, context
     ) -> pb.DeleteMessagesResponse:
-        _, token_hash = await self._session(context)
+        caller = await self._session(context)
         ids = validation.message_ids(list(request.message_ids))
-        result = await self._commit(ops.DeleteMessages(token_hash, ids))
+        result = await self._commit(
+            ops.DeleteMessages(caller.token_hash, ids, caller.now_ms, caller.renewal_ms)
+        )
         return pb.DeleteMessagesResponse(deleted_count=result.value["deleted_count"])
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context
     ) -> AsyncIterator[pb.SubscribeEvent]:
-        session, token_hash = await self._session(context)
-        subscriber = self._hub.subscribe(session.username, token_hash)
+        caller = await self._session(context)
+        await self._touch(caller)
+        username = caller.session.username
+        subscriber = self._hub.subscribe(username, caller.token_hash)
         try:
             yield _leader_event(self._current_leader())
             last_id = request.after_id
-            async for message in self._stored_after(session.username, last_id):
+            async for message in self._stored_after(username, last_id):
                 last_id = message.id
                 yield pb.SubscribeEvent(message=_message_pb(message))
             while True:
-                event = await subscriber.queue.get()
+                event = await subscriber.get()
                 match event:
                     case StoredMessage() if event.id > last_id:
                         last_id = event.id
                         yield pb.SubscribeEvent(message=_message_pb(event))
                     case Overflowed():
-                        subscriber.overflowed = False
-                        async for message in self._stored_after(session.username, last_id):
+                        async for message in self._stored_after(username, last_id):
                             last_id = message.id
                             yield pb.SubscribeEvent(message=_message_pb(message))
                     case Closed(reason=reason, unavailable=True):
@@ -299,8 +395,9 @@ class ChatService:
             raise Unavailable(str(exc), exc.leader_address) from exc
         await self._applier.wait_applied(index)
 
-    async def _session(self, context) -> tuple[Session, str]:
-        """Authenticate the caller by its bearer token; returns the session and token hash."""
+    async def _session(self, context) -> _Caller:
+        """Authenticate the caller by its bearer token, judging expiry by this leader's clock
+        (the op it proposes carries that time, so every replica judges the same)."""
         await self._leader_ready()
         header = dict(context.invocation_metadata()).get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -308,9 +405,20 @@ class ChatService:
             raise Unauthenticated("missing 'authorization: Bearer <token>' metadata; log in first")
         token_hash = passwords.token_hash(token.strip())
         session = self._reads.lookup.session(token_hash)
-        if session is None:
-            raise Unauthenticated("unknown or logged-out session; log in again")
-        return session, token_hash
+        now = self._now_ms()
+        if session is None or session.expired(now):
+            raise Unauthenticated(NO_SESSION)
+        due = session.expires_ms < now + self._session_ttl_ms
+        return _Caller(session, token_hash, now, self._deadline(now) if due else 0)
+
+    def _deadline(self, now_ms: int) -> int:
+        """When a session opened or renewed at now_ms expires if unused."""
+        return now_ms + self._session_ttl_ms + self._session_ttl_ms // RENEW_STEPS_PER_TTL
+
+    async def _touch(self, caller: _Caller) -> None:
+        """Renew the session of a read-only call, when due, through the log."""
+        if caller.renewal_ms:
+            await self._commit(ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms))
 
     async def _replayed(self, username: str, request_id: str) -> ops.Result | None:
         """The stored reply of an earlier request with this id, raised if it was an error."""

@@ -15,6 +15,15 @@ not negative. The input policy
 of API.md section 3 (username syntax, lengths) is the service's, checked before
 proposing; re-checking it here would make the result of an old log entry depend
 on which release replays it.
+
+Sessions expire. Each session row holds its deadline, decided by the leader
+(its clock plus its ``--session-ttl``) and carried in the op, so replicas whose
+flags or clocks differ still agree. An op on a session is judged by the op's
+own ``now_ms``: at or after the deadline the session is gone, exactly as if it
+had been logged out. A renewal (``session_deadline_ms`` on the op) only ever
+moves the deadline later. Expired sessions are deleted in bounded chunks as
+new ones are opened, like expired request results; until then they only take
+disk space, since no op can use them.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from chatnode.ops import (
     ReadMessages,
     Result,
     SendMessage,
+    Touch,
     error,
 )
 
@@ -51,7 +61,12 @@ RESULT_TTL_MS = 24 * 60 * 60 * 1000
 """How long a reply stays stored for retries carrying the same request_id."""
 
 PRUNE_CHUNK = 64
-"""Expired replies removed per stored reply: more than one, so the table always shrinks back."""
+"""Expired rows removed per row stored: more than one, so the table always shrinks back."""
+
+LEGACY_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
+"""The lifetime of sessions opened before sessions had deadlines, counted from their
+creation: for rows of an older database and Login entries without a deadline. Fixed
+forever, so replaying an old log gives the same state whichever release replays it."""
 
 WRONG_CREDENTIALS = "wrong username or password"
 NO_SESSION = "unknown or logged-out session; log in again"
@@ -73,6 +88,10 @@ class Account:
 class Session:
     account_id: int
     username: str
+    expires_ms: int  # leader time from which the session no longer authenticates
+
+    def expired(self, now_ms: int) -> bool:
+        return now_ms >= self.expires_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +107,7 @@ class StoredMessage:
 # -- read queries, shared by the writer and the readers -----------------------
 
 _SESSION = """
-    SELECT sessions.account_id, accounts.username
+    SELECT sessions.account_id, accounts.username, sessions.expires_ms
     FROM sessions JOIN accounts ON accounts.id = sessions.account_id
     WHERE sessions.token_hash = ?
 """
@@ -218,10 +237,18 @@ _SET_APPLIED_INDEX = "UPDATE meta SET value = ? WHERE key = 'applied_index'"
 _INSERT_ACCOUNT = (
     "INSERT INTO accounts (id, username, password_hash, created_ms) VALUES (?, ?, ?, ?)"
 )
-_INSERT_SESSION = (
-    "INSERT OR IGNORE INTO sessions (token_hash, account_id, created_ms) VALUES (?, ?, ?)"
-)
+_INSERT_SESSION = """
+    INSERT OR IGNORE INTO sessions (token_hash, account_id, created_ms, expires_ms)
+    VALUES (?, ?, ?, ?)
+"""
 _DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = ?"
+_RENEW_SESSION = "UPDATE sessions SET expires_ms = max(expires_ms, ?) WHERE token_hash = ?"
+_PRUNE_SESSIONS = """
+    DELETE FROM sessions WHERE rowid IN (
+        SELECT rowid FROM sessions WHERE expires_ms <= ? ORDER BY expires_ms, rowid LIMIT ?
+    )
+"""
+_SET_PASSWORD_HASH = "UPDATE accounts SET password_hash = ? WHERE id = ?"
 _INSERT_MESSAGE = """
     INSERT INTO messages (id, sender_id, sender, recipient, body, sent_at_ms, read)
     VALUES (?, ?, ?, ?, ?, ?, 0)
@@ -293,7 +320,7 @@ class ChatState(_Queries):
         """
         with closing(sqlite3.connect(path)) as source:
             source.backup(self._db)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _create_schema(self._db)  # WAL again, and a snapshot from an older release migrated
         self._applied_index = self._db.execute(_APPLIED_INDEX).fetchone()[0]
         return self._applied_index
 
@@ -334,15 +361,19 @@ class ChatState(_Queries):
                 return Result()
             case _:
                 session = self.session(op.token_hash)
-                if session is None:
+                if session is None or session.expired(op.now_ms):
                     return error("UNAUTHENTICATED", NO_SESSION)
+                if isinstance(op, DeleteAccount):
+                    return self._delete_account(session, op)
+                if op.session_deadline_ms:
+                    self._db.execute(_RENEW_SESSION, (op.session_deadline_ms, op.token_hash))
                 return self._authenticated(index, session, op)
 
     def _authenticated(
         self,
         index: int,
         session: Session,
-        op: SendMessage | ReadMessages | MarkRead | DeleteMessages | DeleteAccount,
+        op: SendMessage | ReadMessages | MarkRead | DeleteMessages | Touch,
     ) -> Result:
         match op:
             case SendMessage():
@@ -358,8 +389,8 @@ class ChatState(_Queries):
                 return self._mark_read(session, op)
             case DeleteMessages():
                 return self._delete_messages(session, op)
-            case DeleteAccount():
-                return self._delete_account(session, op)
+            case Touch():
+                return Result()
             case _:
                 assert_never(op)
 
@@ -393,16 +424,28 @@ class ChatState(_Queries):
         return Result()
 
     def _login(self, op: Login) -> Result:
-        """The leader checked the password against account_id; it must still be this name's."""
+        """The leader checked the password against account_id; it must still be this name's.
+
+        The reply names the hash whose key sealed the token (``seal_hash``): a retry
+        unseals with that one even after the account's hash changed. A hash that
+        differs from the account's is the leader's upgrade of it and replaces it.
+        """
+        self._db.execute(_PRUNE_SESSIONS, (op.now_ms, PRUNE_CHUNK))
         account = self.account(op.username)
         if account is None or account.id != op.account_id:
             return error("UNAUTHENTICATED", WRONG_CREDENTIALS)
-        inserted = self._db.execute(_INSERT_SESSION, (op.token_hash, account.id, op.now_ms))
+        deadline = op.session_deadline_ms or op.now_ms + LEGACY_SESSION_TTL_MS
+        inserted = self._db.execute(
+            _INSERT_SESSION, (op.token_hash, account.id, op.now_ms, deadline)
+        )
         if inserted.rowcount == 0:
             return error("INVALID_ARGUMENT", "session token hash is already in use")
+        if op.password_hash and op.password_hash != account.password_hash:
+            self._db.execute(_SET_PASSWORD_HASH, (op.password_hash, account.id))
         return Result(
             value={
                 "sealed_token": op.sealed_token,
+                "seal_hash": op.password_hash,
                 "unread_count": self.unread_count(op.username),
                 "last_message_id": self.last_message_id(op.username),
             }
@@ -557,7 +600,14 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         {"id": int, "username": str, "password_hash": str, "created_ms": int},
         pk="id",
     )
-    table("sessions", {"token_hash": str, "account_id": int, "created_ms": int}, pk="token_hash")
+    table(
+        "sessions",
+        {"token_hash": str, "account_id": int, "created_ms": int, "expires_ms": int},
+        pk="token_hash",
+    )
+    if "expires_ms" not in db.table("sessions").columns_dict:  # a database from before expiry
+        db.execute("ALTER TABLE sessions ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0")
+        db.execute("UPDATE sessions SET expires_ms = created_ms + ?", [LEGACY_SESSION_TTL_MS])
     table(
         "messages",
         {
@@ -582,6 +632,7 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
     indexes: Iterable[tuple[str, list[str], str, bool]] = (
         ("accounts", ["username"], "accounts_by_username", True),
         ("sessions", ["account_id"], "sessions_by_account", False),
+        ("sessions", ["expires_ms"], "sessions_by_expiry", False),
         ("messages", ["recipient", "id"], "messages_by_recipient", False),
         ("request_results", ["created_ms"], "request_results_by_age", False),
     )

@@ -36,6 +36,7 @@ from chatnode.state import (
 )
 
 NOW = 1_700_000_000_000
+DEADLINE = NOW + 10 * RESULT_TTL_MS  # of the sessions the helpers open: after every clock used
 
 
 class Chat:
@@ -64,7 +65,8 @@ class Chat:
         token = token or f"token-{name}-{self.index}"
         account = self.state.account(name)
         assert account is not None
-        assert self.one(Login(name, account.id, token, f"sealed-{token}", request_id, NOW)).ok
+        login = Login(name, account.id, token, f"sealed-{token}", request_id, NOW, "", DEADLINE)
+        assert self.one(login).ok
         return token
 
     def user(self, name: str) -> str:
@@ -123,17 +125,27 @@ def test_login_opens_a_session_and_reports_unread_and_last_message(chat: Chat) -
     last = chat.index
     chat.send(bob, "bob", "not alice's")
     chat.one(ReadMessages(chat.login("alice"), 1, 1000))
-    result = chat.one(Login("alice", alice_id, "tok", "sealed", "", NOW))
+    result = chat.one(Login("alice", alice_id, "tok", "sealed", "", NOW, "h", DEADLINE))
     assert result == Result(
-        value={"sealed_token": "sealed", "unread_count": 1, "last_message_id": last}
+        value={
+            "sealed_token": "sealed",
+            "seal_hash": "h",
+            "unread_count": 1,
+            "last_message_id": last,
+        }
     )
-    assert chat.state.session("tok") == Session(alice_id, "alice")
+    assert chat.state.session("tok") == Session(alice_id, "alice", DEADLINE)
 
 
 def test_login_with_no_messages_reports_zero(chat: Chat) -> None:
     account_id = chat.register("alice")
     result = chat.one(Login("alice", account_id, "tok", "s", "", NOW))
-    assert result.value == {"sealed_token": "s", "unread_count": 0, "last_message_id": 0}
+    assert result.value == {
+        "sealed_token": "s",
+        "seal_hash": "",
+        "unread_count": 0,
+        "last_message_id": 0,
+    }
 
 
 def test_login_to_an_unknown_user_is_unauthenticated_with_the_bad_password_text(
@@ -160,7 +172,7 @@ def test_login_reusing_a_live_token_hash_is_refused_without_stealing_it(chat: Ch
     chat.login("alice", "tok")
     result = chat.one(Login("bob", 2, "tok", "s", "", NOW))
     assert result.code == "INVALID_ARGUMENT"
-    assert chat.state.session("tok") == Session(1, "alice")
+    assert chat.state.session("tok") == Session(1, "alice", DEADLINE)
 
 
 def test_logout_ends_only_that_session_and_is_idempotent(chat: Chat) -> None:
@@ -170,7 +182,7 @@ def test_logout_ends_only_that_session_and_is_idempotent(chat: Chat) -> None:
     assert chat.one(Logout(first)) == Result()
     assert chat.one(Logout("never-existed")) == Result()
     assert chat.state.session(first) is None
-    assert chat.state.session(second) == Session(1, "alice")
+    assert chat.state.session(second) == Session(1, "alice", DEADLINE)
 
 
 @pytest.mark.parametrize(
@@ -367,7 +379,7 @@ def test_a_deleted_name_can_register_again_with_a_new_id_and_an_empty_inbox(
     assert chat.state.account("alice") == Account(new_id, "alice", "hash-of-alice")
     assert chat.state.session(old_session) is None
     new_session = chat.login("alice")
-    assert chat.state.session(new_session) == Session(new_id, "alice")
+    assert chat.state.session(new_session) == Session(new_id, "alice", DEADLINE)
     assert chat.state.unread_count("alice") == 0
 
 
@@ -576,7 +588,7 @@ def test_reopening_keeps_applied_index_and_data(chat: Chat) -> None:
     chat.apply(None)
     chat.reopen()
     assert chat.state.applied_index == chat.index == 4
-    assert chat.state.session(alice) == Session(1, "alice")
+    assert chat.state.session(alice) == Session(1, "alice", DEADLINE)
     assert chat.state.unread_count("alice") == 1
     assert chat.state.stored_result("alice", "r").value["message_id"] == 3
 
@@ -609,7 +621,7 @@ def test_a_reader_sees_what_the_writer_committed(chat: Chat) -> None:
         alice = chat.user("alice")
         chat.send(alice, "alice", request_id="r")
         assert reader.account("alice") == Account(1, "alice", "hash-of-alice")
-        assert reader.session(alice) == Session(1, "alice")
+        assert reader.session(alice) == Session(1, "alice", DEADLINE)
         assert reader.unread_count("alice") == 1
         assert reader.last_message_id("alice") == 3
         assert [m.id for m in reader.messages_after("alice", 0, 10)] == [3]

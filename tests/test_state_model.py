@@ -3,8 +3,9 @@
 The model is the rules of the brief written as plainly as possible: dicts and
 loops, no indexes, no SQL. Hypothesis drives both with the same log (batches
 with gaps, noops, replays of applied entries, malformed ops, clock jumps past
-the request-id expiry, reopening the database) and compares every Result and
-every query answer after every step.
+the request-id expiry and session deadlines, session renewals, password-hash
+upgrades, reopening the database) and compares every Result and every query
+answer after every step.
 """
 
 from __future__ import annotations
@@ -35,8 +36,17 @@ from chatnode.ops import (
     ReadMessages,
     Result,
     SendMessage,
+    Touch,
 )
-from chatnode.state import RESULT_TTL_MS, Account, ChatReader, ChatState, Session, StoredMessage
+from chatnode.state import (
+    LEGACY_SESSION_TTL_MS,
+    RESULT_TTL_MS,
+    Account,
+    ChatReader,
+    ChatState,
+    Session,
+    StoredMessage,
+)
 
 NAMES = ["al", "alice", "Bob", "bob"]
 TOKENS = ["t0", "t1", "t2", "t3"]
@@ -45,6 +55,9 @@ BODIES = ["", "a", "bb", "é", "ccc"]  # small, known sizes: byte limits are hit
 PATTERN_PARTS = ["a", "l", "b", "o", "B", "*", "?", "[ab]", "[a-c]", "[Bc]"]
 # Mostly small steps, so retries hit their stored results; sometimes to or past expiry.
 CLOCK_STEPS = [0, 0, 0, 0, 1, 60_000, RESULT_TTL_MS - 1, RESULT_TTL_MS]
+# Session lifetimes a leader may give (0 on a Login: an entry from before deadlines).
+LIFETIMES = [0, 1, 60_000, 60_001, RESULT_TTL_MS, 10 * RESULT_TTL_MS]
+HASHES = ["", "h0", "h1", "h2"]
 BAD_VALUES = [None, 1.5, "x", 7, True, [1], (1,), ("1",), 2**63, "\ud800"]
 
 
@@ -80,6 +93,7 @@ FIELD_TYPES: dict[str, type] = {
     "recipient_online": bool,
     "limit": int,
     "max_bytes": int,
+    "session_deadline_ms": int,
 }
 
 
@@ -111,7 +125,7 @@ class Model:
     def __init__(self) -> None:
         self.applied = 0
         self.accounts: dict[str, tuple[int, str]] = {}  # name -> (id, password hash)
-        self.sessions: dict[str, int] = {}  # token hash -> account id
+        self.sessions: dict[str, tuple[int, int]] = {}  # token hash -> (account id, deadline)
         self.messages: dict[int, ModelMessage] = {}
         self.replies: dict[tuple[str, str], tuple[int, Result]] = {}  # -> (created, result)
 
@@ -131,9 +145,15 @@ class Model:
         if isinstance(op, Login):
             return self.once(op.username, op.request_id, op.now_ms, lambda: self.login(op))
         user = self.session_user(op.token_hash)
-        if user is None:
+        if user is None or op.now_ms >= user[2]:
             return failed("UNAUTHENTICATED")
-        account_id, name = user
+        account_id, name, deadline = user
+        if isinstance(op, DeleteAccount):
+            return self.delete_account(account_id, name, op.account_id)
+        if op.session_deadline_ms:
+            self.sessions[op.token_hash] = (account_id, max(deadline, op.session_deadline_ms))
+        if isinstance(op, Touch):
+            return Result()
         if isinstance(op, SendMessage):
             return self.once(
                 name, op.request_id, op.now_ms, lambda: self.send(index, account_id, name, op)
@@ -142,10 +162,8 @@ class Model:
             return self.read(name, op.limit, op.max_bytes)
         if isinstance(op, MarkRead):
             return self.mark_read(name, op.message_ids)
-        if isinstance(op, DeleteMessages):
-            return self.delete_messages(account_id, name, op.message_ids)
-        assert isinstance(op, DeleteAccount)
-        return self.delete_account(account_id, name, op.account_id)
+        assert isinstance(op, DeleteMessages)
+        return self.delete_messages(account_id, name, op.message_ids)
 
     def once(self, name: str, request_id: str, now: int, run: Callable[[], Result]) -> Result:
         if not request_id:
@@ -160,11 +178,12 @@ class Model:
         self.replies = {k: v for k, v in self.replies.items() if v[0] > now - RESULT_TTL_MS}
         return result
 
-    def session_user(self, token: str) -> tuple[int, str] | None:
-        account_id = self.sessions.get(token)
+    def session_user(self, token: str) -> tuple[int, str, int] | None:
+        """(account id, username, deadline) of a stored session, expired or not."""
+        account_id, deadline = self.sessions.get(token, (None, 0))
         for name, (id_, _) in self.accounts.items():
             if id_ == account_id:
-                return id_, name
+                return id_, name, deadline
         return None
 
     def create(self, index: int, op: CreateAccount) -> Result:
@@ -174,15 +193,21 @@ class Model:
         return Result()
 
     def login(self, op: Login) -> Result:
+        # Expired sessions go (all of them: the model never holds PRUNE_CHUNK).
+        self.sessions = {t: s for t, s in self.sessions.items() if s[1] > op.now_ms}
         account = self.accounts.get(op.username)
         if account is None or account[0] != op.account_id:
             return failed("UNAUTHENTICATED")
         if op.token_hash in self.sessions:
             return failed("INVALID_ARGUMENT")
-        self.sessions[op.token_hash] = account[0]
+        deadline = op.session_deadline_ms or op.now_ms + LEGACY_SESSION_TTL_MS
+        self.sessions[op.token_hash] = (account[0], deadline)
+        if op.password_hash:
+            self.accounts[op.username] = (account[0], op.password_hash)
         return Result(
             value={
                 "sealed_token": op.sealed_token,
+                "seal_hash": op.password_hash,
                 "unread_count": len(self.inbox(op.username, unread_only=True)),
                 "last_message_id": max((m.id for m in self.inbox(op.username)), default=0),
             }
@@ -250,7 +275,7 @@ class Model:
         if checked_id != account_id:
             return failed("UNAUTHENTICATED")
         del self.accounts[name]
-        self.sessions = {t: a for t, a in self.sessions.items() if a != account_id}
+        self.sessions = {t: s for t, s in self.sessions.items() if s[0] != account_id}
         self.messages = {i: m for i, m in self.messages.items() if m.recipient != name}
         return Result(value={"username": name})
 
@@ -332,33 +357,40 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
         token = data.draw(self.tokens())
         rid = data.draw(st.sampled_from(REQUEST_IDS))
         now = data.draw(self.now_ms())
+        lifetime = data.draw(st.sampled_from(LIFETIMES))
+        deadline = now + lifetime if lifetime else 0
+        renewal = data.draw(st.sampled_from([0, 0, deadline]))
         kinds = ["create", "login", "logout", "send", "send", "send", "read", "read", "mark",
-                 "delete", "delete_account"]  # fmt: skip
+                 "delete", "delete_account", "touch"]  # fmt: skip
         kind = data.draw(st.sampled_from(kinds))
         match kind:
             case "create":
                 return CreateAccount(name, data.draw(st.sampled_from(["h1", "h2"])), rid, now)
             case "login":
                 account_id = data.draw(self.account_ids(name))
-                return Login(name, account_id, token, f"sealed-{token}", rid, now)
+                new_hash = data.draw(st.sampled_from(HASHES))
+                sealed = f"sealed-{token}"
+                return Login(name, account_id, token, sealed, rid, now, new_hash, deadline)
             case "logout":
                 return Logout(token)
             case "send":
                 body = data.draw(st.one_of(st.sampled_from(BODIES), st.text(max_size=3)))
                 online = data.draw(st.booleans())
-                return SendMessage(token, name, body, rid, now, online)
+                return SendMessage(token, name, body, rid, now, online, renewal)
             case "read":
                 limit = data.draw(st.integers(min_value=0, max_value=4))
                 max_bytes = data.draw(st.integers(min_value=-1, max_value=8))
-                return ReadMessages(token, limit, max_bytes)
+                return ReadMessages(token, limit, max_bytes, now, renewal)
             case "mark":
-                return MarkRead(token, data.draw(self.message_ids()))
+                return MarkRead(token, data.draw(self.message_ids()), now, renewal)
             case "delete":
-                return DeleteMessages(token, data.draw(self.message_ids()))
+                return DeleteMessages(token, data.draw(self.message_ids()), now, renewal)
+            case "touch":
+                return Touch(token, now, renewal)
             case _:
                 user = self.model.session_user(token)
                 account_id = data.draw(self.account_ids(user[1] if user else name))
-                return DeleteAccount(token, account_id)
+                return DeleteAccount(token, account_id, now)
 
     def entry_op(self, data: st.DataObject) -> Op | None:
         choice = data.draw(st.sampled_from(["op"] * 8 + ["noop", "malformed"]))
@@ -453,7 +485,7 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
             assert self.reader.account(name) == self.state.account(name) == expected
         for token in TOKENS:
             user = self.model.session_user(token)
-            expected_session = Session(*user) if user else None
+            expected_session = Session(user[0], user[1], user[2]) if user else None
             assert self.reader.session(token) == self.state.session(token) == expected_session
 
     @invariant()
