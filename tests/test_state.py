@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from chatnode.ops import (
     ReadMessages,
     Result,
     SendMessage,
+    Touch,
 )
 from chatnode.state import (
+    LEGACY_SESSION_TTL_MS,
     NO_SESSION,
     PRUNE_CHUNK,
     RESULT_TTL_MS,
@@ -383,6 +386,121 @@ def test_a_deleted_name_can_register_again_with_a_new_id_and_an_empty_inbox(
     assert chat.state.unread_count("alice") == 0
 
 
+# -- session expiry and password upgrades ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda t, now: SendMessage(t, "alice", "hi", "", now, False),
+        lambda t, now: ReadMessages(t, 10, 1000, now),
+        lambda t, now: MarkRead(t, (1,), now),
+        lambda t, now: DeleteMessages(t, (1,), now),
+        lambda t, now: DeleteAccount(t, 1, now),
+        lambda t, now: Touch(t, now, 0),
+    ],
+    ids=["send", "read", "mark", "delete", "delete_account", "touch"],
+)
+def test_a_session_stops_authenticating_at_its_deadline_by_the_ops_clock(chat: Chat, make) -> None:
+    alice = chat.user("alice")
+    expired = chat.one(make(alice, DEADLINE))
+    assert expired.code == "UNAUTHENTICATED" and expired.message == NO_SESSION
+    assert chat.state.account("alice") is not None
+    assert chat.one(make(alice, DEADLINE - 1)).ok
+
+
+def test_a_renewal_moves_the_deadline_later_and_never_earlier(chat: Chat) -> None:
+    alice = chat.user("alice")
+    assert chat.one(Touch(alice, NOW, DEADLINE + 5)).ok
+    assert chat.state.session(alice).expires_ms == DEADLINE + 5
+    assert chat.one(ReadMessages(alice, 1, 1000, NOW, DEADLINE - 100)).ok
+    assert chat.state.session(alice).expires_ms == DEADLINE + 5
+    assert chat.send(alice, "alice", now=DEADLINE).ok  # renewed: still valid
+    chat.one(SendMessage(alice, "alice", "hi", "", NOW, False, DEADLINE + 50))
+    assert chat.state.session(alice).expires_ms == DEADLINE + 50
+    assert chat.one(MarkRead(alice, (), NOW)).ok  # 0: no renewal
+    assert chat.state.session(alice).expires_ms == DEADLINE + 50
+
+
+def test_an_expired_session_cannot_be_renewed(chat: Chat) -> None:
+    alice = chat.user("alice")
+    assert unauthenticated(chat.one(Touch(alice, DEADLINE, DEADLINE + RESULT_TTL_MS)))
+    assert chat.state.session(alice).expires_ms == DEADLINE
+
+
+def test_expired_sessions_are_pruned_in_bounded_chunks_as_sessions_open(chat: Chat) -> None:
+    account_id = chat.register("alice")
+    for i in range(PRUNE_CHUNK + 10):
+        chat.one(Login("alice", account_id, f"old{i}", "", "", NOW, "", NOW + i + 1))
+    live = chat.login("alice", "live")
+    assert chat.table_rows("sessions") == PRUNE_CHUNK + 11
+    later = NOW + PRUNE_CHUNK + 10
+    assert chat.one(Login("alice", account_id, "new1", "", "", later, "", DEADLINE)).ok
+    assert chat.table_rows("sessions") == 10 + 2  # the oldest expired went first
+    assert chat.state.session("old0") is None and chat.state.session("old70") is not None
+    chat.one(Login("nobody", 99, "x", "", "", later, "", DEADLINE))  # refused, still prunes
+    assert chat.table_rows("sessions") == 2
+    assert chat.state.session(live) is not None
+
+
+def test_a_login_entry_without_a_deadline_gets_the_legacy_lifetime(chat: Chat) -> None:
+    account_id = chat.register("alice")
+    assert chat.one(Login("alice", account_id, "tok", "", "", NOW)).ok
+    assert chat.state.session("tok").expires_ms == NOW + LEGACY_SESSION_TTL_MS
+
+
+def test_a_login_carrying_a_new_hash_upgrades_the_account_and_names_it(chat: Chat) -> None:
+    account_id = chat.register("alice")
+    first = chat.one(Login("alice", account_id, "t1", "s1", "r1", NOW, "new-hash", DEADLINE))
+    assert first.value["seal_hash"] == "new-hash"
+    assert chat.state.account("alice").password_hash == "new-hash"
+    # A retry is answered from the first result and changes nothing.
+    retry = chat.one(Login("alice", account_id, "t2", "s2", "r1", NOW, "newer-hash", DEADLINE))
+    assert retry == first and chat.state.account("alice").password_hash == "new-hash"
+    # An entry from before upgrades keeps the account's hash.
+    assert chat.one(Login("alice", account_id, "t3", "s3", "", NOW)).value["seal_hash"] == ""
+    assert chat.state.account("alice").password_hash == "new-hash"
+
+
+def test_a_login_checked_against_a_replaced_account_upgrades_nothing(chat: Chat) -> None:
+    old_id = chat.register("alice")
+    chat.one(DeleteAccount(chat.login("alice"), old_id))
+    chat.register("alice")
+    assert unauthenticated(chat.one(Login("alice", old_id, "t", "", "", NOW, "upgrade", DEADLINE)))
+    assert chat.state.account("alice").password_hash == "hash-of-alice"
+
+
+def test_entries_written_before_the_new_fields_still_decode() -> None:
+    old = b'{"op":"read_messages","token_hash":"t","limit":5,"max_bytes":9}'
+    assert ops.decode(old) == ReadMessages("t", 5, 9, 0, 0)
+    old_login = (
+        b'{"op":"login","username":"a","account_id":1,"token_hash":"t",'
+        b'"sealed_token":"","request_id":"","now_ms":7}'
+    )
+    assert ops.decode(old_login) == Login("a", 1, "t", "", "", 7, "", 0)
+    with pytest.raises(ops.MalformedOp):
+        ops.decode(b'{"op":"touch","token_hash":"t","now_ms":1}')  # a field it always has
+    op = Touch("t", 1, 2)
+    assert ops.decode(ops.encode(op)) == op
+
+
+def test_a_database_from_before_expiry_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as old:
+        old.executescript(
+            """
+            CREATE TABLE sessions (token_hash TEXT PRIMARY KEY NOT NULL,
+                account_id INTEGER NOT NULL, created_ms INTEGER NOT NULL) STRICT;
+            INSERT INTO sessions VALUES ('tok', 1, 1000);
+            """
+        )
+    with ChatState(path) as state:
+        state.apply([(1, CreateAccount("alice", "h", "", NOW))])
+        with sqlite3.connect(path) as conn:
+            row = conn.execute("SELECT expires_ms FROM sessions WHERE token_hash = 'tok'")
+            assert row.fetchone() == (1000 + LEGACY_SESSION_TTL_MS,)
+
+
 # -- exactly once ------------------------------------------------------------------
 
 
@@ -706,7 +824,9 @@ def test_every_query_is_served_by_an_index(chat: Chat) -> None:
         chat.apply(
             CreateAccount("alice", "h", "r0", NOW),
             Login("bob", 2, "tb2", "s", "r1", NOW),
-            SendMessage("ta", "bob", "hi", "r2", NOW, False),
+            SendMessage("ta", "bob", "hi", "r2", NOW, False, DEADLINE + 1),
+            Touch("ta", NOW, DEADLINE + 2),
+            Login("alice", 1, "ta2", "s", "", NOW, "upgraded", DEADLINE),
             SendMessage("ta", "ghost", "hi", "", NOW, False),
             ReadMessages("tb", 10, 1000),
             MarkRead("tb", (1, 2)),
