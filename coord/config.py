@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from coord.boundary import Entry, EntryKind
 from coord.errors import LocalProtocolError, RemoteProtocolError
+from coord.messages import MAX_INT64
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,9 @@ class ClusterConfig:
     ) -> ClusterConfig:
         """Build a config; the ISR defaults to every member (a brand-new cluster)."""
         in_sync = frozenset(members if isr is None else isr)
-        if not members or not in_sync <= members.keys() or any(i <= 0 for i in members):
-            raise LocalProtocolError("members must be positive ids and the ISR a subset of them")
+        valid_ids = all(0 < i <= MAX_INT64 for i in members)
+        if not members or not valid_ids or not in_sync <= members.keys():
+            raise LocalProtocolError("members must be positive int64 ids, the ISR a subset of them")
         if not 1 <= min_insync <= len(members):
             raise LocalProtocolError("min_insync must be between 1 and the number of members")
         return cls(tuple(sorted(members.items())), in_sync, min_insync)
@@ -76,6 +78,12 @@ class ClusterConfig:
             raise LocalProtocolError(f"removing node {node_id} would leave fewer than min_insync")
         return ClusterConfig(members, self.isr - {node_id}, self.min_insync)
 
+    def follows(self, previous: ClusterConfig) -> bool:
+        """Whether a leader may write this config after ``previous``: same ``min_insync``
+        (the mode never changes by replication), at most one member added or removed."""
+        changed = set(self.members) ^ set(previous.members)
+        return self.min_insync == previous.min_insync and len(changed) <= 1
+
     def encode(self) -> bytes:
         body = {
             "members": {str(i): addr for i, addr in self.members},
@@ -90,7 +98,14 @@ class ClusterConfig:
             body = json.loads(payload)
             members = {int(i): str(addr) for i, addr in body["members"].items()}
             return cls.create(members, (int(i) for i in body["isr"]), int(body["min_insync"]))
-        except (ValueError, KeyError, TypeError, AttributeError, LocalProtocolError) as exc:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            RecursionError,
+            LocalProtocolError,
+        ) as exc:
             raise RemoteProtocolError(f"malformed config entry: {exc}") from exc
 
 

@@ -30,6 +30,7 @@ from coord.errors import LocalProtocolError, NotLeader, RemoteProtocolError
 from coord.lease import FollowerLease, leader_lease_holds
 from coord.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
 from coord.messages import (
+    MAX_INT64,
     Append,
     AppendReply,
     InstallSnapshot,
@@ -37,6 +38,7 @@ from coord.messages import (
     TimeoutNow,
     VoteReply,
     VoteRequest,
+    check_shape,
 )
 from coord.progress import Mode, Progress
 from coord.ready import Ready, SnapshotOrder, SoftState
@@ -163,7 +165,12 @@ class Node:
             self._tick_follower(now_ms)
 
     def receive(self, msg: Message, now_ms: int) -> None:
-        """A message from a peer arrived. Raises :class:`RemoteProtocolError` on nonsense."""
+        """A message from a peer arrived. Raises :class:`RemoteProtocolError` on nonsense.
+
+        Every field is checked before anything changes, the clock included: a
+        refused message leaves the node exactly as it was ("not applied").
+        """
+        self._check(msg)
         self._advance(now_ms)
         match msg:
             case Append():
@@ -255,9 +262,187 @@ class Node:
             raise LocalProtocolError(f"node {self._lease.leader_id} leads and is alive")
         if self.view is None or self.id not in self.view.config.member_ids:
             raise LocalProtocolError("this node is not a member of its own view")
+        if self.term >= MAX_INT64:
+            raise LocalProtocolError("no term left: the term is already 2**63-1")
         self.term += 1
         self.voted_for = self.id
         self._become_leader(frozenset({self.id}), now_ms)
+
+    # == validation: nothing below changes any state ============================
+
+    def _check(self, msg: Message) -> None:
+        """Raise :class:`RemoteProtocolError` unless ``msg`` is one a correct peer could send."""
+        check_shape(msg)
+        if msg.sender == self.id:
+            raise RemoteProtocolError(f"a message claims to come from this node ({self.id})")
+        if not self._may_speak(msg):
+            raise RemoteProtocolError(f"node {msg.sender} is not a member of epoch {self._epoch()}")
+        match msg:
+            case Append():
+                self._check_append(msg)
+            case AppendReply():
+                self._check_append_reply(msg)
+            case VoteRequest():
+                self._check_known(msg.transfer_from, "transfer_from")
+            case VoteReply():
+                self._check_vote_reply(msg)
+            case InstallSnapshot():
+                self._check_install_snapshot(msg)
+
+    def _may_speak(self, msg: Message) -> bool:
+        """Only members speak to us (PROTOCOL.md, "Who may speak").
+
+        Exceptions, so that nobody who is owed an answer is shut out: a node
+        without a view (joining) hears anyone; a leader or candidate whose view
+        is newer than ours may be a member added in a config we have not seen
+        yet; a member being removed still acks the entries that remove it.
+        """
+        view = self.view
+        if view is None or msg.sender in view.config.member_ids:
+            return True
+        match msg:
+            case Append():
+                return (msg.term, msg.epoch) > view.key  # a leader's view is of its own term
+            case InstallSnapshot():
+                return (msg.config.term, msg.config.index) > view.key
+            case VoteRequest():
+                return (msg.epoch_term, msg.epoch) > view.key
+            case AppendReply():
+                # A late ack from a member already removed changes nothing (no
+                # progress left to update); only a higher term would, so refuse that.
+                return msg.term <= self.term or msg.sender in self._progress
+        return False
+
+    def _epoch(self) -> int:
+        return self.view.epoch if self.view is not None else 0
+
+    def _check_known(self, node_id: int, what: str) -> None:
+        """An id a peer names must be nobody (0) or a member of our view, if we have one."""
+        view = self.view
+        if node_id != NO_NODE and view is not None and node_id not in view.config.member_ids:
+            raise RemoteProtocolError(f"{what} {node_id} is not a member")
+
+    def _check_append(self, msg: Append) -> None:
+        if msg.term < self.term:
+            return  # answered with a rejection; nothing else of it is used
+        if msg.term == self.term and self.role is Role.LEADER:
+            raise RemoteProtocolError(f"node {msg.sender} claims to lead term {msg.term} too")
+        if msg.term == self.term and self.leader_id not in (NO_NODE, msg.sender):
+            raise RemoteProtocolError(
+                f"node {msg.sender} claims term {msg.term}, which node {self.leader_id} leads"
+            )
+        _check_entry_run(msg.prev_index, msg.prev_term, msg.entries, msg.term)
+        self._check_committed_prefix(msg)
+        accepted = msg.prev_index < self.commit or self.log.match_term(
+            msg.prev_index, msg.prev_term
+        )
+        self._check_configs(msg, accepted)
+        if accepted:
+            self._check_append_view(msg)
+
+    def _check_committed_prefix(self, msg: Append) -> None:
+        """What we hold up to our commit index is final: the leader's log must agree with it."""
+        if msg.prev_index <= self.commit:
+            held = self.log.term(msg.prev_index)
+            if held is not None and held != msg.prev_term:
+                raise RemoteProtocolError(
+                    f"prev {msg.prev_index}/{msg.prev_term} contradicts committed term {held}"
+                )
+        overlap = [e for e in msg.entries if e.index <= self.commit]
+        if not overlap:
+            return
+        lo = max(overlap[0].index, self.log.first_available())
+        ours = {e.index: e for e in self.log.entries(lo, overlap[-1].index + 1, MAX_INT64) or ()}
+        for entry in overlap:
+            if entry.index in ours and ours[entry.index] != entry:
+                raise RemoteProtocolError(f"entry {entry.index} differs from our committed one")
+
+    def _check_configs(self, msg: Append, accepted: bool) -> None:
+        """Every config entry decodes, and each new one follows the config before it.
+
+        Checked before anything is appended: a config entry that fails to decode
+        once it is in the log makes the node fail on every restart.
+        """
+        base: tuple[int, ClusterConfig] | None = None
+        held = self.log.last_config(msg.prev_index) if accepted else None
+        if held is not None:
+            base = (held.index, ClusterConfig.decode(held.payload))
+        for entry in msg.entries:
+            if entry.kind is not EntryKind.CONFIG:
+                continue
+            config = ClusterConfig.decode(entry.payload)
+            if base is not None and entry.index <= base[0]:
+                continue  # a compacted stretch the snapshot's config already covers
+            if base is not None and entry.index > self.commit and not config.follows(base[1]):
+                raise RemoteProtocolError(
+                    f"config entry {entry.index} changes min_insync or several members at once"
+                )
+            base = (entry.index, config)
+
+    def _check_append_view(self, msg: Append) -> None:
+        """The leader's (epoch, ISR) must be those of its config entry at ``epoch``, if held."""
+        if msg.epoch < 1:
+            raise RemoteProtocolError("an Append without the leader's epoch")
+        if msg.epoch > max(self.commit, msg.prev_index + len(msg.entries)):
+            return  # beyond what we will hold: nothing to compare with
+        sent = [e for e in msg.entries if e.index == msg.epoch]
+        entry = sent[0] if sent else self.log.last_config(msg.epoch)
+        if entry is None or entry.index != msg.epoch:
+            if msg.epoch >= self.log.first_available():
+                raise RemoteProtocolError(f"epoch {msg.epoch} is not a config entry")
+            return  # compacted: cannot tell
+        if entry.kind is not EntryKind.CONFIG:
+            raise RemoteProtocolError(f"epoch {msg.epoch} is not a config entry")
+        if frozenset(msg.isr) != ClusterConfig.decode(entry.payload).isr:
+            raise RemoteProtocolError(f"ISR {list(msg.isr)} is not that of epoch {msg.epoch}")
+
+    def _check_append_reply(self, msg: AppendReply) -> None:
+        progress = self._progress.get(msg.sender)
+        if self.role is not Role.LEADER or msg.term != self.term or progress is None:
+            return  # a higher term deposes us; anything else is ignored
+        echo = msg.echo_sent_at_ms
+        if echo < -1 or echo > progress.last_sent_ms:
+            raise RemoteProtocolError(f"echo of send time {echo}: no Append was sent then")
+        if echo == -1 and msg.success and not progress.snapshot_ordered:
+            raise RemoteProtocolError("a snapshot ack, but no snapshot was ordered")
+        bound = progress.ack_bound(self.commit)
+        claimed = msg.match_index if msg.success else msg.reject_index
+        if claimed > bound:
+            raise RemoteProtocolError(f"reply about index {claimed}, beyond {bound} that was sent")
+
+    def _check_vote_reply(self, msg: VoteReply) -> None:
+        self._check_known(msg.leader_id, "leader_id")
+        ballot = self._ballot
+        if ballot is None or (msg.campaign, msg.pre_vote) != (ballot.campaign, ballot.pre_vote):
+            return  # a late reply to an earlier round: ignored
+        if msg.granted and (msg.term >= ballot.term if msg.pre_vote else msg.term != ballot.term):
+            raise RemoteProtocolError(f"a grant in term {msg.term} for a ballot of {ballot.term}")
+
+    def _check_install_snapshot(self, msg: InstallSnapshot) -> None:
+        """Only from the leader we follow, in our term, never on a leader; fields consistent.
+
+        A leader orders a snapshot only after the follower answered it this term,
+        so a higher term, or a leader other than ours, is no correct peer's doing.
+        Our own term while we follow nobody (restarted since, or campaigning) is:
+        :meth:`_on_install_snapshot` drops that one, and the leader orders again.
+        """
+        config = msg.config
+        if config.kind is not EntryKind.CONFIG or config.index > msg.index:
+            raise RemoteProtocolError(f"snapshot at {msg.index} carries no valid config")
+        if not config.term <= msg.index_term <= msg.term:
+            raise RemoteProtocolError(f"snapshot terms {config.term}/{msg.index_term} out of order")
+        ClusterConfig.decode(config.payload)
+        if msg.term < self.term:
+            return  # answered with a rejection
+        if self.role is Role.LEADER:
+            raise RemoteProtocolError(f"node {msg.sender} sends a snapshot to a leader")
+        if msg.term > self.term or self.leader_id not in (NO_NODE, msg.sender):
+            raise RemoteProtocolError(
+                f"snapshot from node {msg.sender} in term {msg.term}, not our leader's"
+            )
+        held = self.log.term(msg.index)
+        if msg.index <= self.commit and held is not None and held != msg.index_term:
+            raise RemoteProtocolError(f"snapshot at {msg.index} contradicts our committed log")
 
     # == outputs =================================================================
 
@@ -457,6 +642,8 @@ class Node:
     def _campaign(self, now_ms: int, *, pre_vote: bool, transfer_from: int) -> None:
         """Start a pre-vote (term unchanged) or a vote (term + 1, voting for ourselves)."""
         config = self._view().config
+        if self.term >= MAX_INT64:
+            return  # no term left to run for (a forged term got this far): stay a follower
         if not pre_vote:
             self.term += 1
             self.voted_for = self.id
@@ -584,8 +771,6 @@ class Node:
         if msg.term < self.term:
             self._reply_append(msg, False, 0, msg.prev_index, self.log.last_index())
             return
-        if self.role is Role.LEADER and msg.term == self.term:
-            raise RemoteProtocolError(f"node {msg.sender} claims to lead term {msg.term} too")
         self._follow(msg.term, msg.sender, now_ms)
         entries = [e for e in msg.entries if e.index > self.commit]
         if msg.prev_index < self.commit:
@@ -607,12 +792,11 @@ class Node:
         self._reply_append(msg, True, last_new, 0, 0)
 
     def _append_from_leader(self, entries: list[Entry]) -> None:
-        """Skip what we already hold; replace a conflicting suffix (never a committed entry)."""
+        """Skip what we already hold; replace a conflicting suffix (only entries after
+        our commit index are passed in, and :meth:`_check_append` made sure they connect)."""
         for position, entry in enumerate(entries):
             if self.log.term(entry.index) == entry.term:
                 continue
-            if entry.index <= self.commit:
-                raise RemoteProtocolError(f"leader rewrites committed entry {entry.index}")
             cut = self.log.append(entries[position:])
             self._refresh_view(cut, entries[position:])
             return
@@ -657,8 +841,8 @@ class Node:
         if msg.term < self.term:
             self._send(msg.sender, AppendReply(self.term, self.id, False, 0, 0, 0, -1, self._fence))
             return
-        if msg.config.kind is not EntryKind.CONFIG or msg.config.index > msg.index:
-            raise RemoteProtocolError(f"snapshot at {msg.index} carries no valid config")
+        if msg.sender != self.leader_id or self.role is not Role.FOLLOWER:
+            return  # our term's leader, whom we do not follow now: dropped, it orders again
         self._follow(msg.term, msg.sender, now_ms)
         if msg.index > self.commit:
             if not self.log.match_term(msg.index, msg.index_term):
@@ -739,8 +923,12 @@ class Node:
         progress = self._progress.get(msg.sender)
         if self.role is not Role.LEADER or msg.term < self.term or progress is None:
             return
+        if 0 <= msg.echo_sent_at_ms < progress.created_ms:
+            return  # answers an Append sent before this term's bookkeeping began
         progress.acked(msg.echo_sent_at_ms, now_ms)
         progress.fence = msg.fence
+        if progress.mode is Mode.SNAPSHOT and not progress.snapshot_ordered:
+            self._order_snapshot(msg.sender, progress, now_ms)
         if msg.success:
             if progress.update(msg.match_index, now_ms):
                 if progress.mode is Mode.SNAPSHOT and msg.match_index >= self.log.snapshot.index:
@@ -807,11 +995,19 @@ class Node:
                 fence=progress.fence,
             ),
         )
-        progress.heartbeat_sent(now_ms)
+        progress.append_sent(now_ms, prev_index + len(entries))
 
     def _order_snapshot(self, peer: int, progress: Progress, now_ms: int) -> None:
+        """Stream a snapshot, once the follower has answered us in this term.
+
+        Only then does it follow us, and a follower accepts a snapshot only from
+        the leader it follows (:meth:`_check_install_snapshot`); until then the
+        heartbeats make it follow, and its first answer sends the order.
+        """
         progress.need_snapshot(now_ms)
-        self._snapshot_orders.append(SnapshotOrder(peer, self.term))
+        if progress.last_heard_ms is not None:
+            progress.snapshot_ordered = True
+            self._snapshot_orders.append(SnapshotOrder(peer, self.term))
 
     # == plumbing ================================================================
 
@@ -828,3 +1024,20 @@ class Node:
             raise LocalProtocolError(f"committed entries after {self._applied_out} were compacted")
         self._applied_out = batch[-1].index
         return tuple(batch)
+
+
+def _check_entry_run(
+    prev_index: int, prev_term: int, entries: tuple[Entry, ...], term: int
+) -> None:
+    """Entries continue ``prev_index`` one by one, terms never falling, none above ``term``."""
+    if prev_term > term:
+        raise RemoteProtocolError(f"prev_term {prev_term} is above the message's term {term}")
+    index, last_term = prev_index, prev_term
+    for entry in entries:
+        if entry.index != index + 1:
+            raise RemoteProtocolError(f"entry {entry.index} does not follow {index}")
+        if not last_term <= entry.term <= term:
+            raise RemoteProtocolError(f"entry {entry.index} of term {entry.term} is out of order")
+        index, last_term = entry.index, entry.term
+    if index > MAX_INT64:
+        raise RemoteProtocolError("entries run beyond 2**63-1")

@@ -9,9 +9,13 @@ leader can time leases and ISR shrink without comparing clocks across machines.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-from coord.boundary import Entry
+from coord.boundary import Entry, EntryKind
+from coord.errors import RemoteProtocolError
+
+MAX_INT64 = 2**63 - 1
+"""The largest value any field may hold: SQLite stores integers as signed int64."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +125,55 @@ class InstallSnapshot:
 
 
 Message = Append | AppendReply | VoteRequest | VoteReply | TimeoutNow | InstallSnapshot
+
+
+# Fields that may be negative: send times are readings of the leader's monotonic
+# clock, and -1 echoes "no heartbeat" (the reply to an InstallSnapshot).
+_SIGNED = frozenset({"sent_at_ms", "echo_sent_at_ms"})
+_IDS = frozenset({"sender"})
+
+
+def check_shape(msg: Message) -> None:
+    """Refuse values no correct peer sends, whatever the receiver's state.
+
+    Every integer must fit SQLite's signed int64 (a term of 2**63 would make
+    the hard-state write fail on every later attempt), counts and indexes must
+    not be negative, ids are positive, entries have a known kind. The checks
+    that need the receiver's state live in :mod:`coord.core`.
+    """
+    for field in fields(msg):
+        value = getattr(msg, field.name)
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            low = -MAX_INT64 - 1 if field.name in _SIGNED else 1 if field.name in _IDS else 0
+            _check_int(field.name, value, low)
+        elif field.name == "isr":
+            _check_ids("isr", value)
+        elif field.name == "entries":
+            for entry in value:
+                check_entry(entry)
+        elif field.name == "config":
+            check_entry(value)
+
+
+def check_entry(entry: Entry) -> None:
+    """A log entry as any correct leader writes it."""
+    if not isinstance(entry, Entry) or not isinstance(entry.kind, EntryKind):
+        raise RemoteProtocolError(f"entry of unknown kind: {entry!r:.80}")
+    _check_int("entry index", entry.index, 1)
+    _check_int("entry term", entry.term, 0)
+    if not isinstance(entry.payload, bytes):
+        raise RemoteProtocolError(f"entry {entry.index} has no byte payload")
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= MAX_INT64:
+        raise RemoteProtocolError(f"{name} {value!r:.40} is outside [{low}, 2**63-1]")
+
+
+def _check_ids(name: str, ids: object) -> None:
+    if not isinstance(ids, tuple) or len(set(ids)) != len(ids):
+        raise RemoteProtocolError(f"{name} is not a list of distinct ids")
+    for node_id in ids:
+        _check_int(name, node_id, 1)

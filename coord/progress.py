@@ -27,6 +27,12 @@ class Progress:
     """The leader's bookkeeping for one follower, for the current term only."""
 
     def __init__(self, next_index: int, now_ms: int) -> None:
+        # What was sent, to refuse replies claiming more (a forged ack must not
+        # make the leader count entries a follower never received):
+        self.created_ms = now_ms  # replies echoing an earlier send time predate us
+        self.last_sent_ms = now_ms  # the latest send time a reply may echo
+        self.sent_max = 0  # the highest index any Append to this follower reached
+        self.snapshot_ordered = False  # a snapshot reply may then ack up to our commit
         self.match = 0
         self.next = next_index
         self.mode = Mode.PROBE
@@ -101,9 +107,16 @@ class Progress:
 
     # -- heartbeats --------------------------------------------------------------
 
-    def heartbeat_sent(self, sent_at_ms: int) -> None:
+    def append_sent(self, sent_at_ms: int, reaches: int) -> None:
+        """An Append sent at ``sent_at_ms`` told the follower about indexes up to ``reaches``."""
+        self.last_sent_ms = max(self.last_sent_ms, sent_at_ms)
+        self.sent_max = max(self.sent_max, reaches)
         if not self.unacked or self.unacked[-1] != sent_at_ms:
             self.unacked.append(sent_at_ms)
+
+    def ack_bound(self, commit: int) -> int:
+        """The highest index a reply may claim: what we sent, or with a snapshot our commit."""
+        return max(self.sent_max, commit) if self.snapshot_ordered else self.sent_max
 
     def acked(self, echo_sent_at_ms: int, now_ms: int) -> None:
         self.last_heard_ms = now_ms
