@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from client.bench_cluster import free_port
 from proto import chat_pb2 as pb
@@ -41,6 +43,18 @@ class NodeProcess:
     args: list[str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    metrics_address: str = ""
+
+    def metric_samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """The samples of one metric this node serves (needs ``metrics=True``), by labels."""
+        with urllib.request.urlopen(f"http://{self.metrics_address}/metrics", timeout=5) as page:
+            text = page.read().decode()
+        return {
+            tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        }
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -140,10 +154,11 @@ def local_cluster(
     size: int = 1,
     extra_args: tuple[str, ...] = (),
     data_root: Path | None = None,
+    metrics: bool = False,
 ) -> Iterator[Cluster]:
     """Start `size` nodes on free loopback ports with a fresh cluster secret; always kill
     them afterwards. Logs and the secret go in tmp_path, data dirs in data_root (default
-    tmp_path)."""
+    tmp_path); with `metrics`, each node serves Prometheus metrics on a port of its own."""
     cluster = Cluster(tmp_path / "cluster.secret")
     write_new_secret(cluster.secret_file)
     members = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
@@ -152,8 +167,17 @@ def local_cluster(
         data_dir = (data_root or tmp_path) / f"node-{node_id}"
         args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir)]
         args += [*cluster.secret_args, *extra_args]
+        metrics_address = f"127.0.0.1:{free_port()}" if metrics else ""
+        if metrics:
+            args += ["--metrics-listen", metrics_address]
         cluster.nodes[node_id] = NodeProcess(
-            node_id, address, data_dir, args, tmp_path / f"node-{node_id}.log"
+            node_id,
+            address,
+            data_dir,
+            args,
+            tmp_path / f"node-{node_id}.log",
+            None,
+            metrics_address,
         )
     try:
         for node in cluster.nodes.values():

@@ -4,6 +4,8 @@ Password checks run in a bounded pool off the event loop, so the flood is shed
 with RESOURCE_EXHAUSTED rather than queued, the leader keeps its heartbeats on
 time (no failover, the in-sync set stays whole) and a writer's messages go
 through. ``pytest -s`` prints the writer's latency and how many logins were shed.
+Heartbeats on time: no follower saw a gap of more than three heartbeats between
+Appends from its leader (``chat_follower_heartbeat_gap_seconds``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
-from tests.cluster import Cluster, local_cluster
+from tests.cluster import Cluster, NodeProcess, local_cluster
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.slow
@@ -28,6 +30,7 @@ CODE = grpc.StatusCode
 LOGINS = 200
 BASELINE_SENDS = 30
 MIN_SENDS = 20
+LATE_S = 0.3  # heartbeats go every 0.1 s; a lease is 1 s. A bucket bound of the metric.
 
 
 class StatusWatch:
@@ -55,6 +58,14 @@ class StatusWatch:
                 await asyncio.wait_for(self.stop.wait(), timeout=0.05)
 
 
+def heartbeat_gaps(node: NodeProcess, late_s: float) -> tuple[int, int]:
+    """How many of a follower's gaps between Appends from its leader exceeded late_s, of all."""
+    buckets = node.metric_samples("chat_follower_heartbeat_gap_seconds_bucket")
+    within = next(count for labels, count in buckets.items() if dict(labels)["le"] == str(late_s))
+    total = buckets[(("le", "+Inf"),)]
+    return int(total - within), int(total)
+
+
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
@@ -63,7 +74,7 @@ def percentile(samples: list[float], fraction: float) -> float:
 async def test_a_login_flood_is_shed_without_failover_while_a_writer_runs(
     tmp_path: Path,
 ) -> None:
-    with local_cluster(tmp_path, size=3) as cluster:
+    with local_cluster(tmp_path, size=3, metrics=True) as cluster:
         leader_id = cluster.wait_for_leader()
         channels = {i: grpc.aio.insecure_channel(n.address) for i, n in cluster.nodes.items()}
         try:
@@ -120,6 +131,12 @@ async def flood(cluster: Cluster, channels: dict[int, grpc.aio.Channel], leader_
         f"\nwriter during the flood: p50 {statistics.median(during) * 1000:.1f} ms, "
         f"p99 {percentile(during, 0.99) * 1000:.1f} ms ({len(during)} sends)"
         f"\n{watch.polls} status polls of every node: terms and leaders seen {watch.views}"
+        f"\nfollowers' gaps between Appends over {LATE_S}s (of all): "
+        + ", ".join(
+            f"node {i}: %d of %d" % heartbeat_gaps(n, LATE_S)
+            for i, n in cluster.nodes.items()
+            if i != leader_id
+        )
     )
     assert set(codes) <= {CODE.UNAUTHENTICATED, CODE.RESOURCE_EXHAUSTED}
     assert shed > 0, "nothing was shed: the hash pool is not bounded"
@@ -127,5 +144,9 @@ async def flood(cluster: Cluster, channels: dict[int, grpc.aio.Channel], leader_
     assert watch.degraded == [], watch.degraded
     assert (after.term, after.leader_id) == (before.term, leader_id)
     assert all(node.running for node in cluster.nodes.values())
+    for node_id, node in cluster.nodes.items():
+        if node_id != leader_id:
+            late, total = await asyncio.to_thread(heartbeat_gaps, node, LATE_S)
+            assert total > 0 and late == 0, f"node {node_id}: {late} of {total} gaps over {LATE_S}s"
     messages = await stub.Login(pb.LoginRequest(username="reader", password=PASSWORD))
     assert messages.unread_count == BASELINE_SENDS + len(during)
