@@ -46,9 +46,13 @@ from coord.settings import Settings
 
 
 class Role(enum.StrEnum):
+    """``REMOVED`` is never :attr:`Node.role`, only what status reports for a follower
+    whose view does not include it (:attr:`Node.removed`)."""
+
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
     LEADER = "leader"
+    REMOVED = "removed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +230,7 @@ class Node:
             if progress is not None:
                 progress.refused = True
                 self._drop_from_isr(peer_id)
+                self._maybe_let_go(peer_id)
         elif self.role is Role.CANDIDATE and self._ballot is not None:
             self._ballot.unreachable.add(peer_id)
             if self._ballot.complete():
@@ -233,7 +238,7 @@ class Node:
         elif peer_id == self.leader_id or peer_id == self._lease.leader_id:
             self._lease.void()
             self._set_leader(NO_NODE)
-            if self.view is not None:
+            if not self._cannot_lead():
                 # The leader is known dead, not merely silent: no reason to wait long,
                 # only to stagger the candidates (within one heartbeat, lower ids first).
                 window = self.settings.heartbeat_ms
@@ -481,6 +486,17 @@ class Node:
 
     # == queries =================================================================
 
+    @property
+    def removed(self) -> bool:
+        """Our view (the latest config entry we hold) does not include us.
+
+        A removed node never campaigns and never grants a vote; it stays removed
+        across restarts, since its log holds that config. (A node joining the
+        cluster is also "removed" while it copies the configs from before it
+        was added; it stops being so once it holds the one that adds it.)
+        """
+        return self.view is not None and self.id not in self.view.config.member_ids
+
     def has_lease(self, now_ms: int) -> bool:
         """Whether this node leads and no other node can lead before ``now_ms`` ends."""
         if self.role is not Role.LEADER:
@@ -520,7 +536,7 @@ class Node:
             members.append(MemberStatus(member_id, address, in_sync, match, reachable))
         return NodeStatus(
             node_id=self.id,
-            role=str(self.role),
+            role=self._role_name(),
             term=self.term,
             leader_id=self.leader_id,
             commit_index=self.commit,
@@ -548,9 +564,13 @@ class Node:
             for progress in self._progress.values():
                 progress.measure_afresh()
 
+    def _cannot_lead(self) -> bool:
+        """No view yet (joining), or removed: such a node never campaigns."""
+        return self.view is None or self.removed
+
     def _tick_follower(self, now_ms: int) -> None:
         view = self.view
-        if view is None or self.id not in view.config.member_ids or self._lease.live(now_ms):
+        if view is None or self.removed or self._lease.live(now_ms):
             self._election_at = None
             return
         if self._election_at is None:
@@ -571,10 +591,12 @@ class Node:
     def _tick_leader(self, now_ms: int) -> None:
         if self._transfer_to != NO_NODE and now_ms >= self._transfer_deadline_ms:
             self._transfer_to = NO_NODE
-        config = self._view().config
         for peer, progress in list(self._progress.items()):
-            if peer in config.isr and progress.overdue(now_ms, self.settings.lease_ms):
+            if progress.overdue(now_ms, self.settings.lease_ms):
                 self._drop_from_isr(peer)
+                self._maybe_let_go(peer)
+            if peer not in self._progress:
+                continue
             if progress.stalled(now_ms, self.log.last_index(), self.settings.resend_ms):
                 progress.restart_probe(progress.match + 1, now_ms)
             if (
@@ -592,7 +614,10 @@ class Node:
         return HardState(self.term, self.voted_for)
 
     def _current_soft_state(self) -> SoftState:
-        return SoftState(str(self.role), self.leader_id, self.term)
+        return SoftState(self._role_name(), self.leader_id, self.term)
+
+    def _role_name(self) -> str:
+        return str(Role.REMOVED if self.removed else self.role)
 
     def _note_soft_state(self) -> None:
         current = self._current_soft_state()
@@ -630,8 +655,8 @@ class Node:
         self._lease.void()
         self._set_leader(self.id)
         next_index = self.log.last_index() + 1
-        members = self._view().config.member_ids
-        self._progress = {i: Progress(next_index, now_ms) for i in members if i != self.id}
+        peers = {*self._view().config.member_ids, *self._leaving()} - {self.id}
+        self._progress = {i: Progress(next_index, now_ms) for i in sorted(peers)}
         self._last_broadcast_ms = now_ms
         self._term_start = self._append_as_leader(EntryKind.NOOP, b"").index
         self._append_config(self._view().config.with_isr(isr))
@@ -713,6 +738,14 @@ class Node:
 
     def _on_vote_request(self, msg: VoteRequest, now_ms: int) -> None:
         """Grant or refuse; a live lease means neither granting nor adopting the term."""
+        if self.removed:
+            # No say in elections any more; our state still tells a lagging
+            # candidate that a newer config exists.
+            self._send(
+                msg.sender,
+                self._vote_reply(msg.pre_vote, msg.campaign, False, has_live_leader=False),
+            )
+            return
         if self.role is Role.LEADER:
             blocked = msg.pre_vote or self.has_lease(now_ms)
         else:
@@ -762,7 +795,7 @@ class Node:
             self._decide(now_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
-        if msg.term == self.term and msg.sender == self.leader_id and self.view is not None:
+        if msg.term == self.term and msg.sender == self.leader_id and not self._cannot_lead():
             self._campaign(now_ms, pre_vote=False, transfer_from=msg.sender)
 
     # == replication: follower side ==============================================
@@ -810,6 +843,7 @@ class Node:
         elif cut is not None and self.view is not None and self.view.epoch >= cut:
             entry = self.log.last_config(cut - 1)
             self.view = View.of(entry) if entry else None
+        self._note_soft_state()  # "removed" may have come or gone
 
     def _commit_to(self, index: int) -> None:
         if index > self.commit:
@@ -851,6 +885,7 @@ class Node:
                 self._install = meta
                 self._applied_out = msg.index
                 self.view = View.of(msg.config)
+                self._note_soft_state()
             self._commit_to(msg.index)
         reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, -1, self._fence)
         self._send(msg.sender, reply)
@@ -881,8 +916,6 @@ class Node:
         for member in config.member_ids:
             if member != self.id and member not in self._progress:
                 self._progress[member] = Progress(next_index, self._now_ms)
-        for member in [i for i in self._progress if i not in config.member_ids]:
-            del self._progress[member]
         if self.id in config.isr:
             self.restarted = False
         self._maybe_commit()
@@ -897,24 +930,55 @@ class Node:
     def _maybe_grow_isr(self, peer: int) -> None:
         """A follower outside the ISR that holds everything committed rejoins it."""
         config = self._view().config
-        if peer not in config.isr and self._progress[peer].match >= self.commit:
+        if peer not in config.member_ids or peer in config.isr:
+            return  # in already, or leaving (its progress may be gone by now)
+        if self._progress[peer].match >= self.commit:
             self._append_config(config.with_isr(config.isr | {peer}))
 
     def _match_of(self, member: int) -> int:
         return self.log.stable_last if member == self.id else self._progress[member].match
 
     def _commit_candidate(self) -> int | None:
-        """The highest index every ISR member holds, if the ISR is big enough to commit."""
+        """The highest index every ISR member and every leaving member holds, if the ISR
+        is big enough to commit."""
         config = self._view().config
         if len(config.isr) < config.min_insync:
             return None
-        return min(self._match_of(member) for member in config.isr)
+        leaving = [i for i in self._progress if i not in config.member_ids]
+        return min(self._match_of(member) for member in [*config.isr, *leaving])
 
     def _maybe_commit(self) -> None:
         """Commit rule: acked by the whole ISR, and of our own term (earlier ones ride along)."""
         index = self._commit_candidate()
         if index is not None and index > self.commit and self.log.term(index) == self.term:
             self.commit = index
+            if self._view().epoch <= index:
+                self._forget_departed()
+
+    def _leaving(self) -> set[int]:
+        """Members being removed: in the latest committed config, not in the view.
+
+        A removal commits only once the removed member holds it (or is dead by
+        the ISR rules), so that it learns it was removed (PROTOCOL.md).
+        """
+        view = self._view()
+        committed = self.log.last_config(self.commit) if view.epoch > self.commit else None
+        if committed is None:
+            return set()
+        return set(ClusterConfig.decode(committed.payload).member_ids) - set(view.config.member_ids)
+
+    def _maybe_let_go(self, peer: int) -> None:
+        """A leaving member is dead (refused connection, or a heartbeat unanswered for a
+        lease): stop waiting for it, as the ISR rules stop waiting for a dead member."""
+        if peer in self._progress and peer not in self._view().config.member_ids:
+            del self._progress[peer]
+            self._maybe_commit()
+
+    def _forget_departed(self) -> None:
+        """The config that removed them is committed: they hold it, nothing more is owed."""
+        members = self._view().config.member_ids
+        for peer in [i for i in self._progress if i not in members]:
+            del self._progress[peer]
 
     def _on_append_reply(self, msg: AppendReply, now_ms: int) -> None:
         if msg.term > self.term:

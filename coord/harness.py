@@ -9,6 +9,8 @@ machine (a running checksum), and makes and installs snapshots of it.
 a scenario step by step: messages sent in one step arrive in the next, in
 order; a crashed node refuses connections; a paused node's messages queue up
 and are delivered before its first tick when it wakes, as the kernel would.
+A message the core refuses (:class:`RemoteProtocolError`) is recorded in
+:attr:`Cluster.refused`, as the real shell logs it, and the cluster goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from coord.boundary import Entry, EntryKind
 from coord.config import ClusterConfig
 from coord.core import Node, Role
+from coord.errors import RemoteProtocolError
 from coord.log import MemoryStorage, SnapshotMeta
 from coord.messages import InstallSnapshot, Message
 from coord.ready import Ready, SnapshotOrder
@@ -178,6 +181,7 @@ class Cluster:
         self.paused: set[int] = set()
         self.cut: set[tuple[int, int]] = set()
         self.sent: list[tuple[int, int, Message]] = []
+        self.refused: list[tuple[int, Message, str]] = []
         for i in self.shells:
             self.flush(i)
 
@@ -221,7 +225,11 @@ class Cluster:
         for msg, copy in queued:
             if copy is not None:
                 self.shells[node_id].stage(copy)
-            self.node(node_id).receive(msg, self.now)
+            try:
+                self.node(node_id).receive(msg, self.now)
+            except RemoteProtocolError as exc:
+                # What the gRPC shell does too: log it and go on (nothing was applied).
+                self.refused.append((node_id, msg, str(exc)))
             self.flush(node_id)
 
     def flush(self, node_id: int) -> None:

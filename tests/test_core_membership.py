@@ -1,0 +1,192 @@
+"""A removed member learns it was removed (issue 7, part 5), and non-members have no say.
+
+The scenario of the issue: node 4 of 4 is removed and left running; then nodes
+1 to 3 all crash and restart. Node 4 must never lead (it used to win alone,
+never restarted and in ISR* of the view it kept), and 1 to 3 elect among
+themselves with nothing committed lost.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from coord.core import RemoveMember, Role
+from coord.errors import RemoteProtocolError
+from coord.harness import TEST_SETTINGS, Cluster
+from coord.messages import Append, VoteRequest
+
+LEASE = TEST_SETTINGS.lease_ms
+
+
+def four() -> tuple[Cluster, int]:
+    cluster = Cluster(4)
+    leader = cluster.elect()
+    assert leader != 4
+    for n in range(5):
+        cluster.propose(b"before %d" % n)
+    cluster.run(100)
+    return cluster, leader
+
+
+def remove(cluster: Cluster, leader: int, member: int) -> int:
+    index, _ = cluster.node(leader).propose_config_change(RemoveMember(member), cluster.now)
+    cluster.flush(leader)
+    return index
+
+
+def committed(cluster: Cluster, leader: int, index: int) -> bool:
+    return cluster.node(leader).commit >= index
+
+
+def run_watching(cluster: Cluster, ms: int, node_id: int) -> None:
+    """Run ``ms``; the node must never campaign nor lead meanwhile."""
+    end = cluster.now + ms
+    while cluster.now < end:
+        cluster.step()
+        assert cluster.node(node_id).role is Role.FOLLOWER, f"node {node_id} campaigns"
+
+
+def test_a_removed_member_learns_it_and_never_leads_when_the_rest_restart() -> None:
+    cluster, leader = four()
+    index = remove(cluster, leader, 4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index))
+    node4 = cluster.node(4)
+    assert node4.removed and node4.status(cluster.now).role == "removed"
+    after, _ = cluster.propose(b"after the removal")
+    assert cluster.run_until(lambda: cluster.committed_everywhere(after, [1, 2, 3]))
+    run_watching(cluster, 5 * LEASE, 4)
+    for member in (1, 2, 3):
+        cluster.crash(member)
+    run_watching(cluster, 10 * LEASE, 4)
+    for member in (1, 2, 3):
+        cluster.restart(member)
+    new_leader = cluster.elect()
+    assert new_leader in (1, 2, 3)
+    run_watching(cluster, 2 * LEASE, 4)
+    payloads = {
+        e.payload for e in cluster.shells[new_leader].storage.entries(1, after + 1, 1 << 20)
+    }
+    assert {b"before %d" % n for n in range(5)} | {b"after the removal"} <= payloads
+    last, _ = cluster.propose(b"after the restart")
+    assert cluster.run_until(lambda: cluster.committed_everywhere(last, [1, 2, 3]))
+
+
+def test_the_removal_waits_for_the_removed_member_to_hold_it() -> None:
+    cluster, leader = four()
+    cluster.pause(4)
+    index = remove(cluster, leader, 4)
+    cluster.run(LEASE // 2)
+    assert not committed(cluster, leader, index), "node 4 has not acked its removal yet"
+    cluster.resume(4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index))
+    assert cluster.node(4).removed
+    assert cluster.shells[4].storage.last_index() >= index
+
+
+def test_the_removal_stops_waiting_for_a_member_silent_for_a_lease() -> None:
+    cluster, leader = four()
+    cluster.pause(4)
+    index = remove(cluster, leader, 4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index), 2 * LEASE)
+    assert 4 not in cluster.node(leader)._progress
+    cluster.resume(4)
+    cluster.run(LEASE)
+    assert cluster.node(4).restarted, "its pause was a stall: it cannot vouch for its view"
+    for member in (1, 2, 3):
+        cluster.crash(member)
+    cluster.run(10 * LEASE)
+    assert cluster.leaders() == [], "node 4 must not win alone on a stale view"
+    for member in (1, 2, 3):
+        cluster.restart(member)
+    assert cluster.elect() in (1, 2, 3)
+
+
+def test_a_removal_while_the_member_is_down_still_commits() -> None:
+    cluster, leader = four()
+    cluster.crash(4)
+    cluster.run(50)
+    index = remove(cluster, leader, 4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index), LEASE)
+    after, _ = cluster.propose(b"without node 4")
+    assert cluster.run_until(lambda: cluster.committed_everywhere(after, [1, 2, 3]))
+
+
+def test_a_new_leader_still_waits_for_the_member_being_removed() -> None:
+    """The removal reached 2 and 3, not 4, when the leader crashed: the next leader sends it."""
+    cluster, leader = four()
+    assert leader == 1
+    cluster.pause(4)
+    index = remove(cluster, leader, 4)
+    cluster.run(TEST_SETTINGS.heartbeat_ms)
+    assert all(cluster.shells[i].storage.last_index() >= index for i in (2, 3))
+    cluster.crash(1)
+    new_leader = cluster.elect()
+    assert 4 in cluster.node(new_leader)._progress
+    cluster.resume(4)
+    assert cluster.run_until(lambda: cluster.node(4).removed)
+    assert cluster.run_until(lambda: committed(cluster, new_leader, index))
+
+
+def test_a_removed_member_stays_removed_across_a_restart() -> None:
+    cluster, leader = four()
+    index = remove(cluster, leader, 4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index))
+    cluster.crash(4)
+    cluster.restart(4)
+    assert cluster.node(4).removed
+    assert cluster.node(4).status(cluster.now).role == "removed"
+    run_watching(cluster, 5 * LEASE, 4)
+
+
+def test_a_removed_member_grants_no_vote_and_keeps_its_term() -> None:
+    cluster, leader = four()
+    index = remove(cluster, leader, 4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index))
+    node4 = cluster.node(4)
+    term = node4.term
+    request = VoteRequest(term + 5, 2, False, 1, term + 4, 10**6, 10**6, term + 4, 0)
+    node4.receive(request, cluster.now + 10 * LEASE)
+    assert node4.term == term and node4.voted_for != 2
+    (_, reply), *_ = node4.ready().messages
+    assert not reply.granted
+
+
+def test_votes_from_a_non_member_are_refused_without_adopting_the_term() -> None:
+    cluster, leader = four()
+    index = remove(cluster, leader, 4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index))
+    node2 = cluster.node(2)
+    term = node2.term
+    view = node2.view
+    assert view is not None
+    for pre_vote in (True, False):
+        request = VoteRequest(term + 1, 4, pre_vote, 1, term, 10**6, 1, 0, 0)
+        with pytest.raises(RemoteProtocolError, match="not a member"):
+            node2.receive(request, cluster.now + 10 * LEASE)
+        assert node2.term == term and node2.voted_for != 4 and not node2.has_ready()
+
+
+def test_appends_from_a_non_member_are_refused_unless_its_view_is_newer() -> None:
+    cluster, leader = four()
+    index = remove(cluster, leader, 4)
+    assert cluster.run_until(lambda: committed(cluster, leader, index))
+    node2 = cluster.node(2)
+    view = node2.view
+    assert view is not None
+    stale = Append(view.epoch_term, 4, 0, 0, (), 0, view.epoch, tuple(view.config.isr), 0, 0)
+    with pytest.raises(RemoteProtocolError, match="not a member"):
+        node2.receive(stale, cluster.now)
+    # A leader added in a config node 2 has not seen yet: its view is newer.
+    newer = Append(node2.term + 1, 9, 0, 0, (), 0, view.epoch + 5, (1, 2, 9), 0, 0)
+    node2.receive(newer, cluster.now)
+    assert node2.leader_id == 9
+
+
+def test_a_joining_node_without_a_view_hears_its_leader() -> None:
+    cluster, leader = four()
+    cluster.add_node(5)
+    node5 = cluster.node(5)
+    assert node5.view is None and not node5.removed
+    msg = Append(cluster.node(leader).term, leader, 0, 0, (), 0, 1, (1, 2, 3, 4), 0, 0)
+    node5.receive(msg, cluster.now)
+    assert node5.leader_id == leader
