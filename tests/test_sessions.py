@@ -19,7 +19,7 @@ from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
 from tests.cluster import free_port
-from tests.conftest import FAST_LEASE_MS, PASSWORD, signup, wait_until_serving
+from tests.conftest import PASSWORD, elected, in_process_cluster, signup, wait_until_serving
 
 CODE = grpc.StatusCode
 TTL_MS = 3_600_000
@@ -182,30 +182,11 @@ async def test_replicas_agree_on_upgraded_hashes_and_deadlines_whatever_their_fl
     """Three nodes with three different --session-ttl: the leader's deadline and the
     leader's upgrade of an old hash are what every replica stores."""
     secret = ClusterSecret(secrets.token_bytes(32))
-    cluster = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-    nodes = [
-        ChatNode(
-            NodeConfig(
-                node_id=i,
-                cluster=cluster,
-                data_dir=tmp_path / f"n{i}",
-                lease_ms=FAST_LEASE_MS,
-                heartbeat_ms=FAST_LEASE_MS // 10,
-                cluster_secret=secret,
-                session_ttl_ms=i * TTL_MS,
-            )
-        )
-        for i in cluster
-    ]
-    for node in nodes:
-        await node.start()
-    try:
-        async with asyncio.timeout(10):
-            async for view in nodes[0].coordinator.leader_changes():
-                if view is not None:
-                    break
-        leader = nodes[view.leader_id - 1]
-        await leader.coordinator.read_barrier()
+    options = {"cluster_secret": secret}
+    async with in_process_cluster(
+        tmp_path, lambda i: options | {"session_ttl_ms": i * TTL_MS}
+    ) as nodes:
+        leader = await elected(nodes)
         async with grpc.aio.insecure_channel(leader.config.address) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             with monkeypatch.context() as patched:
@@ -228,6 +209,3 @@ async def test_replicas_agree_on_upgraded_hashes_and_deadlines_whatever_their_fl
         assert session is not None
         created = session.expires_ms - leader_ttl - leader_ttl // RENEW_STEPS_PER_TTL
         assert abs(created - leader._service._now_ms()) < 60_000  # the leader's TTL, not theirs
-    finally:
-        for node in nodes:
-            await node.stop()

@@ -14,7 +14,7 @@ from chatnode.server import ChatNode, NodeConfig, TlsFiles
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.cluster import free_port
-from tests.conftest import FAST_LEASE_MS, wait_until_serving
+from tests.conftest import elected, in_process_cluster, wait_until_serving
 from tests.tls import CertificateAuthority, make_tls
 
 
@@ -64,23 +64,10 @@ async def test_three_tls_nodes_with_client_certificates_replicate(tmp_path: Path
     authority = CertificateAuthority(tmp_path)
     certs = {i: authority.issue(f"node-{i}", (f"node/{i}",)) for i in (1, 2, 3)}
     tls = authority.issue("chat-user")
-    cluster = {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-    nodes = [
-        ChatNode(
-            NodeConfig(
-                node_id=i,
-                cluster=cluster,
-                data_dir=tmp_path / f"n{i}",
-                tls=TlsFiles(cert=certs[i].cert, key=certs[i].key, ca=authority.path),
-                lease_ms=FAST_LEASE_MS,
-                heartbeat_ms=FAST_LEASE_MS // 10,
-            )
-        )
-        for i in cluster
-    ]
-    for node in nodes:
-        await node.start()
-    try:
+    files = {
+        i: TlsFiles(cert=certs[i].cert, key=certs[i].key, ca=authority.path) for i in (1, 2, 3)
+    }
+    async with in_process_cluster(tmp_path, lambda i: {"tls": files[i]}) as nodes:
         leader = await elected(nodes)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=tls.ca.read_bytes(),
@@ -95,15 +82,3 @@ async def test_three_tls_nodes_with_client_certificates_replicate(tmp_path: Path
             2,
             3,
         ]
-    finally:
-        for node in nodes:
-            await node.stop()
-
-
-async def elected(nodes: list[ChatNode]) -> ChatNode:
-    """The node that wins the first election (bounded wait)."""
-    async with asyncio.timeout(10):
-        async for view in nodes[0].coordinator.leader_changes():
-            if view is not None:
-                return next(n for n in nodes if n.config.node_id == view.leader_id)
-    raise AssertionError("no leader")
