@@ -127,6 +127,9 @@ class Node:
         self._handed_hard_state = hard_state
         self.role = Role.FOLLOWER
         self.leader_id = NO_NODE
+        # The node whose Append we took in the current term: proof of who leads it
+        # (leader_id may be a hint from vote replies, of an earlier term even).
+        self._term_leader = NO_NODE
         self.restarted = True
         self._lease = FollowerLease(NO_NODE, now_ms + settings.lease_ms)
         self._last_input_ms = now_ms
@@ -271,6 +274,7 @@ class Node:
             raise LocalProtocolError("no term left: the term is already 2**63-1")
         self.term += 1
         self.voted_for = self.id
+        self._term_leader = NO_NODE
         self._become_leader(frozenset({self.id}), now_ms)
 
     # == validation: nothing below changes any state ============================
@@ -287,8 +291,6 @@ class Node:
                 self._check_append(msg)
             case AppendReply():
                 self._check_append_reply(msg)
-            case VoteRequest():
-                self._check_known(msg.transfer_from, "transfer_from")
             case VoteReply():
                 self._check_vote_reply(msg)
             case InstallSnapshot():
@@ -298,43 +300,43 @@ class Node:
         """Only members speak to us (PROTOCOL.md, "Who may speak").
 
         Exceptions, so that nobody who is owed an answer is shut out: a node
-        without a view (joining) hears anyone; a leader or candidate whose view
-        is newer than ours may be a member added in a config we have not seen
-        yet; a member being removed still acks the entries that remove it.
+        without a view (joining) hears anyone; a leader whose view is newer
+        than ours may be a member added in a config we have not seen yet; a
+        member being removed still acks the entries that remove it. Votes from
+        non-members are answered "not granted" (:meth:`_on_vote_request`).
+        What changes nothing passes: a stale term gets its rejection (a
+        deposed leader learns the term), late replies are ignored.
         """
         view = self.view
         if view is None or msg.sender in view.config.member_ids:
             return True
         match msg:
             case Append():
-                return (msg.term, msg.epoch) > view.key  # a leader's view is of its own term
+                newer = (msg.term, msg.epoch) > view.key  # a leader's view is of its own term
+                return newer or msg.term < self.term
             case InstallSnapshot():
-                return (msg.config.term, msg.config.index) > view.key
+                return (msg.config.term, msg.config.index) > view.key or msg.term < self.term
             case VoteRequest():
-                return (msg.epoch_term, msg.epoch) > view.key
-            case AppendReply():
-                # A late ack from a member already removed changes nothing (no
-                # progress left to update); only a higher term would, so refuse that.
+                return True
+            case AppendReply() | VoteReply():
                 return msg.term <= self.term or msg.sender in self._progress
         return False
 
+    def _newer_view(self, msg: VoteRequest) -> bool:
+        """The candidate's view is newer than ours: it may be a member we have not seen added."""
+        return self.view is None or (msg.epoch_term, msg.epoch) > self.view.key
+
     def _epoch(self) -> int:
         return self.view.epoch if self.view is not None else 0
-
-    def _check_known(self, node_id: int, what: str) -> None:
-        """An id a peer names must be nobody (0) or a member of our view, if we have one."""
-        view = self.view
-        if node_id != NO_NODE and view is not None and node_id not in view.config.member_ids:
-            raise RemoteProtocolError(f"{what} {node_id} is not a member")
 
     def _check_append(self, msg: Append) -> None:
         if msg.term < self.term:
             return  # answered with a rejection; nothing else of it is used
         if msg.term == self.term and self.role is Role.LEADER:
             raise RemoteProtocolError(f"node {msg.sender} claims to lead term {msg.term} too")
-        if msg.term == self.term and self.leader_id not in (NO_NODE, msg.sender):
+        if msg.term == self.term and self._term_leader not in (NO_NODE, msg.sender):
             raise RemoteProtocolError(
-                f"node {msg.sender} claims term {msg.term}, which node {self.leader_id} leads"
+                f"node {msg.sender} claims term {msg.term}, which node {self._term_leader} leads"
             )
         _check_entry_run(msg.prev_index, msg.prev_term, msg.entries, msg.term)
         self._check_committed_prefix(msg)
@@ -416,7 +418,6 @@ class Node:
             raise RemoteProtocolError(f"reply about index {claimed}, beyond {bound} that was sent")
 
     def _check_vote_reply(self, msg: VoteReply) -> None:
-        self._check_known(msg.leader_id, "leader_id")
         ballot = self._ballot
         if ballot is None or (msg.campaign, msg.pre_vote) != (ballot.campaign, ballot.pre_vote):
             return  # a late reply to an earlier round: ignored
@@ -441,7 +442,7 @@ class Node:
             return  # answered with a rejection
         if self.role is Role.LEADER:
             raise RemoteProtocolError(f"node {msg.sender} sends a snapshot to a leader")
-        if msg.term > self.term or self.leader_id not in (NO_NODE, msg.sender):
+        if msg.term > self.term or self._term_leader not in (NO_NODE, msg.sender):
             raise RemoteProtocolError(
                 f"snapshot from node {msg.sender} in term {msg.term}, not our leader's"
             )
@@ -633,6 +634,7 @@ class Node:
         if term > self.term:
             self.term = term
             self.voted_for = NO_NODE
+            self._term_leader = NO_NODE
         self.role = Role.FOLLOWER
         self._ballot = None
         self._progress.clear()
@@ -644,6 +646,7 @@ class Node:
         """Accept ``leader_id`` as leader of ``term`` and grant it a lease."""
         if self.role is not Role.FOLLOWER or term > self.term or leader_id != self.leader_id:
             self._become_follower(term, leader_id)
+        self._term_leader = leader_id
         self._lease.grant(leader_id, now_ms, self.settings.lease_ms)
         self._election_at = None
 
@@ -672,6 +675,7 @@ class Node:
         if not pre_vote:
             self.term += 1
             self.voted_for = self.id
+            self._term_leader = NO_NODE
         self.role = Role.CANDIDATE
         self._set_leader(NO_NODE)
         self._ballot = Ballot(
@@ -704,7 +708,12 @@ class Node:
         own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
         decision = decide(self.id, {**ballot.replies, self.id: own}, self._view().config)
         if not decision.won:
-            live = [r.leader_id for r in ballot.replies.values() if r.has_live_leader]
+            members = self._view().config.member_ids
+            live = [
+                r.leader_id
+                for r in ballot.replies.values()
+                if r.has_live_leader and r.leader_id in members
+            ]
             self._become_follower(self.term, live[0] if live else NO_NODE)
         elif ballot.pre_vote:
             self._campaign(now_ms, pre_vote=False, transfer_from=ballot.transfer_from)
@@ -738,9 +747,10 @@ class Node:
 
     def _on_vote_request(self, msg: VoteRequest, now_ms: int) -> None:
         """Grant or refuse; a live lease means neither granting nor adopting the term."""
-        if self.removed:
-            # No say in elections any more; our state still tells a lagging
-            # candidate that a newer config exists.
+        outsider = self.view is not None and msg.sender not in self.view.config.member_ids
+        if self.removed or (outsider and not self._newer_view(msg)):
+            # No say for us (removed), or none for it (not a member): neither
+            # grant nor adopt the term. Our state tells it a newer config exists.
             self._send(
                 msg.sender,
                 self._vote_reply(msg.pre_vote, msg.campaign, False, has_live_leader=False),
@@ -778,8 +788,10 @@ class Node:
             self._become_follower(msg.term, NO_NODE)
             return
         ballot = self._ballot
-        if ballot is None or msg.campaign != ballot.campaign or msg.pre_vote != ballot.pre_vote:
+        if ballot is None or (msg.campaign, msg.pre_vote) != (ballot.campaign, ballot.pre_vote):
             return
+        if msg.sender not in ballot.voters:
+            return  # a late reply from a node no longer in our view
         ballot.record(msg)
         config = self._view().config
         grants = 1 + sum(r.granted for r in ballot.replies.values())  # our own vote counts

@@ -17,6 +17,7 @@ lease). Quorum: any crashes, pauses, partitions and losses.
 
     python -m coord.sim --mode failstop --schedules 100000
     python -m coord.sim --mode quorum --seed 1234 --trace
+    python -m coord.sim --mode failstop --membership --schedules 2000
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 
 from coord.boundary import Entry, EntryKind
 from coord.config import ClusterConfig
-from coord.core import Node, Role
+from coord.core import AddMember, ConfigChange, Node, RemoveMember, Role
 from coord.errors import CoordError, LocalProtocolError, NotLeader
 from coord.harness import MemoryShell, NodeFactory, StateCopy
 from coord.messages import Append, AppendReply, InstallSnapshot, Message, VoteReply, VoteRequest
@@ -52,7 +53,12 @@ class Violation(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """The shape of one run; the seed decides everything else."""
+    """The shape of one run; the seed decides everything else.
+
+    With ``membership`` the leader also removes members and adds removed ones
+    back, racing the crashes; a removed node is left running (it must learn it
+    was removed and never lead), and liveness is owed by the final members.
+    """
 
     mode: str
     nodes: int = 3
@@ -64,6 +70,7 @@ class Schedule:
     clock_drift: float = 0.02
     propose_every_ms: int = 25
     unflushed_ms: int = 3
+    membership: bool = False
     settings: Settings = SIM_SETTINGS
 
     @property
@@ -98,6 +105,7 @@ class Result:
     trace: tuple[str, ...]
     acked: int
     sim_ms: int
+    membership: bool = False
 
 
 class Simulator:
@@ -171,8 +179,9 @@ class Simulator:
         return self._result(True, "")
 
     def _result(self, ok: bool, error: str) -> Result:
-        mode = self.schedule.mode
-        return Result(self.seed, mode, ok, error, tuple(self.trace), len(self.acked), self.real)
+        mode, acked = self.schedule.mode, len(self.acked)
+        membership = self.schedule.membership
+        return Result(self.seed, mode, ok, error, tuple(self.trace), acked, self.real, membership)
 
     def _run(self) -> None:
         for node_id in self.nodes:
@@ -201,7 +210,13 @@ class Simulator:
         index = self.goal[1]
         if index not in self.acked:
             return False
-        return all(sim.shell.applied_index >= index for sim in self.nodes.values())
+        members = self._members(self.goal[0])
+        return all(self.nodes[i].shell.applied_index >= index for i in members)
+
+    def _members(self, node_id: int) -> tuple[int, ...]:
+        """The members of that node's view: who owes progress (a removed node does not)."""
+        view = self.nodes[node_id].shell.node.view
+        return view.config.member_ids if view is not None else tuple(self.nodes)
 
     def _summary(self) -> str:
         parts = []
@@ -325,6 +340,10 @@ class Simulator:
             return
         running = [i for i, s in self.nodes.items() if not s.crashed and not s.paused]
         crashed = [i for i, s in self.nodes.items() if s.crashed]
+        if self.schedule.membership and self.rng.random() < 0.15:
+            self._change_membership()
+            self.at(self.rng.randrange(40, 200), self._fault)
+            return
         choice = self.rng.random()
         limit = len(self.nodes) - 1
         if choice < 0.25 and running and len(crashed) < limit:
@@ -407,6 +426,26 @@ class Simulator:
                             node_id, lambda n, now, to=target: n.transfer_leadership(to, now)
                         )
                 return
+
+    def _change_membership(self) -> None:
+        """The leader removes a follower, or adds a removed node back (one change at a time)."""
+        for node_id, sim in self.nodes.items():
+            node = sim.shell.node
+            if node.role is not Role.LEADER or sim.crashed or sim.paused or node.view is None:
+                continue
+            members = node.view.config.member_ids
+            outside = [i for i in self.nodes if i not in members]
+            change: ConfigChange
+            if outside and (len(members) < 3 or self.rng.random() < 0.5):
+                target = self.rng.choice(outside)
+                change = AddMember(target, f"n{target}")
+            else:
+                target = self.rng.choice([i for i in members if i != node_id])
+                change = RemoveMember(target)
+            self.note(node_id, f"MEMBERSHIP {type(change).__name__} n{target}")
+            with contextlib.suppress(NotLeader, LocalProtocolError):
+                self._input(node_id, lambda n, now, c=change: n.propose_config_change(c, now))
+            return
 
     def _partition(self) -> None:
         """Split the nodes in two, or cut one link (one way or both): messages vanish."""
@@ -530,6 +569,7 @@ def describe(msg: Message) -> str:
 
 def replay_command(result: Result, nodes: int) -> str:
     extra = f" --nodes {nodes}" if nodes != 3 else ""
+    extra += " --membership" if result.membership else ""
     return f"python -m coord.sim --mode {result.mode}{extra} --seed {result.seed} --trace"
 
 
@@ -551,12 +591,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m coord.sim", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument(
+        "--membership", action="store_true", help="remove and re-add members amid the faults"
+    )
     parser.add_argument("--seed", type=int, help="run this one seed")
     parser.add_argument("--trace", action="store_true", help="print every event of --seed")
     parser.add_argument("--schedules", type=int, default=1000, help="how many seeds to run")
     parser.add_argument("--first", type=int, default=0, help="the first seed to run")
     args = parser.parse_args(argv)
-    schedule = Schedule(mode=args.mode, nodes=args.nodes)
+    schedule = Schedule(mode=args.mode, nodes=args.nodes, membership=args.membership)
     if args.seed is not None:
         echo = print if args.trace else None
         result = Simulator(args.seed, schedule, echo=echo).run()

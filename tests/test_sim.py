@@ -60,6 +60,35 @@ def test_the_simulator_catches_a_planted_bug(bug: type[Node], mode: str) -> None
     assert (again.error, again.trace) == (caught.error, caught.trace), "replays exactly"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_membership_changes_racing_crashes_keep_every_property(mode: str) -> None:
+    """Removals and re-adds amid the faults; removed nodes are left running."""
+    schedule = Schedule(mode=mode, membership=True)
+    failures = [r for r in run_seeds(range(300), schedule) if not r.ok]
+    assert not failures, report(failures[0], schedule.nodes)
+
+
+class ForgetsTheRemoved(Node):
+    """Planted bug (the code before issue 7): the removed member's progress goes at
+    once, so it never hears of its removal and may later win alone on a stale view."""
+
+    def _append_config(self, config):  # type: ignore[no-untyped-def]
+        entry = super()._append_config(config)
+        for peer in [i for i in self._progress if i not in config.member_ids]:
+            del self._progress[peer]
+        return entry
+
+
+def test_the_membership_schedules_catch_a_removed_member_left_uninformed() -> None:
+    schedule = Schedule(mode="failstop", membership=True)
+    caught = next(
+        (r for r in run_seeds(range(1000), schedule, ForgetsTheRemoved) if not r.ok), None
+    )
+    assert caught is not None, "ForgetsTheRemoved survived 1000 membership schedules"
+    assert "Violation" in caught.error
+    assert "--membership" in report(caught, schedule.nodes)
+
+
 def test_the_command_line_replays_one_seed(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--mode", "failstop", "--seed", "7"]) == 0
     assert "seed 7: ok" in capsys.readouterr().out
