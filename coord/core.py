@@ -296,6 +296,23 @@ class Node:
             case InstallSnapshot():
                 self._check_install_snapshot(msg)
 
+    def will_hear(self, peer: int, msgs: list[Message]) -> bool:
+        """Whether a batch from ``peer`` deserves the core's attention at all.
+
+        The shell asks this before delivering anything, so that a caller with
+        valid credentials that speaks for no member is turned away at the door
+        (``PERMISSION_DENIED``): members, a member being removed (it still acks
+        the entries that remove it), anyone while we have no view (joining),
+        and from anyone else only what :meth:`_may_speak` lets through and is
+        owed an answer (an Append of a newer view, a vote request, answered
+        "not granted").
+        """
+        if self.view is None or peer in self.view.config.member_ids or peer in self._progress:
+            return True
+        return bool(msgs) and all(
+            isinstance(m, Append | VoteRequest) and self._may_speak(m) for m in msgs
+        )
+
     def _may_speak(self, msg: Message) -> bool:
         """Only members speak to us (PROTOCOL.md, "Who may speak").
 

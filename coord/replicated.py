@@ -377,18 +377,12 @@ class ReplicatedCoordinator:
         self._last_append = (source, now)
 
     def _admit(self, peer: int, msgs: list[Message]) -> str | None:
-        """Membership check of a batch from ``peer``: only members of our view may speak.
-
-        Two exceptions: a node that has no view yet (it is joining) hears
-        whoever leads, and an Append that carries a newer epoch than our view
-        may come from a leader added in a config we have not seen yet.
-        """
+        """Membership check of a batch from ``peer``, by the core's rule (who may speak)."""
+        if self.node.will_hear(peer, msgs):
+            return None
         view = self.node.view
-        if view is None or peer in view.config.member_ids:
-            return None
-        if msgs and all(isinstance(m, Append) and m.epoch > view.epoch for m in msgs):
-            return None
-        return f"node {peer} is not a member of this node's config (epoch {view.epoch})"
+        epoch = view.epoch if view is not None else 0
+        return f"node {peer} is not a member of this node's config (epoch {epoch})"
 
     def _peer_unreachable(self, peer: int) -> None:
         self.node.peer_unreachable(peer, now_ms())

@@ -8,12 +8,14 @@ themselves with nothing committed lost.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from coord.core import RemoveMember, Role
 from coord.errors import RemoteProtocolError
 from coord.harness import TEST_SETTINGS, Cluster
-from coord.messages import Append, VoteRequest
+from coord.messages import Append, AppendReply, VoteRequest
 
 LEASE = TEST_SETTINGS.lease_ms
 
@@ -191,3 +193,19 @@ def test_a_joining_node_without_a_view_hears_its_leader() -> None:
     msg = Append(cluster.node(leader).term, leader, 0, 0, (), 0, 1, (1, 2, 3, 4), 0, 0)
     node5.receive(msg, cluster.now)
     assert node5.leader_id == leader
+
+
+def test_the_shell_hears_members_a_leaving_member_and_owed_answers_only() -> None:
+    """Node.will_hear: what the shell lets through before anything reaches the core."""
+    cluster, leader = four()
+    node = cluster.node(leader)
+    term = node.term
+    reply = AppendReply(term, 4, True, 1, 0, 0, -1, 0)
+    assert node.will_hear(2, [reply]) and node.will_hear(4, [reply])
+    remove(cluster, leader, 4)
+    assert node.will_hear(4, [replace(reply, sender=4)]), "it still acks its removal"
+    stranger = replace(reply, sender=9)
+    assert not node.will_hear(9, [stranger]) and not node.will_hear(9, [])
+    vote = VoteRequest(term + 1, 9, False, 1, term, 100, 1, term, 0)
+    assert node.will_hear(9, [vote]), "a vote request is owed its 'not granted'"
+    assert not node.will_hear(9, [vote, stranger]), "a batch is heard whole or not at all"
