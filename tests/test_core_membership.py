@@ -36,12 +36,12 @@ def remove(cluster: Cluster, leader: int, member: int) -> int:
     return index
 
 
-def four_without_4() -> tuple[Cluster, int]:
+def four_without_4() -> Cluster:
     """Four nodes, then node 4 removed (the removal committed); node 4 keeps running."""
     cluster, leader = four()
     index = remove(cluster, leader, 4)
     assert cluster.run_until(lambda: committed(cluster, leader, index))
-    return cluster, leader
+    return cluster
 
 
 def committed(cluster: Cluster, leader: int, index: int) -> bool:
@@ -57,7 +57,7 @@ def run_watching(cluster: Cluster, ms: int, node_id: int) -> None:
 
 
 def test_a_removed_member_learns_it_and_never_leads_when_the_rest_restart() -> None:
-    cluster, leader = four_without_4()
+    cluster = four_without_4()
     node4 = cluster.node(4)
     assert node4.removed and node4.status(cluster.now).role == "removed"
     after, _ = cluster.propose(b"after the removal")
@@ -136,7 +136,7 @@ def test_a_new_leader_still_waits_for_the_member_being_removed() -> None:
 
 
 def test_a_removed_member_stays_removed_across_a_restart() -> None:
-    cluster, leader = four_without_4()
+    cluster = four_without_4()
     cluster.crash(4)
     cluster.restart(4)
     assert cluster.node(4).removed
@@ -145,7 +145,7 @@ def test_a_removed_member_stays_removed_across_a_restart() -> None:
 
 
 def test_a_removed_member_grants_no_vote_and_keeps_its_term() -> None:
-    cluster, leader = four_without_4()
+    cluster = four_without_4()
     node4 = cluster.node(4)
     term = node4.term
     request = VoteRequest(term + 5, 2, False, 1, term + 4, 10**6, 10**6, term + 4, 0)
@@ -156,7 +156,7 @@ def test_a_removed_member_grants_no_vote_and_keeps_its_term() -> None:
 
 
 def test_votes_from_a_non_member_are_not_granted_and_adopt_nothing() -> None:
-    cluster, leader = four_without_4()
+    cluster = four_without_4()
     node2 = cluster.node(2)
     term = node2.term
     view = node2.view
@@ -170,7 +170,7 @@ def test_votes_from_a_non_member_are_not_granted_and_adopt_nothing() -> None:
 
 
 def test_appends_from_a_non_member_are_refused_unless_its_view_is_newer() -> None:
-    cluster, leader = four_without_4()
+    cluster = four_without_4()
     node2 = cluster.node(2)
     view = node2.view
     assert view is not None
