@@ -10,7 +10,10 @@ leave every member's term, commit index and configuration as they were.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hashlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -129,14 +132,27 @@ async def call(
 
 
 async def views(members: Members) -> dict[int, tuple[Any, ...]]:
-    """What an attack must not change: each member's term, commit, epoch and members,
-    once all of them agree on the commit index (writes are stopped)."""
+    """What an attack must not change: each member's term, commit, epoch, members and
+    chat data, once all of them agree on the commit index (writes are stopped)."""
     await wait_caught_up(members)
     answers = await members.statuses()
+    nodes = members.cluster.nodes
     return {
-        i: (s.term, s.commit_index, s.config_epoch, tuple((m.id, m.address) for m in s.members))
+        i: (
+            s.term,
+            s.commit_index,
+            s.config_epoch,
+            tuple((m.id, m.address) for m in s.members),
+            await asyncio.to_thread(chat_data, nodes[i].data_dir / "state.db"),
+        )
         for i, s in answers.items()
     }
+
+
+def chat_data(path: Path) -> str:
+    """A digest of every row of a node's chat state (read-only; the node keeps running)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return hashlib.sha256("\n".join(db.iterdump()).encode()).hexdigest()
 
 
 def login_request(name: str) -> chat_pb2.LoginRequest:
