@@ -41,8 +41,10 @@ class LoginResponse(_message.Message):
     def __init__(self, session_token: _Optional[str] = ..., unread_count: _Optional[int] = ..., last_message_id: _Optional[int] = ...) -> None: ...
 
 class LogoutRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
 
 class LogoutResponse(_message.Message):
     __slots__ = ()
@@ -101,10 +103,12 @@ class Message(_message.Message):
     def __init__(self, id: _Optional[int] = ..., sender: _Optional[str] = ..., recipient: _Optional[str] = ..., body: _Optional[str] = ..., sent_at_unix_ms: _Optional[int] = ..., read: _Optional[bool] = ...) -> None: ...
 
 class ReadMessagesRequest(_message.Message):
-    __slots__ = ("limit",)
+    __slots__ = ("limit", "request_id")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     limit: int
-    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, limit: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ReadMessagesResponse(_message.Message):
     __slots__ = ("messages", "remaining_unread")
@@ -115,10 +119,12 @@ class ReadMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., remaining_unread: _Optional[int] = ...) -> None: ...
 
 class MarkReadRequest(_message.Message):
-    __slots__ = ("message_ids",)
+    __slots__ = ("message_ids", "request_id")
     MESSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     message_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, message_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, message_ids: _Optional[_Iterable[int]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class MarkReadResponse(_message.Message):
     __slots__ = ("marked_count",)
@@ -127,10 +133,12 @@ class MarkReadResponse(_message.Message):
     def __init__(self, marked_count: _Optional[int] = ...) -> None: ...
 
 class DeleteMessagesRequest(_message.Message):
-    __slots__ = ("message_ids",)
+    __slots__ = ("message_ids", "request_id")
     MESSAGE_IDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     message_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, message_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, message_ids: _Optional[_Iterable[int]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteMessagesResponse(_message.Message):
     __slots__ = ("deleted_count",)
@@ -139,10 +147,12 @@ class DeleteMessagesResponse(_message.Message):
     def __init__(self, deleted_count: _Optional[int] = ...) -> None: ...
 
 class DeleteAccountRequest(_message.Message):
-    __slots__ = ("password",)
+    __slots__ = ("password", "request_id")
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     password: str
-    def __init__(self, password: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, password: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteAccountResponse(_message.Message):
     __slots__ = ()
