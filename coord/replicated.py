@@ -19,12 +19,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -138,6 +139,7 @@ class ReplicatedCoordinator:
             self._peers.credentials,
             metadata=self._peers.metadata,
             admit=self._admit,
+            supervise=self.supervise,
         )
         self._sync_members()
         self._running = True
@@ -150,18 +152,24 @@ class ReplicatedCoordinator:
             self.supervise(task)
         self._wake.set()
 
-    def supervise(self, task: asyncio.Task[None]) -> None:
-        """Report on ``failed`` if ``task`` ever ends other than by cancellation.
+    def supervise(self, task: asyncio.Task[Any], *, finite: bool = False) -> None:
+        """Report on ``failed`` if ``task`` raises, or (unless ``finite``) ends at all.
 
         A background task that dies leaves a node that looks alive and does
         nothing; the process should exit instead, so its supervisor restarts it.
+        A fault of the machine (a full disk, an I/O error) is said in one line;
+        anything else is a bug, and its traceback goes to the log first.
         """
-        task.add_done_callback(self._task_ended)
+        task.add_done_callback(lambda done: self._task_ended(done, finite))
 
-    def _task_ended(self, task: asyncio.Task[None]) -> None:
+    def _task_ended(self, task: asyncio.Task[Any], finite: bool) -> None:
         if task.cancelled() or self.failed.done() or not self._running:
             return
         exc = task.exception()
+        if exc is None and finite:
+            return
+        if exc is not None and not isinstance(exc, OSError | sqlite3.OperationalError):
+            log.error("%s died", task.get_name(), exc_info=exc)
         reason = f"{type(exc).__name__}: {exc}" if exc else "returned"
         self.failed.set_result(f"{task.get_name()} stopped ({reason})")
 
@@ -294,6 +302,7 @@ class ReplicatedCoordinator:
             return
         self._sending_snapshot.add(order.to)
         task = asyncio.create_task(self._send_snapshot(order), name=f"snapshot-{order.to}")
+        self.supervise(task, finite=True)
         task.add_done_callback(lambda _: self._sending_snapshot.discard(order.to))
 
     async def _send_snapshot(self, order: SnapshotOrder) -> None:

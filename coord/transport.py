@@ -103,9 +103,11 @@ class Transport:
         credentials: grpc.ChannelCredentials | None = None,
         *,
         metadata: Metadata = (),
-        admit: Callable[[int, list[Message]], str | None] = lambda _peer, _msgs: None,
+        admit: Callable[[int, list[Message]], str | None],
+        supervise: Callable[..., None],
     ) -> None:
         self.id = node_id
+        self._supervise = supervise
         self._deliver_local = deliver
         self._admit = admit
         self._metadata = metadata
@@ -131,6 +133,7 @@ class Transport:
             if link is None:
                 link = self._links[peer] = _Link(peer, address)
                 link.task = asyncio.create_task(self._send_loop(link), name=f"send-{peer}")
+                self._supervise(link.task)
             link.address = address
 
     def send(self, to: int, msg: Message) -> None:
@@ -157,6 +160,7 @@ class Transport:
         self._up_peer, self._up_call, self._up_task = leader, None, None
         if leader and leader != self.id and leader in self._links:
             self._up_task = asyncio.create_task(self._upstream(leader), name=f"follow-{leader}")
+            self._supervise(self._up_task)
 
     async def close(self) -> None:
         self._closed = True
@@ -198,7 +202,10 @@ class Transport:
         link.down = down
         link.wake.set()
         refused: list[str] = []
-        reader = asyncio.create_task(self._read_up(requests, down, peer, refused))
+        reader = asyncio.create_task(
+            self._read_up(requests, down, peer, refused), name=f"stream-from-{peer}"
+        )
+        self._supervise(reader, finite=True)
         try:
             while (batch := await down.get()) is not None:
                 yield batch
@@ -209,7 +216,8 @@ class Transport:
             if link.down is down:
                 link.down = None
                 if not self._closed:
-                    probe = asyncio.create_task(self._probe(link))
+                    probe = asyncio.create_task(self._probe(link), name=f"probe-{peer}")
+                    self._supervise(probe, finite=True)
                     self._background.add(probe)
                     probe.add_done_callback(self._background.discard)
 

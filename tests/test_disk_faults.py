@@ -11,6 +11,7 @@ acts on. A database file that is not one stops the node at start the same way.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from tests.conftest import PASSWORD
 pytestmark = pytest.mark.slow
 BODY = "x" * 60_000
 EXIT_WITHIN_S = 30.0
+INJECTED_FAULT = """CREATE TRIGGER injected_fault BEFORE INSERT ON messages
+    BEGIN SELECT RAISE(ABORT, 'injected apply error'); END"""
 
 
 @contextlib.contextmanager
@@ -83,3 +86,37 @@ def test_a_corrupt_database_stops_the_node_at_start_with_one_line(
         assert node.wait(timeout=EXIT_WITHIN_S) == 1
     lines = node.log_text().strip().splitlines()
     assert lines == [f"chatnode: cannot use the data in {node.data_dir}: file is not a database"]
+
+
+def test_an_apply_error_stops_the_node_with_its_traceback_and_a_restart_recovers(
+    tmp_path: Path,
+) -> None:
+    """A bug-shaped fault: applying a committed entry raises. The node must not keep its
+    lease and answer nothing; it logs the traceback, says so in one line and exits 1."""
+    with local_cluster(tmp_path, size=1) as cluster:
+        node = cluster.nodes[1]
+        with grpc.insecure_channel(node.address) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            stub.CreateAccount(pb.CreateAccountRequest(username="sink", password=PASSWORD))
+            token = stub.Login(pb.LoginRequest(username="sink", password=PASSWORD)).session_token
+            auth = (("authorization", f"Bearer {token}"),)
+            with contextlib.closing(sqlite3.connect(node.data_dir / "state.db")) as db:
+                db.execute(INJECTED_FAULT)
+            with pytest.raises(grpc.RpcError):
+                request = pb.SendMessageRequest(recipient="sink", body="never applied")
+                stub.SendMessage(request, metadata=auth, timeout=5)
+        assert node.wait(timeout=EXIT_WITHIN_S) == 1
+        log = node.log_text()
+        assert "Traceback" in log and "IntegrityError: injected apply error" in log
+        assert log.strip().splitlines()[-1] == (
+            "chatnode: fatal: applier stopped (IntegrityError: injected apply error); "
+            "exiting for a restart"
+        )
+        with contextlib.closing(sqlite3.connect(node.data_dir / "state.db")) as db:
+            db.execute("DROP TRIGGER injected_fault")
+        node.start()
+        cluster.wait_for_leader()
+        with grpc.insecure_channel(node.address) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            login = stub.Login(pb.LoginRequest(username="sink", password=PASSWORD), timeout=10)
+        assert login.unread_count == 1  # committed before the fault, applied on the replay
