@@ -46,7 +46,19 @@ class StateCopy:
 
 
 class MemoryShell:
-    """One node's shell over memory, carrying out every Ready at once and in order."""
+    """One node's shell over memory, carrying out every Ready at once and in order.
+
+    The state machine: with ``durable_apply`` (the default, for hand-driven
+    tests) every applied entry is durable at once. Without it the shell models
+    the real one (``chatnode/state.py``): applied state is durable only at a
+    :meth:`checkpoint` (or a snapshot install), a restart goes back to the last
+    checkpoint and the core replays the log from there, and :meth:`compact`
+    never drops entries the durable state does not hold.
+
+    :meth:`handle` does a whole Ready at once; a shell that lets time pass
+    between the steps (the simulator) calls :meth:`persist`, :meth:`synced`
+    and :meth:`apply` itself, in that order.
+    """
 
     def __init__(
         self,
@@ -56,6 +68,8 @@ class MemoryShell:
         now_ms: int,
         bootstrap: ClusterConfig | None,
         node_factory: NodeFactory = Node,
+        *,
+        durable_apply: bool = True,
     ) -> None:
         self.id = node_id
         self.settings = settings
@@ -63,6 +77,9 @@ class MemoryShell:
         self.applied_index = 0
         self.checksum = 0
         self.applied_config: Entry | None = None
+        self.durable_apply = durable_apply
+        # The state machine as last made durable: (applied index, checksum, config entry).
+        self.checkpointed: tuple[int, int, Entry | None] = (0, 0, None)
         self.on_apply: Callable[[MemoryShell, Entry], None] | None = None
         self._staged: dict[int, StateCopy] = {}
         self._bootstrap = bootstrap
@@ -91,19 +108,42 @@ class MemoryShell:
         never made it to disk, it bootstraps like the first time.
         """
         self._staged.clear()
+        if not self.durable_apply:
+            self.applied_index, self.checksum, self.applied_config = self.checkpointed
         self.node = self._start(now_ms)
+
+    @property
+    def durable_index(self) -> int:
+        """The applied index a restart would come back to."""
+        return self.applied_index if self.durable_apply else self.checkpointed[0]
+
+    def checkpoint(self) -> None:
+        """Make the applied state durable (the real state machine does so now and then)."""
+        self.checkpointed = (self.applied_index, self.checksum, self.applied_config)
 
     def handle(self, ready: Ready, now_ms: int) -> tuple[Outgoing, list[SnapshotOrder]]:
         """Carry out one Ready in the order :mod:`coord.ready` prescribes."""
+        self.persist(ready)
+        self.synced(ready, now_ms)
+        self.apply(ready)
+        return list(ready.messages), list(ready.snapshots)
+
+    def persist(self, ready: Ready) -> None:
+        """Steps 1 and 2 on disk: the snapshot install, then hard state and entries."""
         if ready.install_snapshot is not None:
             self._install(ready.install_snapshot)
         self.storage.save(ready.hard_state, None, ready.entries)
+
+    def synced(self, ready: Ready, now_ms: int) -> None:
+        """The fsync of :meth:`persist` returned: tell the core."""
         if ready.entries:
             last = ready.entries[-1]
             self.node.persisted(last.index, last.term, now_ms)
+
+    def apply(self, ready: Ready) -> None:
+        """Step 5: apply the committed entries."""
         for entry in ready.committed:
             self._apply(entry)
-        return list(ready.messages), list(ready.snapshots)
 
     def drain(self, now_ms: int) -> tuple[Outgoing, list[SnapshotOrder]]:
         """Handle Readys until the node has nothing more to say."""
@@ -149,10 +189,11 @@ class MemoryShell:
         self.storage.save(None, meta, ())
         self.applied_index, self.checksum = staged.index, staged.checksum
         self.applied_config = meta.config
+        self.checkpoint()  # a restored snapshot is durable state
 
     def compact(self, keep: int) -> None:
-        """Drop log entries more than ``keep`` behind the applied index."""
-        self.storage.compact(self.applied_index - keep)
+        """Drop log entries more than ``keep`` behind the durable applied index."""
+        self.storage.compact(self.durable_index - keep)
 
 
 class Cluster:

@@ -8,16 +8,36 @@ nothing, messages queue for it), and a client proposing all along. Every step
 is checked: one leader per term; no index ever applied with two different
 entries or states, so no acknowledged entry is lost or changed; and, once the
 faults stop and everything is back, a new proposal must commit and every node
-must apply it (liveness, and every node catching up).
+must apply it (liveness, and every node catching up), where the model owes
+it: message delays up to half a lease.
+
+The simulated shell is the production one (coord/replicated.py) with time in
+it: each node carries out one Ready at a time, taking the next only once the
+previous is done; a leader's Appends leave before its own fsync
+(coord/ready_order.py decides, for both shells); everything else leaves only
+once the fsync is done, which takes up to ``--fsync-ms`` and, with
+``--stall-rate``, now and then stalls for 2 to 5 leases while the node's ticks
+go on (its outbox fills with heartbeats stamped when the core made them). A
+crash during an fsync keeps the write or not, at random. The state machine is
+durable only at its checkpoints: a crash loses what it applied since, and the
+restarted node replays the log from there. ``--disk-faults``: a log write
+fails with ENOSPC (the disk stays full for a while; nothing of that Ready is
+written or sent, the same Ready is retried once space returns, later Readys
+wait, ticks go on) or EIO (the process exits, as PostgreSQL does on a failed
+fsync: after EIO the page cache cannot be trusted; the write may or may not be
+on disk); a full disk also makes checkpoints of the state fail.
 
 Fault schedules stay inside each mode's model. Fail-stop: at most N-1 nodes
-crashed at once, no partitions, no loss, round trips well inside the lease;
-pauses of any length (a paused node is as good as dead to the others after its
-lease). Quorum: any crashes, pauses, partitions and losses.
+crashed at once by the scheduler (EIO may take the last one down too), no
+partitions, no loss; pauses of any length (a paused node is as good as dead to
+the others after its lease). Quorum: any crashes, pauses, partitions and
+losses. Message delays beyond half a lease are checked for safety only.
 
     python -m coord.sim --mode failstop --schedules 100000
     python -m coord.sim --mode quorum --seed 1234 --trace
     python -m coord.sim --mode failstop --membership --schedules 2000
+    python -m coord.sim --mode failstop --max-delay-ms 100 --fsync-ms 20 --disk-faults
+    python -m coord.sim sweep --seeds 300        # the whole grid (coord/sim_sweep.py)
 """
 
 from __future__ import annotations
@@ -28,7 +48,6 @@ import heapq
 import random
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -39,6 +58,7 @@ from coord.errors import CoordError, LocalProtocolError, NotLeader
 from coord.harness import MemoryShell, NodeFactory, StateCopy
 from coord.messages import Append, AppendReply, InstallSnapshot, Message, VoteReply, VoteRequest
 from coord.ready import Ready
+from coord.ready_order import Outgoing, split_messages
 from coord.settings import Settings
 
 SIM_SETTINGS = Settings(
@@ -51,6 +71,9 @@ class Violation(Exception):
     """A safety or liveness property failed: a bug in the core (or in the simulator)."""
 
 
+SplitRule = Callable[[Ready, bool], tuple[Outgoing, Outgoing]]
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """The shape of one run; the seed decides everything else.
@@ -58,6 +81,11 @@ class Schedule:
     With ``membership`` the leader also removes members and adds removed ones
     back, racing the crashes; a removed node is left running (it must learn it
     was removed and never lead), and liveness is owed by the final members.
+
+    ``fsync_ms`` bounds an ordinary fsync; while the faults last, each fsync
+    stalls for 2 to 5 leases with probability ``stall_rate`` (and a write fails
+    with ``disk_faults``). ``checkpoint_rate`` is the chance that the state
+    machine checkpoints after applying a batch.
     """
 
     mode: str
@@ -71,16 +99,64 @@ class Schedule:
     propose_every_ms: int = 25
     unflushed_ms: int = 3
     membership: bool = False
+    fsync_ms: int = 2
+    stall_rate: float = 0.0
+    disk_faults: bool = False
+    enospc_rate: float = 0.03
+    eio_rate: float = 0.01
+    checkpoint_rate: float = 0.2
     settings: Settings = SIM_SETTINGS
 
     @property
     def min_insync(self) -> int:
         return self.nodes // 2 + 1 if self.mode == "quorum" else 1
 
+    @property
+    def liveness_owed(self) -> bool:
+        """The model promises progress after the heal only for delays up to half a lease."""
+        return self.max_delay_ms <= self.settings.lease_ms // 2
+
+    def flags(self) -> str:
+        """The command-line flags that give this schedule (for replay commands)."""
+        parts = [f"--mode {self.mode}"]
+        if self.nodes != 3:
+            parts.append(f"--nodes {self.nodes}")
+        if self.membership:
+            parts.append("--membership")
+        if self.max_delay_ms != 20:
+            parts.append(f"--max-delay-ms {self.max_delay_ms}")
+        if self.fsync_ms != 2:
+            parts.append(f"--fsync-ms {self.fsync_ms}")
+        if self.stall_rate != (DEFAULT_STALL_RATE if self.fsync_ms != 2 else 0.0):
+            parts.append(f"--stall-rate {self.stall_rate:g}")
+        if self.disk_faults:
+            parts.append("--disk-faults")
+        return " ".join(parts)
+
+    def describe(self) -> str:
+        fsync = f"fsync<={self.fsync_ms}ms" + (
+            f" stalls {self.stall_rate:g}" if self.stall_rate else ""
+        )
+        extra = " membership" if self.membership else ""
+        extra += " disk-faults" if self.disk_faults else ""
+        owed = "" if self.liveness_owed else ", safety only"
+        return (
+            f"{self.mode}, {self.nodes} nodes, delay<={self.max_delay_ms}ms, {fsync}{extra}{owed}"
+        )
+
+
+DEFAULT_STALL_RATE = 0.05
+
 
 @dataclass(slots=True)
 class SimNode:
-    """What the simulator knows of one node besides its shell."""
+    """What the simulator knows of one node besides its shell.
+
+    ``busy`` while the shell carries out a Ready (``inflight``: the Ready, the
+    messages that wait for its fsync, whether its write reached the disk);
+    ``synced_while_paused`` when that fsync returned while the process was
+    stopped.
+    """
 
     shell: MemoryShell
     rate: float
@@ -92,8 +168,19 @@ class SimNode:
     trap: str = ""
     paused: bool = False
     held: list[tuple[Message, StateCopy | None]] = field(default_factory=list)
-    pipeline: deque[Ready] = field(default_factory=deque)
-    syncing: bool = False
+    busy: bool = False
+    inflight: tuple[Ready, Outgoing] | None = None
+    written: bool = False
+    synced_while_paused: bool = False
+    disk_full_until: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ShellBugs:
+    """Planted shell bugs, to prove the simulator catches them (tests only)."""
+
+    ignore_write_errors: bool = False  # ENOSPC: log it, carry on as if written
+    compact_past_checkpoint: bool = False  # drop entries the durable state lacks
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +193,8 @@ class Result:
     acked: int
     sim_ms: int
     membership: bool = False
+    schedule: Schedule | None = None
+    liveness_checked: bool = True
 
 
 class Simulator:
@@ -118,6 +207,8 @@ class Simulator:
         *,
         node_factory: NodeFactory = Node,
         echo: Callable[[str], None] | None = None,
+        split: SplitRule = split_messages,
+        bugs: ShellBugs = ShellBugs(),
     ) -> None:
         self.seed = seed
         self.schedule = schedule
@@ -126,7 +217,9 @@ class Simulator:
         self._events: list[tuple[int, int, Callable[[], None]]] = []
         self._seq = 0
         self._echo = echo
-        self.trace: deque[str] = deque(maxlen=60)
+        self._split = split
+        self._bugs = bugs
+        self.trace: list[str] = []
         config = ClusterConfig.create(
             {i: f"n{i}" for i in range(1, schedule.nodes + 1)}, min_insync=schedule.min_insync
         )
@@ -140,7 +233,13 @@ class Simulator:
             )
             self.nodes[node_id] = sim
             sim.shell = MemoryShell(
-                node_id, schedule.settings, seed, self.local(node_id), config, node_factory
+                node_id,
+                schedule.settings,
+                seed,
+                self.local(node_id),
+                config,
+                node_factory,
+                durable_apply=False,
             )
             sim.shell.on_apply = self._on_apply
         self.faulty = True
@@ -179,9 +278,19 @@ class Simulator:
         return self._result(True, "")
 
     def _result(self, ok: bool, error: str) -> Result:
-        mode, acked = self.schedule.mode, len(self.acked)
-        membership = self.schedule.membership
-        return Result(self.seed, mode, ok, error, tuple(self.trace), acked, self.real, membership)
+        schedule = self.schedule
+        return Result(
+            self.seed,
+            schedule.mode,
+            ok,
+            error,
+            tuple(self.trace),
+            len(self.acked),
+            self.real,
+            schedule.membership,
+            schedule,
+            schedule.liveness_owed,
+        )
 
     def _run(self) -> None:
         for node_id in self.nodes:
@@ -197,7 +306,7 @@ class Simulator:
                 break
             self.real = when
             action()
-        if not self._done():
+        if not self._done() and self.schedule.liveness_owed:
             raise Violation(
                 f"no progress by {deadline} ms, {self.real - self.schedule.fault_ms} "
                 f"ms after the faults stopped: {self._summary()}"
@@ -255,48 +364,114 @@ class Simulator:
         self._collect(node_id)
 
     def _collect(self, node_id: int) -> None:
-        """Take what the node produced; its writes take a moment before anything is sent."""
+        """The driver loop (``ReplicatedCoordinator._drive``): one Ready at a time, in order.
+
+        The next Ready is taken only once the previous one is done, as in
+        production: what the core produces meanwhile (heartbeats from ticks,
+        replies) waits in it and leaves with a later Ready.
+        """
         sim = self.nodes[node_id]
-        while sim.shell.node.has_ready():
-            sim.pipeline.append(sim.shell.node.ready())
-        if sim.pipeline and not sim.syncing and not sim.paused:
-            sim.syncing = True
-            self.at(self.rng.choice((0, 0, 1, 2)), self._syncer(node_id, sim.incarnation))
-
-    def _syncer(self, node_id: int, incarnation: int) -> Callable[[], None]:
-        def synced() -> None:
-            sim = self.nodes[node_id]
-            if sim.incarnation != incarnation:
-                return
-            sim.syncing = False
-            if sim.paused:
-                return
-            ready = sim.pipeline.popleft()
-            now = self.local(node_id)
-            acked = len(self.acked)
-            messages, orders = sim.shell.handle(ready, now)
-            if sim.trap == "write" and ready.must_sync():
-                self._crash(node_id, "after a write, before sending")
-                return
-            if ready.soft_state is not None:
-                soft = ready.soft_state
-                self.note(node_id, f"{soft.role} t{soft.term} leader {soft.leader_id}")
-            for to, msg in messages:
+        while not (sim.busy or sim.paused or sim.crashed) and sim.shell.node.has_ready():
+            node = sim.shell.node
+            ready = node.ready()
+            early, later = self._split(ready, node.role is Role.LEADER)
+            sim.busy, sim.inflight, sim.written = True, (ready, later), False
+            for to, msg in early:
                 self._send(node_id, to, msg, None)
-            for order in orders:
-                made = sim.shell.snapshot_for(order)
-                if made is not None:
-                    self.note(node_id, f"snapshot to n{order.to} at {made[1].index}")
-                    self._send(node_id, order.to, *made)
-            if sim.trap == "ack" and len(self.acked) > acked:
-                self._crash(node_id, "right after acknowledging")
+            if ready.must_sync() or ready.install_snapshot is not None:
+                self.at(self._fsync_ms(node_id), self._fsynced(node_id, sim.incarnation))
                 return
-            if self.rng.random() < 0.1:
-                sim.shell.compact(self.rng.randrange(8))
-            self._check_leader(node_id)
-            self._collect(node_id)
+            self._finish(node_id)
 
-        return synced
+    def _fsync_ms(self, node_id: int) -> int:
+        schedule = self.schedule
+        if self.faulty and schedule.stall_rate and self.rng.random() < schedule.stall_rate:
+            lease = schedule.settings.lease_ms
+            stall = self.rng.randint(2 * lease, 5 * lease)
+            self.note(node_id, f"FSYNC STALL {stall} ms")
+            return stall
+        return self.rng.randint(0, schedule.fsync_ms)
+
+    def _fsynced(self, node_id: int, incarnation: int) -> Callable[[], None]:
+        def done() -> None:
+            sim = self.nodes[node_id]
+            if sim.incarnation != incarnation or sim.inflight is None:
+                return
+            if sim.paused:
+                sim.synced_while_paused = True
+                return
+            self._finish(node_id)
+
+        return done
+
+    def _disk_error(self, node_id: int, ready: Ready) -> str:
+        """The disk fault this Ready's write meets: "", "ENOSPC" or "EIO"."""
+        sim = self.nodes[node_id]
+        schedule = self.schedule
+        if not schedule.disk_faults or not (ready.must_sync() or ready.install_snapshot):
+            return ""
+        if self.real < sim.disk_full_until:
+            return "ENOSPC"
+        if not self.faulty:
+            return ""
+        if self.rng.random() < schedule.enospc_rate:
+            lease = schedule.settings.lease_ms
+            sim.disk_full_until = self.real + self.rng.randint(lease // 4, 3 * lease)
+            self.note(node_id, f"DISK FULL until {sim.disk_full_until}")
+            return "ENOSPC"
+        return "EIO" if self.rng.random() < schedule.eio_rate else ""
+
+    def _finish(self, node_id: int) -> None:
+        """The rest of ``ReplicatedCoordinator._handle`` once the fsync returned."""
+        sim = self.nodes[node_id]
+        assert sim.inflight is not None
+        ready, later = sim.inflight
+        error = self._disk_error(node_id, ready)
+        if error == "EIO":
+            self._crash(node_id, "EIO on the log write: the process exits")
+            return
+        if error == "ENOSPC" and not self._bugs.ignore_write_errors:
+            # Nothing was written (the transaction rolled back): retry the same Ready
+            # once there is space again; nothing of it leaves meanwhile.
+            wait = sim.disk_full_until - self.real + self.rng.randint(0, self.schedule.fsync_ms)
+            self.at(wait, self._fsynced(node_id, sim.incarnation))
+            return
+        if not error:  # with the planted bug, a failed write is lost and the shell goes on
+            sim.shell.persist(ready)
+        sim.written = True
+        if sim.trap == "write" and ready.must_sync():
+            self._crash(node_id, "after a write, before sending")
+            return
+        sim.shell.synced(ready, self.local(node_id))
+        if ready.soft_state is not None:
+            soft = ready.soft_state
+            self.note(node_id, f"{soft.role} t{soft.term} leader {soft.leader_id}")
+        for to, msg in later:
+            self._send(node_id, to, msg, None)
+        for order in ready.snapshots:
+            made = sim.shell.snapshot_for(order)
+            if made is not None:
+                self.note(node_id, f"snapshot to n{order.to} at {made[1].index}")
+                self._send(node_id, order.to, *made)
+        acked = len(self.acked)
+        sim.shell.apply(ready)
+        if ready.committed and self.rng.random() < self.schedule.checkpoint_rate:
+            if self.real < sim.disk_full_until:
+                self.note(node_id, "checkpoint of the state failed: ENOSPC")
+            else:
+                sim.shell.checkpoint()
+        if sim.trap == "ack" and len(self.acked) > acked:
+            self._crash(node_id, "right after acknowledging")
+            return
+        if self.rng.random() < 0.1:
+            keep = self.rng.randrange(8)
+            if self._bugs.compact_past_checkpoint:
+                sim.shell.storage.compact(sim.shell.applied_index - keep)
+            else:
+                sim.shell.compact(keep)
+        sim.busy, sim.inflight = False, None
+        self._check_leader(node_id)
+        self._collect(node_id)
 
     def _send(self, sender: int, to: int, msg: Message, copy: StateCopy | None) -> None:
         target = self.nodes.get(to)
@@ -376,11 +551,17 @@ class Simulator:
     def _crash(self, node_id: int, why: str = "") -> None:
         sim = self.nodes[node_id]
         self.note(node_id, f"CRASH {why}".rstrip())
-        sim.crashed, sim.paused, sim.syncing, sim.trap = True, False, False, ""
+        if sim.inflight is not None and not sim.written and self.real >= sim.disk_full_until:
+            ready = sim.inflight[0]
+            if (ready.must_sync() or ready.install_snapshot) and self.rng.random() < 0.5:
+                # Killed during the fsync, which completed all the same: durable, unreported.
+                self.note(node_id, "its last write reached the disk")
+                sim.shell.persist(ready)
+        sim.crashed, sim.paused, sim.trap = True, False, ""
+        sim.busy, sim.inflight, sim.written, sim.synced_while_paused = False, None, False, False
         sim.crashed_at = self.real
         sim.incarnation += 1
         sim.held.clear()
-        sim.pipeline.clear()
 
     def _restart(self, node_id: int) -> None:
         sim = self.nodes[node_id]
@@ -404,14 +585,18 @@ class Simulator:
             return
         self.note(node_id, "RESUME")
         sim.paused = False
+        if sim.synced_while_paused:
+            sim.synced_while_paused = False
+            self._finish(node_id)
+            if sim.crashed:
+                return
         held, sim.held = sim.held, []
         for msg, copy in held:
+            if sim.crashed:
+                return
             self._deliver(node_id, msg, copy)
         self._collect(node_id)
         self._start_ticking(node_id, 0)
-        if sim.pipeline and not sim.syncing:
-            sim.syncing = True
-            self.at(0, self._syncer(node_id, sim.incarnation))
 
     def _transfer(self) -> None:
         for node_id, sim in self.nodes.items():
@@ -567,61 +752,118 @@ def describe(msg: Message) -> str:
             return f"{type(msg).__name__} t{msg.term} from n{msg.sender}"
 
 
-def replay_command(result: Result, nodes: int) -> str:
-    extra = f" --nodes {nodes}" if nodes != 3 else ""
-    extra += " --membership" if result.membership else ""
-    return f"python -m coord.sim --mode {result.mode}{extra} --seed {result.seed} --trace"
+def replay_command(result: Result, nodes: int | None = None) -> str:
+    """The command that runs this seed again, printing every event."""
+    schedule = result.schedule or Schedule(
+        mode=result.mode, nodes=nodes or 3, membership=result.membership
+    )
+    return f"python -m coord.sim {schedule.flags()} --seed {result.seed} --trace"
 
 
-def report(result: Result, nodes: int) -> str:
-    lines = [f"seed {result.seed} ({result.mode}, {nodes} nodes) FAILED: {result.error}"]
-    lines += ["last events:", *("  " + line for line in result.trace)]
+def report(result: Result, nodes: int | None = None, *, trace: bool = True) -> str:
+    """A failing seed: the error, its whole trace (unless ``trace`` is off), the replay."""
+    schedule = result.schedule
+    where = schedule.describe() if schedule else f"{result.mode}, {nodes} nodes"
+    lines = [f"seed {result.seed} ({where}) FAILED: {result.error}"]
+    if trace:
+        lines += [f"trace ({len(result.trace)} events):", *("  " + x for x in result.trace)]
     lines.append(f"replay: {replay_command(result, nodes)}")
     return "\n".join(lines)
 
 
 def run_seeds(
-    seeds: range, schedule: Schedule, node_factory: NodeFactory = Node
+    seeds: range,
+    schedule: Schedule,
+    node_factory: NodeFactory = Node,
+    *,
+    split: SplitRule = split_messages,
+    bugs: ShellBugs = ShellBugs(),
 ) -> Iterator[Result]:
     for seed in seeds:
-        yield Simulator(seed, schedule, node_factory=node_factory).run()
+        yield Simulator(seed, schedule, node_factory=node_factory, split=split, bugs=bugs).run()
+
+
+def add_schedule_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that shape a schedule (shared with ``python -m coord.sim sweep``)."""
+    parser.add_argument(
+        "--max-delay-ms", type=int, default=20, help="message delay bound (default 20)"
+    )
+    parser.add_argument(
+        "--fsync-ms",
+        type=int,
+        default=2,
+        help="fsync latency bound; other than 2 it also turns on stalls of 2-5 leases",
+    )
+    parser.add_argument(
+        "--stall-rate",
+        type=float,
+        help=f"chance that an fsync stalls (default {DEFAULT_STALL_RATE} with --fsync-ms, else 0)",
+    )
+    parser.add_argument(
+        "--disk-faults", action="store_true", help="log writes fail with ENOSPC or EIO"
+    )
+
+
+def schedule_from(args: argparse.Namespace) -> Schedule:
+    stall_rate = args.stall_rate
+    if stall_rate is None:
+        stall_rate = DEFAULT_STALL_RATE if args.fsync_ms != 2 else 0.0
+    return Schedule(
+        mode=args.mode,
+        nodes=args.nodes,
+        membership=args.membership,
+        max_delay_ms=args.max_delay_ms,
+        fsync_ms=args.fsync_ms,
+        stall_rate=stall_rate,
+        disk_faults=args.disk_faults,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sweep"] or "--sweep" in argv:
+        from coord.sim_sweep import main as sweep_main
+
+        return sweep_main([a for a in argv if a not in ("sweep", "--sweep")])
     parser = argparse.ArgumentParser(prog="python -m coord.sim", description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=MODES, required=True)
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument(
         "--membership", action="store_true", help="remove and re-add members amid the faults"
     )
+    add_schedule_arguments(parser)
     parser.add_argument("--seed", type=int, help="run this one seed")
-    parser.add_argument("--trace", action="store_true", help="print every event of --seed")
+    parser.add_argument(
+        "--trace", action="store_true", help="print every event of --seed; full traces of failures"
+    )
     parser.add_argument("--schedules", type=int, default=1000, help="how many seeds to run")
     parser.add_argument("--first", type=int, default=0, help="the first seed to run")
     args = parser.parse_args(argv)
-    schedule = Schedule(mode=args.mode, nodes=args.nodes, membership=args.membership)
+    schedule = schedule_from(args)
     if args.seed is not None:
         echo = print if args.trace else None
         result = Simulator(args.seed, schedule, echo=echo).run()
+        # With --trace every event was printed as it happened; else print the recorded ones.
         print(
             f"seed {args.seed}: ok, {result.acked} acknowledged"
             if result.ok
-            else report(result, args.nodes)
+            else report(result, trace=not args.trace)
         )
         return 0 if result.ok else 1
     started = time.monotonic()
     failures = 0
     seeds = range(args.first, args.first + args.schedules)
+    print(f"schedule: {schedule.describe()}", file=sys.stderr)
     for count, result in enumerate(run_seeds(seeds, schedule), 1):
         if not result.ok:
             failures += 1
-            print(report(result, args.nodes), file=sys.stderr)
+            print(report(result, trace=args.trace), file=sys.stderr)
         if count % 1000 == 0:
             rate = count / (time.monotonic() - started)
             print(f"{count} schedules, {failures} failed, {rate:.0f}/s", file=sys.stderr)
     elapsed = time.monotonic() - started
     print(
-        f"{args.schedules} schedules ({args.mode}, {args.nodes} nodes): {failures} failed "
+        f"{args.schedules} schedules ({schedule.describe()}): {failures} failed "
         f"in {elapsed:.1f} s ({args.schedules / elapsed:.0f}/s)"
     )
     return 1 if failures else 0
