@@ -16,6 +16,11 @@ from its own clock and its own TTL and puts the deadline in the op; ops on a
 session carry the leader's ``now_ms`` so every replica judges expiry by the same
 clock, whatever its own clock or flag says. ``session_deadline_ms`` on those ops
 renews the session (0: leave it); see :mod:`chatnode.service` for when.
+
+Every op a client's mutating call proposes carries that call's ``request_id``
+("" when the client sent none, and in entries from before a kind had one): the
+state machine answers a retry from the reply it stored for the first attempt,
+keyed by user, request_id and kind (see :mod:`chatnode.state`).
 """
 
 from __future__ import annotations
@@ -59,8 +64,13 @@ class Login:
 
 @dataclass(frozen=True, slots=True)
 class Logout:
+    """End one session. ``now_ms`` judges the session's expiry and dates the stored reply
+    (0 in entries from before Logout had a request_id)."""
+
     kind: ClassVar[str] = "logout"
     token_hash: str
+    now_ms: int = 0
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,7 @@ class ReadMessages:
     max_bytes: int
     now_ms: int = 0
     session_deadline_ms: int = 0
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +105,7 @@ class MarkRead:
     message_ids: tuple[int, ...] = field(default_factory=tuple)
     now_ms: int = 0
     session_deadline_ms: int = 0
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,7 @@ class DeleteMessages:
     message_ids: tuple[int, ...] = field(default_factory=tuple)
     now_ms: int = 0
     session_deadline_ms: int = 0
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,7 @@ class DeleteAccount:
     token_hash: str
     account_id: int
     now_ms: int = 0
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

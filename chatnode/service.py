@@ -23,6 +23,14 @@ read-only call (ListAccounts, Subscribe) proposes a small Touch op only when a
 renewal is due. The leader decides deadlines with its clock and TTL and they
 travel in the ops, so nodes whose ``--session-ttl`` or clocks differ still
 agree on every session.
+
+Every mutating call honours its request_id (API.md section 2, "Exactly once"):
+a retry is answered from the reply stored for the first attempt before
+anything is proposed, and an attempt proposed alongside another (the two ran
+at once) finds the stored reply when it is applied. Replies are keyed by user,
+request_id and kind of call, and a retry whose first attempt ended its session
+(Logout, DeleteAccount) is found by the session's token (see
+:mod:`chatnode.state`).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import functools
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +151,7 @@ class ChatService:
         password = validation.password(request.password)
         request_id = validation.request_id(request.request_id)
         await self._leader_ready()
-        if await self._replayed(username, request_id) is None:
+        if await self._replayed(username, request_id, ops.CreateAccount.kind) is None:
             if self._reads.lookup.account(username) is not None:
                 raise ChatError(f"username {username!r} is taken", grpc.StatusCode.ALREADY_EXISTS)
             hashed = await self._hashes.run(passwords.hash_password, password)
@@ -158,7 +166,11 @@ class ChatService:
         request_id = validation.request_id(request.request_id)
         await self._leader_ready()
         account = self._reads.lookup.account(username)
-        stored = self._reads.lookup.stored_result(username, request_id) if request_id else None
+        stored = (
+            self._reads.lookup.stored_result(username, request_id, ops.Login.kind)
+            if request_id
+            else None
+        )
         # What the password is checked against: for a retry, the hash whose key sealed
         # the first attempt's token (an upgrade may have replaced the account's since);
         # else the account's; for an unknown name a decoy, which costs the same.
@@ -230,8 +242,10 @@ class ChatService:
             ) from None
 
     async def Logout(self, request: pb.LogoutRequest, context) -> pb.LogoutResponse:
-        caller = await self._session(context)
-        await self._commit(ops.Logout(caller.token_hash))
+        async def logout(caller: _Caller) -> ops.Op:
+            return ops.Logout(caller.token_hash, caller.now_ms, request.request_id)
+
+        await self._once(context, ops.Logout.kind, request.request_id, logout)
         return pb.LogoutResponse()
 
     async def ListAccounts(
@@ -252,74 +266,90 @@ class ChatService:
     async def DeleteAccount(
         self, request: pb.DeleteAccountRequest, context
     ) -> pb.DeleteAccountResponse:
-        caller = await self._session(context)
-        password = validation.password(request.password)
-        account = self._reads.lookup.account(caller.session.username)
-        if account is None or account.id != caller.session.account_id:
-            raise Unauthenticated("this session's account no longer exists")
-        if (
-            await self._hashes.run(passwords.verify_password, password, account.password_hash)
-            is None
-        ):
-            raise Unauthenticated("wrong password")
-        await self._commit(ops.DeleteAccount(caller.token_hash, account.id, caller.now_ms))
+        async def delete_account(caller: _Caller) -> ops.Op:
+            """The password is re-checked on a first attempt only: a retry whose first
+            attempt succeeded finds no account to check it against."""
+            password = validation.password(request.password)
+            account = self._reads.lookup.account(caller.session.username)
+            if account is None or account.id != caller.session.account_id:
+                raise Unauthenticated("this session's account no longer exists")
+            if (
+                await self._hashes.run(passwords.verify_password, password, account.password_hash)
+                is None
+            ):
+                raise Unauthenticated("wrong password")
+            return ops.DeleteAccount(
+                caller.token_hash, account.id, caller.now_ms, request.request_id
+            )
+
+        await self._once(context, ops.DeleteAccount.kind, request.request_id, delete_account)
         return pb.DeleteAccountResponse()
 
     # -- messages -------------------------------------------------------------
 
     async def SendMessage(self, request: pb.SendMessageRequest, context) -> pb.SendMessageResponse:
-        caller = await self._session(context)
-        recipient = validation.username(request.recipient, "recipient")
-        body = validation.body(request.body)
-        request_id = validation.request_id(request.request_id)
-        result = await self._replayed(caller.session.username, request_id)
-        if result is None:
-            op = ops.SendMessage(
+        async def send(caller: _Caller) -> ops.Op:
+            recipient = validation.username(request.recipient, "recipient")
+            return ops.SendMessage(
                 caller.token_hash,
                 recipient,
-                body,
-                request_id,
+                validation.body(request.body),
+                request.request_id,
                 caller.now_ms,
                 self._hub.is_online(recipient),
                 caller.renewal_ms,
             )
-            result = await self._commit(op)
+
+        result = await self._once(context, ops.SendMessage.kind, request.request_id, send)
         message_id, online = _fields(result, "message_id", "recipient_online")
         return pb.SendMessageResponse(message_id=message_id, recipient_online=online)
 
     async def ReadMessages(
         self, request: pb.ReadMessagesRequest, context
     ) -> pb.ReadMessagesResponse:
-        caller = await self._session(context)
-        limit = validation.clamp(
-            request.limit, validation.READ_LIMIT_DEFAULT, validation.READ_LIMIT_MAX
-        )
-        op = ops.ReadMessages(
-            caller.token_hash, limit, READ_REPLY_MAX_BYTES, caller.now_ms, caller.renewal_ms
-        )
-        result = await self._commit(op)
+        async def read(caller: _Caller) -> ops.Op:
+            limit = validation.clamp(
+                request.limit, validation.READ_LIMIT_DEFAULT, validation.READ_LIMIT_MAX
+            )
+            return ops.ReadMessages(
+                caller.token_hash,
+                limit,
+                READ_REPLY_MAX_BYTES,
+                caller.now_ms,
+                caller.renewal_ms,
+                request.request_id,
+            )
+
+        result = await self._once(context, ops.ReadMessages.kind, request.request_id, read)
+        messages, remaining = _fields(result, "messages", "remaining_unread")
         return pb.ReadMessagesResponse(
-            messages=[_message_pb(StoredMessage(**m)) for m in result.value["messages"]],
-            remaining_unread=result.value["remaining_unread"],
+            messages=[_message_pb(StoredMessage(**m)) for m in messages],
+            remaining_unread=remaining,
         )
 
     async def MarkRead(self, request: pb.MarkReadRequest, context) -> pb.MarkReadResponse:
-        caller = await self._session(context)
-        ids = validation.message_ids(list(request.message_ids))
-        result = await self._commit(
-            ops.MarkRead(caller.token_hash, ids, caller.now_ms, caller.renewal_ms)
-        )
-        return pb.MarkReadResponse(marked_count=result.value["marked_count"])
+        async def mark(caller: _Caller) -> ops.Op:
+            ids = validation.message_ids(list(request.message_ids))
+            return ops.MarkRead(
+                caller.token_hash, ids, caller.now_ms, caller.renewal_ms, request.request_id
+            )
+
+        result = await self._once(context, ops.MarkRead.kind, request.request_id, mark)
+        (marked,) = _fields(result, "marked_count")
+        return pb.MarkReadResponse(marked_count=marked)
 
     async def DeleteMessages(
         self, request: pb.DeleteMessagesRequest, context
     ) -> pb.DeleteMessagesResponse:
-        caller = await self._session(context)
-        ids = validation.message_ids(list(request.message_ids))
-        result = await self._commit(
-            ops.DeleteMessages(caller.token_hash, ids, caller.now_ms, caller.renewal_ms)
-        )
-        return pb.DeleteMessagesResponse(deleted_count=result.value["deleted_count"])
+        async def delete(caller: _Caller) -> ops.Op:
+            ids = validation.message_ids(list(request.message_ids))
+            return ops.DeleteMessages(
+                caller.token_hash, ids, caller.now_ms, caller.renewal_ms, request.request_id
+            )
+
+        result = await self._once(context, ops.DeleteMessages.kind, request.request_id, delete)
+        (deleted,) = _fields(result, "deleted_count")
+        return pb.DeleteMessagesResponse(deleted_count=deleted)
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context
@@ -383,6 +413,7 @@ class ChatService:
             ],
             config_epoch=status.config_epoch,
             min_insync=status.min_insync,
+            mode=status.mode,
         )
 
     # -- plumbing -------------------------------------------------------------
@@ -399,17 +430,49 @@ class ChatService:
         """Authenticate the caller by its bearer token, judging expiry by this leader's clock
         (the op it proposes carries that time, so every replica judges the same)."""
         await self._leader_ready()
-        header = dict(context.invocation_metadata()).get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("missing 'authorization: Bearer <token>' metadata; log in first")
-        token_hash = passwords.token_hash(token.strip())
+        token_hash = _token_hash(context)
         session = self._reads.lookup.session(token_hash)
         now = self._now_ms()
         if session is None or session.expired(now):
             raise Unauthenticated(NO_SESSION)
-        due = session.expires_ms < now + self._session_ttl_ms
-        return _Caller(session, token_hash, now, self._deadline(now) if due else 0)
+        return self._caller(session, token_hash, now)
+
+    async def _once(
+        self,
+        context,
+        kind: str,
+        request_id: str,
+        make_op: Callable[[_Caller], Awaitable[ops.Op]],
+    ) -> ops.Result:
+        """A mutating call on a session, exactly once: the stored reply of an earlier
+        attempt with this request_id, else the result of committing make_op(caller).
+
+        The stored reply is looked for before authenticating fails: the first attempt
+        may have ended the session (Logout, DeleteAccount), and its retry must get that
+        first reply, not UNAUTHENTICATED. make_op validates the rest of the request.
+        """
+        await self._leader_ready()
+        token_hash = _token_hash(context)
+        request_id = validation.request_id(request_id)
+        session = self._reads.lookup.session(token_hash)
+        now = self._now_ms()
+        live = session if session is not None and not session.expired(now) else None
+        if request_id:
+            stored = (
+                self._reads.lookup.stored_result(live.username, request_id, kind)
+                if live is not None
+                else self._reads.lookup.session_result(token_hash, request_id, kind)
+            )
+            if stored is not None:
+                return _checked(stored)
+        if live is None:
+            raise Unauthenticated(NO_SESSION)
+        return await self._commit(await make_op(self._caller(live, token_hash, now)))
+
+    def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
+        """The caller of a live session, with its renewal if one is due."""
+        due = session.expires_ms < now_ms + self._session_ttl_ms
+        return _Caller(session, token_hash, now_ms, self._deadline(now_ms) if due else 0)
 
     def _deadline(self, now_ms: int) -> int:
         """When a session opened or renewed at now_ms expires if unused."""
@@ -420,11 +483,11 @@ class ChatService:
         if caller.renewal_ms:
             await self._commit(ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms))
 
-    async def _replayed(self, username: str, request_id: str) -> ops.Result | None:
+    async def _replayed(self, username: str, request_id: str, kind: str) -> ops.Result | None:
         """The stored reply of an earlier request with this id, raised if it was an error."""
         if not request_id:
             return None
-        result = self._reads.lookup.stored_result(username, request_id)
+        result = self._reads.lookup.stored_result(username, request_id, kind)
         return _checked(result) if result is not None else None
 
     async def _commit(self, op: ops.Op) -> ops.Result:
@@ -463,12 +526,17 @@ def _checked(result: ops.Result) -> ops.Result:
 
 
 def _fields(result: ops.Result, *names: str) -> list[Any]:
-    """The reply fields a handler needs. Request ids are per user, not per kind of call,
-    so an id reused for another kind of call finds that call's reply: say so clearly."""
-    try:
-        return [result.value[name] for name in names]
-    except KeyError:
-        raise InvalidArgument("this request_id was already used for a different call") from None
+    """The reply fields a handler needs, from a result of its own kind of call."""
+    return [result.value[name] for name in names]
+
+
+def _token_hash(context) -> str:
+    """The hash of the caller's bearer token (what sessions are stored under)."""
+    header = dict(context.invocation_metadata()).get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("missing 'authorization: Bearer <token>' metadata; log in first")
+    return passwords.token_hash(token.strip())
 
 
 def _message_pb(message: StoredMessage) -> pb.Message:

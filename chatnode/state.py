@@ -24,6 +24,17 @@ had been logged out. A renewal (``session_deadline_ms`` on the op) only ever
 moves the deadline later. Expired sessions are deleted in bounded chunks as
 new ones are opened, like expired request results; until then they only take
 disk space, since no op can use them.
+
+Exactly once. Every mutating op stores its reply, success or error, keyed by
+(username, request_id, kind): a retry of the same kind of call by the same user
+with the same id gets the stored reply and changes nothing, and the same id
+used for two kinds of call names two different requests. An op on a session
+also stores the session's token hash with its reply: a retry whose session is
+gone (its first attempt was a Logout or DeleteAccount that ended it) is found
+by that instead, and gets the first reply rather than UNAUTHENTICATED. A
+ReadMessages reply is stored as its message ids and read again by id on a
+retry: the retry returns the same batch, and no copy of a message's text
+outlives its deletion.
 """
 
 from __future__ import annotations
@@ -67,6 +78,19 @@ LEGACY_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
 """The lifetime of sessions opened before sessions had deadlines, counted from their
 creation: for rows of an older database and Login entries without a deadline. Fixed
 forever, so replaying an old log gives the same state whichever release replays it."""
+
+_SessionOp = Logout | SendMessage | ReadMessages | MarkRead | DeleteMessages | DeleteAccount | Touch
+_OnceOp = (
+    CreateAccount
+    | Login
+    | Logout
+    | SendMessage
+    | ReadMessages
+    | MarkRead
+    | DeleteMessages
+    | DeleteAccount
+)
+"""The ops that carry a request_id: every one a client's mutating call proposes."""
 
 WRONG_CREDENTIALS = "wrong username or password"
 NO_SESSION = "unknown or logged-out session; log in again"
@@ -112,7 +136,17 @@ _SESSION = """
     WHERE sessions.token_hash = ?
 """
 _ACCOUNT = "SELECT id, username, password_hash FROM accounts WHERE username = ?"
-_STORED_RESULT = "SELECT result FROM request_results WHERE username = ? AND request_id = ?"
+_STORED_RESULT = """
+    SELECT username, result FROM request_results
+    WHERE username = ? AND request_id = ? AND kind = ?
+"""
+_SESSION_RESULT = """
+    SELECT username, result FROM request_results
+    WHERE token_hash = ? AND request_id = ? AND kind = ?{and_newer}
+    ORDER BY created_ms DESC, username DESC LIMIT 1
+"""
+"""Newest first: a token hash names one session at a time, but a log may reuse one
+after its session ended, and the answer must not depend on row order."""
 _LIST_ACCOUNTS = """
     SELECT username FROM accounts
     WHERE username >= :low AND username < :high AND username != :after
@@ -124,6 +158,7 @@ _MESSAGES_AFTER = f"""
     SELECT {_MESSAGE_COLUMNS} FROM messages
     WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?
 """
+_MESSAGE_TO = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND recipient = ?"
 _UNREAD_COUNT = "SELECT count(*) FROM messages WHERE recipient = ? AND read = 0"
 _LAST_MESSAGE_ID = "SELECT max(id) FROM messages WHERE recipient = ?"
 
@@ -155,11 +190,31 @@ class _Queries:
         row = self._db.execute(_ACCOUNT, (username,)).fetchone()
         return Account(*row) if row else None
 
-    def stored_result(self, username: str, request_id: str) -> Result | None:
-        """The reply stored for this request, whatever its age: apply() decides expiry
-        by the retry's own now_ms, and pruning only lags it."""
-        row = self._db.execute(_STORED_RESULT, (username, request_id)).fetchone()
-        return Result.from_json(row[0]) if row else None
+    def stored_result(self, username: str, request_id: str, kind: str) -> Result | None:
+        """The reply stored for this user's request of this kind, whatever its age:
+        apply() decides expiry by the retry's own now_ms, and pruning only lags it."""
+        row = self._db.execute(_STORED_RESULT, (username, request_id, kind)).fetchone()
+        return self._replied(row[0], row[1], kind) if row else None
+
+    def session_result(self, token_hash: str, request_id: str, kind: str) -> Result | None:
+        """The reply stored for a request of this kind made on this session: how a retry
+        finds it once the first attempt ended the session (Logout, DeleteAccount)."""
+        query = _SESSION_RESULT.format(and_newer="")
+        row = self._db.execute(query, (token_hash, request_id, kind)).fetchone()
+        return self._replied(row[0], row[1], kind) if row else None
+
+    def _replied(self, username: str, stored: str, kind: str) -> Result:
+        """A stored reply as first answered: a ReadMessages batch is read again by id
+        (see _storable), less any message deleted since."""
+        result = Result.from_json(stored)
+        if kind != ReadMessages.kind or not result.ok:
+            return result
+        ids: list[int] = result.value["message_ids"]  # in id order, as first returned
+        rows = (self._db.execute(_MESSAGE_TO, (id_, username)).fetchone() for id_ in ids)
+        messages = [asdict(_message(row)) | {"read": True} for row in rows if row]
+        return Result(
+            value={"messages": messages, "remaining_unread": result.value["remaining_unread"]}
+        )
 
     def list_accounts(self, pattern: str, after: str, limit: int) -> list[str]:
         """Usernames above ``after`` matching the shell wildcard ``pattern`` (empty: all).
@@ -263,13 +318,13 @@ _DELETE_MESSAGE = "DELETE FROM messages WHERE id = ? AND (sender_id = ? OR recip
 _DELETE_MESSAGES_TO = "DELETE FROM messages WHERE recipient = ?"
 _DELETE_SESSIONS_OF = "DELETE FROM sessions WHERE account_id = ?"
 _DELETE_ACCOUNT = "DELETE FROM accounts WHERE id = ?"
-_UNEXPIRED_RESULT = (
-    "SELECT result FROM request_results WHERE username = ? AND request_id = ? AND created_ms > ?"
-)
+_UNEXPIRED_RESULT = _STORED_RESULT + " AND created_ms > ?"
+_UNEXPIRED_SESSION_RESULT = _SESSION_RESULT.format(and_newer=" AND created_ms > ?")
 _STORE_RESULT = """
-    INSERT INTO request_results (username, request_id, created_ms, result) VALUES (?, ?, ?, ?)
-    ON CONFLICT (username, request_id)
-    DO UPDATE SET created_ms = excluded.created_ms, result = excluded.result
+    INSERT INTO request_results (username, request_id, kind, token_hash, created_ms, result)
+    VALUES (?, ?, ?, ?, ?, ?)
+    ON CONFLICT (username, request_id, kind) DO UPDATE SET
+        token_hash = excluded.token_hash, created_ms = excluded.created_ms, result = excluded.result
 """
 _PRUNE_RESULTS = """
     DELETE FROM request_results WHERE rowid IN (
@@ -351,69 +406,84 @@ class ChatState(_Queries):
             return error("INVALID_ARGUMENT", problem)
         match op:
             case CreateAccount():
-                return self._once(
-                    op.username, op.request_id, op.now_ms, lambda: self._create_account(index, op)
-                )
+                return self._once(op.username, "", op, lambda: self._create_account(index, op))
             case Login():
-                return self._once(op.username, op.request_id, op.now_ms, lambda: self._login(op))
-            case Logout():
-                self._db.execute(_DELETE_SESSION, (op.token_hash,))
-                return Result()
+                return self._once(op.username, "", op, lambda: self._login(op))
             case _:
-                session = self.session(op.token_hash)
-                if session is None or session.expired(op.now_ms):
-                    return error("UNAUTHENTICATED", NO_SESSION)
-                if isinstance(op, DeleteAccount):
-                    return self._delete_account(session, op)
-                if op.session_deadline_ms:
-                    self._db.execute(_RENEW_SESSION, (op.session_deadline_ms, op.token_hash))
-                return self._authenticated(index, session, op)
+                return self._on_session(index, op)
+
+    def _on_session(self, index: int, op: _SessionOp) -> Result:
+        """An op on a session: UNAUTHENTICATED unless the session is live by the op's
+        clock (or the op retries a request that ended it); a use renews it."""
+        session = self.session(op.token_hash)
+        if session is None or session.expired(op.now_ms):
+            return self._after_session(op)
+        match op:
+            case Logout():
+                return self._once(session.username, op.token_hash, op, lambda: self._logout(op))
+            case DeleteAccount():
+                return self._once(
+                    session.username, op.token_hash, op, lambda: self._delete_account(session, op)
+                )
+        if op.session_deadline_ms:
+            self._db.execute(_RENEW_SESSION, (op.session_deadline_ms, op.token_hash))
+        if isinstance(op, Touch):
+            return Result()
+        return self._once(
+            session.username, op.token_hash, op, lambda: self._authenticated(index, session, op)
+        )
 
     def _authenticated(
         self,
         index: int,
         session: Session,
-        op: SendMessage | ReadMessages | MarkRead | DeleteMessages | Touch,
+        op: SendMessage | ReadMessages | MarkRead | DeleteMessages,
     ) -> Result:
         match op:
             case SendMessage():
-                return self._once(
-                    session.username,
-                    op.request_id,
-                    op.now_ms,
-                    lambda: self._send_message(index, session, op),
-                )
+                return self._send_message(index, session, op)
             case ReadMessages():
                 return self._read_messages(session, op)
             case MarkRead():
                 return self._mark_read(session, op)
             case DeleteMessages():
                 return self._delete_messages(session, op)
-            case Touch():
-                return Result()
             case _:
                 assert_never(op)
 
     # -- exactly once ------------------------------------------------------------
 
     def _once(
-        self, username: str, request_id: str, now_ms: int, run: Callable[[], Result]
+        self, username: str, token_hash: str, op: _OnceOp, run: Callable[[], Result]
     ) -> Result:
         """Answer a retry with the stored first reply; otherwise run and store the reply.
 
         Expiry is judged by the op's own now_ms, so it does not depend on how far
         pruning has got; pruning just keeps the table to about a day of requests.
         """
-        if not request_id:
+        if not op.request_id:
             return run()
-        cutoff = now_ms - RESULT_TTL_MS
-        row = self._db.execute(_UNEXPIRED_RESULT, (username, request_id, cutoff)).fetchone()
+        cutoff = op.now_ms - RESULT_TTL_MS
+        key = (username, op.request_id, op.kind)
+        row = self._db.execute(_UNEXPIRED_RESULT, (*key, cutoff)).fetchone()
         if row:
-            return Result.from_json(row[0])
+            return self._replied(row[0], row[1], op.kind)
         result = run()
-        self._db.execute(_STORE_RESULT, (username, request_id, now_ms, result.to_json()))
+        stored = _storable(op.kind, result)
+        self._db.execute(_STORE_RESULT, (*key, token_hash, op.now_ms, stored))
         self._db.execute(_PRUNE_RESULTS, (cutoff, PRUNE_CHUNK))
         return result
+
+    def _after_session(self, op: _SessionOp) -> Result:
+        """An op whose session is gone or expired: the stored reply if it retries a request
+        made on that session (whose first attempt may have ended it), else UNAUTHENTICATED."""
+        if not isinstance(op, Touch) and op.request_id:
+            cutoff = op.now_ms - RESULT_TTL_MS
+            key = (op.token_hash, op.request_id, op.kind, cutoff)
+            row = self._db.execute(_UNEXPIRED_SESSION_RESULT, key).fetchone()
+            if row:
+                return self._replied(row[0], row[1], op.kind)
+        return error("UNAUTHENTICATED", NO_SESSION)
 
     # -- one method per op ----------------------------------------------------------
 
@@ -450,6 +520,10 @@ class ChatState(_Queries):
                 "last_message_id": self.last_message_id(op.username),
             }
         )
+
+    def _logout(self, op: Logout) -> Result:
+        self._db.execute(_DELETE_SESSION, (op.token_hash,))
+        return Result()
 
     def _send_message(self, index: int, session: Session, op: SendMessage) -> Result:
         if self.account(op.recipient) is None:
@@ -509,6 +583,18 @@ class ChatState(_Queries):
         self._db.execute(_DELETE_SESSIONS_OF, (session.account_id,))
         self._db.execute(_DELETE_ACCOUNT, (session.account_id,))
         return Result(value={"username": session.username})
+
+
+def _storable(kind: str, result: Result) -> str:
+    """A reply as stored. A ReadMessages batch keeps only its message ids (a retry reads
+    them again, see _Queries._replied): a stored reply holds no copy of message text
+    that DeleteMessages or DeleteAccount could not remove, and stays small."""
+    if kind == ReadMessages.kind and result.ok:
+        ids = [message["id"] for message in result.value["messages"]]
+        result = Result(
+            value={"message_ids": ids, "remaining_unread": result.value["remaining_unread"]}
+        )
+    return result.to_json()
 
 
 # -- validation of decodable ops ------------------------------------------------
@@ -588,6 +674,25 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0)")
 
 
+_KIND_UNKINDED_RESULTS = f"""
+    INSERT INTO request_results (username, request_id, kind, token_hash, created_ms, result)
+    SELECT username, request_id, kinds.kind, '', created_ms, result
+    FROM request_results_unkinded, (
+        SELECT '{CreateAccount.kind}' AS kind
+        UNION ALL SELECT '{Login.kind}' UNION ALL SELECT '{SendMessage.kind}'
+    ) AS kinds
+    WHERE json_extract(result, '$.code') != '' OR kinds.kind = CASE
+        WHEN json_type(result, '$.value.sealed_token') IS NOT NULL THEN '{Login.kind}'
+        WHEN json_type(result, '$.value.message_id') IS NOT NULL THEN '{SendMessage.kind}'
+        ELSE '{CreateAccount.kind}' END
+"""
+"""Replies stored before they were keyed by kind came from CreateAccount, Login and
+SendMessage, and one reply answered a retry of any kind. A success names its kind by
+its fields (Login's sealed token, SendMessage's message id, CreateAccount's nothing);
+an error does not, so it is kept under all three kinds and answers a retry of any of
+them, as it did before."""
+
+
 def _create_tables(db: sqlite_utils.Database) -> None:
     def table(name: str, columns: dict[str, type], pk: str | tuple[str, ...]) -> None:
         db.table(name).create(
@@ -621,11 +726,25 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
+    results = db.table("request_results")
+    unkinded = results.exists() and "kind" not in results.columns_dict
+    if unkinded:  # a database from before replies were keyed by kind
+        db.execute("ALTER TABLE request_results RENAME TO request_results_unkinded")
     table(
         "request_results",
-        {"username": str, "request_id": str, "created_ms": int, "result": str},
-        pk=("username", "request_id"),
+        {
+            "username": str,
+            "request_id": str,
+            "kind": str,  # the op kind: one id names one request per kind of call
+            "token_hash": str,  # the session it came on; '' for CreateAccount and Login
+            "created_ms": int,
+            "result": str,
+        },
+        pk=("username", "request_id", "kind"),
     )
+    if unkinded:
+        db.execute(_KIND_UNKINDED_RESULTS)
+        db.execute("DROP TABLE request_results_unkinded")
 
 
 def _create_indexes(db: sqlite_utils.Database) -> None:
@@ -635,6 +754,12 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
         ("sessions", ["expires_ms"], "sessions_by_expiry", False),
         ("messages", ["recipient", "id"], "messages_by_recipient", False),
         ("request_results", ["created_ms"], "request_results_by_age", False),
+        (
+            "request_results",
+            ["token_hash", "request_id", "kind", "created_ms", "username"],
+            "request_results_by_session",
+            False,
+        ),
     )
     for table, columns, name, unique in indexes:
         db.table(table).create_index(columns, index_name=name, unique=unique, if_not_exists=True)

@@ -442,8 +442,21 @@ async def test_malformed_bytes_are_invalid_argument(node: ChatNode) -> None:
         assert (await stub.GetClusterStatus(pb.GetClusterStatusRequest())).role == "leader"
 
 
-async def test_a_request_id_reused_for_another_call_is_invalid_argument(stub: Stub) -> None:
+async def test_one_request_id_for_two_kinds_of_call_names_two_requests(stub: Stub) -> None:
+    """Replies are keyed by user, request_id and kind of call (API.md: "for the same
+    kind of call"): the same id on another kind is a request of its own."""
     create = pb.CreateAccountRequest(username="reuse", password=PASSWORD, request_id="same")
     await stub.CreateAccount(create)
-    login = pb.LoginRequest(username="reuse", password=PASSWORD, request_id="same")
-    await expect_error(stub.Login(login), CODE.INVALID_ARGUMENT)
+    login = await stub.Login(
+        pb.LoginRequest(username="reuse", password=PASSWORD, request_id="same")
+    )
+    auth = (("authorization", f"Bearer {login.session_token}"),)
+    sent = await stub.SendMessage(
+        pb.SendMessageRequest(recipient="reuse", body="x", request_id="same"), metadata=auth
+    )
+    read = await stub.ReadMessages(pb.ReadMessagesRequest(request_id="same"), metadata=auth)
+    assert [m.id for m in read.messages] == [sent.message_id]
+    deleted = await stub.DeleteMessages(
+        pb.DeleteMessagesRequest(message_ids=[sent.message_id], request_id="same"), metadata=auth
+    )
+    assert deleted.deleted_count == 1

@@ -178,12 +178,16 @@ def test_login_reusing_a_live_token_hash_is_refused_without_stealing_it(chat: Ch
     assert chat.state.session("tok") == Session(1, "alice", DEADLINE)
 
 
-def test_logout_ends_only_that_session_and_is_idempotent(chat: Chat) -> None:
+def test_logout_ends_only_that_session_and_then_needs_a_live_one_like_any_call(
+    chat: Chat,
+) -> None:
+    """A Logout is an op on a session: once it is gone a second Logout (another request)
+    is UNAUTHENTICATED, as the service answers before proposing."""
     chat.register("alice")
     first, second = chat.login("alice", "t1"), chat.login("alice", "t2")
     assert chat.one(Logout(first)) == Result()
-    assert chat.one(Logout(first)) == Result()
-    assert chat.one(Logout("never-existed")) == Result()
+    assert unauthenticated(chat.one(Logout(first)))
+    assert unauthenticated(chat.one(Logout("never-existed")))
     assert chat.state.session(first) is None
     assert chat.state.session(second) == Session(1, "alice", DEADLINE)
 
@@ -196,6 +200,7 @@ def test_logout_ends_only_that_session_and_is_idempotent(chat: Chat) -> None:
         MarkRead("nope", (1,)),
         DeleteMessages("nope", (1,)),
         DeleteAccount("nope", 1),
+        Logout("nope", NOW, "r"),
     ],
     ids=lambda op: op.kind,
 )
@@ -511,7 +516,7 @@ def test_a_retried_send_returns_the_first_result_and_sends_nothing(chat: Chat) -
     retry = chat.one(SendMessage(alice, "bob", "once", "r1", NOW + 1000, True))
     assert retry == first
     assert len(chat.state.messages_after("bob", 0, 10)) == 1
-    assert chat.state.stored_result("alice", "r1") == first
+    assert chat.state.stored_result("alice", "r1", "send_message") == first
 
 
 def test_a_retried_login_returns_the_first_token_and_opens_no_session(chat: Chat) -> None:
@@ -581,8 +586,8 @@ def test_expired_results_are_pruned_in_bounded_chunks_as_new_ones_are_stored(
     assert chat.table_rows("request_results") == 10 + 1
     chat.send(alice, "alice", request_id="new2", now=NOW + RESULT_TTL_MS)
     assert chat.table_rows("request_results") == 2
-    assert chat.state.stored_result("alice", "old0") is None
-    assert chat.state.stored_result("alice", "new1") is not None
+    assert chat.state.stored_result("alice", "old0", "send_message") is None
+    assert chat.state.stored_result("alice", "new1", "send_message") is not None
 
 
 # -- malformed ops ------------------------------------------------------------------
@@ -708,7 +713,7 @@ def test_reopening_keeps_applied_index_and_data(chat: Chat) -> None:
     assert chat.state.applied_index == chat.index == 4
     assert chat.state.session(alice) == Session(1, "alice", DEADLINE)
     assert chat.state.unread_count("alice") == 1
-    assert chat.state.stored_result("alice", "r").value["message_id"] == 3
+    assert chat.state.stored_result("alice", "r", "send_message").value["message_id"] == 3
 
 
 def test_the_database_is_wal_with_normal_sync(chat: Chat) -> None:
@@ -744,7 +749,9 @@ def test_a_reader_sees_what_the_writer_committed(chat: Chat) -> None:
         assert reader.last_message_id("alice") == 3
         assert [m.id for m in reader.messages_after("alice", 0, 10)] == [3]
         assert reader.list_accounts("a*", "", 10) == ["alice"]
-        assert reader.stored_result("alice", "r") == chat.state.stored_result("alice", "r")
+        assert reader.stored_result("alice", "r", "send_message") == chat.state.stored_result(
+            "alice", "r", "send_message"
+        )
 
 
 def test_a_reader_cannot_write(chat: Chat) -> None:
@@ -838,7 +845,7 @@ def test_every_query_is_served_by_an_index(chat: Chat) -> None:
     def exercise_reader(reader: ChatReader) -> None:
         reader.session("ta")
         reader.account("alice")
-        reader.stored_result("alice", "r2")
+        reader.stored_result("alice", "r2", "send_message")
         reader.list_accounts("", "", 10)
         reader.list_accounts("a*", "a", 10)
         reader.list_accounts("*x", "", 10)
