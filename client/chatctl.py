@@ -207,6 +207,7 @@ def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[Row]:
                 "leader": view.leader_id,
                 "commit": view.commit_index,
                 "epoch": view.config_epoch,
+                "mode": view.mode,
             }
         if reference is not None:
             row["member"] = member is not None
@@ -223,7 +224,7 @@ def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[Row]:
 
 COLUMNS = (
     "id", "address", "role", "term", "leader", "commit", "epoch", "member", "in_sync", "match",
-    "lag",
+    "lag", "mode",
 )  # fmt: skip
 
 

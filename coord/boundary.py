@@ -82,6 +82,7 @@ class Status:
     config_epoch: int
     min_insync: int
     last_index: int = 0
+    mode: str = ""
 
 
 class NotLeader(Exception):

@@ -8,9 +8,11 @@ core and leave together in the next Ready: that is group commit, and the
 reason one fsync serves many client calls.
 
 One exception to "persist, then send": a leader's ``Append`` messages leave
-before the leader's own fsync. A follower may then hold entries the leader
-never persisted, which Raft allows (they were never acknowledged); it means the
-follower's fsync overlaps the leader's instead of following it.
+before the leader's own fsync, unless the Ready changes the term or vote
+(:mod:`coord.ready_order`, shared with the simulator). A follower may then
+hold entries the leader never persisted, which Raft allows (they were never
+acknowledged); it means the follower's fsync overlaps the leader's instead of
+following it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from coord.log_store import LogStore
 from coord.messages import Append, InstallSnapshot, Message
 from coord.metrics import HEARTBEAT_GAP
 from coord.ready import Ready, SnapshotOrder, SoftState
+from coord.ready_order import split_messages
 from coord.services import AdminService, ReplicationService
 from coord.settings import Settings
 from coord.transport import Transport
@@ -249,6 +252,7 @@ class ReplicatedCoordinator:
             config_epoch=status.epoch,
             min_insync=status.min_insync,
             last_index=status.last_index,
+            mode=self.node.view.config.mode if self.node.view else "",
         )
 
     def leader_address(self) -> str:
@@ -290,10 +294,13 @@ class ReplicatedCoordinator:
     # -- snapshots and compaction ---------------------------------------------------------
 
     async def _restore(self, index: int) -> int:
-        """Replace the state by the staged snapshot at index, then clear the pending mark."""
-        applied = await self._hooks.restore(snapshots.staged_path(self._data_dir, index))
+        """Replace the state by the staged snapshot at index (durably: the hook returns once
+        the new state is on disk), then clear the pending mark, then drop that copy only:
+        another may have been staged meanwhile."""
+        staged = snapshots.staged_path(self._data_dir, index)
+        applied = await self._hooks.restore(staged)
         await self._in_worker(self._store.restored)
-        snapshots.discard_staged(self._data_dir)
+        staged.unlink(missing_ok=True)
         log.info("installed snapshot at index %d", index)
         return applied
 
@@ -419,9 +426,7 @@ class ReplicatedCoordinator:
 
     async def _handle(self, ready: Ready) -> None:
         """Carry out one Ready in the order coord.ready prescribes."""
-        leading = self.node.role is Role.LEADER
-        early = [(to, m) for to, m in ready.messages if leading and isinstance(m, Append)]
-        later = [(to, m) for to, m in ready.messages if not (leading and isinstance(m, Append))]
+        early, later = split_messages(ready, leading=self.node.role is Role.LEADER)
         for to, msg in early:
             self.transport.send(to, msg)
         if ready.install_snapshot is not None:

@@ -143,9 +143,8 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def discard_staged(folder: Path, keep: int | None = None) -> None:
-    """Remove staged copies (all, or all but the one at index keep)."""
+def discard_staged(folder: Path) -> None:
+    """Remove every staged copy (at start, once any pending install is complete)."""
     for path in folder.glob("snapshot-*.staged"):
-        if keep is None or path != staged_path(folder, keep):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

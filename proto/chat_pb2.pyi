@@ -203,7 +203,7 @@ class Member(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., in_sync: _Optional[bool] = ..., match_index: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("node_id", "role", "term", "leader_id", "leader_address", "commit_index", "members", "config_epoch", "min_insync")
+    __slots__ = ("node_id", "role", "term", "leader_id", "leader_address", "commit_index", "members", "config_epoch", "min_insync", "mode")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -213,6 +213,7 @@ class ClusterStatus(_message.Message):
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     CONFIG_EPOCH_FIELD_NUMBER: _ClassVar[int]
     MIN_INSYNC_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     role: str
     term: int
@@ -222,4 +223,5 @@ class ClusterStatus(_message.Message):
     members: _containers.RepeatedCompositeFieldContainer[Member]
     config_epoch: int
     min_insync: int
-    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ...) -> None: ...
+    mode: str
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ..., mode: _Optional[str] = ...) -> None: ...

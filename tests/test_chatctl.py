@@ -112,8 +112,9 @@ def test_status_shows_three_members_one_leader_and_an_isr_of_three(cluster: Clus
     header, *table = ok("--cluster", cluster.spec, "status").strip().splitlines()
     assert header.split() == [
         "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "EPOCH", "MEMBER", "IN-SYNC",
-        "MATCH", "LAG",
+        "MATCH", "LAG", "MODE",
     ]  # fmt: skip
+    assert {row["mode"] for row in rows} == {"fail-stop"}
     assert len(table) == 3 and [line.split()[2] for line in table].count("leader") == 1
 
 
