@@ -22,6 +22,7 @@ from chatnode.errors import Unavailable
 from chatnode.live import LiveHub
 from chatnode.state import ChatState, StoredMessage
 from coord.boundary import Coordinator, Entry, EntryKind
+from coord.disk import DiskGuard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,10 +43,13 @@ class _Waiter:
 class Applier:
     """Owns the writer side of the chat state."""
 
-    def __init__(self, coordinator: Coordinator, state: ChatState, hub: LiveHub) -> None:
+    def __init__(
+        self, coordinator: Coordinator, state: ChatState, hub: LiveHub, disk: DiskGuard
+    ) -> None:
         self._coord = coordinator
         self._state = state
         self._hub = hub
+        self._disk = disk
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._waiting: dict[int, _Waiter] = {}
         self._applied = asyncio.Condition()
@@ -103,11 +107,15 @@ class Applier:
 
     async def _apply(self, batch: Sequence[Entry]) -> None:
         decoded = [(entry.index, _decode(entry)) for entry in batch]
-        async with self._state_lock:
+
+        async def apply_batch() -> list[ops.Result]:
             if len(decoded) <= INLINE_APPLY_ENTRIES:
-                results = self._state.apply(decoded)
-            else:
-                results = await self._in_worker(self._state.apply, decoded)
+                return self._state.apply(decoded)
+            return await self._in_worker(self._state.apply, decoded)
+
+        async with self._state_lock:
+            # A full disk rolls the batch back; it is applied again once space returns.
+            results = await self._disk.write("state", apply_batch)
         for entry, (_, op), result in zip(batch, decoded, results, strict=True):
             self._resolve(entry, result)
             if op is not None and result.ok:

@@ -414,6 +414,7 @@ class ChatService:
             config_epoch=status.config_epoch,
             min_insync=status.min_insync,
             mode=status.mode,
+            fault=status.fault,
         )
 
     # -- plumbing -------------------------------------------------------------

@@ -209,6 +209,8 @@ def status_rows(views: dict[str, pb.ClusterStatus | None]) -> list[Row]:
                 "epoch": view.config_epoch,
                 "mode": view.mode,
             }
+            if view.fault:
+                row["fault"] = view.fault
         if reference is not None:
             row["member"] = member is not None
         if member is not None:
@@ -240,9 +242,16 @@ def render_table(rows: list[Row]) -> str:
     table = [[c.upper().replace("_", "-") for c in COLUMNS]]
     table += [[cell(row, c) for c in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
-    return "\n".join(
+    lines = [
         "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in table
-    )
+    ]
+    return "\n".join(lines + fault_lines(rows))
+
+
+def fault_lines(rows: list[Row]) -> list[str]:
+    """One line per node that cannot write to its disk, saying why."""
+    faulty = [row for row in rows if "fault" in row]
+    return [f"node {row.get('id', row['address'])}: {row['fault']}" for row in faulty]
 
 
 def _status_once(addresses: list[str], as_json: bool) -> None:

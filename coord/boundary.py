@@ -83,6 +83,7 @@ class Status:
     min_insync: int
     last_index: int = 0
     mode: str = ""
+    fault: str = ""
 
 
 class NotLeader(Exception):

@@ -21,3 +21,8 @@ HEARTBEAT_GAP = Histogram(
     "the lease means the follower was about to stop following (an overloaded leader or link)",
     buckets=(0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
 )
+DISK_FAULTS = Counter(
+    "chat_disk_faults",
+    "Durable writes that failed with a full disk or an I/O error and were retried",
+    ["store"],
+)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import sqlite3
@@ -45,6 +46,7 @@ from coord.boundary import (
 )
 from coord.config import ClusterConfig
 from coord.core import ConfigChange, Node, Role
+from coord.disk import DiskGuard
 from coord.log_store import LogStore
 from coord.messages import Append, InstallSnapshot, Message
 from coord.metrics import HEARTBEAT_GAP
@@ -110,6 +112,7 @@ class ReplicatedCoordinator:
         self._last_append: tuple[tuple[int, int], int] = ((0, 0), 0)  # (leader, term), time
         self._synced_view: tuple[int, int] | None = None
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.disk = DiskGuard()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -192,6 +195,8 @@ class ReplicatedCoordinator:
     # -- the boundary ---------------------------------------------------------------
 
     def propose(self, payload: bytes) -> Proposal:
+        if fault := self.disk.fault:
+            raise NotLeader("", f"this node cannot write to its disk now ({fault})")
         try:
             index, term = self.node.propose(payload, now_ms())
         except core_errors.NotLeader as exc:
@@ -253,6 +258,7 @@ class ReplicatedCoordinator:
             min_insync=status.min_insync,
             last_index=status.last_index,
             mode=self.node.view.config.mode if self.node.view else "",
+            fault=self.disk.fault,
         )
 
     def leader_address(self) -> str:
@@ -299,7 +305,7 @@ class ReplicatedCoordinator:
         another may have been staged meanwhile."""
         staged = snapshots.staged_path(self._data_dir, index)
         applied = await self._hooks.restore(staged)
-        await self._in_worker(self._store.restored)
+        await self._write_log(self._store.restored)
         staged.unlink(missing_ok=True)
         log.info("installed snapshot at index %d", index)
         return applied
@@ -347,12 +353,16 @@ class ReplicatedCoordinator:
             await asyncio.sleep(self._peers.checkpoint_interval_s)
             if self.node.commit == checkpointed:
                 continue
-            durable = await self._hooks.checkpoint()
+            durable = await self.disk.write("state", self._hooks.checkpoint)
             if durable is None:
                 continue
             checkpointed = durable
             if durable - self._store.first_index() > 2 * keep:
-                await self._in_worker(self._store.compact, durable - keep)
+                await self._write_log(self._store.compact, durable - keep)
+
+    async def _write_log(self, fn: Callable[..., T], *args: object) -> T:
+        """A log-store write on its thread, waiting out a full or failing disk."""
+        return await self.disk.write("log", functools.partial(self._in_worker, fn, *args))
 
     async def _in_worker(self, fn: Callable[..., T], *args: object) -> T:
         """Run blocking log-store work on the store's own thread."""
@@ -430,10 +440,10 @@ class ReplicatedCoordinator:
         for to, msg in early:
             self.transport.send(to, msg)
         if ready.install_snapshot is not None:
-            await self._in_worker(self._store.install, ready.install_snapshot)
+            await self._write_log(self._store.install, ready.install_snapshot)
             await self._restore(ready.install_snapshot.index)
         if ready.must_sync():
-            await self._in_worker(self._store.save, ready.hard_state, None, ready.entries)
+            await self._write_log(self._store.save, ready.hard_state, None, ready.entries)
             if ready.entries:
                 last = ready.entries[-1]
                 self.node.persisted(last.index, last.term, now_ms())

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,18 +153,19 @@ def local_cluster(
     tmp_path: Path,
     size: int = 1,
     extra_args: tuple[str, ...] = (),
-    data_root: Path | None = None,
+    data_roots: Mapping[int, Path] | None = None,
     metrics: bool = False,
 ) -> Iterator[Cluster]:
     """Start `size` nodes on free loopback ports with a fresh cluster secret; always kill
-    them afterwards. Logs and the secret go in tmp_path, data dirs in data_root (default
-    tmp_path); with `metrics`, each node serves Prometheus metrics on a port of its own."""
+    them afterwards. Logs and the secret go in tmp_path, node N's data dir in
+    data_roots[N] (default tmp_path); with `metrics`, each node serves Prometheus
+    metrics on a port of its own."""
     cluster = Cluster(tmp_path / "cluster.secret")
     write_new_secret(cluster.secret_file)
     members = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
     spec = ",".join(f"{i}={a}" for i, a in members.items())
     for node_id, address in members.items():
-        data_dir = (data_root or tmp_path) / f"node-{node_id}"
+        data_dir = (data_roots or {}).get(node_id, tmp_path) / f"node-{node_id}"
         args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir)]
         args += [*cluster.secret_args, *extra_args]
         metrics_address = f"127.0.0.1:{free_port()}" if metrics else ""
