@@ -10,6 +10,7 @@ tests/test_disk_full.py.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
@@ -19,8 +20,20 @@ import pytest
 
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto import replication_pb2 as rpb
 from tests.cluster import local_cluster
 from tests.conftest import PASSWORD
+from tests.faults_support import (
+    NODE_ARGS,
+    WAIT_S,
+    Load,
+    Members,
+    deadline_loop,
+    settle,
+    sign_up,
+    verify_inbox,
+    wait_in_sync,
+)
 
 pytestmark = pytest.mark.slow
 EXIT_WITHIN_S = 30.0
@@ -35,9 +48,7 @@ def test_a_corrupt_database_stops_the_node_at_start_with_one_line(
     with local_cluster(tmp_path, size=1) as cluster:
         node = cluster.nodes[1]
         node.kill()
-        (node.data_dir / damaged).write_bytes(b"this is not a database, whatever it was" * 100)
-        for leftover in node.data_dir.glob(f"{damaged}-*"):
-            leftover.unlink()
+        damage(node.data_dir / damaged)
         node.log_path.write_text("")
         node.start()
         assert node.wait(timeout=EXIT_WITHIN_S) == 1
@@ -77,3 +88,45 @@ def test_an_apply_error_stops_the_node_with_its_traceback_and_a_restart_recovers
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             login = stub.Login(pb.LoginRequest(username="sink", password=PASSWORD), timeout=10)
         assert login.unread_count == 1  # committed before the fault, applied on the replay
+
+
+async def test_a_node_with_a_damaged_log_is_rebuilt_from_the_others(tmp_path: Path) -> None:
+    """The documented way back (docs/design.md, "Rebuilding a node"): remove the member,
+    move its damaged data away, add it back and start it with --join; it copies everything
+    from the leader. (Restarting it empty without the removal would leave the leader's
+    record of what it holds stale: it would wait for entries it has lost.)"""
+    with local_cluster(tmp_path, size=3, extra_args=NODE_ARGS) as cluster:
+        members = Members(cluster)
+        try:
+            auth = await sign_up(members, "sink")
+            await settle(members, "sink")
+            load = Load(members, auth, "sink", writers=2).start()
+            await load.run_phase("before", 40)
+            await load.stop()
+            leader = await members.find_leader()
+            damaged = next(i for i in cluster.nodes if i != leader)
+            node = cluster.nodes[damaged]
+            node.kill()
+            await asyncio.to_thread(damage, node.data_dir / "log.db")
+            node.start()
+            assert await asyncio.to_thread(node.wait, EXIT_WITHIN_S) == 1
+            cluster.admin(leader, "RemoveMember", rpb.RemoveMemberRequest(id=damaged))
+            async for _ in deadline_loop(WAIT_S, f"the removal of node {damaged} commits"):
+                status = await members.status(leader)
+                if status is not None and status.commit_index >= status.config_epoch:
+                    break
+            node.data_dir.rename(node.data_dir.with_name(f"{node.data_dir.name}.damaged"))
+            add = rpb.AddMemberRequest(id=damaged, address=node.address)
+            cluster.admin(leader, "AddMember", add, timeout=WAIT_S)
+            node.args.append("--join")
+            node.start()
+            await wait_in_sync(members, damaged)
+            await verify_inbox(members, load, "sink", auth)
+        finally:
+            await members.close()
+
+
+def damage(path: Path) -> None:
+    path.write_bytes(b"this is not a database, whatever it was" * 100)
+    for leftover in path.parent.glob(f"{path.name}-*"):
+        leftover.unlink()
