@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 
 from coord.boundary import Entry, EntryKind
 from coord.config import ClusterConfig, View, config_entry
-from coord.election import Ballot, decide
+from coord.election import Ballot, Decision, decide
 from coord.errors import LocalProtocolError, NotLeader, RemoteProtocolError
 from coord.lease import FollowerLease, leader_lease_holds
 from coord.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
@@ -146,6 +147,17 @@ class Node:
         self._install: SnapshotMeta | None = None
         self._restart_clear_epoch: int | None = None
         self._fence = rng.getrandbits(32)
+        # When each peer last spoke to us (any message we took), on our clock.
+        self._heard_ms: dict[int, int] = {}
+        # Leaders seen alive (an Append from them, a voter's live lease on them):
+        # leader id -> until when (our clock) one of them may still hold a lease.
+        self._leaders_seen: dict[int, int] = {}
+        # Readies handed out that must sync, not yet reported durable:
+        # (seq, handed out at, last entry index or None).
+        self._ready_seq = 0
+        self._syncs: deque[tuple[int, int, int | None]] = deque()
+        self._reports_syncs = False  # the shell calls synced(); else hand-out time stands in
+        self._lost_ballots = 0  # in a row: candidates that keep colliding back off
         self.commit = max(applied, self.log.snapshot.index)
         self._applied_out = self.commit
         if bootstrap is not None and self.log.last_index() == 0:
@@ -179,6 +191,7 @@ class Node:
         """
         self._check(msg)
         self._advance(now_ms)
+        self._note_heard(msg, now_ms)
         match msg:
             case Append():
                 self._on_append(msg, now_ms)
@@ -219,15 +232,35 @@ class Node:
     def persisted(self, index: int, term: int, now_ms: int) -> None:
         """The shell made entries up to ``(index, term)`` and the hard state before them durable."""
         self._advance(now_ms)
+        done = [seq for seq, _, last in self._syncs if last is not None and last <= index]
+        if done:
+            self._synced_upto(done[-1], now_ms)  # a slow write steps a leader down first
         if not self.log.stable_to(index, term):
             return
         self._maybe_clear_restarted()
         if self.role is Role.LEADER:
             self._maybe_commit()
 
+    def synced(self, ready: Ready, now_ms: int) -> None:
+        """The fsync of ``ready`` (one whose ``must_sync()`` is true) returned.
+
+        Call it right after the fsync, before the Ready's later messages leave,
+        for every Ready that had something to write, entries or not (with
+        entries, ``persisted`` says the same; calling both is fine). It tells
+        the core two things ``persisted`` cannot for a Ready of hard state only:
+        when a candidate's vote requests really left (its voters' silence counts
+        from there), and how long the write took: a Ready that took longer than
+        ``stall_ms`` from hand-out to here held back every message behind it, so
+        it counts as a stall (PROTOCOL.md, "Why fail-stop elections are safe").
+        """
+        self._advance(now_ms)
+        self._reports_syncs = True
+        self._synced_upto(ready.seq, now_ms)
+
     def peer_unreachable(self, peer_id: int, now_ms: int) -> None:
         """Connecting to ``peer_id`` was refused: no process serves there, it cannot answer."""
         self._advance(now_ms)
+        self._leaders_seen.pop(peer_id, None)  # whatever lease it held died with it
         if self.role is Role.LEADER:
             progress = self._progress.get(peer_id)
             if progress is not None:
@@ -268,6 +301,11 @@ class Node:
             raise LocalProtocolError("this node already leads")
         if self._lease.blocks(self.id, NO_NODE, now_ms) and self._lease.leader_id != NO_NODE:
             raise LocalProtocolError(f"node {self._lease.leader_id} leads and is alive")
+        alive = sorted(i for i, until in self._leaders_seen.items() if now_ms < until)
+        if alive:
+            raise LocalProtocolError(
+                f"node {alive[0]} was seen leading within a lease: it may hold a lease still"
+            )
         if self.view is None or self.id not in self.view.config.member_ids:
             raise LocalProtocolError("this node is not a member of its own view")
         if self.term >= MAX_INT64:
@@ -486,6 +524,7 @@ class Node:
         if self.role is Role.LEADER:
             self._replicate(self._now_ms, heartbeat=False)
         hard_state = self._hard_state()
+        self._ready_seq += 1
         ready = Ready(
             hard_state=hard_state if hard_state != self._handed_hard_state else None,
             install_snapshot=self._install,
@@ -494,7 +533,17 @@ class Node:
             snapshots=tuple(self._snapshot_orders),
             committed=self._take_committed(),
             soft_state=self._soft_state if self._soft_state_changed else None,
+            seq=self._ready_seq,
         )
+        if ready.must_sync():
+            last = ready.entries[-1].index if ready.entries else None
+            self._syncs.append((ready.seq, self._now_ms, last))
+        ballot = self._ballot
+        if ballot is not None and ballot.handed_seq is None:
+            # This Ready carries the ballot's requests: they leave once it is durable.
+            ballot.handed_seq = ready.seq
+            if not ready.must_sync() or not self._reports_syncs:
+                ballot.sent_ms = self._now_ms  # no write to wait for, or no word of it
         self._handed_hard_state = hard_state
         self._install = None
         self._outbox.clear()
@@ -567,17 +616,64 @@ class Node:
 
     # == time ====================================================================
 
+    def _note_heard(self, msg: Message, now_ms: int) -> None:
+        """Who spoke, and who leads by what it says (validated messages only)."""
+        self._heard_ms[msg.sender] = now_ms
+        lease = self.settings.lease_ms
+        if isinstance(msg, Append):
+            self._leaders_seen[msg.sender] = now_ms + lease
+        elif isinstance(msg, VoteReply) and msg.has_live_leader:
+            view = self.view
+            member = view is not None and msg.leader_id in view.config.member_ids
+            if member and msg.leader_id != self.id:
+                self._leaders_seen[msg.leader_id] = now_ms + lease
+
+    def _synced_upto(self, seq: int, now_ms: int) -> bool:
+        """Readies up to ``seq`` are durable. True if that took a stall (we reacted).
+
+        Their messages waited for this write (and every Ready after them waits
+        too), so a write longer than ``stall_ms`` is a stall like a paused
+        process: a live node that has been this slow may have been dropped from
+        the ISR, and its heartbeats and answers left late.
+        """
+        handed = None  # when the Ready reported was handed out (earlier ones, unreported
+        while self._syncs and self._syncs[0][0] <= seq:  # by a shell that does not call
+            handed = self._syncs.popleft()[1]  # synced(), were done before it, in order)
+        if handed is None:
+            return False
+        stalled = now_ms - handed > self.settings.stall_ms
+        if stalled:
+            self._stall()
+        ballot = self._ballot
+        handed_seq = ballot.handed_seq if ballot is not None else None
+        if ballot is not None and handed_seq is not None and handed_seq <= seq:
+            ballot.sent_ms = now_ms if ballot.sent_ms is None else ballot.sent_ms
+        return stalled
+
+    def _stall(self) -> None:
+        """We were stopped or stuck: we cannot vouch for our view, nor lead on.
+
+        Answers already queued describe the node before the stall; they leave
+        after it, so they say ``restarted`` too: the leader may have dropped us
+        meanwhile, and a candidate must not take our old word for the epoch.
+        """
+        self.restarted = True
+        self._restart_clear_epoch = None
+        self._fence = self._rng.getrandbits(32)
+        self._outbox = [
+            (to, replace(m, restarted=True)) if isinstance(m, VoteReply) else (to, m)
+            for to, m in self._outbox
+        ]
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, NO_NODE)
+
     def _advance(self, now_ms: int) -> None:
         """Note the time of an input, and react to a stall the gap reveals."""
         gap = now_ms - self._last_input_ms
         self._last_input_ms = max(self._last_input_ms, now_ms)
         self._now_ms = self._last_input_ms
         if gap > self.settings.stall_ms:
-            self.restarted = True
-            self._restart_clear_epoch = None
-            self._fence = self._rng.getrandbits(32)
-            if self.role is not Role.FOLLOWER:
-                self._become_follower(self.term, NO_NODE)
+            self._stall()
         elif gap > 2 * self.settings.heartbeat_ms and self.role is Role.LEADER:
             for progress in self._progress.values():
                 progress.measure_afresh()
@@ -603,6 +699,11 @@ class Node:
         if len(ids) == 1:
             return 0  # nobody to collide with
         window = self.settings.election_stagger_ms if window_ms is None else window_ms
+        if self._lost_ballots:
+            # Lost in a row (collisions, slow links): the window doubles each time,
+            # up to a lease, so the slots grow past the round trip and candidates
+            # whose requests cross stop meeting; lower ids still go first.
+            window = min(self.settings.lease_ms, window << min(self._lost_ballots, 4))
         slot = window / len(ids)
         return int(slot * (ids.index(self.id) + self._rng.random()))
 
@@ -666,6 +767,7 @@ class Node:
         self._term_leader = leader_id
         self._lease.grant(leader_id, now_ms, self.settings.lease_ms)
         self._election_at = None
+        self._lost_ballots = 0
 
     def _become_leader(self, isr: frozenset[int], now_ms: int) -> None:
         """Won: append ``noop`` then ``config(ISR* ∩ R)``, and start replicating."""
@@ -719,12 +821,57 @@ class Node:
         if self._ballot.complete():
             self._decide(now_ms)
 
+    def _decision(self, ballot: Ballot, now_ms: int) -> Decision:
+        """The rule applied to what ``ballot`` saw so far (PROTOCOL.md, fail-stop safety).
+
+        A pre-vote is advisory, and a majority of grants is unique per term:
+        both decide on whoever answered. A fail-stop real vote without a
+        majority must account for every member of ISR*: answered, refused
+        connection, or silent for longer than a live node takes to answer.
+        """
+        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
+        config = self._view().config
+        grants = 1 + sum(r.granted for r in ballot.replies.values())
+        accounted = None
+        if not (ballot.pre_vote or config.quorum_mode or grants >= config.majority):
+            accounted = ballot.unreachable | self._silent(ballot, now_ms)
+        replies = {**ballot.replies, self.id: own}
+        return decide(self.id, replies, config, accounted=accounted, competing=ballot.competing)
+
+    def _silent(self, ballot: Ballot, now_ms: int) -> set[int]:
+        """Voters that would have answered by now if they were alive and not stalled.
+
+        Live nodes answer within the lease (DESIGN.md's model): a lease after
+        our requests left, silence means crashed or stalled, and a stalled node
+        learns of its stall before it does anything (it steps down). The leader
+        we followed counts from its last message: it sends one every heartbeat
+        while it leads, so a lease of silence from it already says the same.
+        """
+        lease = self.settings.lease_ms
+        waiting = ballot.voters - ballot.replies.keys()
+        if ballot.sent_ms is not None and now_ms >= ballot.sent_ms + lease:
+            return set(waiting)
+        leader = self._lease.leader_id
+        heard = self._heard_ms.get(leader)
+        if leader in waiting and heard is not None and now_ms >= heard + lease:
+            return {leader}
+        return set()
+
     def _decide(self, now_ms: int) -> None:
         ballot = self._ballot
         assert ballot is not None
-        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
-        decision = decide(self.id, {**ballot.replies, self.id: own}, self._view().config)
+        decision = self._decision(ballot, now_ms)
+        if decision.waiting:
+            return  # a member of ISR* may still answer: ask again at the next input
+        sent = ballot.sent_ms if ballot.sent_ms is not None else ballot.deadline_ms
+        undecided = not decision.won and not decision.final and not ballot.complete()
+        if undecided and now_ms < sent + self.settings.lease_ms:
+            # Slow voters are inside the model (live nodes answer within the
+            # lease): giving up at election_wait livelocks slow links.
+            return
         if not decision.won:
+            if not ballot.pre_vote:
+                self._lost_ballots += 1  # a real vote lost: a collision, or slow links
             members = self._view().config.member_ids
             live = [
                 r.leader_id
@@ -735,11 +882,11 @@ class Node:
         elif ballot.pre_vote:
             self._campaign(now_ms, pre_vote=False, transfer_from=ballot.transfer_from)
         else:
+            self._lost_ballots = 0
             self._become_leader(decision.isr, now_ms)
 
-    def _would_win(self, ballot: Ballot) -> bool:
-        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
-        return decide(self.id, {**ballot.replies, self.id: own}, self._view().config).won
+    def _would_win(self, ballot: Ballot, now_ms: int) -> bool:
+        return self._decision(ballot, now_ms).won
 
     def _vote_reply(
         self, pre_vote: bool, campaign: int, granted: bool, *, has_live_leader: bool
@@ -773,6 +920,17 @@ class Node:
                 self._vote_reply(msg.pre_vote, msg.campaign, False, has_live_leader=False),
             )
             return
+        ballot = self._ballot
+        if (
+            ballot is not None
+            and not ballot.pre_vote
+            and not msg.pre_vote
+            and msg.term == ballot.term == self.term
+            and msg.sender in ballot.voters
+        ):
+            # A rival of this very term: alive, and it voted for itself. Its reply
+            # to us will say "not granted"; take it as said (it may be slow).
+            ballot.competing.add(msg.sender)
         if self.role is Role.LEADER:
             blocked = msg.pre_vote or self.has_lease(now_ms)
         else:
@@ -813,7 +971,7 @@ class Node:
         config = self._view().config
         grants = 1 + sum(r.granted for r in ballot.replies.values())  # our own vote counts
         early = ballot.pre_vote or config.quorum_mode or grants >= config.majority
-        if ballot.complete() or (early and self._would_win(ballot)):
+        if ballot.complete() or (early and self._would_win(ballot, now_ms)):
             # Decide as soon as the replies so far elect us where that is safe: a
             # pre-vote is advisory (the real vote still waits), and a majority of
             # grants is unique per term (a voter grants once per term), as in Raft.
@@ -970,11 +1128,22 @@ class Node:
     def _commit_candidate(self) -> int | None:
         """The highest index every ISR member and every leaving member holds, if the ISR
         is big enough to commit."""
-        config = self._view().config
+        view = self._view()
+        config = view.config
         if len(config.isr) < config.min_insync:
             return None
         leaving = [i for i in self._progress if i not in config.member_ids]
-        return min(self._match_of(member) for member in [*config.isr, *leaving])
+        required = set(config.isr)
+        if view.epoch > self.log.stable_last:
+            # An ISR change counts only once it is durable here: until then the
+            # members of the last durable ISR must ack too. A shrink decided
+            # while our own writes were stuck (heartbeats "sent" but held back)
+            # is never relied on: the slow write reveals the stall first.
+            durable = self.log.last_config(self.log.stable_last)
+            if durable is not None:
+                required |= ClusterConfig.decode(durable.payload).isr
+        required &= {self.id, *self._progress}
+        return min(self._match_of(member) for member in [*required, *leaving])
 
     def _maybe_commit(self) -> None:
         """Commit rule: acked by the whole ISR, and of our own term (earlier ones ride along)."""

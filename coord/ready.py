@@ -51,6 +51,7 @@ class Ready:
     snapshots: tuple[SnapshotOrder, ...] = ()
     committed: tuple[Entry, ...] = ()
     soft_state: SoftState | None = None
+    seq: int = 0  # hand-out order; :meth:`coord.core.Node.synced` names the Ready by it
 
     def must_sync(self) -> bool:
         """Whether step 2 has anything to write."""
