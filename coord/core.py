@@ -570,7 +570,8 @@ class Node:
             return False
         config = self._view().config
         others = [i for i in config.member_ids if i != self.id]
-        isr_acks = [self._progress[i].acked_sent_at for i in others if i in config.isr]
+        relied = self._relied_isr()
+        isr_acks = [self._progress[i].acked_sent_at for i in others if i in relied]
         member_acks = [self._progress[i].acked_sent_at for i in others]
         needed = config.majority - 1 if config.quorum_mode else 0
         return leader_lease_holds(
@@ -1128,22 +1129,36 @@ class Node:
     def _commit_candidate(self) -> int | None:
         """The highest index every ISR member and every leaving member holds, if the ISR
         is big enough to commit."""
-        view = self._view()
-        config = view.config
+        config = self._view().config
         if len(config.isr) < config.min_insync:
             return None
         leaving = [i for i in self._progress if i not in config.member_ids]
-        required = set(config.isr)
-        if view.epoch > self.log.stable_last:
-            # An ISR change counts only once it is durable here: until then the
-            # members of the last durable ISR must ack too. A shrink decided
-            # while our own writes were stuck (heartbeats "sent" but held back)
-            # is never relied on: the slow write reveals the stall first.
-            durable = self.log.last_config(self.log.stable_last)
-            if durable is not None:
-                required |= ClusterConfig.decode(durable.payload).isr
-        required &= {self.id, *self._progress}
-        return min(self._match_of(member) for member in [*required, *leaving])
+        return min(self._match_of(member) for member in [*self._relied_isr(), *leaving])
+
+    def _relied_isr(self) -> set[int]:
+        """The ISR the leader may count on for commits and its lease.
+
+        An ISR change counts only once it is durable here: until then the
+        members of the last durable ISR, and of every ISR written since, must
+        ack too. A shrink decided while our
+        own writes were stuck (heartbeats "sent" but held back, so the
+        followers' silence was ours) is thus never relied on: the slow write
+        reveals the stall, and we step down, before the shrink is durable.
+        """
+        view = self._view()
+        required = set(view.config.isr)
+        stable = self.log.stable_last
+        if view.epoch > stable:
+            durable = self.log.last_config(stable)
+            configs = [durable] if durable is not None else []
+            configs += [
+                e
+                for e in self.log.entries(stable + 1, self.log.last_index() + 1, MAX_INT64) or ()
+                if e.kind is EntryKind.CONFIG
+            ]
+            for entry in configs:
+                required |= ClusterConfig.decode(entry.payload).isr
+        return required & {self.id, *self._progress}
 
     def _maybe_commit(self) -> None:
         """Commit rule: acked by the whole ISR, and of our own term (earlier ones ride along)."""
