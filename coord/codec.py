@@ -27,12 +27,23 @@ _TYPES = {name: cls for cls, name in _ONEOF.items()}
 
 def entry_to_pb(entry: Entry) -> rpb.LogEntry:
     return rpb.LogEntry(
-        index=entry.index, term=entry.term, kind=int(entry.kind), payload=entry.payload
+        index=entry.index,
+        term=entry.term,
+        kind=int(entry.kind),
+        payload=entry.payload,
+        crc=entry.checksum,
     )
 
 
-def entry_from_pb(entry: rpb.LogEntry) -> Entry:
-    return Entry(entry.index, entry.term, EntryKind(entry.kind), entry.payload)
+def entry_from_pb(wire: rpb.LogEntry) -> Entry:
+    """Decode an entry; ValueError if its kind is unknown or it fails its checksum.
+
+    A peer of a release before checksums sends none; its entries are taken as they are.
+    """
+    entry = Entry(wire.index, wire.term, EntryKind(wire.kind), wire.payload)
+    if wire.HasField("crc") and wire.crc != entry.checksum:
+        raise ValueError(f"entry {wire.index} fails its checksum")
+    return entry
 
 
 def to_pb(msg: messages.Message) -> rpb.PeerMessage:

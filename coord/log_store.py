@@ -22,7 +22,12 @@ from coord.errors import LocalProtocolError
 from coord.log import HardState, SnapshotMeta, take_batch
 from coord.metrics import LOG_ENTRIES, LOG_FSYNCS
 
-_ENTRY_COLUMNS = "idx, term, kind, payload"
+_ENTRY_COLUMNS = "idx, term, kind, payload, crc"
+
+
+class CorruptLog(sqlite3.DatabaseError):
+    """A stored entry fails its checksum: the log file is damaged (see docs/design.md,
+    "Rebuilding a node")."""
 
 
 def open_sqlite(path: str | os.PathLike[str], synchronous: str) -> sqlite3.Connection:
@@ -33,8 +38,12 @@ def open_sqlite(path: str | os.PathLike[str], synchronous: str) -> sqlite3.Conne
     return conn
 
 
-def _entry(row: tuple[int, int, int, bytes]) -> Entry:
-    return Entry(row[0], row[1], EntryKind(row[2]), bytes(row[3]))
+def _entry(row: tuple[int, int, int, bytes, int | None]) -> Entry:
+    """An entry read back; entries written before checksums (crc NULL) are taken as stored."""
+    entry = Entry(row[0], row[1], EntryKind(row[2]), bytes(row[3]))
+    if row[4] is not None and row[4] != entry.checksum:
+        raise CorruptLog(f"log entry {entry.index} fails its checksum: the log file is damaged")
+    return entry
 
 
 class LogStore:
@@ -44,8 +53,12 @@ class LogStore:
         self._writer = open_sqlite(path, "FULL")
         db = sqlite_utils.Database(self._writer)
         db["log"].create(
-            {"idx": int, "term": int, "kind": int, "payload": bytes}, pk="idx", if_not_exists=True
+            {"idx": int, "term": int, "kind": int, "payload": bytes, "crc": int},
+            pk="idx",
+            if_not_exists=True,
         )
+        if "crc" not in db["log"].columns_dict:  # a log from before checksums
+            db["log"].add_column("crc", int)
         db["hard_state"].create(
             {"id": int, "term": int, "voted_for": int}, pk="id", if_not_exists=True
         )
@@ -139,8 +152,8 @@ class LogStore:
                     raise LocalProtocolError(f"entries from {first} do not continue the log")
                 self._writer.execute("DELETE FROM log WHERE idx >= ?", (first,))
                 self._writer.executemany(
-                    "INSERT INTO log (idx, term, kind, payload) VALUES (?, ?, ?, ?)",
-                    [(e.index, e.term, int(e.kind), e.payload) for e in entries],
+                    "INSERT INTO log (idx, term, kind, payload, crc) VALUES (?, ?, ?, ?, ?)",
+                    [(e.index, e.term, int(e.kind), e.payload, e.checksum) for e in entries],
                 )
                 last_index = entries[-1].index
         LOG_FSYNCS.inc()

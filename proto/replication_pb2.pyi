@@ -7,16 +7,18 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogEntry(_message.Message):
-    __slots__ = ("index", "term", "kind", "payload")
+    __slots__ = ("index", "term", "kind", "payload", "crc")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CRC_FIELD_NUMBER: _ClassVar[int]
     index: int
     term: int
     kind: int
     payload: bytes
-    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., kind: _Optional[int] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    crc: int
+    def __init__(self, index: _Optional[int] = ..., term: _Optional[int] = ..., kind: _Optional[int] = ..., payload: _Optional[bytes] = ..., crc: _Optional[int] = ...) -> None: ...
 
 class Append(_message.Message):
     __slots__ = ("term", "sender", "prev_index", "prev_term", "entries", "commit", "epoch", "isr", "sent_at_ms", "fence")
