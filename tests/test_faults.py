@@ -462,3 +462,28 @@ async def test_a_paused_leader_is_replaced_and_acknowledges_nothing_on_waking(tm
         assert set(codes) == {grpc.StatusCode.UNAVAILABLE}, codes
         await load.stop()
         await verify_inbox(members, load, "sink", sink, forbidden=pinned.bodies)
+
+
+async def test_a_follower_stalled_past_a_lease_never_leads_with_missing_writes(tmp_path) -> None:
+    """Issue 8: a live follower paused for 1.5 leases under load is dropped from the ISR while
+    it misses writes. The leader and the other follower then die: the stale node, alive and
+    alone, must not lead on its old view; once the others are back, nothing is lost."""
+    async with running_cluster(tmp_path) as (cluster, members):
+        writer, sink = await writer_and_sink(members)
+        load = Load(members, writer, "sink").start()
+        await load.run_phase("all-three", ACKS)
+        stale = await pick(members, "low-follower")
+        others = [i for i in cluster.nodes if i != stale]
+        cluster.nodes[stale].signal(signal.SIGSTOP)
+        members.forget(stale)
+        stalled = time.monotonic()
+        await load.run_phase("stale-paused", ACKS)
+        await asyncio.sleep(max(0.0, 1.5 * LEASE_S - (time.monotonic() - stalled)))  # the fault
+        await load.run_phase("after-the-stall", ACKS)
+        await load.stop()
+        cluster.nodes[stale].signal(signal.SIGCONT)
+        for node_id in others:
+            kill(members, node_id)
+        await assert_no_leader_and_no_writes(members, [stale], writer, 3 * LEASE_S)
+        restart(cluster, *others)
+        await verify_inbox(members, load, "sink", sink)
