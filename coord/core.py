@@ -701,10 +701,13 @@ class Node:
             return 0  # nobody to collide with
         window = self.settings.election_stagger_ms if window_ms is None else window_ms
         if self._lost_ballots:
-            # Lost in a row (collisions, slow links): the window doubles each time,
-            # up to a lease, so the slots grow past the round trip and candidates
-            # whose requests cross stop meeting; lower ids still go first.
-            window = min(self.settings.lease_ms, window << min(self._lost_ballots, 4))
+            # Lost in a row (collisions, slow links): wait at random over a window
+            # that doubles each time, up to four leases, so candidates whose
+            # requests cross (a round trip may take up to a lease) stop meeting.
+            # Random rather than by id: id slots narrower than the round trip
+            # would collide forever.
+            cap = 4 * self.settings.lease_ms
+            return int(min(cap, window << min(self._lost_ballots, 8)) * self._rng.random())
         slot = window / len(ids)
         return int(slot * (ids.index(self.id) + self._rng.random()))
 
@@ -798,6 +801,7 @@ class Node:
             self._term_leader = NO_NODE
         self.role = Role.CANDIDATE
         self._set_leader(NO_NODE)
+        previous = self._ballot
         self._ballot = Ballot(
             pre_vote=pre_vote,
             term=self.term + 1 if pre_vote else self.term,
@@ -806,6 +810,12 @@ class Node:
             voters=frozenset(i for i in config.member_ids if i != self.id),
             transfer_from=transfer_from,
         )
+        if previous is not None and previous.pre_vote and previous.sent_ms is not None:
+            # Voters silent through the pre-vote have been asked since it left:
+            # their silence counts from there (one lease, not two, for a paused one).
+            for voter in previous.voters - previous.replies.keys():
+                if self._heard_ms.get(voter, previous.sent_ms - 1) < previous.sent_ms:
+                    self._ballot.quiet_from[voter] = previous.sent_ms
         request = VoteRequest(
             term=self._ballot.term,
             sender=self.id,
@@ -825,16 +835,18 @@ class Node:
     def _decision(self, ballot: Ballot, now_ms: int) -> Decision:
         """The rule applied to what ``ballot`` saw so far (PROTOCOL.md, fail-stop safety).
 
-        A pre-vote is advisory, and a majority of grants is unique per term:
-        both decide on whoever answered. A fail-stop real vote without a
-        majority must account for every member of ISR*: answered, refused
-        connection, or silent for longer than a live node takes to answer.
+        A majority of grants is unique per term: it decides on whoever
+        answered. A fail-stop vote without a majority must account for every
+        member of ISR*: answered, refused connection, or silent for longer than
+        a live node takes to answer. The pre-vote too, though advisory: a
+        candidate that does not wait for a slow rival's refusal there runs into
+        it in the real vote, both lose, and slow links livelock.
         """
         own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
         config = self._view().config
         grants = 1 + sum(r.granted for r in ballot.replies.values())
         accounted = None
-        if not (ballot.pre_vote or config.quorum_mode or grants >= config.majority):
+        if not (config.quorum_mode or grants >= config.majority):
             accounted = ballot.unreachable | self._silent(ballot, now_ms)
         replies = {**ballot.replies, self.id: own}
         return decide(self.id, replies, config, accounted=accounted, competing=ballot.competing)
@@ -852,11 +864,17 @@ class Node:
         waiting = ballot.voters - ballot.replies.keys()
         if ballot.sent_ms is not None and now_ms >= ballot.sent_ms + lease:
             return set(waiting)
+        silent = set()
+        for voter in waiting:
+            since = ballot.quiet_from.get(voter)
+            heard = self._heard_ms.get(voter)
+            if since is not None and now_ms >= since + lease and (heard is None or heard < since):
+                silent.add(voter)
         leader = self._lease.leader_id
         heard = self._heard_ms.get(leader)
         if leader in waiting and heard is not None and now_ms >= heard + lease:
-            return {leader}
-        return set()
+            silent.add(leader)
+        return silent
 
     def _decide(self, now_ms: int) -> None:
         ballot = self._ballot

@@ -40,6 +40,7 @@ class Ballot:
     competing: set[int] = field(default_factory=set)
     sent_ms: int | None = None
     handed_seq: int | None = None  # the Ready that carried the requests
+    quiet_from: dict[int, int] = field(default_factory=dict)  # silent since the pre-vote
 
     def record(self, reply: VoteReply) -> None:
         if reply.sender in self.voters:

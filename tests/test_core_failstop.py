@@ -1,0 +1,244 @@
+"""Fail-stop safety over slow links and slow disks (issue 8, parts 1, 2 and 5).
+
+Each test is a schedule the fail-stop model allows (PROTOCOL.md, "Why
+fail-stop elections are safe"): replies slower than ``election_wait`` but
+inside the lease, a disk whose fsync stalls while ticks go on. The cluster
+here is the harness's, with a wire that delays messages per link.
+"""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+
+from coord.core import Role
+from coord.errors import LocalProtocolError
+from coord.harness import TEST_SETTINGS, Cluster, MemoryShell
+from coord.messages import Append, Message
+from coord.ready import Ready
+from coord.ready_order import split_messages
+
+LEASE = TEST_SETTINGS.lease_ms
+
+
+def reports_syncs(shell: MemoryShell) -> None:
+    """The shell change PROTOCOL.md asks for: ``node.synced`` after every fsync."""
+    plain = MemoryShell.synced
+
+    def synced(self: MemoryShell, ready: Ready, now_ms: int) -> None:
+        plain(self, ready, now_ms)
+        report = getattr(self.node, "synced", None)  # absent before issue 8
+        if ready.must_sync() and report is not None:
+            report(ready, now_ms)
+
+    shell.synced = types.MethodType(synced, shell)  # type: ignore[method-assign]
+
+
+class SlowCluster(Cluster):
+    """The harness cluster with a wire: each message takes ``delay(sender, to)`` ms."""
+
+    def __init__(self, n: int = 3, *, delay_ms: int = 0, **kwargs: object) -> None:
+        self.wire: list[tuple[int, int, Message, object]] = []
+        self.link_ms: dict[tuple[int, int], int] = {}
+        self.delay_ms = delay_ms
+        super().__init__(n, **kwargs)  # type: ignore[arg-type]
+        for shell in self.shells.values():
+            reports_syncs(shell)
+
+    def _route(self, sender: int, to: int, msg: Message, copy: object) -> None:
+        self.sent.append((sender, to, msg))
+        if (sender, to) in self.cut or to not in self.shells:
+            return
+        if to in self.crashed:
+            self.node(sender).peer_unreachable(to, self.now)
+            return
+        due = self.now + self.link_ms.get((sender, to), self.delay_ms)
+        self.wire.append((due, to, msg, copy))
+
+    def step(self, ms: int | None = None) -> None:
+        self.now += self.settings.heartbeat_ms // 2 if ms is None else ms
+        due = [w for w in self.wire if w[0] <= self.now]
+        self.wire = [w for w in self.wire if w[0] > self.now]
+        for _, to, msg, copy in due:
+            if to not in self.crashed:
+                self.inbox[to].append((msg, copy))  # type: ignore[arg-type]
+        for node_id in sorted(self.shells):
+            if node_id in self.crashed or node_id in self.paused:
+                continue
+            self.deliver(node_id)
+            self.node(node_id).tick(self.now)
+            self.flush(node_id)
+
+    def restart(self, node_id: int) -> None:
+        super().restart(node_id)
+        reports_syncs(self.shells[node_id])
+
+
+def leaders_by_term(cluster: Cluster, seen: dict[int, set[int]]) -> None:
+    for node_id, shell in cluster.shells.items():
+        node = shell.node
+        if node_id not in cluster.crashed and node.role is Role.LEADER:
+            seen.setdefault(node.term, set()).add(node_id)
+
+
+def test_two_candidates_slow_to_hear_each_other_do_not_both_win_a_term() -> None:
+    """The issue's 40 ms case, made certain: the leader dies (refuses), and the two
+    survivors' messages to each other take 80 ms, more than election_wait (50 ms)
+    and well inside the lease (200 ms). Both campaign at once. The old rule let
+    each win with R = {itself} when election_wait ran out."""
+    for seed in range(8):
+        cluster = SlowCluster(3, delay_ms=5, seed=seed)
+        leader = cluster.elect()
+        cluster.run(100)
+        a, b = sorted(set(cluster.shells) - {leader})
+        cluster.link_ms = {(a, b): 80, (b, a): 80}
+        cluster.crash(leader)
+        seen: dict[int, set[int]] = {}
+        for _ in range(400):
+            cluster.step()
+            leaders_by_term(cluster, seen)
+        assert all(len(ids) == 1 for ids in seen.values()), seen
+        assert len(cluster.leaders()) == 1
+
+
+def test_slow_links_within_the_lease_elect_without_livelock() -> None:
+    """Every link takes 80 ms (a round trip of 160 ms, inside the 200 ms lease): the
+    old candidates gave up at election_wait (50 ms) on every try and nobody won."""
+    cluster = SlowCluster(3, delay_ms=80)
+    assert cluster.run_until(lambda: len(cluster.leaders()) == 1, 3000)
+    cluster.run(500)  # the followers hear they are in the ISR (restarted clears)
+    leader = cluster.leader()
+    cluster.crash(leader)
+    assert cluster.run_until(lambda: len(cluster.leaders()) == 1, 3000)
+    index, _ = cluster.propose(b"after the failover")
+    live = [i for i in cluster.shells if i not in cluster.crashed]
+    assert cluster.run_until(lambda: cluster.committed_everywhere(index, live), 3000)
+
+
+def test_a_follower_whose_fsync_stalls_longer_than_stall_ms_counts_itself_restarted() -> None:
+    """Ticks go on while the write runs; the leader drops the silent follower from
+    the ISR. Without the slow write counting as a stall the follower kept
+    restarted = false and could later win alone on its stale view."""
+    cluster = Cluster(3)
+    leader = cluster.elect()
+    cluster.run(200)
+    follower = 3 if leader != 3 else 2
+    node = cluster.node(follower)
+    assert not node.restarted
+    cluster.propose(b"x")
+    queued, cluster.inbox[follower] = cluster.inbox[follower], []
+    for msg, _ in queued:
+        node.receive(msg, cluster.now)
+    ready = node.ready()
+    assert ready.entries
+    for _ in range(30):  # 300 ms of ticks while the fsync runs
+        cluster.now += 10
+        node.tick(cluster.now)
+    cluster.shells[follower].handle(ready, cluster.now)
+    assert node.restarted
+
+
+def test_a_leader_whose_fsync_stalls_holds_no_lease_and_steps_down() -> None:
+    """The leader's heartbeats are stamped but held behind its stuck write, so its
+    followers look silent and it drops them from the ISR in memory. That shrink is
+    not durable: it must give neither a lease (reads) nor commits, and the slow
+    write, once it returns, makes the leader step down."""
+    cluster = Cluster(3)
+    leader = cluster.elect()
+    cluster.run(200)
+    node = cluster.node(leader)
+    assert node.has_lease(cluster.now)
+    cluster.propose(b"x")  # drained: durable on the leader
+    index, _ = node.propose(b"stuck", cluster.now)
+    ready = node.ready()
+    assert ready.entries
+    for _ in range(40):  # 400 ms: two leases of ticks, the write still running
+        cluster.now += 10
+        node.tick(cluster.now)
+    assert node.view.config.isr == {leader}  # dropped in memory, not durable
+    assert not node.has_lease(cluster.now)
+    commit = node.commit
+    cluster.shells[leader].handle(ready, cluster.now)
+    assert node.role is Role.FOLLOWER and node.restarted
+    assert node.commit == commit < index
+
+
+def test_force_leader_is_refused_while_a_voter_reports_a_live_leader() -> None:
+    """Node 2 restarts cut off from the leader; node 3 still follows it and answers
+    node 2's pre-votes "live leader". Node 2's own lease ran out, so the old check
+    let an operator force it to lead while node 1 led and served."""
+    cluster = SlowCluster(3, delay_ms=5)
+    assert cluster.elect() == 1
+    cluster.run(100)
+    cluster.cut |= {(1, 2), (2, 1)}
+    cluster.crash(2)
+    cluster.run(50)
+    cluster.restart(2)
+    cluster.run(2 * LEASE)  # its fresh-process lease is over; pre-votes were refused
+    with pytest.raises(LocalProtocolError, match="seen leading"):
+        cluster.node(2).force_leader(cluster.now)
+    cluster.crash(1)  # now nobody leads: once a lease passes, forcing is allowed
+    cluster.cut.clear()
+    cluster.crash(3)
+    cluster.run(2 * LEASE)
+    cluster.node(2).force_leader(cluster.now)
+    assert cluster.node(2).role is Role.LEADER
+
+
+def test_a_forced_leaders_first_appends_wait_for_its_new_term_on_disk() -> None:
+    """force_leader raises the term and leads at once: the Ready that carries its
+    first Appends carries the new hard state too, so the production order (a
+    leader's Appends before its own fsync) must hold them until after the fsync."""
+    cluster = Cluster(3)
+    cluster.elect()
+    cluster.run(100)
+    for node_id in cluster.shells:
+        cluster.crash(node_id)
+    cluster.restart(2)  # restarted, alone: it cannot prove its epoch latest
+    cluster.run(2 * LEASE)
+    node = cluster.node(2)
+    assert node.role is not Role.LEADER
+    node.force_leader(cluster.now)
+    ready = node.ready()
+    appends = [m for _, m in ready.messages if isinstance(m, Append)]
+    assert appends and ready.hard_state is not None
+    assert {m.term for m in appends} == {ready.hard_state.term}
+    early, later = split_messages(ready, node.role is Role.LEADER)
+    assert early == [] and len(later) == len(ready.messages)
+
+
+def test_no_append_of_a_term_leaves_in_a_ready_before_that_terms_hard_state() -> None:
+    """The core's half of "durable before it counts": across elections and
+    failovers, the first Ready carrying an Append of term T is the one carrying
+    the hard state of term T, or a later one."""
+    cluster = SlowCluster(3, delay_ms=20)
+    durable_term: dict[int, int] = {}
+    bad: list[tuple[int, int, int]] = []
+    for node_id, shell in cluster.shells.items():
+        plain = shell.handle
+
+        def handle(ready: Ready, now_ms: int, node_id: int = node_id, plain=plain):  # type: ignore[no-untyped-def]
+            if ready.hard_state is not None:
+                durable_term[node_id] = ready.hard_state.term
+            for _, msg in ready.messages:
+                if isinstance(msg, Append) and msg.term > durable_term.get(node_id, 0):
+                    bad.append((node_id, msg.term, durable_term.get(node_id, 0)))
+            return plain(ready, now_ms)
+
+        shell.handle = handle  # type: ignore[method-assign]
+        durable_term[node_id] = shell.storage.hard_state().term
+    cluster.elect()
+    cluster.run(500)
+    cluster.crash(cluster.leader())
+    assert cluster.run_until(lambda: len(cluster.leaders()) == 1, 3000)
+    cluster.run(500)
+    survivor = cluster.leader()
+    for node_id in cluster.shells:
+        cluster.crash(node_id)
+    cluster.restart(survivor)
+    cluster.run(2 * LEASE)
+    cluster.node(survivor).force_leader(cluster.now)
+    cluster.flush(survivor)
+    assert cluster.leader() == survivor
+    assert not bad
