@@ -135,7 +135,10 @@ class MemoryShell:
         self.storage.save(ready.hard_state, None, ready.entries)
 
     def synced(self, ready: Ready, now_ms: int) -> None:
-        """The fsync of :meth:`persist` returned: tell the core."""
+        """The fsync of :meth:`persist` returned: tell the core (before any later message
+        leaves): ``Node.synced`` for every Ready that wrote, ``persisted`` for entries."""
+        if ready.must_sync():
+            self.node.synced(ready, now_ms)
         if ready.entries:
             last = ready.entries[-1]
             self.node.persisted(last.index, last.term, now_ms)
