@@ -8,12 +8,20 @@ in the order they were handed out:
 2. ``hard_state`` and ``entries``: write them durably in one transaction
    (delete every stored entry with index >= ``entries[0].index`` first: that is
    how a conflicting suffix is truncated), fsync, then call
-   ``node.persisted(entries[-1].index, entries[-1].term, now)``;
+   ``node.persisted(entries[-1].index, entries[-1].term, now)``, and (for any
+   Ready whose ``must_sync()`` is true) ``node.synced(ready, now)``: a write
+   slower than ``stall_ms`` counts as a stall, and a candidate's voters'
+   silence counts from here;
 3. ``messages``: only now send them. Votes granted and acks promise that the
    above is on disk; a message must never leave before the Ready it came in,
    and every Ready before it, is durable;
 4. ``snapshots``: start streaming a snapshot to each of those peers;
 5. ``committed``: apply these in order; ``soft_state``: publish the change.
+
+The core's promise behind the one exception shells make (a leader's Appends
+may leave before the leader's own fsync of their Ready): no Append of term T
+is in a Ready before the one carrying the hard state of term T. When both are
+in the same Ready, ``hard_state`` is set and nothing of it may leave early.
 """
 
 from __future__ import annotations
