@@ -153,6 +153,18 @@ Op = (
     | Touch
 )
 
+RequestOp = (
+    CreateAccount
+    | Login
+    | Logout
+    | SendMessage
+    | ReadMessages
+    | MarkRead
+    | DeleteMessages
+    | DeleteAccount
+)
+"""The ops that carry a request_id: every one a client's mutating call proposes."""
+
 OP_TYPES: dict[str, type] = {
     cls.kind: cls
     for cls in (

@@ -62,6 +62,7 @@ from chatnode.ops import (
     MarkRead,
     Op,
     ReadMessages,
+    RequestOp,
     Result,
     SendMessage,
     Touch,
@@ -80,17 +81,6 @@ creation: for rows of an older database and Login entries without a deadline. Fi
 forever, so replaying an old log gives the same state whichever release replays it."""
 
 _SessionOp = Logout | SendMessage | ReadMessages | MarkRead | DeleteMessages | DeleteAccount | Touch
-_OnceOp = (
-    CreateAccount
-    | Login
-    | Logout
-    | SendMessage
-    | ReadMessages
-    | MarkRead
-    | DeleteMessages
-    | DeleteAccount
-)
-"""The ops that carry a request_id: every one a client's mutating call proposes."""
 
 WRONG_CREDENTIALS = "wrong username or password"
 NO_SESSION = "unknown or logged-out session; log in again"
@@ -454,7 +444,7 @@ class ChatState(_Queries):
     # -- exactly once ------------------------------------------------------------
 
     def _once(
-        self, username: str, token_hash: str, op: _OnceOp, run: Callable[[], Result]
+        self, username: str, token_hash: str, op: RequestOp, run: Callable[[], Result]
     ) -> Result:
         """Answer a retry with the stored first reply; otherwise run and store the reply.
 

@@ -6,6 +6,10 @@ with gaps, noops, replays of applied entries, malformed ops, clock jumps past
 the request-id expiry and session deadlines, session renewals, password-hash
 upgrades, reopening the database) and compares every Result and every query
 answer after every step.
+
+Every mutating op may carry a request_id; replies are kept per (user,
+request_id, kind) with the session they came on, so retries of each kind, the
+same id on two kinds, and retries after the session ended all come up.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from hypothesis.stateful import (
 )
 
 from chatnode.ops import (
+    OP_TYPES,
     CreateAccount,
     DeleteAccount,
     DeleteMessages,
@@ -34,6 +39,7 @@ from chatnode.ops import (
     MarkRead,
     Op,
     ReadMessages,
+    RequestOp,
     Result,
     SendMessage,
     Touch,
@@ -127,7 +133,8 @@ class Model:
         self.accounts: dict[str, tuple[int, str]] = {}  # name -> (id, password hash)
         self.sessions: dict[str, tuple[int, int]] = {}  # token hash -> (account id, deadline)
         self.messages: dict[int, ModelMessage] = {}
-        self.replies: dict[tuple[str, str], tuple[int, Result]] = {}  # -> (created, result)
+        # (user, request_id, kind) -> (created, session token hash, first reply)
+        self.replies: dict[tuple[str, str, str], tuple[int, str, Result]] = {}
 
     def apply(self, index: int, op: Op | None) -> Result:
         if index <= self.applied:
@@ -137,46 +144,75 @@ class Model:
             return Result()
         if not well_formed(op):
             return failed("INVALID_ARGUMENT")
-        if isinstance(op, Logout):
-            self.sessions.pop(op.token_hash, None)
-            return Result()
         if isinstance(op, CreateAccount):
-            return self.once(op.username, op.request_id, op.now_ms, lambda: self.create(index, op))
+            return self.once(op.username, "", op, lambda: self.create(index, op))
         if isinstance(op, Login):
-            return self.once(op.username, op.request_id, op.now_ms, lambda: self.login(op))
+            return self.once(op.username, "", op, lambda: self.login(op))
         user = self.session_user(op.token_hash)
         if user is None or op.now_ms >= user[2]:
-            return failed("UNAUTHENTICATED")
+            return self.after_session(op)
         account_id, name, deadline = user
+        token = op.token_hash
+        if isinstance(op, Logout):
+            return self.once(name, token, op, lambda: self.logout(token))
         if isinstance(op, DeleteAccount):
-            return self.delete_account(account_id, name, op.account_id)
+            return self.once(
+                name, token, op, lambda: self.delete_account(account_id, name, op.account_id)
+            )
         if op.session_deadline_ms:
-            self.sessions[op.token_hash] = (account_id, max(deadline, op.session_deadline_ms))
+            self.sessions[token] = (account_id, max(deadline, op.session_deadline_ms))
         if isinstance(op, Touch):
             return Result()
         if isinstance(op, SendMessage):
-            return self.once(
-                name, op.request_id, op.now_ms, lambda: self.send(index, account_id, name, op)
-            )
+            return self.once(name, token, op, lambda: self.send(index, account_id, name, op))
         if isinstance(op, ReadMessages):
-            return self.read(name, op.limit, op.max_bytes)
+            return self.once(name, token, op, lambda: self.read(name, op.limit, op.max_bytes))
         if isinstance(op, MarkRead):
-            return self.mark_read(name, op.message_ids)
+            return self.once(name, token, op, lambda: self.mark_read(name, op.message_ids))
         assert isinstance(op, DeleteMessages)
-        return self.delete_messages(account_id, name, op.message_ids)
+        return self.once(
+            name, token, op, lambda: self.delete_messages(account_id, name, op.message_ids)
+        )
 
-    def once(self, name: str, request_id: str, now: int, run: Callable[[], Result]) -> Result:
-        if not request_id:
+    def once(self, name: str, token: str, op: RequestOp, run: Callable[[], Result]) -> Result:
+        if not op.request_id:
             return run()
-        stored = self.replies.get((name, request_id))
-        if stored is not None and stored[0] > now - RESULT_TTL_MS:
-            return stored[1]
+        stored = self.replies.get((name, op.request_id, op.kind))
+        if stored is not None and stored[0] > op.now_ms - RESULT_TTL_MS:
+            return self.replied(stored[2])
         result = run()
-        self.replies[(name, request_id)] = (now, result)
+        self.replies[(name, op.request_id, op.kind)] = (op.now_ms, token, result)
         # Pruning removes every expired reply here: the model never holds more
         # than PRUNE_CHUNK of them, so the chunk limit never bites.
-        self.replies = {k: v for k, v in self.replies.items() if v[0] > now - RESULT_TTL_MS}
+        self.replies = {k: v for k, v in self.replies.items() if v[0] > op.now_ms - RESULT_TTL_MS}
         return result
+
+    def after_session(self, op: Op) -> Result:
+        """A dead session: a retry of a request made on it gets its first reply."""
+        if isinstance(op, Touch) or not op.request_id:
+            return failed("UNAUTHENTICATED")
+        stored = self.session_reply(op.token_hash, op.request_id, op.kind, op.now_ms)
+        return stored if stored is not None else failed("UNAUTHENTICATED")
+
+    def session_reply(self, token: str, rid: str, kind: str, now: int | None) -> Result | None:
+        """The newest reply stored for (token, rid, kind), unexpired at now if given."""
+        found = [
+            (created, name, result)
+            for (name, r, k), (created, t, result) in self.replies.items()
+            if (t, r, k) == (token, rid, kind) and (now is None or created > now - RESULT_TTL_MS)
+        ]
+        return self.replied(max(found)[2]) if found else None
+
+    def replied(self, stored: Result) -> Result:
+        """A stored ReadMessages batch comes back without the messages deleted since."""
+        if "messages" not in stored.value:
+            return stored
+        kept = [m for m in stored.value["messages"] if m["id"] in self.messages]
+        return Result(value=stored.value | {"messages": kept})
+
+    def logout(self, token: str) -> Result:
+        del self.sessions[token]
+        return Result()
 
     def session_user(self, token: str) -> tuple[int, str, int] | None:
         """(account id, username, deadline) of a stored session, expired or not."""
@@ -372,7 +408,7 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
                 sealed = f"sealed-{token}"
                 return Login(name, account_id, token, sealed, rid, now, new_hash, deadline)
             case "logout":
-                return Logout(token)
+                return Logout(token, now, rid)
             case "send":
                 body = data.draw(st.one_of(st.sampled_from(BODIES), st.text(max_size=3)))
                 online = data.draw(st.booleans())
@@ -380,17 +416,17 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
             case "read":
                 limit = data.draw(st.integers(min_value=0, max_value=4))
                 max_bytes = data.draw(st.integers(min_value=-1, max_value=8))
-                return ReadMessages(token, limit, max_bytes, now, renewal)
+                return ReadMessages(token, limit, max_bytes, now, renewal, rid)
             case "mark":
-                return MarkRead(token, data.draw(self.message_ids()), now, renewal)
+                return MarkRead(token, data.draw(self.message_ids()), now, renewal, rid)
             case "delete":
-                return DeleteMessages(token, data.draw(self.message_ids()), now, renewal)
+                return DeleteMessages(token, data.draw(self.message_ids()), now, renewal, rid)
             case "touch":
                 return Touch(token, now, renewal)
             case _:
                 user = self.model.session_user(token)
                 account_id = data.draw(self.account_ids(user[1] if user else name))
-                return DeleteAccount(token, account_id, now)
+                return DeleteAccount(token, account_id, now, rid)
 
     def entry_op(self, data: st.DataObject) -> Op | None:
         choice = data.draw(st.sampled_from(["op"] * 8 + ["noop", "malformed"]))
@@ -505,13 +541,21 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
 
     @invariant()
     def stored_results_match(self) -> None:
-        for name in NAMES:
-            for rid in REQUEST_IDS[2:]:
-                stored = self.model.replies.get((name, rid))
-                actual = self.reader.stored_result(name, rid)
-                assert (actual is None) == (stored is None)
-                if stored is not None:
-                    assert same(actual, stored[1])
+        for rid in REQUEST_IDS[2:]:
+            for kind in OP_TYPES:
+                for name in NAMES:
+                    stored = self.model.replies.get((name, rid, kind))
+                    expected = self.model.replied(stored[2]) if stored else None
+                    actual = self.reader.stored_result(name, rid, kind)
+                    assert (actual is None) == (expected is None)
+                    if expected is not None:
+                        assert same(actual, expected)
+                for token in TOKENS:
+                    expected = self.model.session_reply(token, rid, kind, None)
+                    actual = self.reader.session_result(token, rid, kind)
+                    assert (actual is None) == (expected is None)
+                    if expected is not None:
+                        assert same(actual, expected)
 
 
 ChatStateMatchesModel.TestCase.settings = settings(
