@@ -869,3 +869,142 @@ def test_every_query_is_served_by_an_index(chat: Chat) -> None:
     count_plans = [plan for sql, plan in plans.items() if "count(*)" in sql]
     assert count_plans
     assert all("COVERING INDEX messages_unread_by_recipient" in plan[0] for plan in count_plans)
+
+
+# -- exactly once for every mutating op ----------------------------------------------
+
+
+def test_a_retried_read_returns_the_same_batch_and_marks_nothing_more(chat: Chat) -> None:
+    alice = chat.user("alice")
+    ids = [chat.send(alice, "alice", f"m{i}").value["message_id"] for i in range(3)]
+    first = chat.one(ReadMessages(alice, 2, 1000, NOW, 0, "r"))
+    assert [m["id"] for m in first.value["messages"]] == ids[:2]
+    assert chat.one(ReadMessages(alice, 2, 1000, NOW + 1, 0, "r")) == first
+    assert chat.state.stored_result("alice", "r", ReadMessages.kind) == first
+    assert chat.state.unread_count("alice") == 1
+    rest = chat.one(ReadMessages(alice, 2, 1000, NOW, 0, "r2"))
+    assert [m["id"] for m in rest.value["messages"]] == ids[2:]
+
+
+def test_a_retried_read_leaves_out_what_was_deleted_since_and_stores_no_text(
+    chat: Chat,
+) -> None:
+    alice = chat.user("alice")
+    ids = [chat.send(alice, "alice", f"secret {i}").value["message_id"] for i in range(2)]
+    first = chat.one(ReadMessages(alice, 10, 1000, NOW, 0, "r"))
+    with sqlite3.connect(chat.path) as conn:
+        (stored,) = conn.execute("SELECT result FROM request_results").fetchone()
+    assert "secret" not in stored
+    assert chat.one(DeleteMessages(alice, (ids[0],), NOW)).value == {"deleted_count": 1}
+    retry = chat.one(ReadMessages(alice, 10, 1000, NOW, 0, "r"))
+    assert retry.value == first.value | {"messages": first.value["messages"][1:]}
+
+
+@pytest.mark.parametrize(
+    ("make", "first_value"),
+    [
+        (lambda token, ids, rid: MarkRead(token, ids, NOW, 0, rid), {"marked_count": 1}),
+        (lambda token, ids, rid: DeleteMessages(token, ids, NOW, 0, rid), {"deleted_count": 1}),
+    ],
+    ids=["mark_read", "delete_messages"],
+)
+def test_a_retried_mark_or_delete_returns_the_first_count(chat: Chat, make, first_value) -> None:
+    alice = chat.user("alice")
+    ids = (chat.send(alice, "alice").value["message_id"],)
+    assert chat.one(make(alice, ids, "r")).value == first_value
+    assert chat.one(make(alice, ids, "r")).value == first_value  # the first reply
+    assert chat.one(make(alice, ids, "other")).value == dict.fromkeys(first_value, 0)
+
+
+def test_a_retried_logout_finds_its_reply_by_the_ended_session(chat: Chat) -> None:
+    chat.register("alice")
+    token = chat.login("alice", "t1")
+    assert chat.one(Logout(token, NOW, "r")) == Result()
+    assert chat.one(Logout(token, NOW + 1, "r")) == Result()
+    assert chat.state.session_result(token, "r", Logout.kind) == Result()
+    assert unauthenticated(chat.one(Logout(token, NOW, "another")))
+    later = chat.one(Logout(token, NOW + RESULT_TTL_MS, "r"))  # the reply has expired
+    assert unauthenticated(later)
+
+
+def test_a_retried_delete_account_returns_ok_and_spares_a_re_registered_name(
+    chat: Chat,
+) -> None:
+    account_id = chat.register("alice")
+    token = chat.login("alice", "t1")
+    first = chat.one(DeleteAccount(token, account_id, NOW, "r"))
+    assert first.ok
+    new_id = chat.register("alice")
+    assert chat.one(DeleteAccount(token, account_id, NOW, "r")) == first
+    assert chat.state.account("alice") == Account(new_id, "alice", "hash-of-alice")
+
+
+def test_one_request_id_on_two_kinds_names_two_requests(chat: Chat) -> None:
+    chat.register("alice", request_id="same")
+    token = chat.login("alice", "t1", request_id="same")  # not the CreateAccount reply
+    sent = chat.send(token, "alice", request_id="same")
+    read = chat.one(ReadMessages(token, 10, 1000, NOW, 0, "same"))
+    assert [m["id"] for m in read.value["messages"]] == [sent.value["message_id"]]
+    assert chat.table_rows("request_results") == 4
+
+
+def test_old_entries_of_kinds_that_gained_a_request_id_still_decode() -> None:
+    old = {
+        b'{"op":"logout","token_hash":"t"}': Logout("t"),
+        b'{"op":"mark_read","token_hash":"t","message_ids":[1]}': MarkRead("t", (1,)),
+        b'{"op":"delete_messages","token_hash":"t","message_ids":[]}': DeleteMessages("t"),
+        b'{"op":"delete_account","token_hash":"t","account_id":1,"now_ms":5}': DeleteAccount(
+            "t", 1, 5
+        ),
+    }
+    for payload, op in old.items():
+        assert ops.decode(payload) == op
+    new = DeleteAccount("t", 1, 5, "r")
+    assert ops.decode(ops.encode(new)) == new
+
+
+def test_an_old_logout_entry_ends_its_session_as_before(chat: Chat) -> None:
+    """Entries from before Logout had a clock decode with now_ms 0: never expired."""
+    chat.register("alice")
+    token = chat.login("alice", "t1")
+    assert chat.one(ops.decode(b'{"op":"logout","token_hash":"t1"}')) == Result()
+    assert chat.state.session(token) is None
+
+
+def test_a_reply_table_from_before_kinds_is_migrated(tmp_path: Path) -> None:
+    """One reply answered any kind then: a success keeps the kind its fields name, an
+    error answers all three kinds that stored replies, as before."""
+    path = tmp_path / "old.db"
+    login = Result(value={"sealed_token": "s", "seal_hash": "", "unread_count": 0,
+                          "last_message_id": 0})  # fmt: skip
+    sent = Result(value={"message_id": 7, "recipient_online": False, "sender": "alice"})
+    refused = Result("NOT_FOUND", "no user named 'ghost'")
+    rows = [("alice", "c", Result()), ("alice", "l", login), ("alice", "s", sent),
+            ("alice", "e", refused)]  # fmt: skip
+    with closing(sqlite3.connect(path)) as old:
+        old.execute(
+            "CREATE TABLE request_results (username TEXT NOT NULL, request_id TEXT NOT NULL,"
+            " created_ms INTEGER NOT NULL, result TEXT NOT NULL,"
+            " PRIMARY KEY (username, request_id)) STRICT"
+        )
+        old.execute("CREATE INDEX request_results_by_age ON request_results (created_ms)")
+        old.executemany(
+            "INSERT INTO request_results VALUES (?, ?, ?, ?)",
+            [(name, rid, NOW, result.to_json()) for name, rid, result in rows],
+        )
+        old.commit()
+    kinds = [CreateAccount.kind, Login.kind, SendMessage.kind]
+    with ChatState(path) as state:
+        found = {
+            (rid, kind): state.stored_result("alice", rid, kind) for rid in "clse" for kind in kinds
+        }
+        assert {key for key, result in found.items() if result is not None} == {
+            ("c", CreateAccount.kind),
+            ("l", Login.kind),
+            ("s", SendMessage.kind),
+            *(("e", kind) for kind in kinds),
+        }
+        assert found["l", Login.kind] == login and found["s", SendMessage.kind] == sent
+        assert found["e", SendMessage.kind] == refused
+        state.apply([(1, CreateAccount("alice", "h", "c", NOW + 1))])  # a retry: the reply
+        assert state.account("alice") is None
