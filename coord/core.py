@@ -463,6 +463,8 @@ class Node:
         if self.role is not Role.LEADER or msg.term != self.term or progress is None:
             return  # a higher term deposes us; anything else is ignored
         echo = msg.echo_sent_at_ms
+        if 0 <= echo < progress.created_ms:
+            return  # answers an Append from before this bookkeeping (a member re-added)
         if echo < -1 or echo > progress.last_sent_ms:
             raise RemoteProtocolError(f"echo of send time {echo}: no Append was sent then")
         if echo == -1 and msg.success and not progress.snapshot_ordered:
