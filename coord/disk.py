@@ -1,22 +1,28 @@
-"""Writes that wait out a full or failing disk instead of ending the node.
+"""Writes that wait out a full disk instead of ending the node.
 
-A node whose disk is full (``SQLITE_FULL``) or returns I/O errors cannot make
-anything durable, so it must not acknowledge anything; but the fault is
-often temporary (an operator frees space, a flaky device recovers), and a
-process that exits on it only comes back to the same full disk. So a write
-that fails this way is retried, with back-off, until it succeeds: nothing
-that depends on it happens meanwhile (the log's Ready is not carried out, no
-ack leaves, no entry is applied), the rest of the cluster sees a silent node
-and carries on without it, and the node says why in its log and in
-``GetClusterStatus``. Once the write goes through, the node catches up.
+A node whose disk is full (``SQLITE_FULL``, ``ENOSPC``) cannot make anything
+durable, so it must not acknowledge anything; but the fault is usually
+temporary (an operator frees space), and a process that exits on it only
+comes back to the same full disk. So a write that fails this way is rolled
+back and retried, with back-off, until it succeeds: nothing that depends on
+it happens meanwhile (the log's Ready is not carried out, no ack leaves, no
+entry is applied), the rest of the cluster sees a silent node and carries on
+without it (the core counts the long write as a stall, so a leader steps
+down), and the node says why in its log and in ``GetClusterStatus``. Once the
+write goes through, the node catches up.
 
-Only those two faults are waited out. Anything else (a corrupt file, a bug)
-still ends the process (see ``ReplicatedCoordinator.supervise``).
+An I/O error (``EIO``, ``SQLITE_IOERR``) is not waited out: after a failed
+fsync the kernel may have dropped the dirty pages and report the next fsync
+as a success (the PostgreSQL "fsyncgate" lesson), so nothing written since
+the last good fsync can be trusted in memory. Like anything else unexpected
+(a corrupt file, a bug), it ends the process (``ReplicatedCoordinator.supervise``),
+and the restarted node reads back only what really is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import sqlite3
 import time
@@ -30,18 +36,18 @@ T = TypeVar("T")
 
 FIRST_RETRY_S = 0.05
 LAST_RETRY_S = 1.0
-TRANSIENT = ("database or disk is full", "disk i/o error")
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-def is_transient(exc: BaseException) -> bool:
-    """A full disk or an I/O error: worth waiting out, as opposed to corruption or a bug."""
+def is_full_disk(exc: BaseException) -> bool:
+    """A full disk (or quota): worth waiting out, unlike an I/O error, corruption or a bug."""
     if isinstance(exc, sqlite3.OperationalError):
-        return any(words in str(exc).lower() for words in TRANSIENT)
-    return isinstance(exc, OSError)
+        return "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno in FULL_ERRNOS
 
 
 class DiskGuard:
-    """Retries durable writes through transient disk faults and remembers what is failing."""
+    """Retries durable writes through a full disk and remembers what is failing."""
 
     def __init__(self) -> None:
         self._failing: dict[str, tuple[str, float]] = {}  # what -> (error, since)
@@ -56,13 +62,13 @@ class DiskGuard:
         )
 
     async def write(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        """``await attempt()`` until it does not fail with a transient disk fault."""
+        """``await attempt()`` until it does not fail for a full disk."""
         delay = FIRST_RETRY_S
         while True:
             try:
                 result = await attempt()
             except (OSError, sqlite3.OperationalError) as exc:
-                if not is_transient(exc):
+                if not is_full_disk(exc):
                     raise
                 self._note(what, exc)
                 await asyncio.sleep(delay)

@@ -163,8 +163,8 @@ class ReplicatedCoordinator:
 
         A background task that dies leaves a node that looks alive and does
         nothing; the process should exit instead, so its supervisor restarts it.
-        A fault of the machine (a full disk, an I/O error) is said in one line;
-        anything else is a bug, and its traceback goes to the log first.
+        A fault of the machine (an I/O error) is said in one line; anything
+        else is a bug, and its traceback goes to the log first.
         """
         task.add_done_callback(lambda done: self._task_ended(done, finite))
 
@@ -444,9 +444,11 @@ class ReplicatedCoordinator:
             await self._restore(ready.install_snapshot.index)
         if ready.must_sync():
             await self._write_log(self._store.save, ready.hard_state, None, ready.entries)
+            now = now_ms()
+            self.node.synced(ready, now)  # a write slower than stall_ms counts as a stall
             if ready.entries:
                 last = ready.entries[-1]
-                self.node.persisted(last.index, last.term, now_ms())
+                self.node.persisted(last.index, last.term, now)
         for to, msg in later:
             self.transport.send(to, msg)
         for order in ready.snapshots:

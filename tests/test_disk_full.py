@@ -35,7 +35,7 @@ from tests.faults_support import (
 
 pytestmark = pytest.mark.slow
 BODY_BYTES = 20_000  # big enough that a full disk is hit within a few dozen writes
-DISK = "8m"
+DISK = "16m"
 
 
 @contextlib.contextmanager
@@ -130,13 +130,14 @@ async def test_a_full_disk_stops_a_node_acking_and_it_recovers(
             async for _ in deadline_loop(WAIT_S, "writes go on without the full node"):
                 if len(writer.acked) >= acked_while_full + 10:
                     break
+            done.set()
+            async with asyncio.timeout(WAIT_S):
+                await writing
             junk.unlink()
             async for _ in deadline_loop(WAIT_S, f"node {victim} writes again"):
                 if await fault_of(members, victim) == "":
                     break
-            done.set()
-            async with asyncio.timeout(WAIT_S):
-                await writing
+            await writer.send(10)
             assert all(node.running for node in cluster.nodes.values())
             await check_everything_kept(members, writer)
         except BaseException as exc:
