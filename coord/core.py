@@ -138,6 +138,9 @@ class Node:
         self._election_at: int | None = None
         self._ballot: Ballot | None = None
         self._progress: dict[int, Progress] = {}
+        # Peers a snapshot was ordered for in this term, under any bookkeeping:
+        # a member removed and re-added may still answer an earlier order.
+        self._snapshot_peers: set[int] = set()
         self._term_start = 0
         self._last_broadcast_ms = now_ms
         self._transfer_to = NO_NODE
@@ -468,6 +471,8 @@ class Node:
         if echo < -1 or echo > progress.last_sent_ms:
             raise RemoteProtocolError(f"echo of send time {echo}: no Append was sent then")
         if echo == -1 and msg.success and not progress.snapshot_ordered:
+            if msg.sender in self._snapshot_peers:
+                return  # answers a snapshot ordered before this bookkeeping (member re-added)
             raise RemoteProtocolError("a snapshot ack, but no snapshot was ordered")
         bound = progress.ack_bound(self.commit)
         claimed = msg.match_index if msg.success else msg.reject_index
@@ -784,6 +789,7 @@ class Node:
         self._set_leader(self.id)
         next_index = self.log.last_index() + 1
         peers = {*self._view().config.member_ids, *self._leaving()} - {self.id}
+        self._snapshot_peers = set()
         self._progress = {i: Progress(next_index, now_ms) for i in sorted(peers)}
         self._last_broadcast_ms = now_ms
         self._term_start = self._append_as_leader(EntryKind.NOOP, b"").index
@@ -1222,6 +1228,8 @@ class Node:
             return
         if 0 <= msg.echo_sent_at_ms < progress.created_ms:
             return  # answers an Append sent before this term's bookkeeping began
+        if msg.echo_sent_at_ms == -1 and msg.success and not progress.snapshot_ordered:
+            return  # answers a snapshot ordered under an earlier bookkeeping (re-added)
         progress.acked(msg.echo_sent_at_ms, now_ms)
         progress.fence = msg.fence
         if progress.mode is Mode.SNAPSHOT and not progress.snapshot_ordered:
@@ -1304,6 +1312,7 @@ class Node:
         progress.need_snapshot(now_ms)
         if progress.last_heard_ms is not None:
             progress.snapshot_ordered = True
+            self._snapshot_peers.add(peer)
             self._snapshot_orders.append(SnapshotOrder(peer, self.term))
 
     # == plumbing ================================================================

@@ -207,3 +207,26 @@ def test_the_shell_hears_members_a_leaving_member_and_owed_answers_only() -> Non
     vote = VoteRequest(term + 1, 9, False, 1, term, 100, 1, term, 0)
     assert node.will_hear(9, [vote]), "a vote request is owed its 'not granted'"
     assert not node.will_hear(9, [vote, stranger]), "a batch is heard whole or not at all"
+
+
+def test_a_late_snapshot_ack_to_a_re_added_members_earlier_bookkeeping_is_ignored() -> None:
+    """Simulator quorum --membership --max-delay-ms 50 seed 95: a snapshot was ordered for
+    node 3, node 3 was removed and added back in the same term (new bookkeeping, no
+    order), then its ack of the first snapshot arrived. Honest: ignored, not refused.
+    A snapshot ack from a peer never sent one this term is still refused."""
+    from coord.progress import Progress
+
+    cluster = Cluster(3)
+    leader = cluster.elect()
+    cluster.run(100)
+    node = cluster.node(leader)
+    peer, other = (i for i in (1, 2, 3) if i != leader)
+    node._order_snapshot(peer, node._progress[peer], cluster.now)
+    assert node._progress[peer].snapshot_ordered
+    node._progress[peer] = Progress(node.log.last_index() + 1, cluster.now)  # re-added
+    late = AppendReply(node.term, peer, True, node.commit, 0, 0, -1, 0)
+    node.receive(late, cluster.now)
+    assert node._progress[peer].match == 0  # nothing of it counted
+    forged = AppendReply(node.term, other, True, node.commit, 0, 0, -1, 0)
+    with pytest.raises(RemoteProtocolError, match="no snapshot was ordered"):
+        node.receive(forged, cluster.now)
