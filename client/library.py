@@ -16,10 +16,14 @@ asyncio first; :mod:`client.sync` wraps it for blocking code. Example::
         async for message in chat.subscribe():
             print(message.sender, message.body)
 
-``ReadMessages``, ``MarkRead`` and ``DeleteMessages`` carry no request id in
-the contract, so a retry after a reply lost in a crash may act twice: ``MarkRead``
-is harmless, a second ``DeleteMessages`` counts 0, and a second ``ReadMessages``
-returns the next batch (the first stays stored and reachable by ``Subscribe``).
+Every mutating call (CreateAccount, Login, Logout, SendMessage, ReadMessages,
+MarkRead, DeleteMessages, DeleteAccount) is stamped with a fresh request id
+once, before its first attempt, and every retry of it carries the same id, so
+the cluster acts on it once even when a reply is lost in a failover: a retried
+``ReadMessages`` returns the batch the lost reply held (less any message
+deleted meanwhile), not the next one; a retried ``DeleteMessages`` or
+``MarkRead`` returns the first count; a retried ``Logout`` or ``DeleteAccount``
+succeeds although the first attempt already ended the session.
 """
 
 from __future__ import annotations
@@ -297,7 +301,7 @@ class ChatClient:
         return Session(username, reply.unread_count, reply.last_message_id)
 
     async def logout(self) -> None:
-        """End the session everywhere; the token is forgotten even if the call fails."""
+        """End the session everywhere, once; the token is forgotten even if the call fails."""
         try:
             await self._call("Logout", pb.LogoutRequest())
         finally:
@@ -321,22 +325,27 @@ class ChatClient:
         return Sent(reply.message_id, reply.recipient_online)
 
     async def read_messages(self, limit: int = 0) -> Unread:
-        """Up to limit (0: server default) oldest unread messages, now marked read."""
+        """Up to limit (0: server default) oldest unread messages, now marked read.
+
+        A retry after a lost reply returns that reply's batch, so none is skipped."""
         reply = await self._call("ReadMessages", pb.ReadMessagesRequest(limit=limit))
         return Unread(tuple(_message(m) for m in reply.messages), reply.remaining_unread)
 
     async def mark_read(self, message_ids: Iterable[int]) -> int:
-        """Mark shown messages read; returns how many changed."""
+        """Mark shown messages read; returns how many changed (the first attempt's count)."""
         reply = await self._call("MarkRead", pb.MarkReadRequest(message_ids=list(message_ids)))
         return reply.marked_count
 
     async def delete_messages(self, message_ids: Iterable[int]) -> int:
-        """Delete the caller's own sent or received messages; returns how many went."""
+        """Delete the caller's own sent or received messages; returns how many went (the
+        first attempt's count, also when a failover made the library retry)."""
         request = pb.DeleteMessagesRequest(message_ids=list(message_ids))
         return (await self._call("DeleteMessages", request)).deleted_count
 
     async def delete_account(self, password: str) -> None:
-        """Remove the logged-in account (password re-checked); the session ends with it."""
+        """Remove the logged-in account (password re-checked); the session ends with it.
+
+        A retry after a lost reply succeeds: the cluster knows the request by its id."""
         await self._call("DeleteAccount", pb.DeleteAccountRequest(password=password))
         self._forget_session()
 
@@ -541,8 +550,9 @@ class ChatClient:
 def _with_request_id(request: ProtoMessage) -> ProtoMessage:
     """A copy carrying a fresh request id if the method takes one and the caller set none.
 
-    Made once per call, before the first attempt, so every retry of the call
-    carries the same id and the cluster applies it at most once.
+    Every mutating method's request has a ``request_id`` field (API.md section 1),
+    so this stamps them all. Made once per call, before the first attempt, so
+    every retry of the call carries the same id and the cluster applies it once.
     """
     if "request_id" not in request.DESCRIPTOR.fields_by_name or request.request_id:
         return request

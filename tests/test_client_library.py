@@ -31,6 +31,7 @@ from client.library import (
     NotFound,
     RetryPolicy,
     Unavailable,
+    _with_request_id,
 )
 from client.sync import SyncChatClient
 from proto import chat_pb2 as pb
@@ -361,6 +362,50 @@ async def test_a_retry_reuses_the_request_id_so_one_message_is_stored(
     assert sent.message_id == pb.SendMessageResponse.FromString(proxy.replies[0]).message_id
     unread = await bob.read_messages()
     assert [m.body for m in unread.messages] == ["exactly once"] and unread.remaining == 0
+
+
+LOST_REPLY_CALLS: dict[str, Callable[[ChatClient, list[int]], Awaitable[object]]] = {
+    "ReadMessages": lambda client, ids: client.read_messages(2),
+    "MarkRead": lambda client, ids: client.mark_read(ids),
+    "DeleteMessages": lambda client, ids: client.delete_messages(ids[:2]),
+    "Logout": lambda client, ids: client.logout(),
+    "DeleteAccount": lambda client, ids: client.delete_account(PASSWORD),
+}
+
+
+@pytest.mark.parametrize("method", sorted(LOST_REPLY_CALLS))
+async def test_a_call_whose_reply_is_lost_is_retried_with_its_id_and_acts_once(
+    members: list[str], bob: ChatClient, method: str
+) -> None:
+    """The proxy loses the first reply after the node acted: the library retries with
+    the same request id and gets the first attempt's reply, not a second action."""
+    proxy = Proxy(members[0], drop=method)
+    async with serving(proxy) as address:
+        jane = await user([address], "jane")
+        ids = [(await bob.send_message("jane", f"m{i}")).message_id for i in range(3)]
+        try:
+            result = await LOST_REPLY_CALLS[method](jane, ids)
+        finally:
+            await jane.close()
+    request_type = getattr(pb, SERVICE.methods_by_name[method].input_type.name)
+    first, retry = (request_type.FromString(r) for r in proxy.seen)
+    assert first.request_id and first == retry
+    assert proxy.replies[0] == proxy.replies[1]
+    expected: dict[str, object] = {"MarkRead": 3, "DeleteMessages": 2}
+    if method == "ReadMessages":
+        assert [m.id for m in result.messages] == ids[:2] and result.remaining == 1
+    elif method in expected:
+        assert result == expected[method]
+
+
+def test_every_mutating_request_is_stamped_with_a_request_id() -> None:
+    mutating = ["CreateAccount", "Login", "Logout", "SendMessage", "ReadMessages", "MarkRead",
+                "DeleteMessages", "DeleteAccount"]  # fmt: skip
+    for method in mutating:
+        request = getattr(pb, SERVICE.methods_by_name[method].input_type.name)()
+        stamped = _with_request_id(request)
+        assert stamped.request_id and stamped.request_id != _with_request_id(request).request_id
+        assert _with_request_id(stamped) is stamped  # retries keep the id they were given
 
 
 async def test_the_deadline_is_honoured_when_nothing_answers() -> None:
