@@ -160,6 +160,7 @@ class Node:
         self._ready_seq = 0
         self._syncs: deque[tuple[int, int, int | None]] = deque()
         self._reports_syncs = False  # the shell calls synced(); else hand-out time stands in
+        self._stall_seen_seq = 0  # Readies up to here already counted in a stall still running
         self._lost_ballots = 0  # in a row: candidates that keep colliding back off
         self.commit = max(applied, self.log.snapshot.index)
         self._applied_out = self.commit
@@ -685,6 +686,26 @@ class Node:
         elif gap > 2 * self.settings.heartbeat_ms and self.role is Role.LEADER:
             for progress in self._progress.values():
                 progress.measure_afresh()
+        self._notice_running_stall()
+
+    def _notice_running_stall(self) -> None:
+        """A write handed out more than ``stall_ms`` ago is not durable yet: we stall now.
+
+        Ticks go on while the write runs, but every message behind it waits, our
+        heartbeats included (stamped, not sent). Waiting for the write to return
+        before calling it a stall lets a leader drop its live followers for the
+        silence its own disk caused, and then win an election alone on that
+        in-memory ISR while another leads. So the stall counts from the moment
+        the write is late, at whatever input comes first (PROTOCOL.md, rule 4).
+        """
+        now_ms = self._now_ms
+        for seq, handed, last in self._syncs:
+            if last is None and not self._reports_syncs:
+                continue  # a shell that never calls synced() reports only entries
+            if seq > self._stall_seen_seq and now_ms - handed > self.settings.stall_ms:
+                self._stall_seen_seq = self._ready_seq
+                self._stall()
+            return
 
     def _cannot_lead(self) -> bool:
         """No view yet (joining), or removed: such a node never campaigns."""

@@ -15,7 +15,7 @@ import pytest
 from coord.core import Role
 from coord.errors import LocalProtocolError
 from coord.harness import TEST_SETTINGS, Cluster, MemoryShell
-from coord.messages import Append, Message
+from coord.messages import Append, Message, VoteRequest
 from coord.ready import Ready
 from coord.ready_order import split_messages
 
@@ -141,9 +141,10 @@ def test_a_follower_whose_fsync_stalls_longer_than_stall_ms_counts_itself_restar
 
 def test_a_leader_whose_fsync_stalls_holds_no_lease_and_steps_down() -> None:
     """The leader's heartbeats are stamped but held behind its stuck write, so its
-    followers look silent and it drops them from the ISR in memory. That shrink is
-    not durable: it must give neither a lease (reads) nor commits, and the slow
-    write, once it returns, makes the leader step down."""
+    followers look silent. The write is a stall as soon as it is ``stall_ms`` late,
+    not only once it returns: the leader steps down while it runs, before any
+    heartbeat is overdue, so it neither drops its live followers nor holds a lease
+    or commits anything more."""
     cluster = Cluster(3)
     leader = cluster.elect()
     cluster.run(200)
@@ -156,12 +157,50 @@ def test_a_leader_whose_fsync_stalls_holds_no_lease_and_steps_down() -> None:
     for _ in range(40):  # 400 ms: two leases of ticks, the write still running
         cluster.now += 10
         node.tick(cluster.now)
-    assert node.view.config.isr == {leader}  # dropped in memory, not durable
+    assert node.role is not Role.LEADER and node.restarted
+    assert node.view.config.isr == {1, 2, 3}  # nobody dropped for our own silence
     assert not node.has_lease(cluster.now)
     commit = node.commit
     cluster.shells[leader].handle(ready, cluster.now)
-    assert node.role is Role.FOLLOWER and node.restarted
+    assert node.role is not Role.LEADER
     assert node.commit == commit < index
+
+
+def test_a_leader_stuck_in_a_write_never_wins_alone_on_its_in_memory_isr() -> None:
+    """Simulator failstop --fsync-ms 20 seed 16 (and the "two leaders in term N" of
+    seeds 121, 247, 211, 214, 294): the leader's fsync stalls for several leases
+    while ticks go on. It used to drop both followers for the silence its own disk
+    caused (ISR {itself}, in memory), then adopt the term of the vote request of
+    the node that replaced it, campaign, and win alone on that ISR while its
+    messages were still stuck: two leaders, each acknowledging writes."""
+    cluster = Cluster(3)
+    leader = cluster.elect()
+    cluster.run(200)
+    node = cluster.node(leader)
+    other = 3 if leader != 3 else 2
+    node.propose(b"stuck", cluster.now)
+    ready = node.ready()
+    assert ready.entries
+    for _ in range(30):  # 300 ms of ticks, the write still running
+        cluster.now += 10
+        node.tick(cluster.now)
+    rival = VoteRequest(
+        term=node.term + 1,
+        sender=other,
+        pre_vote=False,
+        campaign=7,
+        last_log_term=node.log.last_term(),
+        last_log_index=node.log.last_index(),
+        epoch=node.view.epoch,
+        epoch_term=node.view.epoch_term,
+        transfer_from=0,
+    )
+    node.receive(rival, cluster.now)
+    for _ in range(100):  # three more leases, the write still running
+        cluster.now += 10
+        node.tick(cluster.now)
+        assert node.role is not Role.LEADER
+        assert node.view.config.isr == {1, 2, 3}
 
 
 def test_force_leader_is_refused_while_a_voter_reports_a_live_leader() -> None:
