@@ -991,7 +991,15 @@ class Node:
             self.log.last_index(),
         )
         if msg.pre_vote:
-            granted = member and not blocked and log_ok and msg.term > self.term
+            granted = (
+                member
+                and not blocked
+                and log_ok
+                and msg.term > self.term
+                and not self._outranks(msg)
+            )
+            if granted and self._may_win(msg):
+                self._yield_to(now_ms)
         else:
             granted = (
                 member
@@ -1005,6 +1013,45 @@ class Node:
                 self._election_at = now_ms + self.settings.lease_ms // 2
         reply = self._vote_reply(msg.pre_vote, msg.campaign, granted, has_live_leader=blocked)
         self._send(msg.sender, reply)
+
+    def _outranks(self, msg: VoteRequest) -> bool:
+        """Our own campaign goes first: ``msg``, a pre-vote, gets no grant from us.
+
+        Pre-votes do not exclude one another, so candidates whose pre-votes
+        overlap all won them and then split the real vote, each voting for
+        itself; in fail-stop mode, where a restarted cluster needs every member's
+        grant, that livelocks once a round trip is longer than the stagger
+        (5 nodes, delays of half a lease). A candidate in a real vote refuses
+        every pre-vote; of two pre-vote candidates that may both win, the lower
+        id goes on and the other yields (:meth:`_yield_to`). Refusing a pre-vote
+        is always safe (it is advisory).
+        """
+        ballot = self._ballot
+        if self.role is not Role.CANDIDATE or ballot is None:
+            return False
+        if not ballot.pre_vote:
+            return True
+        view = self._view()
+        if self._newer_view(msg) or not self._may_win_on(view, self.id):
+            return False  # we cannot win (or cannot tell): never stand in its way
+        return self.id < msg.sender
+
+    def _may_win(self, msg: VoteRequest) -> bool:
+        """Whether ``msg``'s candidate may win as far as our view tells (else no yielding)."""
+        return self._newer_view(msg) or self._may_win_on(self._view(), msg.sender)
+
+    @staticmethod
+    def _may_win_on(view: View, candidate: int) -> bool:
+        config = view.config
+        return config.quorum_mode or candidate in config.isr
+
+    def _yield_to(self, now_ms: int) -> None:
+        """We granted a pre-vote that may win: give its real vote time to reach us."""
+        if self.role is Role.CANDIDATE:
+            self._become_follower(self.term, NO_NODE)  # our own pre-vote gives way
+        if self.role is Role.FOLLOWER:
+            defer = now_ms + self.settings.lease_ms
+            self._election_at = max(self._election_at or defer, defer)
 
     def _on_vote_reply(self, msg: VoteReply, now_ms: int) -> None:
         if msg.term > self.term:

@@ -281,3 +281,46 @@ def test_no_append_of_a_term_leaves_in_a_ready_before_that_terms_hard_state() ->
     cluster.flush(survivor)
     assert cluster.leader() == survivor
     assert not bad
+
+
+def test_overlapping_pre_votes_do_not_livelock_five_restarted_nodes_on_slow_links() -> None:
+    """Simulator failstop --nodes 5 --max-delay-ms 100 seed 61: five nodes, all
+    restarted (every grant needed), links of half a lease. Pre-votes never excluded
+    each other, so two or three candidates won them at once and split every real
+    vote (each voting for itself): no leader for 4 s. Now a candidate in a real
+    vote refuses pre-votes, of two pre-vote candidates the lower id goes on, and a
+    node that granted a pre-vote waits a lease before its own campaign."""
+    cluster = SlowCluster(5, delay_ms=100)
+    assert cluster.run_until(lambda: len(cluster.leaders()) == 1, 3000)
+
+
+def test_a_pre_vote_candidate_yields_to_a_lower_id_and_refuses_a_higher_one() -> None:
+    cluster = Cluster(3)
+    cluster.run(LEASE + 100)  # leases from the start run out; pre-votes begin
+    for node_id in (1, 2, 3):
+        node = cluster.node(node_id)
+        if node.role is not Role.CANDIDATE:
+            node._campaign(cluster.now, pre_vote=True, transfer_from=0)
+        node.ready()  # the requests are out (dropped here)
+
+    def pre_vote(sender: int) -> VoteRequest:
+        node = cluster.node(sender)
+        return VoteRequest(
+            term=node.term + 1,
+            sender=sender,
+            pre_vote=True,
+            campaign=1,
+            last_log_term=node.log.last_term(),
+            last_log_index=node.log.last_index(),
+            epoch=node.view.epoch,
+            epoch_term=node.view.epoch_term,
+            transfer_from=0,
+        )
+
+    node2 = cluster.node(2)
+    node2.receive(pre_vote(3), cluster.now)
+    (_, reply), *_ = node2.ready().messages
+    assert not reply.granted and node2.role is Role.CANDIDATE  # 2 goes first
+    node2.receive(pre_vote(1), cluster.now)
+    (_, reply), *_ = node2.ready().messages
+    assert reply.granted and node2.role is Role.FOLLOWER  # 1 goes first
