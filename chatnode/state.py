@@ -357,15 +357,25 @@ class ChatState(_Queries):
             return target.execute(_APPLIED_INDEX).fetchone()[0]
 
     def restore_from(self, path: str | os.PathLike[str]) -> int:
-        """Replace the whole state by the snapshot at path, in one transaction.
+        """Replace the whole state by the snapshot at path, in one transaction, durably.
 
         SQLite's backup API writes the destination in a single transaction, so a
         crash leaves either the old state or the new one, and open read
-        connections simply see the new content from their next query on.
+        connections simply see the new content from their next query on. The
+        state normally runs with ``synchronous=NORMAL`` (the log can replay what a
+        power loss takes), but a restore replaces what the log was compacted to:
+        once the caller clears its pending mark there is nothing to replay from.
+        So the restore is fsynced (``synchronous=FULL`` for it, then a full
+        checkpoint) before this returns.
         """
-        with closing(sqlite3.connect(path)) as source:
-            source.backup(self._db)
-        _create_schema(self._db)  # WAL again, and a snapshot from an older release migrated
+        self._db.execute("PRAGMA synchronous = FULL")
+        try:
+            with closing(sqlite3.connect(path)) as source:
+                source.backup(self._db)
+            _create_schema(self._db)  # WAL again, and a snapshot from an older release migrated
+            self._db.execute("PRAGMA wal_checkpoint(FULL)")
+        finally:
+            self._db.execute("PRAGMA synchronous = NORMAL")
         self._applied_index = self._db.execute(_APPLIED_INDEX).fetchone()[0]
         return self._applied_index
 
