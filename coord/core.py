@@ -378,8 +378,31 @@ class Node:
             case VoteRequest():
                 return True
             case AppendReply() | VoteReply():
-                return msg.term <= self.term or msg.sender in self._progress
+                return (
+                    msg.term <= self.term
+                    or msg.sender in self._progress
+                    or self._was_member(msg.sender)
+                )
         return False
+
+    def _was_member(self, peer: int) -> bool:
+        """``peer`` is a member of our latest committed config, though not of our view.
+
+        It is being removed, and may honestly answer, in a higher term, an Append
+        we sent while we led (the bookkeeping that let its replies in is gone
+        once we stepped down). Such a reply is ignored (:meth:`_from_outsider`).
+        """
+        committed = self.log.last_config(self.commit)
+        return committed is not None and peer in ClusterConfig.decode(committed.payload).member_ids
+
+    def _from_outsider(self, msg: Message) -> bool:
+        """A reply from a node neither in our view nor in our bookkeeping: it has no say."""
+        view = self.view
+        return (
+            view is not None
+            and msg.sender not in view.config.member_ids
+            and (msg.sender not in self._progress)
+        )
 
     def _newer_view(self, msg: VoteRequest) -> bool:
         """The candidate's view is newer than ours: it may be a member we have not seen added."""
@@ -1054,6 +1077,8 @@ class Node:
             self._election_at = max(self._election_at or defer, defer)
 
     def _on_vote_reply(self, msg: VoteReply, now_ms: int) -> None:
+        if self._from_outsider(msg):
+            return  # a member being removed: it has no say, not even its term
         if msg.term > self.term:
             self._become_follower(msg.term, NO_NODE)
             return
@@ -1288,6 +1313,8 @@ class Node:
             del self._progress[peer]
 
     def _on_append_reply(self, msg: AppendReply, now_ms: int) -> None:
+        if self._from_outsider(msg):
+            return  # a member being removed, answering an Append from when we led
         if msg.term > self.term:
             self._become_follower(msg.term, NO_NODE)
             return

@@ -230,3 +230,23 @@ def test_a_late_snapshot_ack_to_a_re_added_members_earlier_bookkeeping_is_ignore
     forged = AppendReply(node.term, other, True, node.commit, 0, 0, -1, 0)
     with pytest.raises(RemoteProtocolError, match="no snapshot was ordered"):
         node.receive(forged, cluster.now)
+
+
+def test_a_higher_term_reply_from_a_member_being_removed_is_ignored_after_stepping_down() -> None:
+    """Simulator quorum --nodes 5 --membership -d100 --fsync-ms 20 seed 67: the leader
+    wrote the removal of node 4, stalled and stepped down (its bookkeeping gone), then
+    node 4, meanwhile in a higher term, answered one of its queued Appends. Honest:
+    ignored, neither refused nor adopted; a stranger's reply is still refused."""
+    cluster, leader = four()
+    node = cluster.node(leader)
+    term = node.term
+    node.propose_config_change(RemoveMember(4), cluster.now)
+    node.ready()  # the removal is handed out; it commits nowhere yet
+    cluster.now += TEST_SETTINGS.stall_ms + 10
+    node.tick(cluster.now)  # a stall: the leader steps down
+    assert node.role is not Role.LEADER and 4 not in node.view.config.member_ids
+    late = AppendReply(term + 1, 4, False, 0, 1, 0, 5, 0)
+    node.receive(late, cluster.now)
+    assert node.term == term
+    with pytest.raises(RemoteProtocolError, match="not a member"):
+        node.receive(replace(late, sender=9), cluster.now)
