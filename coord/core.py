@@ -141,6 +141,9 @@ class Node:
         # Peers a snapshot was ordered for in this term, under any bookkeeping:
         # a member removed and re-added may still answer an earlier order.
         self._snapshot_peers: set[int] = set()
+        # Candidates whose pre-vote we yielded to and that have sent no real vote
+        # since: a candidate whose pre-votes keep failing gets no second yield.
+        self._yielded_to: set[int] = set()
         self._term_start = 0
         self._last_broadcast_ms = now_ms
         self._transfer_to = NO_NODE
@@ -820,6 +823,7 @@ class Node:
         if self.role is not Role.FOLLOWER or term > self.term or leader_id != self.leader_id:
             self._become_follower(term, leader_id)
         self._term_leader = leader_id
+        self._yielded_to.clear()
         self._lease.grant(leader_id, now_ms, self.settings.lease_ms)
         self._election_at = None
         self._lost_ballots = 0
@@ -1021,9 +1025,11 @@ class Node:
                 and msg.term > self.term
                 and not self._outranks(msg)
             )
-            if granted and self._may_win(msg):
+            if granted and self._may_win(msg) and msg.sender not in self._yielded_to:
+                self._yielded_to.add(msg.sender)  # once, until it runs a real vote
                 self._yield_to(now_ms)
         else:
+            self._yielded_to.discard(msg.sender)  # its pre-vote came to something
             granted = (
                 member
                 and not blocked

@@ -324,3 +324,36 @@ def test_a_pre_vote_candidate_yields_to_a_lower_id_and_refuses_a_higher_one() ->
     node2.receive(pre_vote(1), cluster.now)
     (_, reply), *_ = node2.ready().messages
     assert reply.granted and node2.role is Role.FOLLOWER  # 1 goes first
+
+
+def test_a_voter_yields_once_to_a_candidate_whose_pre_votes_keep_failing() -> None:
+    """Simulator failstop --nodes 5 --membership -d50 --fsync-ms 20 seed 132: node 4,
+    not in the latest ISR* but in the older views of nodes 1 and 2, pre-voted every
+    80 ms and lost each time; 1 and 2, who could win, granted and waited a lease on
+    every one and never ran. A voter yields once, until that candidate's real vote."""
+    cluster = Cluster(3)
+    node = cluster.node(1)
+    now = LEASE + 1
+    node.tick(now)  # the start-up lease ran out
+    assert node.role is Role.FOLLOWER
+
+    def pre_vote() -> VoteRequest:
+        return VoteRequest(
+            term=node.term + 1,
+            sender=2,
+            pre_vote=True,
+            campaign=now,
+            last_log_term=node.log.last_term(),
+            last_log_index=node.log.last_index(),
+            epoch=node.view.epoch,
+            epoch_term=node.view.epoch_term,
+            transfer_from=0,
+        )
+
+    node.receive(pre_vote(), now)
+    (_, reply), *_ = node.ready().messages
+    assert reply.granted and node._election_at == now + LEASE  # yields to node 2
+    now += 80
+    node.receive(pre_vote(), now)  # node 2 lost that one and tries again
+    (_, reply), *_ = node.ready().messages
+    assert reply.granted and node._election_at == now - 80 + LEASE  # no second yield
