@@ -29,6 +29,7 @@ Auth = tuple[tuple[str, str], ...]
 CODE = grpc.StatusCode
 TIMES = 4  # attempts of one request sent at once
 T = TypeVar("T")
+CALL_TIMEOUT_S = 10
 
 
 async def code_of(call: Awaitable[object]) -> grpc.StatusCode:
@@ -186,6 +187,17 @@ async def all_at_once(
 # -- on a new leader ------------------------------------------------------------------------
 
 
+class Deadline(grpc.aio.UnaryUnaryClientInterceptor):
+    """Every call gets a deadline: a hung call fails where it hung, not at the test's end."""
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        return await continuation(details._replace(timeout=CALL_TIMEOUT_S), request)
+
+
+def channel_to(node: ChatNode) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(node.config.address, interceptors=[Deadline()])
+
+
 async def new_leader(nodes: list[ChatNode], old: ChatNode) -> ChatNode:
     """Move leadership away from old; the node that then leads, once it serves."""
     assert await old.coordinator.hand_over()
@@ -202,7 +214,7 @@ async def test_retries_on_a_new_leader_return_the_first_results(tmp_path: Path) 
     secret = ClusterSecret(secrets.token_bytes(32))
     async with in_process_cluster(tmp_path, lambda i: {"cluster_secret": secret}) as nodes:
         leader = await elected(nodes)
-        async with grpc.aio.insecure_channel(leader.config.address) as channel:
+        async with channel_to(leader) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             bob = await signup(stub, "bob")
             alice = await signup(stub, "alice")
@@ -216,7 +228,7 @@ async def test_retries_on_a_new_leader_return_the_first_results(tmp_path: Path) 
             first_mark = await stub.MarkRead(mark, metadata=bob)
             await stub.Logout(out, metadata=alice)
         moved = await new_leader(nodes, leader)
-        async with grpc.aio.insecure_channel(moved.config.address) as channel:
+        async with channel_to(moved) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             retried_read = await stub.ReadMessages(read, metadata=bob)
             assert [m.id for m in first_read.messages] == ids[:2]
@@ -238,14 +250,14 @@ async def test_a_read_retried_on_a_new_leader_returns_the_same_messages(tmp_path
     secret = ClusterSecret(secrets.token_bytes(32))
     async with in_process_cluster(tmp_path, lambda i: {"cluster_secret": secret}) as nodes:
         leader = await elected(nodes)
-        async with grpc.aio.insecure_channel(leader.config.address) as channel:
+        async with channel_to(leader) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             bob = await signup(stub, "bob")
             ids = await inbox(stub, "bob", bob, 3)
             read = pb.ReadMessagesRequest(limit=2, request_id="r")
             first = await stub.ReadMessages(read, metadata=bob)
         moved = await new_leader(nodes, leader)
-        async with grpc.aio.insecure_channel(moved.config.address) as channel:
+        async with channel_to(moved) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             assert await stub.ReadMessages(read, metadata=bob) == first
             assert [m.id for m in first.messages] == ids[:2]
