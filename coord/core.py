@@ -283,9 +283,11 @@ class Node:
             self._set_leader(NO_NODE)
             if not self._cannot_lead():
                 # The leader is known dead, not merely silent: no reason to wait long,
-                # only to stagger the candidates (within one heartbeat, lower ids first).
+                # only to stagger the candidates (within one heartbeat, lower ids first,
+                # the dead leader taking no slot).
                 window = self.settings.heartbeat_ms
-                self._election_at = now_ms + self._election_delay(self.view.config, window)
+                delay = self._election_delay(self.view.config, window, dead=peer_id)
+                self._election_at = now_ms + delay
 
     def transfer_leadership(self, target_id: int, now_ms: int) -> None:
         """Hand leadership to an in-sync follower once it holds our whole log (TimeoutNow)."""
@@ -747,10 +749,13 @@ class Node:
         elif now_ms >= self._election_at:
             self._campaign(now_ms, pre_vote=True, transfer_from=NO_NODE)
 
-    def _election_delay(self, config: ClusterConfig, window_ms: int | None = None) -> int:
+    def _election_delay(
+        self, config: ClusterConfig, window_ms: int | None = None, dead: int = NO_NODE
+    ) -> int:
         """A random wait in ``[0, window_ms)`` (default ``election_stagger_ms``); lower ids
-        draw from earlier slots, so candidates rarely collide."""
-        ids = config.member_ids
+        draw from earlier slots, so candidates rarely collide. A node known ``dead`` takes
+        no slot: when node 1 dies, node 2 goes first rather than after an empty slot."""
+        ids = tuple(i for i in config.member_ids if i != dead)
         if len(ids) == 1:
             return 0  # nobody to collide with
         window = self.settings.election_stagger_ms if window_ms is None else window_ms
