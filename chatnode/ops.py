@@ -141,18 +141,6 @@ class Touch:
     session_deadline_ms: int
 
 
-Op = (
-    CreateAccount
-    | Login
-    | Logout
-    | SendMessage
-    | ReadMessages
-    | MarkRead
-    | DeleteMessages
-    | DeleteAccount
-    | Touch
-)
-
 RequestOp = (
     CreateAccount
     | Login
@@ -163,6 +151,7 @@ RequestOp = (
     | DeleteMessages
     | DeleteAccount
 )
+Op = RequestOp | Touch
 """The ops that carry a request_id: every one a client's mutating call proposes."""
 
 OP_TYPES: dict[str, type] = {

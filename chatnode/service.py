@@ -328,28 +328,33 @@ class ChatService:
         )
 
     async def MarkRead(self, request: pb.MarkReadRequest, context) -> pb.MarkReadResponse:
-        async def mark(caller: _Caller) -> ops.Op:
-            ids = validation.message_ids(list(request.message_ids))
-            return ops.MarkRead(
-                caller.token_hash, ids, caller.now_ms, caller.renewal_ms, request.request_id
-            )
-
-        result = await self._once(context, ops.MarkRead.kind, request.request_id, mark)
-        (marked,) = _fields(result, "marked_count")
+        marked = await self._on_messages(context, ops.MarkRead, request, "marked_count")
         return pb.MarkReadResponse(marked_count=marked)
 
     async def DeleteMessages(
         self, request: pb.DeleteMessagesRequest, context
     ) -> pb.DeleteMessagesResponse:
-        async def delete(caller: _Caller) -> ops.Op:
+        deleted = await self._on_messages(context, ops.DeleteMessages, request, "deleted_count")
+        return pb.DeleteMessagesResponse(deleted_count=deleted)
+
+    async def _on_messages(
+        self,
+        context,
+        op_type: type[ops.MarkRead] | type[ops.DeleteMessages],
+        request: pb.MarkReadRequest | pb.DeleteMessagesRequest,
+        count_field: str,
+    ) -> int:
+        """MarkRead and DeleteMessages: an op over some of the caller's message ids; a count."""
+
+        async def make(caller: _Caller) -> ops.Op:
             ids = validation.message_ids(list(request.message_ids))
-            return ops.DeleteMessages(
+            return op_type(
                 caller.token_hash, ids, caller.now_ms, caller.renewal_ms, request.request_id
             )
 
-        result = await self._once(context, ops.DeleteMessages.kind, request.request_id, delete)
-        (deleted,) = _fields(result, "deleted_count")
-        return pb.DeleteMessagesResponse(deleted_count=deleted)
+        result = await self._once(context, op_type.kind, request.request_id, make)
+        (count,) = _fields(result, count_field)
+        return count
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -194,6 +194,14 @@ class Deadline(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(details._replace(timeout=CALL_TIMEOUT_S), request)
 
 
+@contextlib.asynccontextmanager
+async def three_nodes(tmp_path: Path) -> AsyncIterator[tuple[list[ChatNode], ChatNode]]:
+    """Three in-process nodes sharing a secret, and the one that leads first."""
+    secret = ClusterSecret(secrets.token_bytes(32))
+    async with in_process_cluster(tmp_path, lambda i: {"cluster_secret": secret}) as nodes:
+        yield nodes, await elected(nodes)
+
+
 def channel_to(node: ChatNode) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(node.config.address, interceptors=[Deadline()])
 
@@ -211,9 +219,7 @@ async def new_leader(nodes: list[ChatNode], old: ChatNode) -> ChatNode:
 
 
 async def test_retries_on_a_new_leader_return_the_first_results(tmp_path: Path) -> None:
-    secret = ClusterSecret(secrets.token_bytes(32))
-    async with in_process_cluster(tmp_path, lambda i: {"cluster_secret": secret}) as nodes:
-        leader = await elected(nodes)
+    async with three_nodes(tmp_path) as (nodes, leader):
         async with channel_to(leader) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             bob = await signup(stub, "bob")
@@ -247,9 +253,7 @@ async def test_retries_on_a_new_leader_return_the_first_results(tmp_path: Path) 
 
 
 async def test_a_read_retried_on_a_new_leader_returns_the_same_messages(tmp_path: Path) -> None:
-    secret = ClusterSecret(secrets.token_bytes(32))
-    async with in_process_cluster(tmp_path, lambda i: {"cluster_secret": secret}) as nodes:
-        leader = await elected(nodes)
+    async with three_nodes(tmp_path) as (nodes, leader):
         async with channel_to(leader) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
             bob = await signup(stub, "bob")
