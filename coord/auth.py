@@ -95,10 +95,6 @@ class Authenticator:
         self._secret = secret
         self._mtls = mtls
 
-    @property
-    def enabled(self) -> bool:
-        return self._secret is not None or self._mtls
-
     def authenticate(
         self, metadata: Iterable[tuple[str, Any]], auth_context: Mapping[str, Sequence[bytes]]
     ) -> Caller:

@@ -53,6 +53,11 @@ class DiskGuard:
         self._failing: dict[str, tuple[str, float]] = {}  # what -> (error, since)
 
     @property
+    def failing(self) -> bool:
+        """Whether some write is waiting for space (cheap: asked on every proposal)."""
+        return bool(self._failing)
+
+    @property
     def fault(self) -> str:
         """Why this node cannot make writes durable right now; '' when it can."""
         now = time.monotonic()

@@ -242,12 +242,17 @@ class Cluster:
     def step(self, ms: int | None = None) -> None:
         """Advance the clock; each running node gets its queued messages, then a tick."""
         self.now += self.settings.heartbeat_ms // 2 if ms is None else ms
+        self._arrive()
         for node_id in sorted(self.shells):
             if node_id in self.crashed or node_id in self.paused:
                 continue
             self.deliver(node_id)
             self.node(node_id).tick(self.now)
             self.flush(node_id)
+
+    def _arrive(self) -> None:
+        """Move messages that are due into inboxes; messages here arrive at once (a
+        subclass with link delays holds them back until their time)."""
 
     def run(self, ms: int) -> None:
         end = self.now + ms

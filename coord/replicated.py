@@ -195,8 +195,8 @@ class ReplicatedCoordinator:
     # -- the boundary ---------------------------------------------------------------
 
     def propose(self, payload: bytes) -> Proposal:
-        if fault := self.disk.fault:
-            raise NotLeader("", f"this node cannot write to its disk now ({fault})")
+        if self.disk.failing:
+            raise NotLeader("", f"this node cannot write to its disk now ({self.disk.fault})")
         try:
             index, term = self.node.propose(payload, now_ms())
         except core_errors.NotLeader as exc:

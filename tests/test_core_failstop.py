@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from coord.core import Role
+from coord.core import Node, Role
 from coord.errors import LocalProtocolError
 from coord.harness import TEST_SETTINGS, Cluster, MemoryShell
 from coord.messages import Append, Message, VoteRequest
@@ -56,23 +56,32 @@ class SlowCluster(Cluster):
         due = self.now + self.link_ms.get((sender, to), self.delay_ms)
         self.wire.append((due, to, msg, copy))
 
-    def step(self, ms: int | None = None) -> None:
-        self.now += self.settings.heartbeat_ms // 2 if ms is None else ms
+    def _arrive(self) -> None:
         due = [w for w in self.wire if w[0] <= self.now]
         self.wire = [w for w in self.wire if w[0] > self.now]
         for _, to, msg, copy in due:
             if to not in self.crashed:
                 self.inbox[to].append((msg, copy))  # type: ignore[arg-type]
-        for node_id in sorted(self.shells):
-            if node_id in self.crashed or node_id in self.paused:
-                continue
-            self.deliver(node_id)
-            self.node(node_id).tick(self.now)
-            self.flush(node_id)
 
     def restart(self, node_id: int) -> None:
         super().restart(node_id)
         reports_syncs(self.shells[node_id])
+
+
+def request_like(node: Node, sender: int, *, pre_vote: bool, campaign: int) -> VoteRequest:
+    """A vote request for node's next term from ``sender``, with node's own log and view."""
+    assert node.view is not None
+    return VoteRequest(
+        term=node.term + 1,
+        sender=sender,
+        pre_vote=pre_vote,
+        campaign=campaign,
+        last_log_term=node.log.last_term(),
+        last_log_index=node.log.last_index(),
+        epoch=node.view.epoch,
+        epoch_term=node.view.epoch_term,
+        transfer_from=0,
+    )
 
 
 def leaders_by_term(cluster: Cluster, seen: dict[int, set[int]]) -> None:
@@ -184,17 +193,7 @@ def test_a_leader_stuck_in_a_write_never_wins_alone_on_its_in_memory_isr() -> No
     for _ in range(30):  # 300 ms of ticks, the write still running
         cluster.now += 10
         node.tick(cluster.now)
-    rival = VoteRequest(
-        term=node.term + 1,
-        sender=other,
-        pre_vote=False,
-        campaign=7,
-        last_log_term=node.log.last_term(),
-        last_log_index=node.log.last_index(),
-        epoch=node.view.epoch,
-        epoch_term=node.view.epoch_term,
-        transfer_from=0,
-    )
+    rival = request_like(node, other, pre_vote=False, campaign=7)
     node.receive(rival, cluster.now)
     for _ in range(100):  # three more leases, the write still running
         cluster.now += 10
@@ -304,18 +303,7 @@ def test_a_pre_vote_candidate_yields_to_a_lower_id_and_refuses_a_higher_one() ->
         node.ready()  # the requests are out (dropped here)
 
     def pre_vote(sender: int) -> VoteRequest:
-        node = cluster.node(sender)
-        return VoteRequest(
-            term=node.term + 1,
-            sender=sender,
-            pre_vote=True,
-            campaign=1,
-            last_log_term=node.log.last_term(),
-            last_log_index=node.log.last_index(),
-            epoch=node.view.epoch,
-            epoch_term=node.view.epoch_term,
-            transfer_from=0,
-        )
+        return request_like(cluster.node(sender), sender, pre_vote=True, campaign=1)
 
     node2 = cluster.node(2)
     node2.receive(pre_vote(3), cluster.now)
@@ -338,17 +326,7 @@ def test_a_voter_yields_once_to_a_candidate_whose_pre_votes_keep_failing() -> No
     assert node.role is Role.FOLLOWER
 
     def pre_vote() -> VoteRequest:
-        return VoteRequest(
-            term=node.term + 1,
-            sender=2,
-            pre_vote=True,
-            campaign=now,
-            last_log_term=node.log.last_term(),
-            last_log_index=node.log.last_index(),
-            epoch=node.view.epoch,
-            epoch_term=node.view.epoch_term,
-            transfer_from=0,
-        )
+        return request_like(node, 2, pre_vote=True, campaign=now)
 
     node.receive(pre_vote(), now)
     (_, reply), *_ = node.ready().messages
