@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source deploy/venv.sh
 ensure_venv test
+ensure_wheelhouse
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/pytest -q "$@"

@@ -16,3 +16,19 @@ ensure_venv() {
     touch "$stamp"
   fi
 }
+
+# A wheelhouse of the project's dependencies in .venv/wheelhouse, for deploy/cluster.sh
+# --wheels (machines without PyPI; the tests' namespace hosts are such machines).
+ensure_wheelhouse() {
+  local dir=.venv/wheelhouse stamp=.venv/wheelhouse/.built
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "building the wheelhouse .venv/wheelhouse (log: .venv/install.log) ..." >&2
+    rm -rf "$dir"
+    if ! .venv/bin/python -m pip wheel --wheel-dir "$dir" . >>.venv/install.log 2>&1; then
+      echo "building the wheelhouse failed; see .venv/install.log" >&2
+      return 1
+    fi
+    rm -f "$dir"/leased_chat-*.whl  # the project itself is built from its source on each host
+    touch "$stamp"
+  fi
+}

@@ -1,0 +1,356 @@
+#!/usr/bin/env bash
+# Deploy and run a chat cluster on several machines, one node per machine, over ssh.
+#
+#   deploy/cluster.sh up HOSTS_FILE [--tls] [--min-insync N] [--wheels DIR]
+#   deploy/cluster.sh status HOSTS_FILE
+#   deploy/cluster.sh upgrade HOSTS_FILE          # rolling: followers, then the leader
+#   deploy/cluster.sh add HOSTS_FILE ID ADDRESS REACH
+#   deploy/cluster.sh remove HOSTS_FILE ID
+#   deploy/cluster.sh down HOSTS_FILE             # stop and disable every node; data kept
+#   deploy/cluster.sh backup HOSTS_FILE ID FILE   # a consistent copy of node ID's state
+#   deploy/cluster.sh restore HOSTS_FILE FILE     # rebuild the whole cluster from a backup
+#   deploy/cluster.sh signal HOSTS_FILE ID SIGNAL|start   # for benchmarks and drills
+#
+# HOSTS_FILE has one line per machine: `ID ADDRESS:PORT REACH`, where REACH is how ssh
+# logs in as root (root@10.0.0.1, or a Host from ~/.ssh/config); '#' starts a comment.
+# The cluster's secret, its CA and certificates (--tls), and the settings `up` was given
+# live in HOSTS_FILE.d/ (CHAT_DEPLOY_DIR overrides it): keep that folder private.
+#
+# The one seam is the remote exec: CHAT_SSH (default `ssh -o BatchMode=yes`) is called as
+# `$CHAT_SSH REACH COMMAND` with stdin passed through, exactly like ssh. Every machine
+# needs python3 with venv and, unless --wheels DIR gives a wheelhouse
+# (`pip wheel --wheel-dir DIR .`), access to PyPI. Every verb is safe to re-run.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+read -r -a ssh_cmd <<<"${CHAT_SSH:-ssh -o BatchMode=yes}"
+HEALTHY_TIMEOUT_S="${CHAT_HEALTHY_TIMEOUT_S:-60}"
+
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+usage() { sed -n '3,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+say() { echo "cluster.sh: $*"; }
+
+# -- the hosts file and the deploy folder ----------------------------------------------
+
+ids=()
+declare -A address=() reach=()
+load_hosts() {
+  hosts_file="$1"
+  [ -f "$hosts_file" ] || die "no hosts file $hosts_file"
+  state="${CHAT_DEPLOY_DIR:-$hosts_file.d}"
+  ids=()
+  local id addr how extra
+  while read -r id addr how extra; do
+    case "$id" in ''|'#'*) continue ;; esac
+    [[ "$id" =~ ^[1-9][0-9]*$ ]] || die "$hosts_file: bad id '$id' (a positive integer)"
+    [[ "$addr" =~ ^[^:]+:[0-9]+$ ]] || die "$hosts_file: node $id: bad address '$addr' (HOST:PORT)"
+    [ -n "$how" ] && [ -z "$extra" ] || die "$hosts_file: node $id: want 'ID HOST:PORT REACH'"
+    [ -z "${address[$id]+x}" ] || die "$hosts_file: node $id is listed twice"
+    ids+=("$id"); address[$id]="$addr"; reach[$id]="$how"
+  done <"$hosts_file"
+  [ ${#ids[@]} -gt 0 ] || die "$hosts_file lists no machines"
+  settings="$state/settings"
+  tls=0 min_insync="" wheels=""
+  # shellcheck disable=SC1090
+  [ -f "$settings" ] && . "$settings"
+  return 0
+}
+
+spec() {
+  local out="" id
+  for id in "${ids[@]}"; do out="${out:+$out,}$id=${address[$id]}"; done
+  echo "$out"
+}
+
+save_settings() {
+  mkdir -p "$state"
+  chmod 0700 "$state"
+  printf 'tls=%s\nmin_insync=%s\nwheels=%s\n' "$tls" "$min_insync" "$wheels" >"$settings"
+}
+
+# -- the seam ---------------------------------------------------------------------------
+
+# remote ID COMMAND: run COMMAND with sh on node ID's machine, as root.
+remote() { "${ssh_cmd[@]}" "${reach[$1]}" "$2"; }
+
+# ctl COMMAND...: chatctl on the first machine that answers (it knows the cluster's
+# secret and, with --tls, holds an operator certificate: /etc/chat/chatctl.env).
+ctl() {
+  local id out last=""
+  for id in "${ids[@]}"; do
+    if out="$(remote "$id" "chatctl $*" 2>&1)"; then printf '%s\n' "$out"; return 0; fi
+    last="$out"
+  done
+  printf '%s\n' "${last:-no machine answered}" >&2
+  return 1
+}
+
+# -- secrets and certificates -----------------------------------------------------------
+
+make_secret() {
+  [ -f "$state/cluster.secret" ] && return 0
+  (umask 077 && python3 -c 'import secrets; print(secrets.token_hex(32))' >"$state/cluster.secret")
+  say "made the cluster secret in $state/cluster.secret"
+}
+
+# issue NAME SAN: a key and a certificate signed by the deploy CA (made on first use).
+issue() {
+  local dir="$state/tls" name="$1" san="$2"
+  mkdir -p "$dir"
+  chmod 0700 "$dir"
+  if [ ! -f "$dir/ca.pem" ]; then
+    openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 3650 -subj "/CN=chat cluster CA" 2>/dev/null
+    say "made a CA in $dir/ca.pem"
+  fi
+  [ -f "$dir/$name.pem" ] && return 0
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+    -keyout "$dir/$name.key" -out "$dir/$name.csr" -subj "/CN=$name" 2>/dev/null
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n' \
+    "$san" >"$dir/$name.ext"
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+    -CAcreateserial -days 825 -out "$dir/$name.pem" -extfile "$dir/$name.ext" 2>/dev/null
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+}
+
+host_san() {
+  local host="${1%:*}"
+  if [[ "$host" =~ ^[0-9.]+$ ]]; then echo "IP:$host"; else echo "DNS:$host"; fi
+}
+
+make_certificates() {
+  local id
+  issue admin "URI:chat://admin"
+  issue client "DNS:chat-client"   # for chat users: opens the chat API only
+  for id in "${ids[@]}"; do issue "node-$id" "URI:chat://node/$id,$(host_san "${address[$id]}")"; done
+}
+
+# -- installing one machine -------------------------------------------------------------
+
+# payload ID: a tar stream of the project (src/) and node ID's secrets (secrets/).
+payload() {
+  local id="$1" tmp
+  tmp="$(mktemp -d)"
+  mkdir -m 0700 "$tmp/secrets"
+  cp "$state/cluster.secret" "$tmp/secrets/"
+  if [ "$tls" = 1 ]; then
+    mkdir "$tmp/secrets/tls"
+    cp "$state/tls/ca.pem" "$state/tls/admin.pem" "$state/tls/admin.key" "$tmp/secrets/tls/"
+    cp "$state/tls/node-$id.pem" "$tmp/secrets/tls/node.pem"
+    cp "$state/tls/node-$id.key" "$tmp/secrets/tls/node.key"
+  fi
+  tar -cz -C "$tmp" secrets -C "$repo" --exclude=./.git --exclude=./.venv \
+    --exclude='__pycache__' --exclude='*.egg-info' --exclude=./.pytest_cache \
+    --exclude=./.ruff_cache --exclude="./$(realpath --relative-to="$repo" "$state" 2>/dev/null)" \
+    --transform 's|^\./|src/|' .
+  rm -rf "$tmp"
+}
+
+# install ID [install.sh flags...]: ship and install the project and node ID's files.
+install_on() {
+  local id="$1"; shift
+  local flags=(--id "$id" --cluster "$(spec)" "$@")
+  [ -n "$min_insync" ] && flags+=(--min-insync "$min_insync")
+  [ "$tls" = 1 ] && flags+=(--tls-dir '"$t"/secrets/tls')
+  if [ -n "$wheels" ]; then
+    remote "$id" "rm -rf /var/tmp/chat-wheels && mkdir -p /var/tmp/chat-wheels && tar -x -C /var/tmp/chat-wheels" \
+      < <(tar -c -C "$wheels" .)
+    flags+=(--wheels /var/tmp/chat-wheels)
+  fi
+  payload "$id" | remote "$id" "set -e; umask 077; t=\$(mktemp -d); trap 'rm -rf \"\$t\"' EXIT
+    tar -xz -C \"\$t\"; chmod 0755 \"\$t\"
+    bash \"\$t/src/deploy/install.sh\" --secret \"\$t/secrets/cluster.secret\" ${flags[*]}"
+}
+
+# reconfigure ID: node ID's env files name the current members (no restart needed: a
+# running node takes its members from the log; the list matters to chatctl and a rebuild).
+reconfigure() {
+  remote "$1" "bash /opt/chat/deploy/install.sh --config-only --id $1 --cluster $(spec)" >/dev/null
+}
+
+# -- waiting on the cluster -------------------------------------------------------------
+
+# healthy IDS: one leader, and every listed id a member, up, in sync and caught up.
+healthy() {
+  local rows
+  rows="$(ctl status --json 2>/dev/null)" || return 1
+  python3 -c '
+import json, sys
+rows = json.loads(sys.argv[1]); want = {int(i) for i in sys.argv[2].split(",")}
+leaders = {r["id"] for r in rows if r.get("up") and r.get("role") == "leader"}
+good = {r["id"] for r in rows if r.get("up") and r.get("member") and r.get("in_sync")
+        and r.get("lag", 1) == 0}
+sys.exit(0 if len(leaders) == 1 and want <= good else 1)' "$rows" "$(IFS=,; echo "$*")"
+}
+
+wait_healthy() {
+  local deadline=$((SECONDS + HEALTHY_TIMEOUT_S))
+  until healthy "$@"; do
+    [ $SECONDS -lt $deadline ] || { ctl status >&2 || true; die "the cluster is not healthy after ${HEALTHY_TIMEOUT_S}s"; }
+    sleep 0.5
+  done
+}
+
+# is_member ID: node ID is in the leader's member list.
+is_member() {
+  ctl status --json | python3 -c '
+import json, sys
+sys.exit(0 if any(r.get("id") == int(sys.argv[1]) and r.get("member") for r in json.load(sys.stdin)) else 1)' "$1"
+}
+
+# leader_id: the id of the node that leads now.
+leader_id() {
+  ctl status --json | python3 -c '
+import json, sys
+print(next(r["id"] for r in json.load(sys.stdin) if r.get("up") and r.get("role") == "leader"))'
+}
+
+# stale ID: true when node ID runs another release than /opt/chat (or does not run).
+stale() {
+  remote "$1" 'pid=$(systemctl show -p MainPID --value chatnode); [ "${pid:-0}" != 0 ] || exit 0
+    rel=$(readlink /opt/chat); ! tr "\0" " " </proc/$pid/cmdline | grep -q -- "$rel/"'
+}
+
+restart_node() {
+  say "node $1: restarting"
+  remote "$1" "systemctl restart chatnode"
+  wait_healthy "${ids[@]}"
+}
+
+# -- verbs ------------------------------------------------------------------------------
+
+cmd_up() {
+  load_hosts "$1"; shift
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --tls) tls=1; shift ;;
+      --min-insync) min_insync="${2:?--min-insync needs N}"; shift 2 ;;
+      --wheels) wheels="$(cd "${2:?--wheels needs DIR}" && pwd)"; shift 2 ;;
+      *) usage ;;
+    esac
+  done
+  save_settings
+  make_secret
+  [ "$tls" = 1 ] && make_certificates
+  local id pids=() failed=0
+  for id in "${ids[@]}"; do
+    install_on "$id" >"$state/install-$id.log" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!ids[@]}"; do
+    if wait "${pids[$i]}"; then
+      say "node ${ids[$i]}: $(tail -1 "$state/install-${ids[$i]}.log")"
+    else
+      failed=1; echo "cluster.sh: node ${ids[$i]}: install failed:" >&2
+      tail -5 "$state/install-${ids[$i]}.log" >&2
+    fi
+  done
+  [ "$failed" = 0 ] || exit 1
+  for id in "${ids[@]}"; do remote "$id" "systemctl enable --now chatnode"; done
+  wait_healthy "${ids[@]}"
+  ctl status
+}
+
+cmd_status() {
+  load_hosts "$1"
+  ctl status
+}
+
+cmd_upgrade() {
+  load_hosts "$1"
+  local id leader out
+  for id in "${ids[@]}"; do
+    out="$(install_on "$id")" || die "node $id: install failed"
+    say "node $id: ${out##*$'\n'}"
+  done
+  wait_healthy "${ids[@]}"
+  leader="$(leader_id)"
+  for id in "${ids[@]}"; do
+    if [ "$id" != "$leader" ] && stale "$id"; then restart_node "$id"; fi
+  done
+  if stale "$leader"; then
+    local to
+    for to in "${ids[@]}"; do [ "$to" != "$leader" ] && break; done
+    if [ "$to" != "$leader" ]; then
+      say "leader $leader: handing over to node $to"
+      ctl transfer-leader "$to" >/dev/null
+    fi
+    restart_node "$leader"
+  fi
+  say "every node runs $(remote "${ids[0]}" 'basename "$(readlink /opt/chat)"')"
+  ctl status
+}
+
+cmd_add() {
+  load_hosts "$1"
+  local id="${2:?usage: add HOSTS_FILE ID ADDRESS REACH}" addr="${3:?}" how="${4:?}"
+  [[ "$id" =~ ^[1-9][0-9]*$ ]] || die "bad id '$id'"
+  [[ "$addr" =~ ^[^:]+:[0-9]+$ ]] || die "bad address '$addr' (HOST:PORT)"
+  if [ -n "${address[$id]+x}" ]; then
+    [ "${address[$id]}" = "$addr" ] || die "node $id is already in $hosts_file at ${address[$id]}"
+  else
+    ids+=("$id"); address[$id]="$addr"; reach[$id]="$how"
+  fi
+  [ "$tls" = 1 ] && issue "node-$id" "URI:chat://node/$id,$(host_san "$addr")"
+  local out
+  out="$(install_on "$id" --join)" || die "node $id: install failed"
+  say "node $id: ${out##*$'\n'}"
+  is_member "$id" || ctl add-member "$id" "$addr" >/dev/null
+  remote "$id" "systemctl enable --now chatnode"
+  grep -qE "^${id}[[:space:]]" "$hosts_file" || echo "$id $addr $how" >>"$hosts_file"
+  for other in "${ids[@]}"; do [ "$other" = "$id" ] || reconfigure "$other"; done
+  wait_healthy "${ids[@]}"
+  ctl status
+}
+
+cmd_remove() {
+  load_hosts "$1"
+  local id="${2:?usage: remove HOSTS_FILE ID}"
+  [ -n "${address[$id]+x}" ] || die "node $id is not in $hosts_file"
+  local rest=() other
+  for other in "${ids[@]}"; do [ "$other" = "$id" ] || rest+=("$other"); done
+  [ ${#rest[@]} -gt 0 ] || die "node $id is the last one: use down"
+  if [ "$(leader_id)" = "$id" ]; then
+    say "node $id leads: handing over to node ${rest[0]}"
+    ctl transfer-leader "${rest[0]}" >/dev/null
+  fi
+  ctl remove-member "$id" >/dev/null
+  remote "$id" "systemctl disable --now chatnode"
+  sed -i -E "/^${id}[[:space:]]/d" "$hosts_file"
+  ids=("${rest[@]}")
+  for other in "${ids[@]}"; do reconfigure "$other"; done
+  wait_healthy "${ids[@]}"
+  say "node $id removed; its data stays in /var/lib/chat on ${reach[$id]}"
+  ctl status
+}
+
+cmd_down() {
+  load_hosts "$1"
+  local id
+  for id in "${ids[@]}"; do
+    remote "$id" "systemctl disable --now chatnode" && say "node $id: stopped"
+  done
+}
+
+cmd_signal() {
+  load_hosts "$1"
+  local id="${2:?usage: signal HOSTS_FILE ID SIGNAL|start}" what="${3:?}"
+  [ -n "${address[$id]+x}" ] || die "node $id is not in $hosts_file"
+  case "$what" in
+    start) remote "$id" "systemctl start chatnode" ;;
+    *) remote "$id" "systemctl kill -s $what chatnode" ;;
+  esac
+}
+
+verb="${1:-}"
+[ $# -ge 2 ] || usage
+shift
+case "$verb" in
+  up) cmd_up "$@" ;;
+  status) cmd_status "$@" ;;
+  upgrade) cmd_upgrade "$@" ;;
+  add) cmd_add "$@" ;;
+  remove) cmd_remove "$@" ;;
+  down) cmd_down "$@" ;;
+  signal) cmd_signal "$@" ;;
+  *) usage ;;
+esac
