@@ -23,11 +23,11 @@ from typing import Any
 
 import grpc
 
-from chatnode.state import ChatReader
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.cluster import Cluster, local_cluster
 from tests.conftest import PASSWORD
+from tests.netns.workload import replica_inbox
 
 # The product defaults. A node whose own ticks stall past lease/2 steps down and
 # may no longer vouch for the ISR; with 600 ms leases, CPU starvation on two busy
@@ -458,10 +458,7 @@ def assert_exactly_once(
 
 def applied_inbox(cluster: Cluster, node_id: int, name: str) -> list[tuple[int, str, str]]:
     """(id, sender, body) of the messages to `name` in one node's own applied chat state."""
-    path = cluster.nodes[node_id].data_dir / "state.db"
-    with ChatReader(path) as reader:
-        rows = reader.messages_after(name, 0, 1_000_000)
-    return [(m.id, m.sender, m.body) for m in rows]
+    return replica_inbox(cluster.nodes[node_id].data_dir / "state.db", name)
 
 
 async def assert_replicas_agree(
