@@ -3,7 +3,8 @@
 Verbs: ``status`` (the member table, optionally refreshed with ``--watch``),
 ``add-member``, ``remove-member``, ``transfer-leader`` (sent to the leader,
 found by asking the members), ``force-leader`` (sent to the node that is to
-lead) and ``bench``. Exit codes: 0 success, 2 bad usage, 1 any other failure
+lead), ``backup`` and ``restore`` (a node's files, offline: client/backup.py)
+and ``bench``. Exit codes: 0 success, 2 bad usage, 1 any other failure
 with one line on stderr, never a traceback for an expected error.
 """
 
@@ -448,6 +449,60 @@ def new_secret(path: Path) -> str:
     return f"wrote a new cluster secret to {path} (mode 0600); copy it to every member"
 
 
+def _add_backup_parsers(verbs: argparse._SubParsersAction) -> None:
+    """backup and restore work on a node's data dir on its own machine; no cluster is asked."""
+    data_dir = os.environ.get("CHAT_DATA_DIR")
+    data_dir_help = "the node's data dir (CHAT_DATA_DIR)"
+    backup = verbs.add_parser(
+        "backup", help="copy a running node's chat state to FILE, consistently, and check it"
+    )
+    backup.add_argument(
+        "--data-dir",
+        type=Path,
+        default=data_dir,
+        required=not data_dir,
+        metavar="DIR",
+        help=data_dir_help,
+    )
+    backup.add_argument("file", metavar="FILE", type=Path)
+    restore = verbs.add_parser(
+        "restore",
+        help="make a fresh data dir from a backup: node ID alone in a new cluster; grow it "
+        "back with add-member and --join",
+    )
+    restore.add_argument("file", metavar="FILE", type=Path)
+    restore.add_argument(
+        "--data-dir",
+        type=Path,
+        default=data_dir,
+        required=not data_dir,
+        metavar="DIR",
+        help=f"{data_dir_help}; must be empty or absent",
+    )
+    restore.add_argument("--id", type=_positive_id, required=True, help="the restored node's id")
+    restore.add_argument(
+        "--address", type=_host_port, required=True, metavar="HOST:PORT", help="its address"
+    )
+    restore.add_argument(
+        "--mode",
+        choices=("fail-stop", "quorum"),
+        help="the new cluster's mode, fixed for good (default: the backed-up cluster's)",
+    )
+
+
+def _backup_verb(args: argparse.Namespace) -> str:
+    # Imported here: client.backup imports the server's storage code, which other verbs
+    # do not need.
+    from client import backup
+
+    try:
+        if args.verb == "backup":
+            return backup.backup(args.data_dir, args.file)
+        return backup.restore(args.file, args.data_dir, args.id, args.address, args.mode)
+    except backup.BackupError as exc:
+        raise CtlError(str(exc)) from None
+
+
 def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench = verbs.add_parser(
         "bench",
@@ -487,6 +542,7 @@ def _parser() -> Parser:
     _add_status_parser(verbs)
     _add_admin_parsers(verbs)
     _add_secret_parser(verbs)
+    _add_backup_parsers(verbs)
     _add_bench_parser(verbs)
     return parser
 
@@ -511,6 +567,8 @@ def _run_verb(args: argparse.Namespace, addresses: list[str]) -> None:
             print(asyncio.run(force_leader(args.id, args.cluster, addresses)))
         case "secret":
             print(new_secret(args.file))
+        case "backup" | "restore":
+            print(_backup_verb(args))
         case "bench":
             # Imported here: the bench modules build on this module's probes.
             from client import bench
