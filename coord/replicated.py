@@ -467,9 +467,17 @@ class ReplicatedCoordinator:
         log.info("role %s, leader %d, term %d", soft.role, soft.leader_id, soft.term)
 
     def _sync_members(self) -> None:
-        """Point the transport at the members of the current view, when it changed."""
+        """Point the transport at the members of the current view, when it changed.
+
+        A joining node holds no view until the leader's entries or snapshot reach it, and
+        its answers must reach the leader before the leader sends a snapshot: until then
+        it talks to the members its --cluster names.
+        """
         view = self.node.view
-        if view is not None and view.key != self._synced_view:
+        if view is None and self._join and self._synced_view is None:
+            self._synced_view = (0, 0)
+            self.transport.set_members(dict(self._members))
+        elif view is not None and view.key != self._synced_view:
             self._synced_view = view.key
             self.transport.set_members(dict(view.config.members))
 

@@ -129,19 +129,20 @@ make_certificates() {
 # payload ID: a tar stream of the project (src/) and node ID's secrets (secrets/).
 payload() {
   local id="$1" tmp
-  tmp="$(mktemp -d)"
-  mkdir -m 0700 "$tmp/secrets"
-  cp "$state/cluster.secret" "$tmp/secrets/"
-  if [ "$tls" = 1 ]; then
-    mkdir "$tmp/secrets/tls"
-    cp "$state/tls/ca.pem" "$state/tls/admin.pem" "$state/tls/admin.key" "$tmp/secrets/tls/"
-    cp "$state/tls/node-$id.pem" "$tmp/secrets/tls/node.pem"
-    cp "$state/tls/node-$id.key" "$tmp/secrets/tls/node.key"
-  fi
-  tar -cz -C "$tmp" secrets -C "$repo" --exclude=./.git --exclude=./.venv \
-    --exclude='__pycache__' --exclude='*.egg-info' --exclude=./.pytest_cache \
-    --exclude=./.ruff_cache --exclude="./$(realpath --relative-to="$repo" "$state" 2>/dev/null)" \
-    --transform 's|^\./|src/|' .
+  tmp="$(umask 077 && mktemp -d)"
+  (umask 077 && mkdir "$tmp/secrets")
+  (
+    umask 077
+    cp "$state/cluster.secret" "$tmp/secrets/"
+    if [ "$tls" = 1 ]; then
+      mkdir "$tmp/secrets/tls"
+      cp "$state/tls/ca.pem" "$state/tls/admin.pem" "$state/tls/admin.key" "$tmp/secrets/tls/"
+      cp "$state/tls/node-$id.pem" "$tmp/secrets/tls/node.pem"
+      cp "$state/tls/node-$id.key" "$tmp/secrets/tls/node.key"
+    fi
+  )
+  tar -cz -C "$tmp" secrets -C "$repo" -X "$repo/deploy/release.exclude" \
+    --exclude="./$(realpath --relative-to="$repo" "$state")" --transform 's|^\./|src/|' .
   rm -rf "$tmp"
 }
 
@@ -156,8 +157,8 @@ install_on() {
       < <(tar -c -C "$wheels" .)
     flags+=(--wheels /var/tmp/chat-wheels)
   fi
-  payload "$id" | remote "$id" "set -e; umask 077; t=\$(mktemp -d); trap 'rm -rf \"\$t\"' EXIT
-    tar -xz -C \"\$t\"; chmod 0755 \"\$t\"
+  payload "$id" | remote "$id" "set -e; t=\$(mktemp -d); trap 'rm -rf \"\$t\"' EXIT
+    tar -xz -C \"\$t\" --no-same-owner
     bash \"\$t/src/deploy/install.sh\" --secret \"\$t/secrets/cluster.secret\" ${flags[*]}"
 }
 

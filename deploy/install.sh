@@ -22,6 +22,7 @@
 # The last line printed is `release=REV changed=0|1`.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install.sh: run as root" >&2; exit 1; }
+umask 022
 src="$(cd "$(dirname "$0")/.." && pwd)"
 releases=/opt/chat-releases
 env_file=/etc/chat/chatnode.env
@@ -46,11 +47,12 @@ done
 { [ -n "$node_id" ] && [ -n "$cluster" ]; } || { [ -z "$node_id" ] && [ -z "$cluster" ]; } || usage
 
 # A digest of the project's files (not their times), so the same tree is the same release.
-tree_rev() {
-  (cd "$1" && find . -type f ! -path './.git/*' ! -path './.venv/*' ! -name '*.pyc' \
-     ! -path '*.egg-info/*' ! -path './build/*' -print0 | LC_ALL=C sort -z \
-     | xargs -0 sha256sum | sha256sum | cut -c1-12)
+# deploy/release.exclude names what is not part of a release (also for cluster.sh).
+release_tar() {
+  tar -c -C "$1" -X "$src/deploy/release.exclude" --sort=name --mtime=@0 --owner=0 \
+    --group=0 --numeric-owner .
 }
+tree_rev() { release_tar "$1" | sha256sum | cut -c1-12; }
 
 # Build the release in its final place (a virtualenv's scripts name their own path) and
 # mark it complete last, so a half-built release is rebuilt, never run.
@@ -58,8 +60,8 @@ build_release() {
   local dir="$releases/$1"
   rm -rf "$dir"
   mkdir -p "$dir"
-  (cd "$src" && tar -c --exclude=./.git --exclude=./.venv --exclude='*.pyc' \
-     --exclude='*.egg-info' --exclude=./build .) | tar -x -C "$dir"
+  release_tar "$src" | tar -x -C "$dir" --no-same-owner --no-same-permissions
+  chmod -R u+rwX,go+rX-w "$dir"  # whatever the copy's modes, the chat user reads it
   python3 -m venv "$dir/.venv"
   local pip=("$dir/.venv/bin/pip" install --quiet --disable-pip-version-check)
   [ -n "$wheels" ] && pip+=(--no-index --find-links "$wheels")

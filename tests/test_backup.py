@@ -142,11 +142,6 @@ async def test_backup_of_a_busy_leader_restores_into_a_single_member_cluster(
             await members.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coord/replicated.py: a --join node has no view, so its transport has no link to "
-    "answer the leader with, and a leader orders a snapshot only after an answer",
-)
 async def test_a_member_added_to_a_restored_cluster_catches_up_by_snapshot(
     tmp_path: Path,
 ) -> None:

@@ -15,12 +15,18 @@ DEPLOY_TIMEOUT_S = 600.0
 VENV_BIN = Path("/opt/chat/.venv/bin")
 
 
+def skip_reason() -> str | None:
+    """Why cluster.sh cannot deploy to a lab here, or None when it can."""
+    if (reason := unavailable()) is not None:
+        return reason
+    if not (WHEELHOUSE / ".built").exists():
+        return f"no wheelhouse at {WHEELHOUSE} (./test.sh builds it: ensure_wheelhouse)"
+    return None
+
+
 def skip_unless_possible() -> None:
     """Skip the calling test module where a lab cannot be built, saying why."""
-    reason = unavailable()
-    if reason is None and not (WHEELHOUSE / ".built").exists():
-        reason = f"no wheelhouse at {WHEELHOUSE} (./test.sh builds it: ensure_wheelhouse)"
-    if reason is not None:
+    if (reason := skip_reason()) is not None:
         pytest.skip(reason, allow_module_level=True)
 
 

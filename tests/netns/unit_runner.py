@@ -444,6 +444,18 @@ def working_directory(unit: Unit, creds: Credentials | None) -> str:
     return "/" if optional and not os.path.isdir(path) else path
 
 
+def set_nofile_limit(unit_name: str, wanted: tuple[int, int]) -> None:
+    """LimitNOFILE=, capped at this machine's hard limit where that cannot be raised (a
+    container's limit binds root too; systemd as PID 1 outside one would raise it)."""
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, wanted)
+    except (ValueError, OSError):
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        capped = tuple(hard if hard != resource.RLIM_INFINITY and v > hard else v for v in wanted)
+        log(unit_name, f"LimitNOFILE={wanted[1]} is above the hard limit here; using {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, capped)
+
+
 def spawn(unit: Unit) -> subprocess.Popen[bytes]:
     """Exec ExecStart as systemd would; returns once the exec has succeeded (Popen waits
     for it), raises the reason otherwise."""
@@ -452,7 +464,7 @@ def spawn(unit: Unit) -> subprocess.Popen[bytes]:
     make_state_directories(unit, creds)
     cwd = working_directory(unit, creds)
     if unit.limit_nofile is not None:  # set here, as root: the child inherits it
-        resource.setrlimit(resource.RLIMIT_NOFILE, unit.limit_nofile)
+        set_nofile_limit(unit.name, unit.limit_nofile)
     argv = expand_command(unit.exec_start, env)
     try:
         return subprocess.Popen(
