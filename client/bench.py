@@ -3,7 +3,9 @@
 By default it starts its own 3-node cluster in a temporary folder (real
 ``chatnode`` processes, fsync on) so the figures come from one command;
 ``--use-cluster`` measures the ``--cluster`` members instead (throughput,
-delivery and scale only: failover and memory need the processes).
+delivery and scale; failover too with ``--node-control CMD``, the operator's
+way to signal and start a node, e.g. ``deploy/cluster.sh signal HOSTS_FILE``;
+memory needs the processes).
 
 Parts, in the order they run on one cluster:
 
@@ -37,8 +39,11 @@ import grpc
 from client.bench_cluster import (
     HEARTBEAT_MS,
     LEASE_MS,
+    Controllable,
     LocalNode,
+    RemoteNode,
     local_cluster,
+    remote_nodes,
     wait_until_healthy,
 )
 from client.bench_delivery import DeliveryResult, measure_delivery
@@ -53,7 +58,7 @@ from client.bench_storage import (
     rss_mib,
     sequential_point,
 )
-from client.chatctl import CtlError
+from client.chatctl import CtlError, spec_ids
 
 PARTS = ("throughput", "delivery", "memory", "failover", "scale")
 LOCAL_ONLY = frozenset({"memory", "failover"})
@@ -113,6 +118,8 @@ def _parts(args: argparse.Namespace) -> tuple[str, ...]:
         chosen = {p.strip() for p in args.parts.split(",") if p.strip()}
     else:
         chosen = set(DEFAULT_PARTS) - (LOCAL_ONLY if args.use_cluster else set())
+        if args.use_cluster and args.node_control:
+            chosen.add("failover")
     if args.scale:
         chosen.add("scale")
     return tuple(p for p in PARTS if p in chosen)
@@ -124,8 +131,16 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         unknown = {p.strip() for p in args.parts.split(",")} - set(PARTS) - {""}
         if unknown:
             parser.error(f"unknown bench part(s) {', '.join(sorted(unknown))}: choose {PARTS}")
-    if args.use_cluster and (local := LOCAL_ONLY & set(_parts(args))):
-        parser.error(f"{', '.join(sorted(local))} need the bench's own cluster: drop --use-cluster")
+    local = LOCAL_ONLY - ({"failover"} if args.node_control else set())
+    if args.use_cluster and (needed := local & set(_parts(args))):
+        parser.error(
+            f"{', '.join(sorted(needed))} need the bench's own cluster (failover: or "
+            "--node-control): drop --use-cluster"
+        )
+    if args.node_control and not args.use_cluster:
+        parser.error("--node-control acts on --cluster's nodes: add --use-cluster")
+    if args.node_control and not spec_ids(args.cluster):
+        parser.error("--node-control needs --cluster with ids (ID=HOST:PORT,...)")
     numbers = ("nodes", "messages", "failover_runs", "memory_messages", "scale_messages")
     for name in (*numbers, "load_clients"):
         value = getattr(args, name)
@@ -179,7 +194,11 @@ def _setup(plan: Plan, nodes: Sequence[LocalNode] | None, addresses: Sequence[st
 
 
 async def _run_parts(
-    plan: Plan, fleet: Fleet, nodes: Sequence[LocalNode] | None, report: Report
+    plan: Plan,
+    fleet: Fleet,
+    nodes: Sequence[LocalNode] | None,
+    controlled: Sequence[Controllable] | None,
+    report: Report,
 ) -> None:
     metrics = {n.address: n.metrics_url for n in nodes or ()}
     at_start = rss_mib(nodes) if nodes else {}
@@ -204,16 +223,22 @@ async def _run_parts(
         report.memory = await measure_memory(
             nodes, fleet, at_start, plan.memory_messages, plan.load_clients
         )
-    if "failover" in plan.parts and nodes:
-        report.failover = await measure_failover(nodes, fleet, plan.failover_runs)
+    if "failover" in plan.parts and controlled:
+        report.failover = await measure_failover(controlled, fleet, plan.failover_runs)
     if small is not None:
         report.scale = await measure_scale_large(
             fleet, small, plan.scale_messages, plan.scale_samples, plan.load_clients
         )
 
 
-async def run(plan: Plan, addresses: Sequence[str], nodes: Sequence[LocalNode] | None) -> Report:
-    """Run the plan's parts on one cluster; `nodes` is None for a cluster we did not start."""
+async def run(
+    plan: Plan,
+    addresses: Sequence[str],
+    nodes: Sequence[LocalNode] | None,
+    remote: Sequence[RemoteNode] | None = None,
+) -> Report:
+    """Run the plan's parts on one cluster; `nodes` is None for a cluster we did not start,
+    whose nodes `remote` (from --node-control) may act on."""
     report = Report(_setup(plan, nodes, addresses))
     started = time.monotonic()
     fleet = Fleet(addresses)
@@ -221,7 +246,7 @@ async def run(plan: Plan, addresses: Sequence[str], nodes: Sequence[LocalNode] |
         await fleet.follow_leader()
         if nodes:
             await wait_until_healthy(nodes)  # measure with every node in the ISR
-        await _run_parts(plan, fleet, nodes, report)
+        await _run_parts(plan, fleet, nodes, nodes or remote, report)
     finally:
         await fleet.close()
     report.setup["seconds"] = round(time.monotonic() - started, 1)
@@ -234,7 +259,10 @@ def main(args: argparse.Namespace, addresses: list[str]) -> None:
     plan = plan_from_args(args)
     try:
         if args.use_cluster:
-            report = asyncio.run(run(plan, addresses, None))
+            remote = None
+            if args.node_control:
+                remote = remote_nodes(spec_ids(args.cluster), args.node_control)
+            report = asyncio.run(run(plan, addresses, None, remote))
         else:
             with local_cluster(args.nodes) as nodes:
                 report = asyncio.run(run(plan, [n.address for n in nodes], nodes))

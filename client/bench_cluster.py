@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from client.chatctl import cluster_views, reference_view
 from proto.credentials import write_new_secret
@@ -24,6 +27,7 @@ from proto.credentials import write_new_secret
 LEASE_MS = 1000  # the product's defaults, passed explicitly so the report can state them
 HEARTBEAT_MS = 100
 HEALTHY_TIMEOUT_S = 60.0
+CONTROL_TIMEOUT_S = 60.0
 
 
 @dataclass
@@ -60,6 +64,48 @@ class LocalNode:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise RuntimeError(f"no VmRSS for node {self.node_id} (pid {self.pid})")
+
+
+class Controllable(Protocol):
+    """A node the failover part can signal and restart: its own process, or a remote one."""
+
+    node_id: int
+    address: str
+
+    def signal(self, signum: int) -> None: ...
+
+    def start(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class RemoteNode:
+    """A node of a cluster the bench did not start, acted on by an operator's command.
+
+    ``--node-control CMD`` runs ``CMD ID ACTION`` with ACTION a signal name (KILL,
+    STOP, CONT) or ``start``; ``deploy/cluster.sh signal HOSTS_FILE`` is such a
+    command (systemctl kill / start on the node's machine).
+    """
+
+    node_id: int
+    address: str
+    control: tuple[str, ...]
+
+    def signal(self, signum: int) -> None:
+        self._act(signal.Signals(signum).name.removeprefix("SIG"))
+
+    def start(self) -> None:
+        self._act("start")
+
+    def _act(self, action: str) -> None:
+        argv = [*self.control, str(self.node_id), action]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=CONTROL_TIMEOUT_S)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            raise RuntimeError(f"{shlex.join(argv)} failed: {why}")
+
+
+def remote_nodes(members: dict[int, str], control: str) -> list[RemoteNode]:
+    return [RemoteNode(i, address, tuple(shlex.split(control))) for i, address in members.items()]
 
 
 def free_port() -> int:
@@ -105,7 +151,7 @@ def local_cluster(size: int, extra_args: Sequence[str] = ()) -> Iterator[list[Lo
 
 
 async def wait_until_healthy(
-    nodes: Sequence[LocalNode], timeout_s: float = HEALTHY_TIMEOUT_S
+    nodes: Sequence[Controllable], timeout_s: float = HEALTHY_TIMEOUT_S
 ) -> int:
     """Wait for a leader whose ISR holds every node; return the leader's id.
 

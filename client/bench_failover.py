@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from client.bench_cluster import LocalNode, wait_until_healthy
+from client.bench_cluster import Controllable, wait_until_healthy
 from client.bench_load import BODY, PASSWORD, SINK, Account, Fleet
 from client.library import ChatClient, Connection, RetryPolicy
 from proto import chat_pb2 as pb
@@ -147,7 +147,7 @@ async def _stale_write(stub: chat_pb2_grpc.ChatServiceStub, account: Account) ->
 
 
 async def _one_run(
-    nodes: Sequence[LocalNode], fleet: Fleet, client: ChatClient, account: Account, signum: int
+    nodes: Sequence[Controllable], fleet: Fleet, client: ChatClient, account: Account, signum: int
 ) -> tuple[float, float, list[str]]:
     """One failover: (milliseconds to the next ack, milliseconds the state was not
     'connected', outcomes of the writes queued on the old leader)."""
@@ -179,7 +179,9 @@ async def _one_run(
     return round((acked - signalled) * 1000, 1), writer.not_connected_ms(signalled, acked), outcomes
 
 
-async def _runs(nodes: Sequence[LocalNode], fleet: Fleet, signum: int, count: int) -> FailoverRuns:
+async def _runs(
+    nodes: Sequence[Controllable], fleet: Fleet, signum: int, count: int
+) -> FailoverRuns:
     account = (await fleet.accounts(["benchfailover"]))[0]
     times, shown, outcomes = [], [], []
     async with ChatClient([n.address for n in nodes], policy=POLICY) as client:
@@ -201,7 +203,9 @@ async def _runs(nodes: Sequence[LocalNode], fleet: Fleet, signum: int, count: in
     )
 
 
-async def measure_failover(nodes: Sequence[LocalNode], fleet: Fleet, runs: int) -> FailoverResult:
+async def measure_failover(
+    nodes: Sequence[Controllable], fleet: Fleet, runs: int
+) -> FailoverResult:
     """`runs` kill -9 failovers, then `runs` SIGSTOP ones; the cluster is whole again after."""
     kill = await _runs(nodes, fleet, signal.SIGKILL, runs)
     stop = await _runs(nodes, fleet, signal.SIGSTOP, runs)

@@ -515,7 +515,14 @@ def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--parts",
         help="comma-separated: throughput,delivery,memory,failover,scale "
-        "(default: all but scale; with --use-cluster: throughput,delivery)",
+        "(default: all but scale; with --use-cluster: throughput,delivery, and failover "
+        "with --node-control)",
+    )
+    bench.add_argument(
+        "--node-control",
+        metavar="CMD",
+        help="with --use-cluster: a command run as `CMD ID KILL|STOP|CONT|start` that acts on "
+        "node ID, for the failover part (e.g. 'deploy/cluster.sh signal HOSTS_FILE')",
     )
     bench.add_argument("--scale", action="store_true", help="add the (long) scale part")
     bench.add_argument("--quick", action="store_true", help="small sizes: a run of seconds")

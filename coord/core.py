@@ -1057,7 +1057,9 @@ class Node:
         grant, that livelocks once a round trip is longer than the stagger
         (5 nodes, delays of half a lease). A candidate in a real vote refuses
         every pre-vote; of two pre-vote candidates that may both win, the lower
-        id goes on and the other yields (:meth:`_yield_to`). Refusing a pre-vote
+        id goes on and the other yields (:meth:`_yield_to`), unless the other's log
+        is longer: it refuses the lower id for that (``log_ok``), so standing in its
+        way leaves both refusing each other round after round. Refusing a pre-vote
         is always safe (it is advisory).
         """
         ballot = self._ballot
@@ -1068,7 +1070,9 @@ class Node:
         view = self._view()
         if self._newer_view(msg) or not self._may_win_on(view, self.id):
             return False  # we cannot win (or cannot tell): never stand in its way
-        return self.id < msg.sender
+        ours = (self.log.last_term(), self.log.last_index())
+        theirs = (msg.last_log_term, msg.last_log_index)
+        return ours > theirs or (ours == theirs and self.id < msg.sender)
 
     def _may_win(self, msg: VoteRequest) -> bool:
         """Whether ``msg``'s candidate may win as far as our view tells (else no yielding)."""

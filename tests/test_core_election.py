@@ -174,3 +174,67 @@ def ms_until_candidate(cluster: Cluster, node_id: int) -> int:
         assert cluster.now - started < 100, f"node {node_id} never campaigned"
         cluster.step(1)
     return cluster.now - started
+
+
+
+def test_a_pre_vote_candidate_grants_a_rival_with_a_longer_log_and_yields() -> None:
+    """Node 2 campaigns and node 3's pre-vote crosses its own. Node 2 cannot win (node 3
+    refuses it: shorter log), so its lower id must not make it refuse node 3 either: the
+    two used to refuse each other round after round, with no leader until the partition
+    healed (seen on the network-namespace hosts: tests/netns/schedules.py)."""
+    cluster = Cluster(3, min_insync=2)
+    assert cluster.elect() == 1
+    cluster.run(50)
+    cluster.cut.add((1, 2))  # briefly: node 2 misses the last entries, not its ISR place
+    for n in range(3):
+        cluster.propose(f"not on node 2 #{n}".encode())
+    cluster.step(1)
+    cluster.step(1)
+    cluster.isolate(1)
+    lagging, ahead = cluster.node(2), cluster.node(3)
+    assert ahead.log.last_index() > lagging.log.last_index()
+    assert ahead.view.epoch == lagging.view.epoch, "one view: no newer view decides it"
+    assert cluster.run_until(lambda: lagging.role is Role.CANDIDATE, 4 * TEST_SETTINGS.lease_ms)
+    lagging.ready()  # its own pre-vote left
+    rival = VoteRequest(
+        term=lagging.term + 1,
+        sender=3,
+        pre_vote=True,
+        campaign=7,
+        last_log_term=ahead.log.last_term(),
+        last_log_index=ahead.log.last_index(),
+        epoch=ahead.view.epoch,
+        epoch_term=ahead.view.epoch_term,
+        transfer_from=0,
+    )
+    lagging.receive(rival, cluster.now)
+    answer = next(m for to, m in lagging.ready().messages if to == 3)
+    assert isinstance(answer, VoteReply) and answer.granted
+    assert lagging.role is Role.FOLLOWER, "it gives way to the rival that can win"
+
+
+def test_a_pre_vote_candidate_refuses_a_rival_it_outranks() -> None:
+    """Equal logs: the lower id goes on, the other yields (the stagger's tie-break)."""
+    cluster = Cluster(3, min_insync=2)
+    assert cluster.elect() == 1
+    cluster.run(50)
+    cluster.isolate(1)
+    node2, node3 = cluster.node(2), cluster.node(3)
+    assert node2.log.last_index() == node3.log.last_index()
+    assert cluster.run_until(lambda: node2.role is Role.CANDIDATE, 4 * TEST_SETTINGS.lease_ms)
+    node2.ready()
+    rival = VoteRequest(
+        term=node2.term + 1,
+        sender=3,
+        pre_vote=True,
+        campaign=7,
+        last_log_term=node3.log.last_term(),
+        last_log_index=node3.log.last_index(),
+        epoch=node3.view.epoch,
+        epoch_term=node3.view.epoch_term,
+        transfer_from=0,
+    )
+    node2.receive(rival, cluster.now)
+    answer = next(m for to, m in node2.ready().messages if to == 3)
+    assert isinstance(answer, VoteReply) and not answer.granted
+    assert node2.role is Role.CANDIDATE

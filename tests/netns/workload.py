@@ -31,11 +31,13 @@ import contextlib
 import itertools
 import json
 import os
+import signal
 import sqlite3
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,11 +131,25 @@ async def send_one(chat: ChatClient, client: int, recipient: str, body: str) -> 
     return Op(client, body, recipient, invoked, time.monotonic(), outcome, message_id, error)
 
 
-async def log_in_until(chat: ChatClient, name: str, until: float) -> bool:
+@dataclass
+class Until:
+    """When the writers stop: after the run's seconds, or sooner on SIGTERM (a test that
+    runs writes across an operation of unknown length ends the run when it is done)."""
+
+    at: float
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.at
+
+    def now(self) -> None:
+        self.at = min(self.at, time.monotonic())
+
+
+async def log_in_until(chat: ChatClient, name: str, until: Until) -> bool:
     """Log in, retrying through outages until `until`; False if the run ended first.
 
     A definite refusal (no such account) is a usage error and raised."""
-    while time.monotonic() < until:
+    while not until.passed():
         try:
             await chat.login(name, PASSWORD)
             return True
@@ -149,14 +165,14 @@ async def write(
     chat: ChatClient,
     recipients: Sequence[str],
     tag: str,
-    until: float,
+    until: Until,
     ops: list[Op],
 ) -> None:
     """Send unique bodies, one at a time, round-robin over recipients until `until`."""
     if not await log_in_until(chat, writer_name(client), until):
         return
     for seq in itertools.count():
-        if time.monotonic() >= until:
+        if until.passed():
             return
         recipient = recipients[(client + seq) % len(recipients)]
         ops.append(await send_one(chat, client, recipient, f"{tag}/w{client}/{seq}"))
@@ -218,7 +234,9 @@ async def run(
     samples: list[StatusSample] = []
     stop = asyncio.Event()
     poller = asyncio.create_task(poll_status(addresses, credentials, stop, samples))
-    until = time.monotonic() + secs
+    until = Until(time.monotonic() + secs)
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not in the main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, until.now)
     clients = [
         ChatClient(addresses, credentials=credentials, policy=OP_POLICY) for _ in range(writers)
     ]
@@ -374,7 +392,14 @@ def _parser() -> Parser:
         sub.add_argument("--recipients", type=int, default=RECIPIENTS, metavar="R")
         sub.add_argument("--setup", action="store_true", help="create the accounts first")
         if verb == "run":
-            sub.add_argument("--secs", type=float, required=True, metavar="S")
+            sub.add_argument(
+                "--secs",
+                type=float,
+                required=True,
+                metavar="S",
+                help="how long to write; SIGTERM ends the run sooner",
+            )
+            sub.add_argument("--tag", default="", help="the bodies' prefix (random if unset)")
     return parser
 
 
@@ -385,7 +410,9 @@ async def _main(args: argparse.Namespace) -> str:
     if args.setup:
         await setup(addresses, credentials, args.writers, args.recipients)
     if args.verb == "run":
-        history = await run(addresses, credentials, args.secs, args.writers, args.recipients)
+        history = await run(
+            addresses, credentials, args.secs, args.writers, args.recipients, args.tag
+        )
         write_json(args.out, history.to_dict())
         ends = [op.outcome for op in history.ops]
         counts = ", ".join(f"{ends.count(o)} {o}" for o in ("ok", "info", "fail"))

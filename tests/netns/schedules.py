@@ -1,0 +1,241 @@
+"""Network fault schedules against a deployed lab cluster, judged by the checker.
+
+A run: writers in the client host send unique messages for the whole run (the
+workload, a subprocess there, records every op and polls every node's role and
+term); the fault starts after a calm start, lasts a while and heals; the run
+waits until every node is back in sync, reads every recipient's messages back,
+dumps every replica and hands it all to :func:`tests.netns.checker.check`.
+
+``python -m tests.netns.schedules --mode quorum|fail-stop [SCHEDULE...]`` (as
+root) builds its own lab, deploys with deploy/cluster.sh, runs the schedules and
+prints one line per schedule: the table in docs/design.md comes from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.netns import checker
+from tests.netns.deploy import WHEELHOUSE, cluster_sh, skip_reason, status_rows
+from tests.netns.hosts import Host, Lab
+from tests.netns.workload import dump_replica, load_history, load_readback
+
+CALM_S = 2.0  # writes before the fault
+FAULT_S = 5.0
+RECOVERY_S = 4.0  # writes after healing
+SETTLE_TIMEOUT_S = 60.0
+WRITERS = 4
+MODES = {"quorum": "2", "fail-stop": "1"}
+
+
+@dataclass
+class Run:
+    """One schedule's run: the checker's verdict and what the faults did."""
+
+    schedule: str
+    mode: str
+    verdict: checker.Verdict
+    leaders: list[tuple[int, int]]  # (node, term) in the order they were first seen leading
+
+    def line(self) -> str:
+        c = self.verdict.counts
+        terms = " ".join(f"{node}@{term}" for node, term in self.leaders)
+        result = (
+            "ok"
+            if self.verdict.ok
+            else ", ".join(f"{kind} x{n}" for kind, n in sorted(self.verdict.by_kind().items()))
+        )
+        return (f"{self.mode:9} {self.schedule:22} acked {c.ok:5} info {c.info:4} "
+                f"stored {c.present:5}  leaders {terms:24} {result}")  # fmt: skip
+
+
+# -- the faults ---------------------------------------------------------------------------
+
+Fault = Callable[[Lab, int, threading.Event], None]
+"""(lab, leader id at the start, healed) -> applies the fault until FAULT_S passed."""
+
+
+def _others(lab: Lab, leader: int) -> list[Host]:
+    return [h for i, h in enumerate(lab.hosts, start=1) if i != leader]
+
+
+def _hold(stop: threading.Event, seconds: float) -> None:
+    stop.wait(seconds)
+
+
+def leader_isolated(lab: Lab, leader: int, stop: threading.Event) -> None:
+    lab.partition([lab.host(leader)], _others(lab, leader))
+    _hold(stop, FAULT_S)
+
+
+def follower_split(lab: Lab, leader: int, stop: threading.Event) -> None:
+    """1 | 2: one follower alone, the leader with the other."""
+    lone, other = _others(lab, leader)
+    lab.partition([lone], [lab.host(leader), other])
+    _hold(stop, FAULT_S)
+
+
+def leader_cannot_send(lab: Lab, leader: int, stop: threading.Event) -> None:
+    """One-way loss: nothing the leader sends reaches the followers; they still reach it."""
+    for follower in _others(lab, leader):
+        lab.drop(lab.host(leader), follower)
+    _hold(stop, FAULT_S)
+
+
+def flapping_link(lab: Lab, leader: int, stop: threading.Event) -> None:
+    """The leader's link to one follower goes down and up every 300 ms."""
+    follower = _others(lab, leader)[0]
+    deadline = time.monotonic() + FAULT_S
+    while time.monotonic() < deadline and not stop.is_set():
+        lab.cut(lab.host(leader), follower)
+        stop.wait(0.3)
+        lab.heal()
+        stop.wait(0.3)
+
+
+def slow_links(lab: Lab, leader: int, stop: threading.Event) -> None:
+    """Every link between nodes slows from 50 ms round trip up to the lease (1 s)."""
+    for one_way_ms in (25, 100, 250, 500):
+        lab.set_delay(one_way_ms)
+        _hold(stop, FAULT_S / 2)
+    lab.set_delay(0)
+
+
+def client_with_minority(lab: Lab, leader: int, stop: threading.Event) -> None:
+    """The clients and the leader on one side, the two followers on the other."""
+    assert lab.client is not None
+    lab.partition([lab.host(leader), lab.client], _others(lab, leader))
+    _hold(stop, FAULT_S)
+
+
+SCHEDULES: dict[str, Fault] = {
+    "leader-isolated": leader_isolated,
+    "split-1|2": follower_split,
+    "one-way-loss": leader_cannot_send,
+    "flapping-link": flapping_link,
+    "slow-links": slow_links,
+    "client-with-minority": client_with_minority,
+}
+
+
+# -- one run ------------------------------------------------------------------------------
+
+
+def leader_of(lab: Lab) -> int:
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        rows = status_rows(lab.host(1))
+        leaders = [r["id"] for r in rows if r.get("up") and r.get("role") == "leader"]
+        if len(leaders) == 1:
+            return leaders[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no single leader: {rows}")
+        time.sleep(0.2)
+
+
+def wait_settled(lab: Lab, hosts_file: Path) -> None:
+    """Every node a member, in sync and caught up, as cluster.sh status sees it."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        rows = status_rows(lab.host(1))
+        settled = [r for r in rows if r.get("up") and r.get("in_sync") and r.get("lag") == 0]
+        if len(settled) == lab.size and sum(r.get("role") == "leader" for r in rows) == 1:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the cluster did not settle after the faults: {rows}")
+        time.sleep(0.2)
+
+
+def run_schedule(lab: Lab, hosts_file: Path, name: str, mode: str, folder: Path) -> Run:
+    assert lab.client is not None
+    fault = SCHEDULES[name]
+    tag = f"{name}-{uuid.uuid4().hex[:6]}"
+    history_file, readback_file = folder / f"{tag}.history.json", folder / f"{tag}.readback.json"
+    spec = lab.spec()
+    secs = CALM_S + FAULT_S + RECOVERY_S + (FAULT_S if name == "slow-links" else 0)
+    writer = lab.client.python(
+        "tests.netns.workload", "run", "--cluster", spec, "--secs", str(secs),
+        "--writers", str(WRITERS), "--tag", tag, "--setup", "--out", str(history_file),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    stop = threading.Event()
+    try:
+        time.sleep(CALM_S)  # the schedule's clock: calm writes before the fault
+        fault(lab, leader_of(lab), stop)
+    finally:
+        lab.heal()
+        if lab.delays:
+            lab.set_delay(0)
+        output, _ = writer.communicate(timeout=secs + 120)
+    if writer.returncode != 0:
+        raise RuntimeError(f"the workload failed ({writer.returncode}):\n{output.decode()}")
+    wait_settled(lab, hosts_file)
+    reader = lab.client.python(
+        "tests.netns.workload", "readback", "--cluster", spec, "--out", str(readback_file),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = reader.communicate(timeout=120)
+    if reader.returncode != 0:
+        raise RuntimeError(f"the readback failed ({reader.returncode}):\n{output.decode()}")
+    return _judge(lab, name, mode, tag, history_file, readback_file)
+
+
+def _judge(
+    lab: Lab, name: str, mode: str, tag: str, history_file: Path, readback_file: Path
+) -> Run:
+    history = load_history(history_file)
+    everything = load_readback(readback_file)
+    # Earlier runs' messages stay stored; this run's bodies carry its tag.
+    readback = {
+        r: [m for m in rows if m.body.startswith(f"{tag}/")] for r, rows in everything.items()
+    }
+    replicas = {
+        i: dump_replica(lab.host(i).file("/var/lib/chat/state.db")) for i in range(1, lab.size + 1)
+    }
+    verdict = checker.check(history.ops, history.samples, readback, replicas)
+    leaders: list[tuple[int, int]] = []
+    for sample in sorted(history.samples, key=lambda s: s.at):
+        if sample.role == "leader" and (sample.node, sample.term) not in leaders:
+            leaders.append((sample.node, sample.term))
+    return Run(name, mode, verdict, leaders)
+
+
+def deploy(lab: Lab, mode: str) -> Path:
+    hosts_file = lab.hosts_file()
+    cluster_sh(lab, "up", str(hosts_file), "--min-insync", MODES[mode],
+               "--wheels", str(WHEELHOUSE))  # fmt: skip
+    return hosts_file
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.netns.schedules")
+    parser.add_argument("--mode", choices=sorted(MODES), default="quorum")
+    parser.add_argument("schedules", nargs="*", metavar="SCHEDULE",
+                        help=f"some of: {', '.join(SCHEDULES)} (default: all)")  # fmt: skip
+    args = parser.parse_args(argv)
+    if unknown := set(args.schedules) - set(SCHEDULES):
+        parser.error(f"unknown schedule(s) {', '.join(sorted(unknown))}")
+    if (reason := skip_reason()) is not None:
+        parser.exit(1, f"schedules: {reason}\n")
+    with (
+        tempfile.TemporaryDirectory(prefix="chat-faults-") as tmp,
+        Lab(Path(tmp, "lab"), 3, delays=True) as lab,
+    ):
+        hosts_file = deploy(lab, args.mode)
+        for name in args.schedules or SCHEDULES:
+            run = run_schedule(lab, hosts_file, name, args.mode, Path(tmp))
+            print(run.line(), flush=True)
+            if not run.verdict.ok:
+                print(run.verdict.summary(limit=5), flush=True)
+
+
+if __name__ == "__main__":
+    main()
