@@ -176,7 +176,6 @@ def ms_until_candidate(cluster: Cluster, node_id: int) -> int:
     return cluster.now - started
 
 
-
 def test_a_pre_vote_candidate_grants_a_rival_with_a_longer_log_and_yields() -> None:
     """Node 2 campaigns and node 3's pre-vote crosses its own. Node 2 cannot win (node 3
     refuses it: shorter log), so its lower id must not make it refuse node 3 either: the
