@@ -254,6 +254,8 @@ def test_refusals_print_one_line_and_exit_1(cluster: Cluster) -> None:
         ["status", "--interval", "-1"],
         ["bench", "--parts", "throughput,nonsense"],
         ["bench", "--use-cluster", "--parts", "failover"],
+        ["bench", "--node-control", "true", "--parts", "failover"],
+        ["bench", "--use-cluster", "--node-control", "true", "--parts", "memory"],
         ["bench", "--clients", "1,x"],
     ],
 )

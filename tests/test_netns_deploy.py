@@ -9,8 +9,10 @@ a machine, down and up again with the data kept.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +27,13 @@ from tests.netns.deploy import (
     status_rows,
 )
 from tests.netns.hosts import REPO, Lab
+from tests.netns.schedules import Writers, wait_settled
 
 skip_unless_possible()
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 SIZE = 3
+MAX_WRITE_GAP_S = 5.0  # a restart moves leadership first: writes pause about a lease
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +49,14 @@ def hosts_file(lab: Lab) -> Path:
     return path
 
 
-def tls_flags(hosts_file: Path) -> str:
+def tls_args(hosts_file: Path) -> list[str]:
     """What a chat user on the client machine passes: the CA and a user certificate."""
     tls = Path(f"{hosts_file}.d/tls")
-    return f"--tls-ca {tls}/ca.pem --tls-cert {tls}/client.pem --tls-key {tls}/client.key"
+    return [f"--tls-ca={tls}/ca.pem", f"--tls-cert={tls}/client.pem", f"--tls-key={tls}/client.key"]
+
+
+def tls_flags(hosts_file: Path) -> str:
+    return " ".join(tls_args(hosts_file))
 
 
 def test_up_installs_every_machine_as_the_unit_says(lab: Lab, hosts_file: Path) -> None:
@@ -113,7 +121,7 @@ def test_remove_and_add_a_machine(lab: Lab, hosts_file: Path) -> None:
     assert lab.host(4).run("systemctl is-active chatnode", check=False).returncode != 0
 
 
-def test_rolling_upgrade_restarts_one_node_at_a_time(
+def test_rolling_upgrade_restarts_one_node_at_a_time_while_writes_go_on(
     lab: Lab, hosts_file: Path, tmp_path: Path
 ) -> None:
     newer = tmp_path / "newer"
@@ -121,12 +129,56 @@ def test_rolling_upgrade_restarts_one_node_at_a_time(
     (newer / "RELEASE-NOTE").write_text("a new release\n")
     before = {i: main_pid(lab.host(i)) for i in range(1, SIZE + 1)}
     leader = next(r["id"] for r in status_rows(lab.host(1)) if r["role"] == "leader")
+    writers = Writers(lab, tmp_path, "upgrade", tls_args(hosts_file), range(1, SIZE + 1))
+    writers.start(secs=300)
+    started = time.monotonic()
     done = cluster_sh(lab, "upgrade", str(hosts_file), repo=newer)
+    finished = time.monotonic()
+    history = writers.stop(timeout=60, now=True)
     restarts = [line for line in done.stdout.splitlines() if "restarting" in line]
     assert len(restarts) == SIZE and restarts[-1] == f"cluster.sh: node {leader}: restarting"
     after = {i: main_pid(lab.host(i)) for i in range(1, SIZE + 1)}
     assert all(after[i] != before[i] for i in after)
+    wait_settled(lab, range(1, SIZE + 1))
+    verdict = writers.judge(history)
+    assert verdict.ok, verdict.summary()
+    acks = sorted(op.completed for op in history.ops if op.outcome == "ok")
+    during = [t for t in acks if started <= t <= finished]
+    gaps = [b - a for a, b in zip([started, *during], [*during, finished], strict=True)]
+    assert during and max(gaps) < MAX_WRITE_GAP_S, f"writes stopped for {max(gaps):.1f} s"
     assert cluster_sh(lab, "upgrade", str(hosts_file), repo=newer).stdout.count("restarting") == 0
+
+
+def test_backup_then_restore_the_whole_cluster(lab: Lab, hosts_file: Path, tmp_path: Path) -> None:
+    kept = Writers(lab, tmp_path, "kept", tls_args(hosts_file), range(1, SIZE + 1))
+    history = kept.start(secs=3).stop(timeout=120)
+    backup = tmp_path / "chat.backup"
+    cluster_sh(lab, "backup", str(hosts_file), "2", str(backup))
+    later = Writers(lab, tmp_path, "later", tls_args(hosts_file), range(1, SIZE + 1))
+    later.start(secs=2).stop(timeout=120)
+    done = cluster_sh(lab, "restore", str(hosts_file), str(backup))
+    assert "restored from" in done.stdout
+    for node_id in range(1, SIZE + 1):
+        moved = lab.host(node_id).run("ls -d /var/lib/chat.before-restore-*").stdout.split()
+        assert len(moved) == 1, "the old data is moved aside, never deleted"
+    wait_settled(lab, range(1, SIZE + 1))
+    verdict = kept.judge(history)
+    assert verdict.ok and verdict.counts.ok > 0, verdict.summary()
+    again = cluster_sh(lab, "backup", str(hosts_file), "2", str(backup), check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+
+
+def test_bench_fails_over_across_hosts(lab: Lab, hosts_file: Path) -> None:
+    """chatctl bench in the client host, killing and stopping leaders through cluster.sh."""
+    assert lab.client is not None
+    spec = lab.spec(range(1, SIZE + 1))
+    control = f"bash {REPO}/deploy/cluster.sh signal {hosts_file}"
+    done = lab.client.run(
+        f"CHAT_SSH={lab.seam} {REPO}/.venv/bin/chatctl --cluster {spec} {tls_flags(hosts_file)} "
+        f"bench --use-cluster --quick --json --parts failover --node-control '{control}'"
+    )
+    failover = json.loads(done.stdout)["failover"]
+    assert failover["kill"]["median_ms"] > 0 and failover["stop"]["stale_acks"] == 0
 
 
 def test_down_then_up_keeps_the_data(lab: Lab, hosts_file: Path) -> None:

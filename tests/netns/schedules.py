@@ -44,6 +44,15 @@ class Run:
     mode: str
     verdict: checker.Verdict
     leaders: list[tuple[int, int]]  # (node, term) in the order they were first seen leading
+    ops: tuple[checker.Op, ...]
+    fault_at: float  # time.monotonic(), the clock the workload's ops carry too
+    healed_at: float
+
+    def acked(self, after: float, before: float) -> int:
+        """Ops invoked after `after` and acknowledged before `before` (same clock)."""
+        return sum(
+            op.outcome == "ok" and op.invoked >= after and op.completed < before for op in self.ops
+        )
 
     def line(self) -> str:
         c = self.verdict.counts
@@ -53,8 +62,9 @@ class Run:
             if self.verdict.ok
             else ", ".join(f"{kind} x{n}" for kind, n in sorted(self.verdict.by_kind().items()))
         )
-        return (f"{self.mode:9} {self.schedule:22} acked {c.ok:5} info {c.info:4} "
-                f"stored {c.present:5}  leaders {terms:24} {result}")  # fmt: skip
+        during = self.acked(self.fault_at, self.healed_at)
+        return (f"{self.mode:9} {self.schedule:22} acked {c.ok:5} (in fault {during:4}) "
+                f"info {c.info:4} stored {c.present:5}  leaders {terms:24} {result}")  # fmt: skip
 
 
 # -- the faults ---------------------------------------------------------------------------
@@ -141,71 +151,117 @@ def leader_of(lab: Lab) -> int:
         time.sleep(0.2)
 
 
-def wait_settled(lab: Lab, hosts_file: Path) -> None:
-    """Every node a member, in sync and caught up, as cluster.sh status sees it."""
+def wait_settled(lab: Lab, nodes: Sequence[int] | None = None) -> None:
+    """Every node a member, in sync and caught up, as `chatctl status` sees it."""
+    wanted = set(nodes or range(1, lab.size + 1))
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
-        rows = status_rows(lab.host(1))
-        settled = [r for r in rows if r.get("up") and r.get("in_sync") and r.get("lag") == 0]
-        if len(settled) == lab.size and sum(r.get("role") == "leader" for r in rows) == 1:
+        rows = status_rows(lab.host(min(wanted)))
+        settled = {r["id"] for r in rows if r.get("up") and r.get("in_sync") and r.get("lag") == 0}
+        if wanted <= settled and sum(r.get("role") == "leader" for r in rows) == 1:
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"the cluster did not settle after the faults: {rows}")
         time.sleep(0.2)
 
 
-def run_schedule(lab: Lab, hosts_file: Path, name: str, mode: str, folder: Path) -> Run:
-    assert lab.client is not None
+@dataclass
+class Writers:
+    """The workload in the client host: writers running, then a readback and the verdict.
+
+    ``client_args`` are the workload's connection flags beyond --cluster (TLS).
+    """
+
+    lab: Lab
+    folder: Path
+    tag: str
+    client_args: Sequence[str] = ()
+    nodes: Sequence[int] | None = None  # the cluster's hosts, if not all of the lab's
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def members(self) -> list[int]:
+        return list(self.nodes or range(1, self.lab.size + 1))
+
+    def _connection(self) -> list[str]:
+        return ["--cluster", self.lab.spec(self.members), *self.client_args]
+
+    def _files(self) -> tuple[Path, Path]:
+        return self.folder / f"{self.tag}.history.json", self.folder / f"{self.tag}.readback.json"
+
+    def start(self, secs: float) -> Writers:
+        assert self.lab.client is not None
+        self.proc = self.lab.client.python(
+            "tests.netns.workload", "run", *self._connection(),
+            "--secs", str(secs), "--writers", str(WRITERS), "--tag", self.tag, "--setup",
+            "--out", str(self._files()[0]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        return self
+
+    def stop(self, timeout: float, *, now: bool = False) -> checker.History:
+        """Wait for the run to end (SIGTERM first with ``now``); its history."""
+        assert self.proc is not None
+        if now:
+            self.proc.terminate()
+        output, _ = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"the workload failed ({self.proc.returncode}):\n{output.decode()}")
+        return load_history(self._files()[0])
+
+    def judge(self, history: checker.History) -> checker.Verdict:
+        """Read every inbox back through the client host and check it all."""
+        assert self.lab.client is not None
+        readback_file = self._files()[1]
+        reader = self.lab.client.python(
+            "tests.netns.workload", "readback", *self._connection(),
+            "--out", str(readback_file), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        output, _ = reader.communicate(timeout=120)
+        if reader.returncode != 0:
+            raise RuntimeError(f"the readback failed ({reader.returncode}):\n{output.decode()}")
+        # Earlier runs' messages stay stored; this run's bodies carry its tag.
+        readback = {
+            recipient: [m for m in rows if m.body.startswith(f"{self.tag}/")]
+            for recipient, rows in load_readback(readback_file).items()
+        }
+        replicas = converged_replicas(self.lab, self.members)
+        return checker.check(history.ops, history.samples, readback, replicas)
+
+
+def run_schedule(lab: Lab, name: str, mode: str, folder: Path) -> Run:
     fault = SCHEDULES[name]
-    tag = f"{name}-{uuid.uuid4().hex[:6]}"
-    history_file, readback_file = folder / f"{tag}.history.json", folder / f"{tag}.readback.json"
-    spec = lab.spec()
+    writers = Writers(lab, folder, f"{name}-{uuid.uuid4().hex[:6]}")
     secs = CALM_S + FAULT_S + RECOVERY_S + (FAULT_S if name == "slow-links" else 0)
-    writer = lab.client.python(
-        "tests.netns.workload", "run", "--cluster", spec, "--secs", str(secs),
-        "--writers", str(WRITERS), "--tag", tag, "--setup", "--out", str(history_file),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    writers.start(secs)
     stop = threading.Event()
     try:
         time.sleep(CALM_S)  # the schedule's clock: calm writes before the fault
-        fault(lab, leader_of(lab), stop)
+        leader = leader_of(lab)
+        fault_at = time.monotonic()
+        fault(lab, leader, stop)
     finally:
         lab.heal()
         if lab.delays:
             lab.set_delay(0)
-        output, _ = writer.communicate(timeout=secs + 120)
-    if writer.returncode != 0:
-        raise RuntimeError(f"the workload failed ({writer.returncode}):\n{output.decode()}")
-    wait_settled(lab, hosts_file)
-    reader = lab.client.python(
-        "tests.netns.workload", "readback", "--cluster", spec, "--out", str(readback_file),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    output, _ = reader.communicate(timeout=120)
-    if reader.returncode != 0:
-        raise RuntimeError(f"the readback failed ({reader.returncode}):\n{output.decode()}")
-    return _judge(lab, name, mode, tag, history_file, readback_file)
-
-
-def _judge(
-    lab: Lab, name: str, mode: str, tag: str, history_file: Path, readback_file: Path
-) -> Run:
-    history = load_history(history_file)
-    everything = load_readback(readback_file)
-    # Earlier runs' messages stay stored; this run's bodies carry its tag.
-    readback = {
-        r: [m for m in rows if m.body.startswith(f"{tag}/")] for r, rows in everything.items()
-    }
-    replicas = {
-        i: dump_replica(lab.host(i).file("/var/lib/chat/state.db")) for i in range(1, lab.size + 1)
-    }
-    verdict = checker.check(history.ops, history.samples, readback, replicas)
-    leaders: list[tuple[int, int]] = []
+        healed_at = time.monotonic()
+        history = writers.stop(timeout=secs + 120)
+    wait_settled(lab, writers.members)
+    run = Run(name, mode, writers.judge(history), [], history.ops, fault_at, healed_at)
     for sample in sorted(history.samples, key=lambda s: s.at):
-        if sample.role == "leader" and (sample.node, sample.term) not in leaders:
-            leaders.append((sample.node, sample.term))
-    return Run(name, mode, verdict, leaders)
+        if sample.role == "leader" and (sample.node, sample.term) not in run.leaders:
+            run.leaders.append((sample.node, sample.term))
+    return run
+
+
+def converged_replicas(lab: Lab, nodes: Sequence[int]) -> dict[int, checker.ReplicaDump]:
+    """Every node's state once they agree, or as they stand after SETTLE_TIMEOUT_S: the
+    readback's logins are writes that followers may still be applying."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        dumps = {i: dump_replica(lab.host(i).file("/var/lib/chat/state.db")) for i in nodes}
+        if len({repr(d) for d in dumps.values()}) == 1 or time.monotonic() > deadline:
+            return dumps
+        time.sleep(0.2)
 
 
 def deploy(lab: Lab, mode: str) -> Path:
@@ -229,9 +285,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         tempfile.TemporaryDirectory(prefix="chat-faults-") as tmp,
         Lab(Path(tmp, "lab"), 3, delays=True) as lab,
     ):
-        hosts_file = deploy(lab, args.mode)
+        deploy(lab, args.mode)
         for name in args.schedules or SCHEDULES:
-            run = run_schedule(lab, hosts_file, name, args.mode, Path(tmp))
+            run = run_schedule(lab, name, args.mode, Path(tmp))
             print(run.line(), flush=True)
             if not run.verdict.ok:
                 print(run.verdict.summary(limit=5), flush=True)
