@@ -26,7 +26,7 @@ read -r -a ssh_cmd <<<"${CHAT_SSH:-ssh -o BatchMode=yes}"
 HEALTHY_TIMEOUT_S="${CHAT_HEALTHY_TIMEOUT_S:-60}"
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
-usage() { sed -n '3,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 say() { echo "cluster.sh: $*"; }
 
 # -- the hosts file and the deploy folder ----------------------------------------------
@@ -165,7 +165,27 @@ install_on() {
 # reconfigure ID: node ID's env files name the current members (no restart needed: a
 # running node takes its members from the log; the list matters to chatctl and a rebuild).
 reconfigure() {
-  remote "$1" "bash /opt/chat/deploy/install.sh --config-only --id $1 --cluster $(spec)" >/dev/null
+  remote "$1" "bash /opt/chat/deploy/install.sh --config-only --id $1 --cluster $(spec) \
+    ${min_insync:+--min-insync $min_insync}" >/dev/null
+}
+
+# join_node ID: install node ID, make it a member, start it with --join and wait until
+# it is in sync (ids must already include it).
+join_node() {
+  local id="$1" out
+  [ "$tls" = 1 ] && issue "node-$id" "URI:chat://node/$id,$(host_san "${address[$id]}")"
+  out="$(install_on "$id" --join)" || die "node $id: install failed"
+  say "node $id: ${out##*$'\n'}"
+  is_member "$id" || ctl add-member "$id" "${address[$id]}" >/dev/null
+  remote "$id" "systemctl enable --now chatnode"
+  wait_healthy "${ids[@]}"
+}
+
+stop_all() {
+  local id
+  for id in "${ids[@]}"; do
+    remote "$id" "systemctl disable --now chatnode" && say "node $id: stopped"
+  done
 }
 
 # -- waiting on the cluster -------------------------------------------------------------
@@ -291,12 +311,7 @@ cmd_add() {
   else
     ids+=("$id"); address[$id]="$addr"; reach[$id]="$how"
   fi
-  [ "$tls" = 1 ] && issue "node-$id" "URI:chat://node/$id,$(host_san "$addr")"
-  local out
-  out="$(install_on "$id" --join)" || die "node $id: install failed"
-  say "node $id: ${out##*$'\n'}"
-  is_member "$id" || ctl add-member "$id" "$addr" >/dev/null
-  remote "$id" "systemctl enable --now chatnode"
+  join_node "$id"
   grep -qE "^${id}[[:space:]]" "$hosts_file" || echo "$id $addr $how" >>"$hosts_file"
   for other in "${ids[@]}"; do [ "$other" = "$id" ] || reconfigure "$other"; done
   wait_healthy "${ids[@]}"
@@ -326,10 +341,48 @@ cmd_remove() {
 
 cmd_down() {
   load_hosts "$1"
-  local id
-  for id in "${ids[@]}"; do
-    remote "$id" "systemctl disable --now chatnode" && say "node $id: stopped"
+  stop_all
+}
+
+cmd_backup() {
+  load_hosts "$1"
+  local id="${2:?usage: backup HOSTS_FILE ID FILE}" file="${3:?usage: backup HOSTS_FILE ID FILE}"
+  [ -n "${address[$id]+x}" ] || die "node $id is not in $hosts_file"
+  [ ! -e "$file" ] || die "$file exists; choose another name"
+  remote "$id" 'set -e; t=$(mktemp -d); trap "rm -rf $t" EXIT
+    chatctl backup --data-dir /var/lib/chat "$t/backup.db" >&2; cat "$t/backup.db"' >"$file.partial" \
+    || { rm -f "$file.partial"; die "node $id: backup failed"; }
+  mv "$file.partial" "$file"
+  say "node $id: backed up to $file"
+}
+
+# restore: the first machine in HOSTS_FILE starts alone from the backup (a new cluster
+# of one), then every other machine joins it empty, one at a time. Every node's old data
+# is moved aside to /var/lib/chat.before-restore-TIME first, never deleted.
+cmd_restore() {
+  load_hosts "$1"
+  local file="${2:?usage: restore HOSTS_FILE FILE}"
+  [ -f "$file" ] || die "no backup file $file"
+  local all=("${ids[@]}") first="${ids[0]}" stamp id
+  stamp="$(date +%Y%m%d%H%M%S)"
+  stop_all
+  for id in "${all[@]}"; do
+    remote "$id" "[ ! -d /var/lib/chat ] || mv /var/lib/chat /var/lib/chat.before-restore-$stamp"
   done
+  remote "$first" "cat >/var/tmp/chat-restore.db" <"$file"
+  remote "$first" "set -e; install -d -o chat -g chat -m 0750 /var/lib/chat
+    runuser -u chat -- /opt/chat/.venv/bin/chatctl restore /var/tmp/chat-restore.db \
+      --data-dir /var/lib/chat --id $first --address ${address[$first]}
+    rm -f /var/tmp/chat-restore.db"
+  ids=("$first")
+  remote "$first" "bash /opt/chat/deploy/install.sh --config-only --id $first --cluster $(spec) \
+    --min-insync 1" >/dev/null
+  remote "$first" "systemctl enable --now chatnode"
+  wait_healthy "$first"
+  say "node $first: restored from $file"
+  for id in "${all[@]:1}"; do ids+=("$id"); join_node "$id"; done
+  for id in "${ids[@]}"; do reconfigure "$id"; done
+  ctl status
 }
 
 cmd_signal() {
@@ -352,6 +405,8 @@ case "$verb" in
   add) cmd_add "$@" ;;
   remove) cmd_remove "$@" ;;
   down) cmd_down "$@" ;;
+  backup) cmd_backup "$@" ;;
+  restore) cmd_restore "$@" ;;
   signal) cmd_signal "$@" ;;
   *) usage ;;
 esac

@@ -18,7 +18,7 @@ import pytest
 
 from tests.netns.deploy import skip_unless_possible
 from tests.netns.hosts import Lab
-from tests.netns.schedules import SCHEDULES, Run, deploy, run_schedule
+from tests.netns.schedules import SCHEDULES, Run, deploy, run_all, run_schedule
 
 skip_unless_possible()
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -53,3 +53,17 @@ def assert_liveness(run: Run) -> None:
     if run.schedule == "slow-links":
         # Round trips of 50 and 200 ms are well inside the lease: writes go on.
         assert run.acked(run.fault_at, run.fault_at + 2.0) > 0, run.line()
+
+
+def test_fail_stop_mode_survives_a_flapping_link() -> None:
+    (run,) = run_all("fail-stop", ["flapping-link"])
+    assert run.verdict.ok and run.settled, f"{run.line()}\n{run.verdict.summary()}"
+
+
+def test_fail_stop_mode_splits_when_the_leader_is_isolated() -> None:
+    """The documented risk, shown: both sides accept writes, and the old leader's are lost
+    once the network heals (it cannot rejoin: its committed entries differ)."""
+    (run,) = run_all("fail-stop", ["leader-isolated"])
+    kinds = run.verdict.by_kind()
+    assert kinds["lost"] > 0 and kinds["divergent"] > 0 and not run.settled, run.line()
+    assert run.acked(run.fault_at + 3 * LEASE_S, run.healed_at) > 0, "the old leader acked alone"

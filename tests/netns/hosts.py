@@ -28,6 +28,7 @@ removes what a killed run left behind.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shlex
 import shutil
@@ -49,8 +50,9 @@ REPO = HERE.parent.parent
 SHIM_BIN = HERE / "bin"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TOOLS = ("ip", "nsenter", "unshare", "nft", "mount", "umount")
-PREFIX = "chl"  # namespace names: chl<pid>-<host>; a dead pid marks leftovers
+PREFIX = "chl"  # namespace names: chl<pid>.<lab>-<host>; a dead pid marks leftovers
 RUN_TIMEOUT_S = 120.0
+_LAB_NUMBERS = itertools.count(1)
 
 
 def unavailable() -> str | None:
@@ -172,7 +174,7 @@ class Lab:
     # -- building -------------------------------------------------------------------------
 
     def _build(self) -> None:
-        tag = f"{PREFIX}{os.getpid()}"
+        tag = f"{PREFIX}{os.getpid()}.{next(_LAB_NUMBERS)}"  # labs may overlap in one run
         self.folder.mkdir(parents=True, exist_ok=True)
         mounts = self.folder / "mnt"
         mounts.mkdir(exist_ok=True)
@@ -377,7 +379,7 @@ def remove_leftovers() -> None:
         name = line.split(" ", 1)[0]
         if not name.startswith(PREFIX) or "-" not in name:
             continue
-        pid = name[len(PREFIX) : name.index("-")]
+        pid = name[len(PREFIX) : name.index("-")].partition(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             _kill_netns(name)
 
