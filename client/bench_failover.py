@@ -27,6 +27,7 @@ import grpc
 
 from client.bench_cluster import Controllable, wait_until_healthy
 from client.bench_load import BODY, PASSWORD, SINK, Account, Fleet
+from client.chatctl import credentials, open_channel
 from client.library import ChatClient, Connection, RetryPolicy
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
@@ -130,7 +131,7 @@ class Writer:
 
 async def _connected_stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatServiceStub]:
     """A stub whose connection is up now: once the node stops, a new one would never open."""
-    channel = grpc.aio.insecure_channel(address)
+    channel = open_channel(address)
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=5)
     return channel, stub
@@ -184,7 +185,8 @@ async def _runs(
 ) -> FailoverRuns:
     account = (await fleet.accounts(["benchfailover"]))[0]
     times, shown, outcomes = [], [], []
-    async with ChatClient([n.address for n in nodes], policy=POLICY) as client:
+    addresses = [n.address for n in nodes]
+    async with ChatClient(addresses, credentials=credentials(), policy=POLICY) as client:
         await client.login(account.name, PASSWORD)
         for _ in range(count):
             took, failing_over, stale = await _one_run(nodes, fleet, client, account, signum)

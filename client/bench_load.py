@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from client.chatctl import wait_for_leader
+from client.chatctl import open_channel, wait_for_leader
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
@@ -93,7 +93,7 @@ class Fleet:
         """The stub on account name's own channel to the leader."""
         channel = self._channels.get(name)
         if channel is None:
-            channel = self._channels[name] = grpc.aio.insecure_channel(self.leader)
+            channel = self._channels[name] = open_channel(self.leader)  # TLS as chatctl's
         return chat_pb2_grpc.ChatServiceStub(channel)
 
     async def accounts(self, names: Sequence[str]) -> list[Account]:

@@ -57,6 +57,11 @@ _credentials: grpc.ChannelCredentials | None = None  # from --tls-*, set once by
 _admin_metadata: tuple[tuple[str, str], ...] = ()  # from --cluster-secret-file, set by main()
 
 
+def credentials() -> grpc.ChannelCredentials | None:
+    """The TLS credentials from --tls-* (None for plaintext), for every channel chatctl opens."""
+    return _credentials
+
+
 def open_channel(address: str) -> grpc.aio.Channel:
     """A channel to one member, with TLS when chatctl was given --tls-ca."""
     if _credentials is None:

@@ -7,7 +7,7 @@
 #   deploy/cluster.sh add HOSTS_FILE ID ADDRESS REACH
 #   deploy/cluster.sh remove HOSTS_FILE ID
 #   deploy/cluster.sh down HOSTS_FILE             # stop and disable every node; data kept
-#   deploy/cluster.sh backup HOSTS_FILE ID FILE   # a consistent copy of node ID's state
+#   deploy/cluster.sh backup HOSTS_FILE FILE [ID] # a consistent copy of the leader's state
 #   deploy/cluster.sh restore HOSTS_FILE FILE     # rebuild the whole cluster from a backup
 #   deploy/cluster.sh signal HOSTS_FILE ID SIGNAL|start   # for benchmarks and drills
 #
@@ -344,9 +344,12 @@ cmd_down() {
   stop_all
 }
 
+# backup FILE [ID]: the leader by default, which has applied every write it acknowledged;
+# a follower's copy holds what it has applied, which may trail that by a moment.
 cmd_backup() {
   load_hosts "$1"
-  local id="${2:?usage: backup HOSTS_FILE ID FILE}" file="${3:?usage: backup HOSTS_FILE ID FILE}"
+  local file="${2:?usage: backup HOSTS_FILE FILE [ID]}" id="${3:-}"
+  [ -n "$id" ] || id="$(leader_id)"
   [ -n "${address[$id]+x}" ] || die "node $id is not in $hosts_file"
   [ ! -e "$file" ] || die "$file exists; choose another name"
   remote "$id" 'set -e; t=$(mktemp -d); trap "rm -rf $t" EXIT

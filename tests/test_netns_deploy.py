@@ -153,7 +153,7 @@ def test_backup_then_restore_the_whole_cluster(lab: Lab, hosts_file: Path, tmp_p
     kept = Writers(lab, tmp_path, "kept", tls_args(hosts_file), range(1, SIZE + 1))
     history = kept.start(secs=3).stop(timeout=120)
     backup = tmp_path / "chat.backup"
-    cluster_sh(lab, "backup", str(hosts_file), "2", str(backup))
+    cluster_sh(lab, "backup", str(hosts_file), str(backup))  # the leader's state
     later = Writers(lab, tmp_path, "later", tls_args(hosts_file), range(1, SIZE + 1))
     later.start(secs=2).stop(timeout=120)
     done = cluster_sh(lab, "restore", str(hosts_file), str(backup))
@@ -164,7 +164,7 @@ def test_backup_then_restore_the_whole_cluster(lab: Lab, hosts_file: Path, tmp_p
     wait_settled(lab, range(1, SIZE + 1))
     verdict = kept.judge(history)
     assert verdict.ok and verdict.counts.ok > 0, verdict.summary()
-    again = cluster_sh(lab, "backup", str(hosts_file), "2", str(backup), check=False)
+    again = cluster_sh(lab, "backup", str(hosts_file), str(backup), "2", check=False)
     assert again.returncode == 1 and "exists" in again.stderr
 
 

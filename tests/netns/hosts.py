@@ -2,7 +2,7 @@
 
 Each host is a network namespace with its own address on a private bridge
 (10.77.0.0/24, inside a switch namespace, so the machine's own network is not
-touched) and a persistent mount namespace in which /etc, /var, /opt, /run and
+touched) and a persistent mount namespace in which /etc, /var, /opt and
 /usr/local are overlays of the machine's own: a host's /etc/chat, /var/lib/chat, /opt/chat, its
 ``chat`` user and its unit files are its own, and the upper layers sit in the
 lab's folder, so the test can read a host's files without entering it.
@@ -44,7 +44,7 @@ from pathlib import Path
 SUBNET = "10.77.0"
 PORT = 7001
 PROXY_MARK = 0x77  # the delay proxy's own connections carry it and are not redirected
-OVERLAID = ("etc", "var", "opt", "run", "usr/local")
+OVERLAID = ("etc", "var", "opt", "usr/local")  # not /run: /run/netns must stay visible
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SHIM_BIN = HERE / "bin"
@@ -243,10 +243,13 @@ class Lab:
             {cases}
               *) echo "ssh: connect to host $target: No route to host" >&2; exit 255 ;;
             esac
-            exec nsenter --net=/run/netns/$ns --mount=$mnt -- env -i PATH={path} \\
+            # First back into the lab's own mount namespace: inside a host, the others'
+            # namespace files are not usable (a bench in the client host runs this).
+            exec nsenter --mount=/proc/{owner}/ns/mnt -- \\
+              nsenter --net=/run/netns/$ns --mount=$mnt -- env -i PATH={path} \\
               HOME=/root LANG=C.UTF-8 sh -c "cd /root; $*"
             """
-        ).format(cases=cases, path=f"{SHIM_BIN}:{HOST_PATH}")
+        ).format(cases=cases, path=f"{SHIM_BIN}:{HOST_PATH}", owner=os.getpid())
         seam = self.seam
         seam.parent.mkdir(exist_ok=True)
         seam.write_text(script)
