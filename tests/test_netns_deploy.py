@@ -10,14 +10,17 @@ a machine, down and up again with the data kept.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import PASSWORD
 from tests.netns.deploy import (
     VENV_BIN,
     WHEELHOUSE,
@@ -28,6 +31,7 @@ from tests.netns.deploy import (
 )
 from tests.netns.hosts import REPO, Lab
 from tests.netns.schedules import Writers, wait_settled
+from tests.terminal import Terminal
 
 skip_unless_possible()
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -179,6 +183,40 @@ def test_bench_fails_over_across_hosts(lab: Lab, hosts_file: Path) -> None:
     )
     failover = json.loads(done.stdout)["failover"]
     assert failover["kill"]["median_ms"] > 0 and failover["stop"]["stale_acks"] == 0
+
+
+def test_chat_in_the_client_host_follows_a_failover(
+    lab: Lab, hosts_file: Path, tmp_path: Path
+) -> None:
+    assert lab.client is not None
+    env = {"PYTHONPATH": str(REPO), "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
+    args = ["-m", "client.app", "--cluster", lab.spec(range(1, SIZE + 1)),
+            *tls_args(hosts_file), "--history", str(tmp_path / "history")]  # fmt: skip
+    terminal = Terminal(args, command=[*lab.client.enter(env), sys.executable])
+    try:
+        for typed, shown in [
+            ("", "username:"),
+            ("carol", "password for carol:"),
+            (PASSWORD, "create account carol? [y/N]"),
+            ("y", "password again:"),
+            (PASSWORD, "logged in as carol"),
+        ]:
+            if typed:
+                terminal.type(typed)
+            terminal.wait_for(shown)
+        leader = next(r["id"] for r in status_rows(lab.host(1)) if r["role"] == "leader")
+        terminal.wait_for(f"leader {leader}")
+        cluster_sh(lab, "signal", str(hosts_file), str(leader), "KILL")
+        terminal.type("/send carol after the failover")
+        terminal.wait_for("you → carol: after the failover")
+        bar = next(line for line in terminal.text().splitlines() if "│ term " in line)
+        shown = int(re.search(r"│ leader (\d+) │", bar).group(1))  # type: ignore[union-attr]
+        assert shown != leader, f"the status bar still shows the killed leader: {bar}"
+        terminal.child.sendcontrol("d")
+        assert terminal.exit_status() == 0
+    finally:
+        terminal.kill()
+    wait_settled(lab, range(1, SIZE + 1))
 
 
 def test_down_then_up_keeps_the_data(lab: Lab, hosts_file: Path) -> None:
