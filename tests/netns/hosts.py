@@ -131,7 +131,12 @@ class Host:
         return self.spawn([sys.executable, "-m", module, *args], env=env, **popen)
 
     def file(self, path: str) -> Path:
-        """Where a file the host wrote under an overlaid dir (/var/lib/chat/...) lies here."""
+        """Where a file the host wrote under an overlaid dir (/etc/chat/...) lies here.
+
+        For plain files only: a live SQLite database opened by this path bypasses the
+        host's file locks (they belong to the overlay's file) and can crash its node;
+        read those inside the host (tests/netns/schedules.py: replica_of).
+        """
         inside = path.lstrip("/")
         for top in OVERLAID:
             if inside.startswith(top + "/"):

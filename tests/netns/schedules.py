@@ -14,6 +14,7 @@ prints one line per schedule: the table in docs/design.md comes from it.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import tempfile
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 from tests.netns import checker
 from tests.netns.deploy import WHEELHOUSE, cluster_sh, skip_reason, status_rows
 from tests.netns.hosts import Host, Lab
-from tests.netns.workload import dump_replica, load_history, load_readback
+from tests.netns.workload import load_history, load_readback
 
 CALM_S = 2.0  # writes before the fault
 FAULT_S = 5.0
@@ -259,6 +260,19 @@ def run_schedule(lab: Lab, name: str, mode: str, folder: Path) -> Run:
     return run
 
 
+def replica_of(host: Host) -> checker.ReplicaDump:
+    """A node's replicated state, read inside its host: never through the host's files
+    from outside (that bypasses SQLite's locks and can crash the node)."""
+    reader = host.python(
+        "tests.netns.workload", "dump", "--state-db", "/var/lib/chat/state.db",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = reader.communicate(timeout=60)
+    if reader.returncode != 0:
+        raise RuntimeError(f"reading {host.name}'s state failed: {err.decode().strip()}")
+    return {table: tuple(map(tuple, rows)) for table, rows in json.loads(out).items()}
+
+
 def converged_replicas(
     lab: Lab, nodes: Sequence[int], within_s: float
 ) -> dict[int, checker.ReplicaDump]:
@@ -266,7 +280,7 @@ def converged_replicas(
     readback's logins are writes that followers may still be applying."""
     deadline = time.monotonic() + within_s
     while True:
-        dumps = {i: dump_replica(lab.host(i).file("/var/lib/chat/state.db")) for i in nodes}
+        dumps = {i: replica_of(lab.host(i)) for i in nodes}
         if len({repr(d) for d in dumps.values()}) == 1 or time.monotonic() > deadline:
             return dumps
         time.sleep(0.2)
