@@ -65,3 +65,16 @@ class Terminal:
     def kill(self) -> None:
         if self.child.isalive():
             self.child.terminate(force=True)
+
+    def sign_up(self, name: str, password: str) -> None:
+        """Answer chat's first prompts: a new account, created and logged in."""
+        for typed, shown in [
+            ("", "username:"),
+            (name, f"password for {name}:"),
+            (password, f"create account {name}? [y/N]"),
+            ("y", "password again:"),
+            (password, f"logged in as {name}"),
+        ]:
+            if typed:
+                self.type(typed)
+            self.wait_for(shown)

@@ -37,16 +37,8 @@ def test_chat_in_a_real_terminal(
     history = tmp_path / "history"
     terminal = Terminal(["-m", "client.app", "--cluster", spec, "--history", str(history)])
     try:
-        for typed, shown in [
-            ("", "username:"),
-            ("alice", "password for alice:"),
-            (PASSWORD, "create account alice? [y/N]"),
-            ("y", "password again:"),
-            (PASSWORD, "logged in as alice: 0 unread"),
-        ]:
-            if typed:
-                terminal.type(typed)
-            terminal.wait_for(shown)
+        terminal.sign_up("alice", PASSWORD)
+        terminal.wait_for("logged in as alice: 0 unread")
         terminal.wait_for(f"alice │ node {address} │ leader 1 │ term 1 │ connected")
         bob.send_message("alice", "hello from bob")
         terminal.wait_for("bob: hello from bob")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coord.config import ClusterConfig
-from coord.core import Role
+from coord.core import Node, Role
 from coord.election import decide
 from coord.harness import TEST_SETTINGS, Cluster
 from coord.messages import VoteReply, VoteRequest
@@ -194,21 +194,8 @@ def test_a_pre_vote_candidate_grants_a_rival_with_a_longer_log_and_yields() -> N
     assert ahead.log.last_index() > lagging.log.last_index()
     assert ahead.view.epoch == lagging.view.epoch, "one view: no newer view decides it"
     assert cluster.run_until(lambda: lagging.role is Role.CANDIDATE, 4 * TEST_SETTINGS.lease_ms)
-    lagging.ready()  # its own pre-vote left
-    rival = VoteRequest(
-        term=lagging.term + 1,
-        sender=3,
-        pre_vote=True,
-        campaign=7,
-        last_log_term=ahead.log.last_term(),
-        last_log_index=ahead.log.last_index(),
-        epoch=ahead.view.epoch,
-        epoch_term=ahead.view.epoch_term,
-        transfer_from=0,
-    )
-    lagging.receive(rival, cluster.now)
-    answer = next(m for to, m in lagging.ready().messages if to == 3)
-    assert isinstance(answer, VoteReply) and answer.granted
+    answer = crossing_pre_vote(lagging, ahead, cluster.now)
+    assert answer.granted
     assert lagging.role is Role.FOLLOWER, "it gives way to the rival that can win"
 
 
@@ -221,19 +208,26 @@ def test_a_pre_vote_candidate_refuses_a_rival_it_outranks() -> None:
     node2, node3 = cluster.node(2), cluster.node(3)
     assert node2.log.last_index() == node3.log.last_index()
     assert cluster.run_until(lambda: node2.role is Role.CANDIDATE, 4 * TEST_SETTINGS.lease_ms)
-    node2.ready()
-    rival = VoteRequest(
-        term=node2.term + 1,
-        sender=3,
+    answer = crossing_pre_vote(node2, node3, cluster.now)
+    assert not answer.granted
+    assert node2.role is Role.CANDIDATE
+
+
+def crossing_pre_vote(candidate: Node, rival: Node, now_ms: int) -> VoteReply:
+    """The candidate's own pre-vote has left; the rival's arrives: the candidate's answer."""
+    candidate.ready()
+    request = VoteRequest(
+        term=candidate.term + 1,
+        sender=rival.id,
         pre_vote=True,
         campaign=7,
-        last_log_term=node3.log.last_term(),
-        last_log_index=node3.log.last_index(),
-        epoch=node3.view.epoch,
-        epoch_term=node3.view.epoch_term,
+        last_log_term=rival.log.last_term(),
+        last_log_index=rival.log.last_index(),
+        epoch=rival.view.epoch,
+        epoch_term=rival.view.epoch_term,
         transfer_from=0,
     )
-    node2.receive(rival, cluster.now)
-    answer = next(m for to, m in node2.ready().messages if to == 3)
-    assert isinstance(answer, VoteReply) and not answer.granted
-    assert node2.role is Role.CANDIDATE
+    candidate.receive(request, now_ms)
+    answer = next(m for to, m in candidate.ready().messages if to == rival.id)
+    assert isinstance(answer, VoteReply)
+    return answer

@@ -194,16 +194,7 @@ def test_chat_in_the_client_host_follows_a_failover(
             *tls_args(hosts_file), "--history", str(tmp_path / "history")]  # fmt: skip
     terminal = Terminal(args, command=[*lab.client.enter(env), sys.executable])
     try:
-        for typed, shown in [
-            ("", "username:"),
-            ("carol", "password for carol:"),
-            (PASSWORD, "create account carol? [y/N]"),
-            ("y", "password again:"),
-            (PASSWORD, "logged in as carol"),
-        ]:
-            if typed:
-                terminal.type(typed)
-            terminal.wait_for(shown)
+        terminal.sign_up("carol", PASSWORD)
         leader = next(r["id"] for r in status_rows(lab.host(1)) if r["role"] == "leader")
         terminal.wait_for(f"leader {leader}")
         cluster_sh(lab, "signal", str(hosts_file), str(leader), "KILL")
