@@ -270,7 +270,10 @@ def main(args: argparse.Namespace, addresses: list[str]) -> None:
         raise CtlError(f"bench failed: {exc.code().name}: {exc.details()}") from None
     except RuntimeError as exc:
         raise CtlError(f"bench failed: {exc}") from None
-    print(as_json(report) if args.json else render(report))
+    if args.side_by_side_json:
+        print("\n".join(side_by_side_lines(report)))
+    else:
+        print(as_json(report) if args.json else render(report))
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -278,6 +281,17 @@ def main(args: argparse.Namespace, addresses: list[str]) -> None:
 
 def as_json(report: Report) -> str:
     return json.dumps(dataclasses.asdict(report), indent=2)
+
+
+def side_by_side_lines(report: Report, system: str = "chat-unary") -> list[str]:
+    """One JSON line per throughput level in ../shared/bench/load.py's form, so the bench
+    can be side-by-side.sh's CHAT_EXTRA_LOAD (``--clients $CONC``)."""
+    rows = [
+        {"system": system, "conc": r.clients, "n": r.messages, "rate": r.per_second,
+         "p50": r.p50_ms, "p99": r.p99_ms}
+        for r in report.throughput or ()
+    ]  # fmt: skip
+    return [json.dumps(row) for row in rows]
 
 
 def _render_throughput(results: list[LoadResult]) -> list[str]:

@@ -538,6 +538,12 @@ def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument("--scale-messages", type=int, help="stored messages, scale part (1000000)")
     bench.add_argument("--load-clients", type=int, help="concurrency of bulk loads (128)")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument(
+        "--side-by-side-json",
+        action="store_true",
+        help="only one JSON line per throughput level (system, conc, n, rate, p50, p99), "
+        "as ../shared/bench/side-by-side.sh's CHAT_EXTRA_LOAD prints",
+    )
 
 
 def _parser() -> Parser:

@@ -267,6 +267,16 @@ def _positive(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
 
+def test_bench_prints_side_by_side_lines_for_the_shared_hook() -> None:
+    """One line per level in ../shared/bench/load.py's form (side-by-side.sh's table)."""
+    result = chatctl("bench", "--parts", "throughput", "--clients", "1,2", "--messages", "50",
+                     "--side-by-side-json", timeout=BENCH_LIMIT_S)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["system"], r["conc"]) for r in rows] == [("chat-unary", 1), ("chat-unary", 2)]
+    assert all(_positive(r[k]) for r in rows for k in ("n", "rate", "p50", "p99"))
+
+
 def test_bench_quick_reports_every_part_as_json() -> None:
     started = time.monotonic()
     result = chatctl("bench", "--quick", "--json", timeout=BENCH_LIMIT_S)
