@@ -9,6 +9,7 @@ the core's memory does not grow with the length of the log.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -176,6 +177,11 @@ class RaftLog:
         self._handed_out = self.stable_last
         self._unstable: list[Entry] = []
         self._cache: deque[Entry] = deque(maxlen=cached_entries)
+        # The latest config entry at or before stable_last (None: there is none), once
+        # known: config entries are rare and far back, and a follower asks on every
+        # Append, so storage is asked again only after a cut or a snapshot.
+        self._stable_config: Entry | None = None
+        self._stable_config_known = False
 
     # -- reading ---------------------------------------------------------------
 
@@ -224,10 +230,24 @@ class RaftLog:
 
     def last_config(self, up_to: int) -> Entry | None:
         """The latest config entry at or before ``up_to`` (with ``up_to`` last: the view)."""
-        for entry in reversed([*self._cache, *self._unstable]):
+        for entry in itertools.chain(reversed(self._unstable), reversed(self._cache)):
             if entry.index <= up_to and entry.kind is EntryKind.CONFIG:
                 return entry
         hi = min(up_to, self.stable_last, self._memory_start() - 1)
+        latest = self._latest_stable_config()
+        if latest is None or latest.index <= hi:
+            return latest  # the newest stable one is at or below hi: nothing newer there
+        return self._stored_config(hi)
+
+    def _latest_stable_config(self) -> Entry | None:
+        if not self._stable_config_known:
+            self._stable_config = self._stored_config(self.stable_last)
+            self._stable_config_known = True
+        return self._stable_config
+
+    def _stored_config(self, hi: int) -> Entry | None:
+        """The latest config entry at or before hi in storage, or in a snapshot's config
+        (compaction moves the latest there)."""
         stored = self._storage.last_config(self.first_available(), hi)
         if stored is not None:
             return stored
@@ -274,6 +294,9 @@ class RaftLog:
         if index <= self.stable_last or entry is None or entry.term != term:
             return False
         count = index - self.stable_last
+        configs = [e for e in self._unstable[:count] if e.kind is EntryKind.CONFIG]
+        if configs:
+            self._stable_config, self._stable_config_known = configs[-1], True
         self._cache.extend(self._unstable[:count])
         del self._unstable[:count]
         self.stable_last = index
@@ -285,6 +308,7 @@ class RaftLog:
         self.stable_last = self._handed_out = meta.index
         self._unstable.clear()
         self._cache.clear()
+        self._stable_config_known = False
 
     # -- internals -------------------------------------------------------------
 
@@ -306,6 +330,7 @@ class RaftLog:
         self._handed_out = min(self._handed_out, cut - 1)
         if cut <= self.stable_last:
             self.stable_last = cut - 1
+            self._stable_config_known = False  # stored entries from cut on are replaced
             self._unstable.clear()
             while self._cache and self._cache[-1].index >= cut:
                 self._cache.pop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coord.boundary import Entry, EntryKind
 from coord.config import ClusterConfig, config_entry
@@ -101,3 +103,60 @@ def test_storage_refuses_a_write_that_leaves_a_hole() -> None:
     storage = MemoryStorage()
     with pytest.raises(LocalProtocolError):
         storage.save(None, None, [op(3, 1)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("apc"), st.integers(0, 6), st.booleans()), max_size=40))
+def test_last_config_agrees_with_the_whole_log_through_cuts_and_compaction(
+    steps: list[tuple[str, int, bool]],
+) -> None:
+    """The remembered storage answers (RaftLog._stored_config) never go stale: after any
+    appends (some of them config entries, some cutting a suffix), persists and
+    compactions, last_config(i) is the latest config entry at or before i in the log."""
+    storage, log = durable_log([config_entry(1, 1, ClusterConfig.create({1: "a"}))], cached=2)
+    term = 1
+    for action, n, is_config in steps:
+        if action == "a":  # append, maybe cutting back n entries first
+            first = max(log.first_available(), log.last_index() + 1 - n, log.snapshot.index + 1)
+            term += 1
+            kind = EntryKind.CONFIG if is_config else EntryKind.OP
+            log.append([Entry(first, term, kind, b"c%d" % first)])
+        elif action == "p":  # persist what was handed out
+            fresh = log.take_unpersisted()
+            if fresh:
+                storage.save(None, None, fresh)
+                log.stable_to(fresh[-1].index, fresh[-1].term)
+        elif log.stable_last > storage.first_index() + n:  # compact up to a stable index
+            storage.compact(storage.first_index() + n)
+        whole = {e.index: e for e in storage.entries(storage.first_index(), 10**6, 10**9)}
+        whole |= {e.index: e for e in log.entries(log.stable_last + 1, 10**6, 10**9) or []}
+        for up_to in range(log.first_available(), log.last_index() + 1):
+            expected = max(
+                (e for i, e in whole.items() if i <= up_to and e.kind is EntryKind.CONFIG),
+                key=lambda e: e.index,
+                default=storage.snapshot().config,
+            )
+            assert log.last_config(up_to) == expected, (up_to, steps)
+
+
+def persist(storage: MemoryStorage, log: RaftLog) -> None:
+    fresh = log.take_unpersisted()
+    storage.save(None, None, fresh)
+    assert log.stable_to(fresh[-1].index, fresh[-1].term)
+
+
+def config(index: int, term: int, members: dict[int, str]) -> Entry:
+    return config_entry(index, term, ClusterConfig.create(members))
+
+
+def test_last_config_sees_a_config_that_left_the_cache_and_forgets_one_cut_away() -> None:
+    storage, log = durable_log([config(1, 1, {1: "a"})], cached=2)
+    assert log.last_config(1) == config(1, 1, {1: "a"})  # known from here on
+    log.append([config(2, 1, {1: "a", 2: "b"}), op(3, 1), op(4, 1), op(5, 1)])
+    persist(storage, log)  # entry 2 is now stable and below the cache
+    assert log.last_config(5) == config(2, 1, {1: "a", 2: "b"})
+    log.append([op(2, 2)])  # a new leader's entry replaces the config entry
+    persist(storage, log)
+    log.append([op(3, 2), op(4, 2), op(5, 2)])
+    persist(storage, log)
+    assert log.last_config(5) == config(1, 1, {1: "a"})
