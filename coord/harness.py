@@ -299,6 +299,11 @@ class Cluster:
         if to in self.crashed:
             self.node(sender).peer_unreachable(to, self.now)
             return
+        self._enqueue(sender, to, msg, copy)
+
+    def _enqueue(self, sender: int, to: int, msg: Message, copy: StateCopy | None) -> None:
+        """A message on its way; here it arrives at the next step (a subclass with link
+        delays holds it back)."""
         self.inbox[to].append((msg, copy))
 
     # -- faults ----------------------------------------------------------------

@@ -46,13 +46,7 @@ class SlowCluster(Cluster):
         for shell in self.shells.values():
             reports_syncs(shell)
 
-    def _route(self, sender: int, to: int, msg: Message, copy: object) -> None:
-        self.sent.append((sender, to, msg))
-        if (sender, to) in self.cut or to not in self.shells:
-            return
-        if to in self.crashed:
-            self.node(sender).peer_unreachable(to, self.now)
-            return
+    def _enqueue(self, sender: int, to: int, msg: Message, copy: object) -> None:
         due = self.now + self.link_ms.get((sender, to), self.delay_ms)
         self.wire.append((due, to, msg, copy))
 

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,10 +145,6 @@ class Host:
 
     def nft(self, script: str) -> None:
         _sh([*self.enter(), "nft", "-f", "-"], input=script.encode())
-
-    def pids(self) -> list[int]:
-        listed = _sh(["ip", "netns", "pids", self.netns], check=False).stdout.split()
-        return [int(pid) for pid in listed]
 
 
 @dataclass
@@ -390,12 +386,6 @@ def remove_leftovers() -> None:
         pid = name[len(PREFIX) : name.index("-")].partition(".")[0]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             _kill_netns(name)
-
-
-@contextlib.contextmanager
-def lab(folder: Path, size: int, *, delays: bool = False) -> Iterator[Lab]:
-    with Lab(folder, size, delays=delays) as made:
-        yield made
 
 
 _CHAOS_TABLE = """\
