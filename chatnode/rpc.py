@@ -27,7 +27,9 @@ SERVICE = pb.DESCRIPTOR.services_by_name["ChatService"]
 
 
 @dataclass(frozen=True, slots=True)
-class _Malformed:
+class Malformed:
+    """What a request that does not parse becomes, so its handler can refuse it clearly."""
+
     reason: str
 
 
@@ -38,14 +40,14 @@ def chat_handler(servicer: object) -> grpc.GenericRpcHandler:
         request_type = getattr(pb, method.input_type.name)
         response_type = getattr(pb, method.output_type.name)
         impl = getattr(servicer, method.name)
-        make = (
-            grpc.unary_stream_rpc_method_handler
-            if method.server_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        wrap = _guard_stream if method.server_streaming else _guard_unary
+        if method.client_streaming:  # Session: frames that do not parse reach the handler
+            make, wrapped = grpc.stream_stream_rpc_method_handler, _guard_stream(impl, _as_is)
+        elif method.server_streaming:
+            make, wrapped = grpc.unary_stream_rpc_method_handler, _guard_stream(impl, _parsed)
+        else:
+            make, wrapped = grpc.unary_unary_rpc_method_handler, _guard_unary(impl)
         handlers[method.name] = make(
-            wrap(impl),
+            wrapped,
             request_deserializer=_lenient(request_type),
             response_serializer=response_type.SerializeToString,
         )
@@ -57,7 +59,7 @@ def _lenient(request_type: Any) -> Callable[[bytes], object]:
         try:
             return request_type.FromString(data)
         except DecodeError as exc:
-            return _Malformed(str(exc) or "undecodable request")
+            return Malformed(str(exc) or "undecodable request")
 
     return parse
 
@@ -72,10 +74,12 @@ def _guard_unary(impl: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable
     return handle
 
 
-def _guard_stream(impl: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _guard_stream(
+    impl: Callable[..., AsyncIterator[Any]], parse: Callable[[object], object]
+) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            async for item in impl(_parsed(request), context):
+            async for item in impl(parse(request), context):
                 yield item
         except Exception as exc:  # every failure must become a status
             await _abort(context, exc)
@@ -83,8 +87,12 @@ def _guard_stream(impl: Callable[..., AsyncIterator[Any]]) -> Callable[..., Asyn
     return handle
 
 
+def _as_is(requests: object) -> object:
+    return requests
+
+
 def _parsed(request: object) -> object:
-    if isinstance(request, _Malformed):
+    if isinstance(request, Malformed):
         raise InvalidArgument(f"malformed request: {request.reason}")
     return request
 

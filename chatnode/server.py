@@ -135,6 +135,14 @@ class ChatNode:
     def coordinator(self) -> ReplicatedCoordinator:
         return self._coord
 
+    @property
+    def applier(self) -> Applier:
+        return self._applier
+
+    @property
+    def service(self) -> ChatService:
+        return self._service
+
     async def failure(self) -> str:
         """Wait until a background task of this node dies; why, in one line."""
         return await asyncio.shield(self._coord.failed)

@@ -53,12 +53,16 @@ import grpc
 from chatnode import ops, passwords, validation
 from chatnode.applier import Applier
 from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavailable
-from chatnode.live import Closed, LiveHub, Overflowed
+from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
+from chatnode.session_stream import SessionStream
 from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
 from coord.boundary import Coordinator, LeaderView, NotLeader
 from proto import chat_pb2 as pb
 
 T = TypeVar("T")
+R = TypeVar("R")
+Pending = Awaitable[Any]
+"""What finishes a started call: awaiting it gives the reply (or raises the call's error)."""
 
 READ_REPLY_MAX_BYTES = 3 << 20  # stay under the client's default 4 MiB receive limit
 REPLAY_PAGE = 256
@@ -118,6 +122,16 @@ class _Caller:
     renewal_ms: int  # the session's new deadline if this use renews it, else 0
 
 
+def _unary(start: Callable[[ChatService, Any, Any], Awaitable[Pending]]) -> Callable[..., Any]:
+    """The unary handler of a two-step session call: start it, then finish it."""
+
+    async def handle(self: ChatService, request: Any, context: Any) -> Any:
+        return await (await start(self, request, context))
+
+    handle.__doc__ = start.__doc__
+    return handle
+
+
 class ChatService:
     """Implements every RPC of API.md section 1."""
 
@@ -137,6 +151,10 @@ class ChatService:
         self._session_ttl_ms = session_ttl_ms
         self._now_ms = wall_clock_ms
         self._hashes = passwords.HashPool()
+
+    def set_wall_clock(self, wall_clock_ms: Callable[[], int]) -> None:
+        """Judge sessions by another clock from now on (tests move time by hand)."""
+        self._now_ms = wall_clock_ms
 
     def close(self) -> None:
         """Release the hashing threads (after the server stopped calling in)."""
@@ -241,31 +259,41 @@ class ChatService:
                 "this login attempt can no longer be replayed; log in with a new request_id"
             ) from None
 
-    async def Logout(self, request: pb.LogoutRequest, context) -> pb.LogoutResponse:
+    # -- session calls, in two steps --------------------------------------------
+    #
+    # Each call on a session starts (validates, authenticates, proposes its op) and
+    # returns what finishes it (the wait for the op to apply, and the reply). A
+    # unary handler does both at once; a Session stream starts its calls one after
+    # the other, in the order they came, and finishes them in that order while
+    # later ones start (chatnode.session_stream), so it pipelines without
+    # reordering anything.
+
+    async def start_logout(self, request: pb.LogoutRequest, context) -> Pending:
         async def logout(caller: _Caller) -> ops.Op:
             return ops.Logout(caller.token_hash, caller.now_ms, request.request_id)
 
-        await self._once(context, ops.Logout.kind, request.request_id, logout)
-        return pb.LogoutResponse()
+        pending = await self._once(context, ops.Logout.kind, request.request_id, logout)
+        return _reply(pending, lambda _: pb.LogoutResponse())
 
-    async def ListAccounts(
-        self, request: pb.ListAccountsRequest, context
-    ) -> pb.ListAccountsResponse:
-        await self._touch(await self._session(context))
+    async def start_list_accounts(self, request: pb.ListAccountsRequest, context) -> Pending:
+        touched = self._touch(await self.authenticate(context))
         pattern = validation.pattern(request.pattern) or "*"
         size = validation.clamp(
             request.page_size, validation.PAGE_SIZE_DEFAULT, validation.PAGE_SIZE_MAX
         )
         after = _decode_page_token(request.page_token)
-        names = await self._reads.run(lambda r: r.list_accounts(pattern, after, size + 1))
-        more = len(names) > size
-        names = names[:size]
-        token = _encode_page_token(names[-1]) if more else ""
-        return pb.ListAccountsResponse(usernames=names, next_page_token=token)
 
-    async def DeleteAccount(
-        self, request: pb.DeleteAccountRequest, context
-    ) -> pb.DeleteAccountResponse:
+        async def listed() -> pb.ListAccountsResponse:
+            await touched
+            names = await self._reads.run(lambda r: r.list_accounts(pattern, after, size + 1))
+            more = len(names) > size
+            names = names[:size]
+            token = _encode_page_token(names[-1]) if more else ""
+            return pb.ListAccountsResponse(usernames=names, next_page_token=token)
+
+        return listed()
+
+    async def start_delete_account(self, request: pb.DeleteAccountRequest, context) -> Pending:
         async def delete_account(caller: _Caller) -> ops.Op:
             """The password is re-checked on a first attempt only: a retry whose first
             attempt succeeded finds no account to check it against."""
@@ -282,12 +310,12 @@ class ChatService:
                 caller.token_hash, account.id, caller.now_ms, request.request_id
             )
 
-        await self._once(context, ops.DeleteAccount.kind, request.request_id, delete_account)
-        return pb.DeleteAccountResponse()
+        pending = await self._once(
+            context, ops.DeleteAccount.kind, request.request_id, delete_account
+        )
+        return _reply(pending, lambda _: pb.DeleteAccountResponse())
 
-    # -- messages -------------------------------------------------------------
-
-    async def SendMessage(self, request: pb.SendMessageRequest, context) -> pb.SendMessageResponse:
+    async def start_send_message(self, request: pb.SendMessageRequest, context) -> Pending:
         async def send(caller: _Caller) -> ops.Op:
             recipient = validation.username(request.recipient, "recipient")
             return ops.SendMessage(
@@ -300,13 +328,15 @@ class ChatService:
                 caller.renewal_ms,
             )
 
-        result = await self._once(context, ops.SendMessage.kind, request.request_id, send)
-        message_id, online = _fields(result, "message_id", "recipient_online")
-        return pb.SendMessageResponse(message_id=message_id, recipient_online=online)
+        pending = await self._once(context, ops.SendMessage.kind, request.request_id, send)
 
-    async def ReadMessages(
-        self, request: pb.ReadMessagesRequest, context
-    ) -> pb.ReadMessagesResponse:
+        def sent(result: ops.Result) -> pb.SendMessageResponse:
+            message_id, online = _fields(result, "message_id", "recipient_online")
+            return pb.SendMessageResponse(message_id=message_id, recipient_online=online)
+
+        return _reply(pending, sent)
+
+    async def start_read_messages(self, request: pb.ReadMessagesRequest, context) -> Pending:
         async def read(caller: _Caller) -> ops.Op:
             limit = validation.clamp(
                 request.limit, validation.READ_LIMIT_DEFAULT, validation.READ_LIMIT_MAX
@@ -320,31 +350,42 @@ class ChatService:
                 request.request_id,
             )
 
-        result = await self._once(context, ops.ReadMessages.kind, request.request_id, read)
-        messages, remaining = _fields(result, "messages", "remaining_unread")
-        return pb.ReadMessagesResponse(
-            messages=[_message_pb(StoredMessage(**m)) for m in messages],
-            remaining_unread=remaining,
+        pending = await self._once(context, ops.ReadMessages.kind, request.request_id, read)
+
+        def unread(result: ops.Result) -> pb.ReadMessagesResponse:
+            messages, remaining = _fields(result, "messages", "remaining_unread")
+            return pb.ReadMessagesResponse(
+                messages=[_message_pb(StoredMessage(**m)) for m in messages],
+                remaining_unread=remaining,
+            )
+
+        return _reply(pending, unread)
+
+    async def start_mark_read(self, request: pb.MarkReadRequest, context) -> Pending:
+        pending = await self._on_messages(context, ops.MarkRead, request)
+        return _reply(pending, lambda r: pb.MarkReadResponse(marked_count=r.value["marked_count"]))
+
+    async def start_delete_messages(self, request: pb.DeleteMessagesRequest, context) -> Pending:
+        pending = await self._on_messages(context, ops.DeleteMessages, request)
+        return _reply(
+            pending, lambda r: pb.DeleteMessagesResponse(deleted_count=r.value["deleted_count"])
         )
 
-    async def MarkRead(self, request: pb.MarkReadRequest, context) -> pb.MarkReadResponse:
-        marked = await self._on_messages(context, ops.MarkRead, request, "marked_count")
-        return pb.MarkReadResponse(marked_count=marked)
-
-    async def DeleteMessages(
-        self, request: pb.DeleteMessagesRequest, context
-    ) -> pb.DeleteMessagesResponse:
-        deleted = await self._on_messages(context, ops.DeleteMessages, request, "deleted_count")
-        return pb.DeleteMessagesResponse(deleted_count=deleted)
+    Logout = _unary(start_logout)
+    ListAccounts = _unary(start_list_accounts)
+    DeleteAccount = _unary(start_delete_account)
+    SendMessage = _unary(start_send_message)
+    ReadMessages = _unary(start_read_messages)
+    MarkRead = _unary(start_mark_read)
+    DeleteMessages = _unary(start_delete_messages)
 
     async def _on_messages(
         self,
         context,
         op_type: type[ops.MarkRead] | type[ops.DeleteMessages],
         request: pb.MarkReadRequest | pb.DeleteMessagesRequest,
-        count_field: str,
-    ) -> int:
-        """MarkRead and DeleteMessages: an op over some of the caller's message ids; a count."""
+    ) -> Awaitable[ops.Result]:
+        """MarkRead and DeleteMessages: an op over some of the caller's message ids."""
 
         async def make(caller: _Caller) -> ops.Op:
             ids = validation.message_ids(list(request.message_ids))
@@ -352,45 +393,64 @@ class ChatService:
                 caller.token_hash, ids, caller.now_ms, caller.renewal_ms, request.request_id
             )
 
-        result = await self._once(context, op_type.kind, request.request_id, make)
-        (count,) = _fields(result, count_field)
-        return count
+        return await self._once(context, op_type.kind, request.request_id, make)
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context
     ) -> AsyncIterator[pb.SubscribeEvent]:
-        caller = await self._session(context)
+        caller = await self.authenticate(context)
         await self._touch(caller)
-        username = caller.session.username
-        subscriber = self._hub.subscribe(username, caller.token_hash)
+        subscriber = self._hub.subscribe(caller.session.username, caller.token_hash)
         try:
             yield _leader_event(self._current_leader())
-            last_id = request.after_id
-            async for message in self._stored_after(username, last_id):
-                last_id = message.id
-                yield pb.SubscribeEvent(message=_message_pb(message))
-            while True:
-                event = await subscriber.get()
-                match event:
-                    case StoredMessage() if event.id > last_id:
-                        last_id = event.id
-                        yield pb.SubscribeEvent(message=_message_pb(event))
-                    case Overflowed():
-                        async for message in self._stored_after(username, last_id):
-                            last_id = message.id
-                            yield pb.SubscribeEvent(message=_message_pb(message))
-                    case Closed(reason=reason, unavailable=True):
-                        raise Unavailable(reason)
-                    case Closed(reason=reason):
-                        raise Unauthenticated(reason)
-                    case LeaderView() | None:
-                        yield _leader_event(event)
-                        if event is None or event.leader_id != self._coord.status().node_id:
-                            raise Unavailable(
-                                "leadership moved", event.leader_address if event else ""
-                            )
+            async for event in self.live_events(subscriber, request.after_id):
+                yield event
         finally:
             self._hub.unsubscribe(subscriber)
+
+    async def live_events(
+        self, subscriber: Subscriber, after_id: int
+    ) -> AsyncIterator[pb.SubscribeEvent]:
+        """A subscriber's messages with id > after_id (stored, then live) and leader changes;
+        raises Unavailable when this node stops leading, Unauthenticated when the session
+        ends."""
+        username = subscriber.username
+        last_id = after_id
+        async for message in self._stored_after(username, last_id):
+            last_id = message.id
+            yield pb.SubscribeEvent(message=_message_pb(message))
+        while True:
+            event = await subscriber.get()
+            match event:
+                case StoredMessage() if event.id > last_id:
+                    last_id = event.id
+                    yield pb.SubscribeEvent(message=_message_pb(event))
+                case Overflowed():
+                    async for message in self._stored_after(username, last_id):
+                        last_id = message.id
+                        yield pb.SubscribeEvent(message=_message_pb(message))
+                case Closed(reason=reason, unavailable=True):
+                    raise Unavailable(reason)
+                case Closed(reason=reason):
+                    raise Unauthenticated(reason)
+                case LeaderView() | None:
+                    yield _leader_event(event)
+                    if event is None or event.leader_id != self._coord.status().node_id:
+                        raise Unavailable("leadership moved", event.leader_address if event else "")
+
+    async def Session(
+        self, requests: AsyncIterator[object], context
+    ) -> AsyncIterator[pb.ServerFrame]:
+        """One stream for a logged-in client's calls (see chatnode.session_stream)."""
+        caller = await self.authenticate(context)
+        stream = SessionStream(self, context, caller.session.username)
+        first = pb.ServerFrame(leader=_leader_event(self._current_leader()).leader)
+        async for frame in stream.frames(requests, first):
+            yield frame
+
+    @property
+    def hub(self) -> LiveHub:
+        return self._hub
 
     # -- cluster --------------------------------------------------------------
 
@@ -432,7 +492,7 @@ class ChatService:
             raise Unavailable(str(exc), exc.leader_address) from exc
         await self._applier.wait_applied(index)
 
-    async def _session(self, context) -> _Caller:
+    async def authenticate(self, context) -> _Caller:
         """Authenticate the caller by its bearer token, judging expiry by this leader's clock
         (the op it proposes carries that time, so every replica judges the same)."""
         await self._leader_ready()
@@ -449,9 +509,9 @@ class ChatService:
         kind: str,
         request_id: str,
         make_op: Callable[[_Caller], Awaitable[ops.Op]],
-    ) -> ops.Result:
+    ) -> Awaitable[ops.Result]:
         """A mutating call on a session, exactly once: the stored reply of an earlier
-        attempt with this request_id, else the result of committing make_op(caller).
+        attempt with this request_id, else the result of proposing make_op(caller).
 
         The stored reply is looked for before authenticating fails: the first attempt
         may have ended the session (Logout, DeleteAccount), and its retry must get that
@@ -470,10 +530,10 @@ class ChatService:
                 else self._reads.lookup.session_result(token_hash, request_id, kind)
             )
             if stored is not None:
-                return _checked(stored)
+                return _settled(_done(stored))
         if live is None:
             raise Unauthenticated(NO_SESSION)
-        return await self._commit(await make_op(self._caller(live, token_hash, now)))
+        return self._propose(await make_op(self._caller(live, token_hash, now)))
 
     def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
         """The caller of a live session, with its renewal if one is due."""
@@ -484,10 +544,11 @@ class ChatService:
         """When a session opened or renewed at now_ms expires if unused."""
         return now_ms + self._session_ttl_ms + self._session_ttl_ms // RENEW_STEPS_PER_TTL
 
-    async def _touch(self, caller: _Caller) -> None:
+    def _touch(self, caller: _Caller) -> Awaitable[object]:
         """Renew the session of a read-only call, when due, through the log."""
         if caller.renewal_ms:
-            await self._commit(ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms))
+            return self._propose(ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms))
+        return _done(None)
 
     async def _replayed(self, username: str, request_id: str, kind: str) -> ops.Result | None:
         """The stored reply of an earlier request with this id, raised if it was an error."""
@@ -497,11 +558,15 @@ class ChatService:
         return _checked(result) if result is not None else None
 
     async def _commit(self, op: ops.Op) -> ops.Result:
+        return await self._propose(op)
+
+    def _propose(self, op: ops.Op) -> Awaitable[ops.Result]:
+        """Propose op now; what it returns waits for the op's result (raised if an error)."""
         try:
             future = self._applier.submit(op)
         except NotLeader as exc:
             raise Unavailable(str(exc), exc.leader_address) from exc
-        return _checked(await future)
+        return _settled(future)
 
     async def _stored_after(self, username: str, after_id: int) -> AsyncIterator[StoredMessage]:
         while True:
@@ -523,6 +588,20 @@ class ChatService:
 
 def _messages_after(reader: ChatReader, username: str, after_id: int) -> list[StoredMessage]:
     return reader.messages_after(username, after_id, REPLAY_PAGE)
+
+
+async def _reply(pending: Awaitable[ops.Result], build: Callable[[ops.Result], R]) -> R:
+    return build(await pending)
+
+
+def _done(value: T) -> Awaitable[T]:
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
+
+
+async def _settled(pending: Awaitable[ops.Result]) -> ops.Result:
+    return _checked(await pending)
 
 
 def _checked(result: ops.Result) -> ops.Result:

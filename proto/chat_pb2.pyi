@@ -227,3 +227,65 @@ class ClusterStatus(_message.Message):
     mode: str
     fault: str
     def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ..., mode: _Optional[str] = ..., fault: _Optional[str] = ...) -> None: ...
+
+class ClientFrame(_message.Message):
+    __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEND_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    READ_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MARK_READ_FIELD_NUMBER: _ClassVar[int]
+    DELETE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    LIST_ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    LOGOUT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    send_message: SendMessageRequest
+    read_messages: ReadMessagesRequest
+    mark_read: MarkReadRequest
+    delete_messages: DeleteMessagesRequest
+    list_accounts: ListAccountsRequest
+    logout: LogoutRequest
+    delete_account: DeleteAccountRequest
+    subscribe: SubscribeRequest
+    def __init__(self, request_id: _Optional[str] = ..., send_message: _Optional[_Union[SendMessageRequest, _Mapping]] = ..., read_messages: _Optional[_Union[ReadMessagesRequest, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadRequest, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesRequest, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsRequest, _Mapping]] = ..., logout: _Optional[_Union[LogoutRequest, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountRequest, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ...) -> None: ...
+
+class Subscribed(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CallError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class ServerFrame(_message.Message):
+    __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe", "error", "message", "leader")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEND_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    READ_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    MARK_READ_FIELD_NUMBER: _ClassVar[int]
+    DELETE_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    LIST_ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    LOGOUT_FIELD_NUMBER: _ClassVar[int]
+    DELETE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    send_message: SendMessageResponse
+    read_messages: ReadMessagesResponse
+    mark_read: MarkReadResponse
+    delete_messages: DeleteMessagesResponse
+    list_accounts: ListAccountsResponse
+    logout: LogoutResponse
+    delete_account: DeleteAccountResponse
+    subscribe: Subscribed
+    error: CallError
+    message: Message
+    leader: LeaderInfo
+    def __init__(self, request_id: _Optional[str] = ..., send_message: _Optional[_Union[SendMessageResponse, _Mapping]] = ..., read_messages: _Optional[_Union[ReadMessagesResponse, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadResponse, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesResponse, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsResponse, _Mapping]] = ..., logout: _Optional[_Union[LogoutResponse, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountResponse, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribed, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., leader: _Optional[_Union[LeaderInfo, _Mapping]] = ...) -> None: ...

@@ -89,6 +89,11 @@ class ChatServiceStub:
                 request_serializer=proto_dot_chat__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_chat__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/chat.v1.ChatService/Session',
+                request_serializer=proto_dot_chat__pb2.ClientFrame.SerializeToString,
+                response_deserializer=proto_dot_chat__pb2.ServerFrame.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -160,6 +165,16 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Session(self, request_iterator, context):
+        """One long-lived stream for a logged-in client: its calls, their replies, and
+        (after a `subscribe` frame) its live messages. See docs/design.md, "Session
+        streams". Authenticated once, by the same `authorization: Bearer <token>`
+        metadata as the unary calls, and served by the leader only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +232,11 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=proto_dot_chat__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=proto_dot_chat__pb2.ClusterStatus.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=proto_dot_chat__pb2.ClientFrame.FromString,
+                    response_serializer=proto_dot_chat__pb2.ServerFrame.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -516,6 +536,33 @@ class ChatService:
             '/chat.v1.ChatService/GetClusterStatus',
             proto_dot_chat__pb2.GetClusterStatusRequest.SerializeToString,
             proto_dot_chat__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/chat.v1.ChatService/Session',
+            proto_dot_chat__pb2.ClientFrame.SerializeToString,
+            proto_dot_chat__pb2.ServerFrame.FromString,
             options,
             channel_credentials,
             insecure,

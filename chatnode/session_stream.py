@@ -1,0 +1,253 @@
+"""One ``Session`` stream: a logged-in client's calls, replies and live messages.
+
+A unary call costs a client far more than the server's work for it (the
+load generator's own ceiling is a few thousand unary calls a second, and
+several times that on one stream), so the product's own client keeps one
+stream open and sends every session call on it. The rules, in proto/chat.proto
+and docs/design.md ("Session streams"), come down to three tasks and two
+queues per stream:
+
+- the *reader* takes frames in the order they came and starts each call
+  (validation, authentication, proposing its op: see ChatService's two-step
+  calls), one after the other, so calls take effect in the order sent;
+- the *finisher* waits for the started calls in that same order and turns
+  each into its reply frame, so replies come back in order while later calls
+  are already proposed (the pipelining that lets one fsync serve many);
+- the *pump*, once the client subscribed, turns live events into frames.
+
+Everything they produce goes through one bounded outbox to the one writer,
+the handler's generator: a client that stops reading stalls the writer, then
+the outbox, then the reader (HTTP/2 flow control pushes back on the client)
+and the pump (whose subscriber falls back to the database, as Subscribe does).
+
+What ends the stream (not leading, session gone) travels through the
+finisher's queue like a reply, so every reply before it is written first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from chatnode import validation
+from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavailable
+from chatnode.live import Subscriber
+from chatnode.rpc import Malformed
+from proto import chat_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT_MAX = 64
+"""Calls a stream may have started and not yet answered; beyond it, RESOURCE_EXHAUSTED."""
+
+OUTBOX_FRAMES = 256
+"""Frames waiting for the writer before the stream's tasks wait for it."""
+
+_STARTERS: dict[str, str] = {
+    "send_message": "start_send_message",
+    "read_messages": "start_read_messages",
+    "mark_read": "start_mark_read",
+    "delete_messages": "start_delete_messages",
+    "list_accounts": "start_list_accounts",
+    "logout": "start_logout",
+    "delete_account": "start_delete_account",
+}
+"""Each call a frame may carry, by its field name, and the ChatService method starting it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """The stream must end with this error, after the replies before it."""
+
+    error: ChatError
+
+
+@dataclass(frozen=True, slots=True)
+class _Started:
+    request_id: str
+    call: str  # the frame's field name, which is also the reply's
+    pending: Awaitable[Any]
+
+
+class SessionStream:
+    """The state of one open stream; :meth:`frames` is what the handler yields."""
+
+    def __init__(self, service: Any, context: grpc.aio.ServicerContext, username: str) -> None:
+        self._service = service
+        self._context = context
+        self._username = username
+        self._outbox: asyncio.Queue[pb.ServerFrame | _End] = asyncio.Queue(OUTBOX_FRAMES)
+        self._started: asyncio.Queue[_Started | _End | None] = asyncio.Queue()
+        self._in_flight = 0
+        self._subscriber: Subscriber | None = None
+        self._after_id = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def frames(
+        self, requests: AsyncIterator[object], first: pb.ServerFrame
+    ) -> AsyncIterator[pb.ServerFrame]:
+        """Every frame to write, first included; raises the error that ends the stream."""
+        self._spawn(self._read(requests), "reader")
+        self._spawn(self._finish(), "finisher")
+        try:
+            yield first
+            while True:
+                item = await self._outbox.get()
+                if isinstance(item, _End):
+                    if item.error.code == grpc.StatusCode.OK:
+                        return
+                    raise item.error
+                yield item
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            self._discard_unfinished()
+            if self._subscriber is not None:
+                self._service.hub.unsubscribe(self._subscriber)
+
+    # -- the reader ---------------------------------------------------------------
+
+    async def _read(self, requests: AsyncIterator[object]) -> None:
+        async for frame in requests:
+            if isinstance(frame, Malformed):
+                await self._refuse("", InvalidArgument(f"malformed frame: {frame.reason}"))
+            elif self._in_flight >= IN_FLIGHT_MAX:
+                await self._refuse(
+                    frame.request_id,
+                    ChatError(
+                        f"at most {IN_FLIGHT_MAX} calls in flight per stream; wait for replies",
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    ),
+                )
+            else:
+                self._in_flight += 1
+                self._started.put_nowait(await self._start(frame))
+        self._started.put_nowait(None)  # the client is done sending: end after the replies
+
+    async def _start(self, frame: pb.ClientFrame) -> _Started:
+        """Start the frame's call; a call that fails to start fails in its place in line."""
+        call = frame.WhichOneof("call") or ""
+        try:
+            pending = await self._start_call(frame, call)
+        except ChatError as exc:
+            pending = _failed(exc)
+        return _Started(frame.request_id, call, pending)
+
+    async def _start_call(self, frame: pb.ClientFrame, call: str) -> Awaitable[Any]:
+        if not frame.request_id:
+            raise InvalidArgument("every frame needs a request_id")
+        validation.request_id(frame.request_id)
+        if not call:
+            raise InvalidArgument("the frame carries no call")
+        request = getattr(frame, call)
+        if call == "subscribe":
+            return await self._subscribe(request)
+        if "request_id" in request.DESCRIPTOR.fields_by_name:
+            if request.request_id not in ("", frame.request_id):
+                raise InvalidArgument("the call's request_id differs from its frame's")
+            request.request_id = frame.request_id
+        return await getattr(self._service, _STARTERS[call])(request, self._context)
+
+    async def _subscribe(self, request: pb.SubscribeRequest) -> Awaitable[pb.Subscribed]:
+        """Register for live delivery now (the user's stream limit applies); the finisher
+        starts the pump once the reply is in the outbox, so messages follow it."""
+        if self._subscriber is not None:
+            raise InvalidArgument("this stream is already subscribed")
+        caller = await self._service.authenticate(self._context)
+        self._subscriber = self._service.hub.subscribe(self._username, caller.token_hash)
+        self._after_id = request.after_id
+        return _ready(pb.Subscribed())
+
+    async def _refuse(self, request_id: str, error: ChatError) -> None:
+        await self._outbox.put(_error_frame(request_id, error))
+
+    # -- the finisher -------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        while (started := await self._started.get()) is not None:
+            if isinstance(started, _End):
+                await self._outbox.put(started)
+                return
+            frame = await self._reply(started)
+            self._in_flight -= 1
+            if isinstance(frame, _End):
+                await self._outbox.put(frame)
+                return
+            await self._outbox.put(frame)
+            if started.call == "subscribe" and frame.HasField("subscribe"):
+                self._spawn(self._pump(), "pump")
+        await self._outbox.put(_End(ChatError("", grpc.StatusCode.OK)))
+
+    async def _reply(self, started: _Started) -> pb.ServerFrame | _End:
+        try:
+            reply = await started.pending
+        except (Unavailable, Unauthenticated) as exc:
+            return _End(exc)
+        except ChatError as exc:
+            return _error_frame(started.request_id, exc)
+        return pb.ServerFrame(request_id=started.request_id, **{started.call: reply})
+
+    # -- the pump -----------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        assert self._subscriber is not None
+        try:
+            async for event in self._service.live_events(self._subscriber, self._after_id):
+                if event.HasField("message"):
+                    await self._outbox.put(pb.ServerFrame(message=event.message))
+                else:
+                    await self._outbox.put(pb.ServerFrame(leader=event.leader))
+        except ChatError as exc:
+            self._started.put_nowait(_End(exc))  # after the replies already due
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _discard_unfinished(self) -> None:
+        """Close the calls nobody will wait for now: their ops still apply (or not) as
+        the log decides, and a client re-sending them is answered exactly once."""
+        while not self._started.empty():
+            started = self._started.get_nowait()
+            if isinstance(started, _Started) and inspect.iscoroutine(started.pending):
+                started.pending.close()
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        """Run work for this stream; a bug in it ends the stream with INTERNAL, never a
+        stream that stays open and answers nothing."""
+
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError:
+                await self._outbox.put(_End(ChatError("", grpc.StatusCode.OK)))  # client gone
+            except Exception:
+                log.exception("session stream %s failed", name)
+                internal = ChatError(
+                    "internal error; the node's log has the details", grpc.StatusCode.INTERNAL
+                )
+                await self._outbox.put(_End(internal))
+
+        self._tasks.append(asyncio.create_task(guarded(), name=f"session-{name}"))
+
+
+def _error_frame(request_id: str, error: ChatError) -> pb.ServerFrame:
+    return pb.ServerFrame(
+        request_id=request_id, error=pb.CallError(code=error.code.value[0], message=str(error))
+    )
+
+
+async def _failed(error: ChatError) -> Any:
+    raise error
+
+
+def _ready(value: Any) -> Awaitable[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(value)
+    return future
