@@ -8,6 +8,14 @@ the leader, no leader, connection lost) is retried, with jittered exponential
 back-off and only until the call's deadline: every other status becomes a
 typed :class:`ChatError` at once, carrying the server's one-line message.
 
+Once logged in, the client sends its session calls (SendMessage, ReadMessages,
+MarkRead, DeleteMessages, ListAccounts) and its subscription on one
+``Session`` stream to the leader (:mod:`client.session_link`), which carries
+several times more calls than one unary call each; ``unary=True`` makes every
+call a unary one. Logout and DeleteAccount stay unary: they end the session a
+stream belongs to, and a retry after a lost reply must still reach the first
+result, which a new stream on an ended session cannot.
+
 asyncio first; :mod:`client.sync` wraps it for blocking code. Example::
 
     async with ChatClient(["127.0.0.1:7001", "127.0.0.1:7002"]) as chat:
@@ -40,6 +48,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
+from client.session_link import CallRefused, SessionLink
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
@@ -119,8 +128,22 @@ _BY_CODE: dict[grpc.StatusCode, type[ChatError]] = {
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> ChatError:
     """The typed error for a failed call; unknown codes keep theirs on the base class."""
-    cls = _BY_CODE.get(exc.code(), ChatError)
-    return cls(exc.details() or exc.code().name.lower(), exc.code())
+    return error_from_code(exc.code(), exc.details() or "")
+
+
+def error_from_code(code: grpc.StatusCode, message: str) -> ChatError:
+    cls = _BY_CODE.get(code, ChatError)
+    return cls(message or code.name.lower(), code)
+
+
+STREAMED_CALLS = {
+    "SendMessage": "send_message",
+    "ReadMessages": "read_messages",
+    "MarkRead": "mark_read",
+    "DeleteMessages": "delete_messages",
+    "ListAccounts": "list_accounts",
+}
+"""The calls a logged-in client sends on its Session stream, and each one's frame field."""
 
 
 # -- values -----------------------------------------------------------------------
@@ -249,6 +272,7 @@ class ChatClient:
         *,
         credentials: grpc.ChannelCredentials | None = None,
         policy: RetryPolicy | None = None,
+        unary: bool = False,
     ) -> None:
         if not members:
             raise ValueError("the member list is empty")
@@ -263,6 +287,8 @@ class ChatClient:
         self._listeners: list[StateListener] = []
         self._token = ""
         self.username = ""
+        self._unary = unary
+        self._link: SessionLink | None = None
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -272,6 +298,7 @@ class ChatClient:
 
     async def close(self) -> None:
         """Close every channel; calls and streams still open end with an error."""
+        self._drop_link()
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close()
@@ -297,6 +324,7 @@ class ChatClient:
     async def login(self, username: str, password: str) -> Session:
         """Open a session; later calls carry its token (a failover keeps it valid)."""
         reply = await self._call("Login", pb.LoginRequest(username=username, password=password))
+        self._drop_link()  # a stream belongs to the session it was opened with
         self._token, self.username = reply.session_token, username
         return Session(username, reply.unread_count, reply.last_message_id)
 
@@ -361,6 +389,10 @@ class ChatClient:
         :class:`Unavailable` when no leader comes back within the deadline
         (counted from the break), and any other :class:`ChatError` at once.
         """
+        if not self._unary and self._token:
+            async for message in self._subscribe_on_link(after_id):
+                yield message
+            return
         last_id = after_id
         retry = self._new_retry()
         while True:
@@ -388,7 +420,34 @@ class ChatClient:
                     call.cancel()
             await self._back_off(retry)
 
-    async def _watch_stream(self, address: str, call: grpc.aio.UnaryStreamCall) -> bool:
+    async def _subscribe_on_link(self, after_id: int) -> AsyncIterator[Message]:
+        """subscribe() over the Session stream, with the same resume and watchdog rules."""
+        last_id = after_id
+        retry = self._new_retry()
+        while True:
+            address = self._leader or await self._locate(retry)
+            if address:
+                link = self._link_to(address)
+                watchdog = asyncio.create_task(self._watch_stream(address, link))
+                try:
+                    async for message in link.messages(last_id, self._attempt_timeout(retry)):
+                        retry = self._new_retry()
+                        if message.id > last_id:
+                            last_id = message.id
+                            yield _message(message)
+                except grpc.aio.AioRpcError as exc:
+                    self._failed(address, exc, retry)
+                except CallRefused as exc:
+                    raise error_from_code(exc.code, str(exc)) from None
+                finally:
+                    watchdog.cancel()
+                    if self._link is link and not link.done():
+                        self._drop_link()  # our caller stopped: no one reads its messages
+            await self._back_off(retry)
+
+    async def _watch_stream(
+        self, address: str, call: grpc.aio.UnaryStreamCall | SessionLink
+    ) -> bool:
         """Cancel a stream whose node stops answering or leading.
 
         An idle stream on a paused (SIGSTOP) or cut-off leader would wait
@@ -415,13 +474,44 @@ class ChatClient:
         """Run one unary method on the leader; see :meth:`_on_leader` for the retry rules."""
         request = _with_request_id(request)
         retry = self._new_retry()
+        field = STREAMED_CALLS.get(method) if self._token and not self._unary else None
 
         def attempt(address: str) -> Awaitable[Any]:
+            if field is not None:
+                return self._on_link(address, field, request, self._attempt_timeout(retry))
             rpc = getattr(self._stub(address), method)
-            timeout = max(min(retry.remaining(), self._policy.attempt_timeout_s), 0.001)
-            return rpc(request, metadata=self._metadata(), timeout=timeout)
+            return rpc(request, metadata=self._metadata(), timeout=self._attempt_timeout(retry))
 
         return await self._on_leader(attempt, retry)
+
+    async def _on_link(
+        self, address: str, field: str, request: ProtoMessage, timeout_s: float
+    ) -> Any:
+        try:
+            return await self._link_to(address).call(field, request, timeout_s)
+        except CallRefused as exc:
+            raise error_from_code(exc.code, str(exc)) from None
+
+    def _attempt_timeout(self, retry: _Retry) -> float:
+        return max(min(retry.remaining(), self._policy.attempt_timeout_s), 0.001)
+
+    def _link_to(self, address: str) -> SessionLink:
+        """The open Session stream to address, opened now if there is none."""
+        link = self._link
+        if link is None or link.address != address or link.done():
+            self._drop_link()
+            link = self._link = SessionLink(
+                self._stub(address),
+                address,
+                self._metadata(),
+                lambda info: self._note_leader(address, info),
+            )
+        return link
+
+    def _drop_link(self) -> None:
+        link, self._link = self._link, None
+        if link is not None:
+            link.close()
 
     async def _on_leader(self, attempt: Callable[[str], Awaitable[T]], retry: _Retry) -> T:
         """attempt(leader address) until it succeeds, fails for real, or the deadline passes."""
@@ -544,6 +634,7 @@ class ChatClient:
         return (("authorization", f"Bearer {self._token}"),) if self._token else ()
 
     def _forget_session(self) -> None:
+        self._drop_link()
         self._token = self.username = ""
 
 

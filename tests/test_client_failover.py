@@ -41,20 +41,25 @@ def kill_leader(cluster: Cluster) -> int:
 
 
 @contextlib.asynccontextmanager
-async def signed_in(members: list[str], name: str) -> AsyncIterator[ChatClient]:
-    async with ChatClient(members) as client:
+async def signed_in(
+    members: list[str], name: str, unary: bool = False
+) -> AsyncIterator[ChatClient]:
+    async with ChatClient(members, unary=unary) as client:
         await client.create_account(name, PASSWORD)
         await client.login(name, PASSWORD)
         yield client
 
 
+@pytest.mark.parametrize("unary", [False, True], ids=["stream", "unary"])
 @pytest.mark.parametrize("size", SIZES)
 async def test_sends_in_flight_when_the_leader_dies_complete_exactly_once(
-    tmp_path: Path, size: int
+    tmp_path: Path, size: int, unary: bool
 ) -> None:
+    """Four writers share one client (over one Session stream, or unary calls): the calls
+    in flight when the leader dies are re-sent with their ids and stored once each."""
     with local_cluster(tmp_path, size=size) as cluster:
         async with (
-            signed_in(cluster.addresses, "writer") as writer,
+            signed_in(cluster.addresses, "writer", unary) as writer,
             signed_in(cluster.addresses, "sink") as sink,
         ):
             log = StateLog(writer)

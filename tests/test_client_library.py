@@ -3,7 +3,8 @@
 Fakes are tiny grpc.aio servers speaking ChatService as raw bytes: one that
 redirects everything to the real node with a ``leader-address`` hint, one
 that claims a stale leadership, one that never answers, and a forwarding
-proxy that loses a reply after the node has acted on the request.
+proxy that loses a reply after the node has acted on the request (a unary
+reply, or a reply on a Session stream, which it then breaks).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from chatnode.server import ChatNode, NodeConfig
 from client.library import (
+    STREAMED_CALLS,
     AlreadyExists,
     AuthError,
     ChatClient,
@@ -64,6 +66,8 @@ async def serving(handler: Handler) -> AsyncIterator[str]:
         for m in SERVICE.methods
         if not m.server_streaming
     }
+    if isinstance(handler, Proxy):
+        methods["Session"] = grpc.stream_stream_rpc_method_handler(handler.session)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, methods),)
     )
@@ -110,6 +114,37 @@ class Proxy:
             if len(self.seen) == 1:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "connection lost (simulated)")
         return reply
+
+    async def session(
+        self, frames: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        """A Session stream, forwarded frame by frame; the first reply of the `drop` kind
+        is lost and the stream broken, as a connection lost in a failover would."""
+        field = STREAMED_CALLS.get(self.drop, "")
+        metadata = [(k, v) for k, v in context.invocation_metadata() if k == "authorization"]
+        async with grpc.aio.insecure_channel(self.target) as channel:
+            upstream = channel.stream_stream(f"/{SERVICE.full_name}/Session")(metadata=metadata)
+
+            async def forward_frames() -> None:
+                async for frame in frames:
+                    call = pb.ClientFrame.FromString(frame)
+                    if field and call.WhichOneof("call") == field:
+                        self.seen.append(getattr(call, field).SerializeToString())
+                    await upstream.write(frame)
+
+            forwarding = asyncio.create_task(forward_frames())
+            try:
+                async for raw in upstream:
+                    reply = pb.ServerFrame.FromString(raw)
+                    if field and reply.WhichOneof("event") == field:
+                        self.replies.append(getattr(reply, field).SerializeToString())
+                        if len(self.replies) == 1:
+                            await context.abort(
+                                grpc.StatusCode.UNAVAILABLE, "connection lost (simulated)"
+                            )
+                    yield raw
+            finally:
+                forwarding.cancel()
 
 
 class StateLog:
@@ -160,8 +195,10 @@ class Inbox:
             await self.task
 
 
-async def user(members: list[str], name: str, policy: RetryPolicy | None = None) -> ChatClient:
-    client = ChatClient(members, policy=policy)
+async def user(
+    members: list[str], name: str, policy: RetryPolicy | None = None, unary: bool = False
+) -> ChatClient:
+    client = ChatClient(members, policy=policy, unary=unary)
     await client.create_account(name, PASSWORD)
     await client.login(name, PASSWORD)
     return client
@@ -347,12 +384,13 @@ async def test_unavailable_with_a_leader_address_is_followed(members: list[str])
         assert client.state.address == members[0]
 
 
+@pytest.mark.parametrize("unary", [False, True], ids=["stream", "unary"])
 async def test_a_retry_reuses_the_request_id_so_one_message_is_stored(
-    members: list[str], bob: ChatClient
+    members: list[str], bob: ChatClient, unary: bool
 ) -> None:
     proxy = Proxy(members[0], drop="SendMessage")
     async with serving(proxy) as address:
-        sender = await user([address], "jane")
+        sender = await user([address], "jane", unary=unary)
         try:
             sent = await sender.send_message("bob", "exactly once")
         finally:
@@ -373,15 +411,16 @@ LOST_REPLY_CALLS: dict[str, Callable[[ChatClient, list[int]], Awaitable[object]]
 }
 
 
+@pytest.mark.parametrize("unary", [False, True], ids=["stream", "unary"])
 @pytest.mark.parametrize("method", sorted(LOST_REPLY_CALLS))
 async def test_a_call_whose_reply_is_lost_is_retried_with_its_id_and_acts_once(
-    members: list[str], bob: ChatClient, method: str
+    members: list[str], bob: ChatClient, method: str, unary: bool
 ) -> None:
     """The proxy loses the first reply after the node acted: the library retries with
     the same request id and gets the first attempt's reply, not a second action."""
     proxy = Proxy(members[0], drop=method)
     async with serving(proxy) as address:
-        jane = await user([address], "jane")
+        jane = await user([address], "jane", unary=unary)
         ids = [(await bob.send_message("jane", f"m{i}")).message_id for i in range(3)]
         try:
             result = await LOST_REPLY_CALLS[method](jane, ids)

@@ -1,0 +1,155 @@
+"""The client's end of one ``Session`` stream: many calls in flight, replies matched by id.
+
+:class:`client.library.ChatClient` keeps one of these open to the leader and
+sends its session calls on it (``--unary`` clients use one unary call each).
+A link knows nothing of leaders or retries: when its stream ends, every call
+waiting on it fails with the stream's status, as a unary call would, and the
+client decides where to re-send it (with the same request_id, so the cluster
+acts on it once).
+
+Calls are written in the order they are made and the server answers them in
+that order; a link never has more than the server's bound in flight, so it is
+never refused for flow control: a caller beyond the bound waits its turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from proto import chat_pb2 as pb
+from proto import chat_pb2_grpc
+
+IN_FLIGHT_MAX = 64
+"""The server's bound on calls in flight per stream (chatnode.session_stream)."""
+
+
+def rpc_error(
+    code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None = None
+) -> grpc.aio.AioRpcError:
+    """A status raised as a failed call would raise it, for what a stream's end means.
+
+    Each waiting call gets its own instance: one exception raised in many places
+    would collect every place's traceback."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing or grpc.aio.Metadata(), details)
+
+
+def _copy(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    return rpc_error(error.code(), error.details() or "", error.trailing_metadata())
+
+
+class CallRefused(Exception):
+    """The server answered a call with an error frame: its status code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class SessionLink:
+    """One open Session stream to address."""
+
+    def __init__(
+        self,
+        stub: chat_pb2_grpc.ChatServiceStub,
+        address: str,
+        metadata: tuple[tuple[str, str], ...],
+        on_leader: Callable[[pb.LeaderInfo], None],
+    ) -> None:
+        self.address = address
+        self._call = stub.Session(metadata=metadata)
+        self._on_leader = on_leader
+        self._waiting: dict[str, asyncio.Future[pb.ServerFrame]] = {}
+        self._slots = asyncio.Semaphore(IN_FLIGHT_MAX)
+        self._writing = asyncio.Lock()  # grpc.aio takes one write at a time per stream
+        self._messages: asyncio.Queue[pb.Message | grpc.aio.AioRpcError] = asyncio.Queue()
+        self.ended: grpc.aio.AioRpcError | None = None
+        self._reader = asyncio.create_task(self._read(), name=f"session-link-{address}")
+
+    async def call(self, field: str, request: Any, timeout_s: float) -> Any:
+        """Send request as the frame's `field` call; its reply, or raise: CallRefused for an
+        error frame, the stream's AioRpcError when it ended first, DEADLINE_EXCEEDED (and
+        the link closed: its node is hung) when no reply came within timeout_s."""
+        request_id = getattr(request, "request_id", "") or uuid.uuid4().hex
+        async with self._slots:
+            self._raise_if_ended()
+            reply = asyncio.get_running_loop().create_future()
+            self._waiting[request_id] = reply
+            try:
+                async with self._writing:
+                    await self._write(pb.ClientFrame(request_id=request_id, **{field: request}))
+                async with asyncio.timeout(timeout_s):
+                    frame = await reply
+            except TimeoutError:
+                self.close()
+                raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no reply in time") from None
+            finally:
+                self._waiting.pop(request_id, None)
+        if frame.WhichOneof("event") == "error":
+            raise CallRefused(_status(frame.error.code), frame.error.message)
+        return getattr(frame, field)
+
+    async def messages(self, after_id: int, timeout_s: float) -> AsyncIterator[pb.Message]:
+        """Subscribe on this stream: messages with id > after_id until it ends (then its
+        AioRpcError is raised)."""
+        await self.call("subscribe", pb.SubscribeRequest(after_id=after_id), timeout_s)
+        while not isinstance(item := await self._messages.get(), grpc.aio.AioRpcError):
+            yield item
+        raise item
+
+    def done(self) -> bool:
+        return self.ended is not None
+
+    def cancel(self) -> None:
+        """End the stream (a watchdog found its node paused or no longer leading)."""
+        self.close()
+
+    def close(self) -> None:
+        self._call.cancel()
+
+    # -- inside ---------------------------------------------------------------------
+
+    async def _write(self, frame: pb.ClientFrame) -> None:
+        try:
+            await self._call.write(frame)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+            await asyncio.wait({self._reader})  # the stream ended: report how
+            self._raise_if_ended()
+            raise
+
+    def _raise_if_ended(self) -> None:
+        if self.ended is not None:
+            raise _copy(self.ended)
+
+    async def _read(self) -> None:
+        try:
+            while (frame := await self._call.read()) is not grpc.aio.EOF:
+                self._take(frame)
+            end = rpc_error(grpc.StatusCode.UNAVAILABLE, "the node closed the stream")
+        except grpc.aio.AioRpcError as exc:
+            end = exc
+        except asyncio.CancelledError:
+            end = rpc_error(grpc.StatusCode.CANCELLED, "the stream was closed")
+        self.ended = end
+        for reply in self._waiting.values():
+            if not reply.done():
+                reply.set_exception(_copy(end))
+        self._messages.put_nowait(_copy(end))
+
+    def _take(self, frame: pb.ServerFrame) -> None:
+        if frame.request_id:
+            reply = self._waiting.get(frame.request_id)
+            if reply is not None and not reply.done():
+                reply.set_result(frame)
+        elif frame.WhichOneof("event") == "message":
+            self._messages.put_nowait(frame.message)
+        elif frame.WhichOneof("event") == "leader":
+            self._on_leader(frame.leader)
+
+
+def _status(number: int) -> grpc.StatusCode:
+    return next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
