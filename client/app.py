@@ -181,6 +181,11 @@ def _parser() -> Parser:
         metavar="SECONDS",
         help="how long one action may wait for a leader (default %(default)s)",
     )
+    parser.add_argument(
+        "--unary",
+        action="store_true",
+        help="one unary call per action instead of one Session stream for them all",
+    )
     return parser
 
 
@@ -193,7 +198,9 @@ async def _run(
     args: argparse.Namespace, members: list[str], credentials: grpc.ChannelCredentials | None
 ) -> int:
     policy = RetryPolicy(deadline_s=args.timeout)
-    async with ChatClient(members, credentials=credentials, policy=policy) as client:
+    async with ChatClient(
+        members, credentials=credentials, policy=policy, unary=args.unary
+    ) as client:
         try:
             await client.cluster_status()
         except ChatError as exc:

@@ -10,8 +10,10 @@ memory needs the processes).
 Parts, in the order they run on one cluster:
 
 - ``scale`` (opt-in), first point: sequential latency with ~1,000 stored;
-- ``throughput``: committed SendMessage/s, p50/p99 and the leader's fsyncs per
-  1,000 messages at each concurrency level (one channel per client);
+- ``throughput``: committed messages/s, p50/p99, the leader's fsyncs per 1,000
+  messages and the entries per write on its peer streams, at each concurrency
+  level (one channel per client), on each path of ``--paths``: ``stream`` (the
+  library's Session stream, the default) and ``unary`` (a SendMessage call each);
 - ``delivery``: send-to-subscriber latency with 8 concurrent senders;
 - ``memory``: RSS of every node once 100,000 messages are stored;
 - ``failover``: kill -9 and SIGSTOP of the leader, median of 5 runs each;
@@ -48,7 +50,7 @@ from client.bench_cluster import (
 )
 from client.bench_delivery import DeliveryResult, measure_delivery
 from client.bench_failover import FailoverResult, FailoverRuns, measure_failover
-from client.bench_load import Fleet, LoadResult, measure, send_load
+from client.bench_load import PATHS, Fleet, LoadResult, measure, send_load
 from client.bench_storage import (
     MemoryResult,
     ScalePoint,
@@ -71,6 +73,7 @@ class Plan:
     """Sizes of one bench run; QUICK shrinks them to a run of seconds (the test's)."""
 
     parts: tuple[str, ...] = DEFAULT_PARTS
+    paths: tuple[str, ...] = ("stream",)  # throughput: the product's own path
     clients: tuple[int, ...] = (1, 8, 32, 128)
     messages: int = 3_000  # per throughput level
     warmup: int = 200
@@ -150,6 +153,18 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         _clients(args.clients)
     except ValueError:
         parser.error(f"--clients wants positive integers, comma-separated, not {args.clients!r}")
+    if unknown_paths := set(_paths(args) or ()) - set(PATHS):
+        parser.error(f"unknown path(s) {', '.join(sorted(unknown_paths))}: choose {PATHS}")
+    if args.unary and args.paths:
+        parser.error("--unary is --paths unary: give one of them")
+
+
+def _paths(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if args.unary:
+        return ("unary",)
+    if not args.paths:
+        return None
+    return tuple(dict.fromkeys(p.strip() for p in args.paths.split(",") if p.strip()))
 
 
 def _clients(text: str | None) -> tuple[int, ...] | None:
@@ -165,6 +180,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     """Defaults, then --quick, then each explicit flag."""
     plan = dataclasses.replace(Plan(parts=_parts(args)), **(QUICK if args.quick else {}))
     explicit = {
+        "paths": _paths(args),
         "clients": _clients(args.clients),
         "messages": args.messages,
         "failover_runs": args.failover_runs,
@@ -211,7 +227,8 @@ async def _run_parts(
     if "throughput" in plan.parts:
         leader = await fleet.follow_leader()
         report.throughput = [
-            await measure(fleet, c, max(plan.messages, c), metrics.get(leader))
+            await measure(fleet, c, max(plan.messages, c), metrics.get(leader), path)
+            for path in plan.paths
             for c in plan.clients
         ]
     if "delivery" in plan.parts:
@@ -283,11 +300,12 @@ def as_json(report: Report) -> str:
     return json.dumps(dataclasses.asdict(report), indent=2)
 
 
-def side_by_side_lines(report: Report, system: str = "chat-unary") -> list[str]:
-    """One JSON line per throughput level in ../shared/bench/load.py's form, so the bench
-    can be side-by-side.sh's CHAT_EXTRA_LOAD (``--clients $CONC``)."""
+def side_by_side_lines(report: Report) -> list[str]:
+    """One JSON line per throughput level and path in ../shared/bench/load.py's form
+    (system chat-stream or chat-unary), so the bench can be side-by-side.sh's
+    CHAT_EXTRA_LOAD (``--clients $CONC``)."""
     rows = [
-        {"system": system, "conc": r.clients, "n": r.messages, "rate": r.per_second,
+        {"system": f"chat-{r.path}", "conc": r.clients, "n": r.messages, "rate": r.per_second,
          "p50": r.p50_ms, "p99": r.p99_ms}
         for r in report.throughput or ()
     ]  # fmt: skip
@@ -296,14 +314,17 @@ def side_by_side_lines(report: Report, system: str = "chat-unary") -> list[str]:
 
 def _render_throughput(results: list[LoadResult]) -> list[str]:
     lines = [
-        "throughput: committed SendMessage, one channel per client",
-        f"{'clients':>7}  {'msgs':>6}  {'msg/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}  fsyncs/1000",
+        "throughput: committed messages, one channel per client "
+        "(stream: the library's Session stream; unary: a SendMessage call each)",
+        f"{'path':>6}  {'clients':>7}  {'msgs':>6}  {'msg/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}  "
+        "fsyncs/1000  msgs/peer write",
     ]
     for r in results:
         fsyncs = "-" if r.fsyncs_per_1000 is None else f"{r.fsyncs_per_1000:.1f}"
+        per_write = "-" if r.entries_per_peer_write is None else f"{r.entries_per_peer_write:.2f}"
         lines.append(
-            f"{r.clients:>7}  {r.messages:>6}  {r.per_second:>8.1f}  {r.p50_ms:>7.2f}  "
-            f"{r.p99_ms:>7.2f}  {fsyncs}"
+            f"{r.path:>6}  {r.clients:>7}  {r.messages:>6}  {r.per_second:>8.1f}  "
+            f"{r.p50_ms:>7.2f}  {r.p99_ms:>7.2f}  {fsyncs:>11}  {per_write:>15}"
         )
     return lines
 

@@ -1,9 +1,13 @@
 """Load generation shared by every bench part: signed-in accounts, concurrent senders, figures.
 
 Each simulated client is one account with its own gRPC channel (one TCP
-connection), as real clients are. Latencies are measured around each
-``SendMessage`` call: the reply means the message is committed (fsynced by
-every in-sync replica) and applied on the leader.
+connection), as real clients are. Latencies are measured around each send:
+the reply means the message is committed (fsynced by every in-sync replica)
+and applied on the leader. Two paths:
+
+- ``stream``, the product's own: each client is a :class:`client.library.ChatClient`
+  sending on its Session stream, as ``chat`` does;
+- ``unary``: a bare ``SendMessage`` stub call per message, the fixed contract.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import re
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
 
-from client.chatctl import open_channel, wait_for_leader
+from client.chatctl import credentials, open_channel, wait_for_leader
+from client.library import ChatClient
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
@@ -30,6 +35,7 @@ CALL_TIMEOUT_S = 30.0  # generous: a bulk load of hundreds of clients queues on 
 SIGN_IN_BATCH = 32  # concurrent sign-ins; each costs the leader two scrypt hashes
 FILL_ROUND = 20_000  # bulk loads report progress after each round of this many messages
 BODY = "x" * 100
+PATHS = ("stream", "unary")
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -43,6 +49,7 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class LoadResult:
+    path: str
     clients: int
     messages: int
     seconds: float
@@ -50,6 +57,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     fsyncs_per_1000: float | None
+    entries_per_peer_write: float | None  # messages per write on the leader's peer streams
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -80,6 +88,7 @@ class Fleet:
         self.stored = 0
         self._accounts: dict[str, Account] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._clients: dict[str, ChatClient] = {}
 
     async def follow_leader(self, timeout_s: float = READY_TIMEOUT_S) -> str:
         """Find the leader; channels to a former leader are closed and reopened lazily."""
@@ -105,6 +114,25 @@ class Fleet:
                 self._accounts[account.name] = account
         return [self._accounts[n] for n in names]
 
+    async def session_clients(self, names: Sequence[str]) -> list[ChatClient]:
+        """A library client per named account, logged in and its stream open."""
+        await self.accounts(names)
+        missing = [n for n in dict.fromkeys(names) if n not in self._clients]
+        for start in range(0, len(missing), SIGN_IN_BATCH):
+            batch = missing[start : start + SIGN_IN_BATCH]
+            for name, client in zip(
+                batch, await asyncio.gather(*map(self._client, batch)), strict=True
+            ):
+                self._clients[name] = client
+        return [self._clients[n] for n in names]
+
+    async def _client(self, name: str) -> ChatClient:
+        client = ChatClient(self.addresses, credentials=credentials())
+        await client.login(name, PASSWORD)
+        await client.send_message(SINK, BODY)  # opens the stream before anything is timed
+        self.stored += 1
+        return client
+
     async def _sign_in(self, name: str) -> Account:
         stub = self.stub(name)
         with contextlib.suppress(grpc.aio.AioRpcError):  # exists from an earlier run
@@ -117,54 +145,94 @@ class Fleet:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
 
 
 def sender_names(clients: int) -> list[str]:
     return [f"bench{i}" for i in range(clients)]
 
 
-async def send_load(fleet: Fleet, clients: int, messages: int) -> tuple[float, list[float]]:
-    """`clients` concurrent senders to one sink, `messages` in all; (seconds, latencies)."""
-    accounts = await fleet.accounts(sender_names(clients))
+async def send_load(
+    fleet: Fleet, clients: int, messages: int, path: str = "unary"
+) -> tuple[float, list[float]]:
+    """`clients` concurrent senders to one sink, `messages` in all, on `path`;
+    (seconds, latencies)."""
     await fleet.accounts([SINK])
+    names = sender_names(clients)
+    sends = await (_stream_sends(fleet, names) if path == "stream" else _unary_sends(fleet, names))
     latencies: list[float] = []
     per_client = max(1, messages // clients)
-    request = pb.SendMessageRequest(recipient=SINK, body=BODY)
 
-    async def sender(account: Account) -> None:
-        stub = fleet.stub(account.name)
+    async def sender(send: Callable[[], Awaitable[object]]) -> None:
         for _ in range(per_client):
             started = time.perf_counter()
-            await stub.SendMessage(request, metadata=account.auth, timeout=CALL_TIMEOUT_S)
+            await send()
             latencies.append(time.perf_counter() - started)
 
     started = time.perf_counter()
     try:
-        await asyncio.gather(*(sender(a) for a in accounts))
+        await asyncio.gather(*(sender(s) for s in sends))
     finally:
         fleet.stored += len(latencies)
     return time.perf_counter() - started, latencies
 
 
-def read_fsyncs(metrics_url: str) -> float:
-    """The leader's durable-transaction counter from its Prometheus endpoint."""
+async def _unary_sends(fleet: Fleet, names: Sequence[str]) -> list[Callable[[], Awaitable[object]]]:
+    request = pb.SendMessageRequest(recipient=SINK, body=BODY)
+
+    def sends(account: Account) -> Callable[[], Awaitable[object]]:
+        stub = fleet.stub(account.name)
+        return lambda: stub.SendMessage(request, metadata=account.auth, timeout=CALL_TIMEOUT_S)
+
+    return [sends(a) for a in await fleet.accounts(names)]
+
+
+async def _stream_sends(
+    fleet: Fleet, names: Sequence[str]
+) -> list[Callable[[], Awaitable[object]]]:
+    def sends(client: ChatClient) -> Callable[[], Awaitable[object]]:
+        return lambda: client.send_message(SINK, BODY)
+
+    return [sends(c) for c in await fleet.session_clients(names)]
+
+
+COUNTERS = ("chat_log_fsyncs_total", "chat_peer_entry_writes_total", "chat_peer_entries_sent_total")
+
+
+def read_counters(metrics_url: str) -> dict[str, float]:
+    """The leader's counters the bench reports, from its Prometheus endpoint."""
     with urllib.request.urlopen(metrics_url, timeout=5) as reply:  # loopback only
         text = reply.read().decode()
-    match = re.search(r"^chat_log_fsyncs_total ([0-9.e+]+)$", text, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"no chat_log_fsyncs_total at {metrics_url}")
-    return float(match.group(1))
+    counters = {}
+    for name in COUNTERS:
+        match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+        if match is None:
+            raise RuntimeError(f"no {name} at {metrics_url}")
+        counters[name] = float(match.group(1))
+    return counters
 
 
-async def measure(fleet: Fleet, clients: int, messages: int, metrics_url: str | None) -> LoadResult:
-    """One throughput level; fsyncs per 1,000 messages when the leader's metrics are known."""
-    fsyncs_before = read_fsyncs(metrics_url) if metrics_url else None
-    elapsed, latencies = await send_load(fleet, clients, messages)
-    fsyncs = None
-    if metrics_url and fsyncs_before is not None:
-        fsyncs = round((read_fsyncs(metrics_url) - fsyncs_before) * 1000 / len(latencies), 1)
+async def measure(
+    fleet: Fleet, clients: int, messages: int, metrics_url: str | None, path: str = "unary"
+) -> LoadResult:
+    """One throughput level on one path; with the leader's metrics, its fsyncs per 1,000
+    messages and the entries each write to a follower carried."""
+    if path == "stream":
+        await fleet.session_clients(sender_names(clients))  # log-ins are not timed
+    before = read_counters(metrics_url) if metrics_url else None
+    elapsed, latencies = await send_load(fleet, clients, messages, path)
+    fsyncs = per_write = None
+    if metrics_url and before is not None:
+        after = read_counters(metrics_url)
+        delta = {k: after[k] - before[k] for k in COUNTERS}
+        fsyncs = round(delta["chat_log_fsyncs_total"] * 1000 / len(latencies), 1)
+        writes = delta["chat_peer_entry_writes_total"]
+        per_write = round(delta["chat_peer_entries_sent_total"] / writes, 2) if writes else None
     p50, p99 = p50_p99_ms(latencies)
     return LoadResult(
+        path=path,
         clients=clients,
         messages=len(latencies),
         seconds=round(elapsed, 3),
@@ -172,6 +240,7 @@ async def measure(fleet: Fleet, clients: int, messages: int, metrics_url: str | 
         p50_ms=p50,
         p99_ms=p99,
         fsyncs_per_1000=fsyncs,
+        entries_per_peer_write=per_write,
     )
 
 

@@ -532,6 +532,12 @@ def _add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument("--scale", action="store_true", help="add the (long) scale part")
     bench.add_argument("--quick", action="store_true", help="small sizes: a run of seconds")
     bench.add_argument("--clients", help="throughput concurrency levels (1,8,32,128)")
+    bench.add_argument(
+        "--paths",
+        help="throughput over: stream (the library's Session stream), unary (one SendMessage "
+        "call each), or both, comma-separated (default: stream)",
+    )
+    bench.add_argument("--unary", action="store_true", help="the same as --paths unary")
     bench.add_argument("--messages", type=int, help="messages per throughput level (3000)")
     bench.add_argument("--failover-runs", type=int, help="runs per failover kind (5)")
     bench.add_argument("--memory-messages", type=int, help="stored messages for RSS (100000)")

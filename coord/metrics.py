@@ -15,6 +15,11 @@ PEER_SEND_DROPPED = Counter(
     "chat_peer_send_dropped",
     "Peer messages dropped because a peer's bounded send queue was full (the protocol resends)",
 )
+PEER_ENTRY_WRITES = Counter(
+    "chat_peer_entry_writes",
+    "Batches carrying log entries written to a peer (one stream write or Deliver call each)",
+)
+PEER_ENTRIES_SENT = Counter("chat_peer_entries_sent", "Log entries in the batches written to peers")
 HEARTBEAT_GAP = Histogram(
     "chat_follower_heartbeat_gap_seconds",
     "On a follower: time between two Appends from the same leader in one term; a gap near "

@@ -38,7 +38,7 @@ import grpc
 from coord import codec
 from coord.auth import authenticated_peer, speaks_for_another
 from coord.messages import Message
-from coord.metrics import PEER_REFUSED, PEER_SEND_DROPPED
+from coord.metrics import PEER_ENTRIES_SENT, PEER_ENTRY_WRITES, PEER_REFUSED, PEER_SEND_DROPPED
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 from proto.credentials import Metadata
@@ -208,6 +208,7 @@ class Transport:
         self._supervise(reader, finite=True)
         try:
             while (batch := await down.get()) is not None:
+                _count_entries(batch)
                 yield batch
             if refused:
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused[0])
@@ -298,6 +299,7 @@ class Transport:
             call.cancel()
 
     async def _deliver(self, link: _Link, batch: rpb.PeerBatch) -> None:
+        _count_entries(batch)
         try:
             await self._stub(link.address).Deliver(
                 batch, timeout=self._timeout, metadata=self._metadata
@@ -343,6 +345,14 @@ class Transport:
             link.refused = await connection_refused(link.address)
         if link.refused:
             self._unreachable(link.peer)
+
+
+def _count_entries(batch: rpb.PeerBatch) -> None:
+    """How many entries each write carries: the batching the bench reports."""
+    entries = sum(len(m.append.entries) for m in batch.messages if m.HasField("append"))
+    if entries:
+        PEER_ENTRY_WRITES.inc()
+        PEER_ENTRIES_SENT.inc(entries)
 
 
 def _offer(down: asyncio.Queue[rpb.PeerBatch | None], batch: rpb.PeerBatch) -> None:

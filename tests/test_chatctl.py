@@ -257,6 +257,8 @@ def test_refusals_print_one_line_and_exit_1(cluster: Cluster) -> None:
         ["bench", "--node-control", "true", "--parts", "failover"],
         ["bench", "--use-cluster", "--node-control", "true", "--parts", "memory"],
         ["bench", "--clients", "1,x"],
+        ["bench", "--paths", "stream,carrier-pigeon"],
+        ["bench", "--unary", "--paths", "stream"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
@@ -270,10 +272,13 @@ def _positive(value: Any) -> bool:
 def test_bench_prints_side_by_side_lines_for_the_shared_hook() -> None:
     """One line per level in ../shared/bench/load.py's form (side-by-side.sh's table)."""
     result = chatctl("bench", "--parts", "throughput", "--clients", "1,2", "--messages", "50",
-                     "--side-by-side-json", timeout=BENCH_LIMIT_S)  # fmt: skip
+                     "--paths", "unary,stream", "--side-by-side-json",
+                     timeout=BENCH_LIMIT_S)  # fmt: skip
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [(r["system"], r["conc"]) for r in rows] == [("chat-unary", 1), ("chat-unary", 2)]
+    assert [(r["system"], r["conc"]) for r in rows] == [
+        ("chat-unary", 1), ("chat-unary", 2), ("chat-stream", 1), ("chat-stream", 2)
+    ]  # fmt: skip
     assert all(_positive(r[k]) for r in rows for k in ("n", "rate", "p50", "p99"))
 
 
@@ -287,7 +292,8 @@ def test_bench_quick_reports_every_part_as_json() -> None:
     assert [level["clients"] for level in report["throughput"]] == [1, 8]
     for level in report["throughput"]:
         assert all(_positive(level[k]) for k in ("messages", "per_second", "p50_ms", "p99_ms"))
-        assert _positive(level["fsyncs_per_1000"])
+        assert level["path"] == "stream" and _positive(level["fsyncs_per_1000"])
+        assert _positive(level["entries_per_peer_write"])
     delivery = report["delivery"]
     assert delivery["senders"] == 8 and _positive(delivery["messages"])
     p50, p99 = delivery["send_to_stream_p50_ms"], delivery["send_to_stream_p99_ms"]
