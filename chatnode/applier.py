@@ -20,6 +20,7 @@ from typing import TypeVar
 from chatnode import ops
 from chatnode.errors import Unavailable
 from chatnode.live import LiveHub
+from chatnode.session_cache import SessionCache
 from chatnode.state import ChatState, StoredMessage
 from coord.boundary import Coordinator, Entry, EntryKind
 from coord.disk import DiskGuard
@@ -44,11 +45,17 @@ class Applier:
     """Owns the writer side of the chat state."""
 
     def __init__(
-        self, coordinator: Coordinator, state: ChatState, hub: LiveHub, disk: DiskGuard
+        self,
+        coordinator: Coordinator,
+        state: ChatState,
+        hub: LiveHub,
+        disk: DiskGuard,
+        sessions: SessionCache,
     ) -> None:
         self._coord = coordinator
         self._state = state
         self._hub = hub
+        self._sessions = sessions
         self._disk = disk
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._waiting: dict[int, _Waiter] = {}
@@ -94,6 +101,7 @@ class Applier:
     async def restore(self, path: Path) -> int:
         async with self._state_lock:
             index = await self._in_worker(self._state.restore_from, path)
+            self._sessions.clear()
             await self._mark_applied(index)
             return index
 
@@ -119,6 +127,7 @@ class Applier:
         for entry, (_, op), result in zip(batch, decoded, results, strict=True):
             self._resolve(entry, result)
             if op is not None and result.ok:
+                self._sessions.applied(op)
                 self._notify_live(entry, op, result)
         await self._mark_applied(max(self.applied_index, batch[-1].index))
 

@@ -110,8 +110,10 @@ class ChatNode:
         self._coord = make_coordinator(config)
         state = await asyncio.to_thread(ChatState, config.data_dir / "state.db")
         self._hub = LiveHub()
-        self._applier = Applier(self._coord, state, self._hub, self._coord.disk)
         self._reads = ReadPool(config.data_dir / "state.db")
+        self._applier = Applier(
+            self._coord, state, self._hub, self._coord.disk, self._reads.sessions
+        )
         self._service = ChatService(
             self._coord, self._applier, self._reads, self._hub, config.session_ttl_ms
         )

@@ -54,6 +54,7 @@ from chatnode import ops, passwords, validation
 from chatnode.applier import Applier
 from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavailable
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
+from chatnode.session_cache import SessionCache
 from chatnode.session_stream import SessionStream
 from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
 from coord.boundary import Coordinator, LeaderView, NotLeader
@@ -89,6 +90,7 @@ class ReadPool:
         self._local = threading.local()
         self._readers: list[ChatReader] = []
         self.lookup = self._open()
+        self.sessions = SessionCache(self.lookup.session)
         self._io = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")
 
     async def run(self, query: Callable[[ChatReader], T]) -> T:
@@ -497,7 +499,7 @@ class ChatService:
         (the op it proposes carries that time, so every replica judges the same)."""
         await self._leader_ready()
         token_hash = _token_hash(context)
-        session = self._reads.lookup.session(token_hash)
+        session = self._reads.sessions.get(token_hash)
         now = self._now_ms()
         if session is None or session.expired(now):
             raise Unauthenticated(NO_SESSION)
@@ -520,7 +522,7 @@ class ChatService:
         await self._leader_ready()
         token_hash = _token_hash(context)
         request_id = validation.request_id(request_id)
-        session = self._reads.lookup.session(token_hash)
+        session = self._reads.sessions.get(token_hash)
         now = self._now_ms()
         live = session if session is not None and not session.expired(now) else None
         if request_id:
