@@ -32,7 +32,7 @@ T = TypeVar("T")
 # off the hot path, applying one op is CPU work of tens of microseconds, less
 # than a hop to a worker thread. Large batches (catch-up after a restart) go to
 # the worker so the loop keeps serving heartbeats and calls meanwhile.
-INLINE_APPLY_ENTRIES = 32
+INLINE_APPLY_ENTRIES = 256
 
 
 @dataclass(slots=True)
