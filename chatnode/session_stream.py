@@ -247,7 +247,5 @@ async def _failed(error: ChatError) -> Any:
     raise error
 
 
-def _ready(value: Any) -> Awaitable[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
+async def _ready(value: Any) -> Any:
+    return value

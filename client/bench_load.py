@@ -247,13 +247,14 @@ async def measure(
 async def fill(fleet: Fleet, target: int, clients: int) -> float:
     """Send until the bench has stored `target` messages; return the rate achieved (msg/s).
 
-    Rounds of FILL_ROUND messages, so a long load shows its progress on stderr.
+    Rounds of FILL_ROUND messages, so a long load shows its progress on stderr. Over
+    Session streams, the fastest path.
     """
-    await fleet.accounts(sender_names(clients))  # sign-ins are not part of the rate
+    await fleet.session_clients(sender_names(clients))  # sign-ins are not part of the rate
     sent, started = 0, time.perf_counter()
     while fleet.stored < target:
         round_size = min(FILL_ROUND, target - fleet.stored)
-        _, latencies = await send_load(fleet, min(clients, round_size), round_size)
+        _, latencies = await send_load(fleet, min(clients, round_size), round_size, "stream")
         sent += len(latencies)
         if target > FILL_ROUND:
             rate = sent / (time.perf_counter() - started)

@@ -131,7 +131,7 @@ class SessionLink:
                 self._take(frame)
             end = rpc_error(grpc.StatusCode.UNAVAILABLE, "the node closed the stream")
         except grpc.aio.AioRpcError as exc:
-            end = exc
+            end = _as_broken(exc)
         except asyncio.CancelledError:
             end = rpc_error(grpc.StatusCode.CANCELLED, "the stream was closed")
         self.ended = end
@@ -149,6 +149,18 @@ class SessionLink:
             self._messages.put_nowait(frame.message)
         elif frame.WhichOneof("event") == "leader":
             self._on_leader(frame.leader)
+
+
+def _as_broken(end: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
+    """How a stream's end reaches its calls. The server ends a stream on purpose with
+    UNAVAILABLE (not leading: try elsewhere) or UNAUTHENTICATED (the session is gone);
+    anything else (a node stopping under it, a connection reset: "Internal error from
+    Core") broke the stream, not the calls, which are re-sent elsewhere like after
+    UNAVAILABLE."""
+    if end.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED):
+        return end
+    details = f"the stream broke ({end.code().name}: {end.details()})"
+    return rpc_error(grpc.StatusCode.UNAVAILABLE, details, end.trailing_metadata())
 
 
 def _status(number: int) -> grpc.StatusCode:
