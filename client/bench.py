@@ -218,7 +218,7 @@ async def _run_parts(
 ) -> None:
     metrics = {n.address: n.metrics_url for n in nodes or ()}
     at_start = rss_mib(nodes) if nodes else {}
-    await send_load(fleet, 4, plan.warmup)  # connections, sign-ins, page cache
+    await send_load(fleet, 4, plan.warmup, plan.paths[0])  # connections, sign-ins, page cache
     small: ScalePoint | None = None
     if "scale" in plan.parts:
         small = await sequential_point(
@@ -234,7 +234,7 @@ async def _run_parts(
     if "delivery" in plan.parts:
         await fleet.follow_leader()
         report.delivery = await measure_delivery(
-            fleet, plan.delivery_senders, plan.delivery_per_sender
+            fleet, plan.delivery_senders, plan.delivery_per_sender, plan.paths[0]
         )
     if "memory" in plan.parts and nodes:
         report.memory = await measure_memory(
@@ -331,8 +331,8 @@ def _render_throughput(results: list[LoadResult]) -> list[str]:
 
 def _render_delivery(d: DeliveryResult) -> list[str]:
     return [
-        f"live delivery: {d.senders} concurrent senders, each to its own subscribed recipient, "
-        f"{d.messages} messages",
+        f"live delivery: {d.senders} concurrent senders ({d.path}), each to its own subscribed "
+        f"recipient, {d.messages} messages",
         f"  send start -> on the recipient's stream: p50 {d.send_to_stream_p50_ms:.2f} ms  "
         f"p99 {d.send_to_stream_p99_ms:.2f} ms",
         f"  sender's reply -> on the stream:         p50 {d.reply_to_stream_p50_ms:.2f} ms  "
