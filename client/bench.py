@@ -50,7 +50,7 @@ from client.bench_cluster import (
 )
 from client.bench_delivery import DeliveryResult, measure_delivery
 from client.bench_failover import FailoverResult, FailoverRuns, measure_failover
-from client.bench_load import PATHS, Fleet, LoadResult, measure, send_load
+from client.bench_load import PATHS, CpuProbe, Fleet, LoadResult, measure, send_load
 from client.bench_storage import (
     MemoryResult,
     ScalePoint,
@@ -217,6 +217,7 @@ async def _run_parts(
     report: Report,
 ) -> None:
     metrics = {n.address: n.metrics_url for n in nodes or ()}
+    cpu = _cpu_probe(nodes, fleet) if nodes else None
     at_start = rss_mib(nodes) if nodes else {}
     await send_load(fleet, 4, plan.warmup, plan.paths[0])  # connections, sign-ins, page cache
     small: ScalePoint | None = None
@@ -227,7 +228,7 @@ async def _run_parts(
     if "throughput" in plan.parts:
         leader = await fleet.follow_leader()
         report.throughput = [
-            await measure(fleet, c, max(plan.messages, c), metrics.get(leader), path)
+            await measure(fleet, c, max(plan.messages, c), metrics.get(leader), path, cpu)
             for path in plan.paths
             for c in plan.clients
         ]
@@ -246,6 +247,19 @@ async def _run_parts(
         report.scale = await measure_scale_large(
             fleet, small, plan.scale_messages, plan.scale_samples, plan.load_clients
         )
+
+
+def _cpu_probe(nodes: Sequence[LocalNode], fleet: Fleet) -> CpuProbe:
+    def probe() -> dict[str, float]:
+        leader = next(n for n in nodes if n.address == fleet.leader)
+        followers = [n.cpu_seconds() for n in nodes if n is not leader]
+        return {
+            "leader": leader.cpu_seconds(),
+            "follower": sum(followers) / max(1, len(followers)),
+            "client": time.process_time(),
+        }
+
+    return probe
 
 
 async def run(
@@ -317,16 +331,24 @@ def _render_throughput(results: list[LoadResult]) -> list[str]:
         "throughput: committed messages, one channel per client "
         "(stream: the library's Session stream; unary: a SendMessage call each)",
         f"{'path':>6}  {'clients':>7}  {'msgs':>6}  {'msg/s':>8}  {'p50 ms':>7}  {'p99 ms':>7}  "
-        "fsyncs/1000  msgs/peer write",
+        "fsyncs/1000  msgs/peer write  CPU ms/msg leader/follower/client",
     ]
     for r in results:
         fsyncs = "-" if r.fsyncs_per_1000 is None else f"{r.fsyncs_per_1000:.1f}"
         per_write = "-" if r.entries_per_peer_write is None else f"{r.entries_per_peer_write:.2f}"
+        cpu = r.cpu_ms_per_message
+        cpu_text = (
+            "-" if cpu is None else "/".join(f"{cpu[k]:.3f}" for k in sorted(cpu, key=_role_order))
+        )
         lines.append(
             f"{r.path:>6}  {r.clients:>7}  {r.messages:>6}  {r.per_second:>8.1f}  "
-            f"{r.p50_ms:>7.2f}  {r.p99_ms:>7.2f}  {fsyncs:>11}  {per_write:>15}"
+            f"{r.p50_ms:>7.2f}  {r.p99_ms:>7.2f}  {fsyncs:>11}  {per_write:>15}  {cpu_text}"
         )
     return lines
+
+
+def _role_order(role: str) -> int:
+    return ("leader", "follower", "client").index(role)
 
 
 def _render_delivery(d: DeliveryResult) -> list[str]:

@@ -58,6 +58,12 @@ class LocalNode:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time of the node's process so far (/proc/PID/stat)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_bytes(self) -> int:
         """Resident set size from /proc/PID/status (VmRSS), the kernel's own figure."""
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

@@ -58,6 +58,9 @@ class LoadResult:
     p99_ms: float
     fsyncs_per_1000: float | None
     entries_per_peer_write: float | None  # messages per write on the leader's peer streams
+    # CPU time per message of the leader, of a follower (their mean) and of this load
+    # generator: steadier than msg/s on a shared machine (bench's own cluster only)
+    cpu_ms_per_message: dict[str, float] | None = None
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -214,15 +217,31 @@ def read_counters(metrics_url: str) -> dict[str, float]:
     return counters
 
 
+CpuProbe = Callable[[], dict[str, float]]
+"""CPU seconds so far of the leader, a follower (mean) and the load generator."""
+
+
 async def measure(
-    fleet: Fleet, clients: int, messages: int, metrics_url: str | None, path: str = "unary"
+    fleet: Fleet,
+    clients: int,
+    messages: int,
+    metrics_url: str | None,
+    path: str = "unary",
+    cpu: CpuProbe | None = None,
 ) -> LoadResult:
     """One throughput level on one path; with the leader's metrics, its fsyncs per 1,000
-    messages and the entries each write to a follower carried."""
+    messages and the entries each write to a follower carried; with cpu, CPU per message."""
     if path == "stream":
         await fleet.session_clients(sender_names(clients))  # log-ins are not timed
     before = read_counters(metrics_url) if metrics_url else None
+    cpu_before = cpu() if cpu else None
     elapsed, latencies = await send_load(fleet, clients, messages, path)
+    cpu_per_message = None
+    if cpu and cpu_before is not None:
+        cpu_after = cpu()
+        cpu_per_message = {
+            k: round((cpu_after[k] - cpu_before[k]) * 1000 / len(latencies), 3) for k in cpu_after
+        }
     fsyncs = per_write = None
     if metrics_url and before is not None:
         after = read_counters(metrics_url)
@@ -241,6 +260,7 @@ async def measure(
         p99_ms=p99,
         fsyncs_per_1000=fsyncs,
         entries_per_peer_write=per_write,
+        cpu_ms_per_message=cpu_per_message,
     )
 
 

@@ -294,6 +294,9 @@ def test_bench_quick_reports_every_part_as_json() -> None:
         assert all(_positive(level[k]) for k in ("messages", "per_second", "p50_ms", "p99_ms"))
         assert level["path"] == "stream" and _positive(level["fsyncs_per_1000"])
         assert _positive(level["entries_per_peer_write"])
+        cpu = level["cpu_ms_per_message"]
+        assert sorted(cpu) == ["client", "follower", "leader"]
+        assert all(_positive(ms) for ms in cpu.values())
     delivery = report["delivery"]
     assert delivery["senders"] == 8 and _positive(delivery["messages"])
     p50, p99 = delivery["send_to_stream_p50_ms"], delivery["send_to_stream_p99_ms"]
