@@ -31,7 +31,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -40,6 +40,9 @@ from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavail
 from chatnode.live import Subscriber
 from chatnode.rpc import Malformed
 from proto import chat_pb2 as pb
+
+if TYPE_CHECKING:  # the service builds streams: import it for its type only
+    from chatnode.service import ChatService
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +66,9 @@ _STARTERS: dict[str, str] = {
 
 @dataclass(frozen=True, slots=True)
 class _End:
-    """The stream must end with this error, after the replies before it."""
+    """The stream must end, after the replies before it: with this error, or cleanly."""
 
-    error: ChatError
+    error: ChatError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +81,9 @@ class _Started:
 class SessionStream:
     """The state of one open stream; :meth:`frames` is what the handler yields."""
 
-    def __init__(self, service: Any, context: grpc.aio.ServicerContext, username: str) -> None:
+    def __init__(
+        self, service: ChatService, context: grpc.aio.ServicerContext, username: str
+    ) -> None:
         self._service = service
         self._context = context
         self._username = username
@@ -100,7 +105,7 @@ class SessionStream:
             while True:
                 item = await self._outbox.get()
                 if isinstance(item, _End):
-                    if item.error.code == grpc.StatusCode.OK:
+                    if item.error is None:
                         return
                     raise item.error
                 yield item
@@ -182,7 +187,7 @@ class SessionStream:
             await self._outbox.put(frame)
             if started.call == "subscribe" and frame.HasField("subscribe"):
                 self._spawn(self._pump(), "pump")
-        await self._outbox.put(_End(ChatError("", grpc.StatusCode.OK)))
+        await self._outbox.put(_End())
 
     async def _reply(self, started: _Started) -> pb.ServerFrame | _End:
         try:
@@ -226,7 +231,7 @@ class SessionStream:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError:
-                await self._outbox.put(_End(ChatError("", grpc.StatusCode.OK)))  # client gone
+                await self._outbox.put(_End())  # client gone
             except Exception:
                 log.exception("session stream %s failed", name)
                 internal = ChatError(

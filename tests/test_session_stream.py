@@ -98,6 +98,18 @@ async def test_pipelined_calls_take_effect_and_are_answered_in_the_order_sent(
     assert message_ids == sorted(message_ids) and len(set(message_ids)) == len(ids)
 
 
+async def test_closing_the_sending_side_ends_the_stream_once_every_reply_is_written(
+    alice: Stream,
+) -> None:
+    for i in range(3):
+        await alice.send(f"r{i}", **send("bob"))
+    await alice.call.done_writing()
+    assert [(await alice.read()).request_id for _ in range(3)] == ["r0", "r1", "r2"]
+    async with asyncio.timeout(WAIT_S):
+        assert await alice.call.read() is grpc.aio.EOF
+    assert await alice.call.code() == CODE.OK
+
+
 async def test_mixed_calls_are_answered_in_order_with_their_own_reply_kinds(
     alice: Stream, stub: chat_pb2_grpc.ChatServiceStub
 ) -> None:
