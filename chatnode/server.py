@@ -191,6 +191,10 @@ class ChatNode:
             options=[
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
+                # grpc sets SO_REUSEPORT by default: a second node on the same address
+                # (a stale process, a mistyped --id) would bind too and silently take
+                # half of the connections. Refuse instead, and exit.
+                ("grpc.so_reuseport", 0),
             ],
         )
         server.add_generic_rpc_handlers((chat_handler(service),))
@@ -199,12 +203,15 @@ class ChatNode:
             (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         listen = self.config.listen or self.config.address
-        if self.config.tls is None:
-            port = server.add_insecure_port(listen)
-        else:
-            port = server.add_secure_port(listen, _server_credentials(self.config.tls))
+        try:
+            if self.config.tls is None:
+                port = server.add_insecure_port(listen)
+            else:
+                port = server.add_secure_port(listen, _server_credentials(self.config.tls))
+        except RuntimeError:  # grpc's "Failed to bind", e.g. the address is in use
+            port = 0
         if port == 0:
-            raise ConfigError(f"cannot listen on {listen}")
+            raise ConfigError(f"cannot listen on {listen} (in use, or not an address here)")
         return server
 
 

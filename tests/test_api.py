@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from chatnode.server import ChatNode
+from chatnode.server import ChatNode, ConfigError
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.conftest import PASSWORD, signup
@@ -460,3 +461,11 @@ async def test_one_request_id_for_two_kinds_of_call_names_two_requests(stub: Stu
         pb.DeleteMessagesRequest(message_ids=[sent.message_id], request_id="same"), metadata=auth
     )
     assert deleted.deleted_count == 1
+
+
+async def test_a_second_node_on_the_same_address_refuses_to_start(node: ChatNode, tmp_path) -> None:
+    """grpc binds with SO_REUSEPORT unless told not to: a stale process on a node's port
+    would then take half of its connections without a word."""
+    twin = ChatNode(dataclasses.replace(node.config, data_dir=tmp_path / "twin"))
+    with pytest.raises(ConfigError, match="cannot listen"):
+        await twin.start()  # the process exits on this (chatnode.main: exit 1, one line)
