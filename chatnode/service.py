@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import functools
 import secrets
 import threading
@@ -52,7 +53,13 @@ import grpc
 
 from chatnode import ops, passwords, validation
 from chatnode.applier import Applier
-from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavailable
+from chatnode.errors import (
+    ChatError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.session_cache import SessionCache
 from chatnode.session_stream import SessionStream
@@ -68,6 +75,8 @@ Pending = Awaitable[Any]
 READ_REPLY_MAX_BYTES = 3 << 20  # stay under the client's default 4 MiB receive limit
 REPLAY_PAGE = 256
 DEFAULT_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
+SESSION_STREAMS_PER_USER = 8
+"""Open Session streams per user on this node, like Subscribe's: one per device or tab."""
 RENEW_STEPS_PER_TTL = 100
 """A session is renewed at most this many times per TTL; it may outlive the TTL by one step."""
 
@@ -153,6 +162,7 @@ class ChatService:
         self._session_ttl_ms = session_ttl_ms
         self._now_ms = wall_clock_ms
         self._hashes = passwords.HashPool()
+        self._session_streams: collections.Counter[str] = collections.Counter()
 
     def set_wall_clock(self, wall_clock_ms: Callable[[], int]) -> None:
         """Judge sessions by another clock from now on (tests move time by hand)."""
@@ -445,10 +455,21 @@ class ChatService:
     ) -> AsyncIterator[pb.ServerFrame]:
         """One stream for a logged-in client's calls (see chatnode.session_stream)."""
         caller = await self.authenticate(context)
-        stream = SessionStream(self, context, caller.session.username)
-        first = pb.ServerFrame(leader=_leader_event(self._current_leader()).leader)
-        async for frame in stream.frames(requests, first):
-            yield frame
+        username = caller.session.username
+        if self._session_streams[username] >= SESSION_STREAMS_PER_USER:
+            raise ResourceExhausted(
+                f"at most {SESSION_STREAMS_PER_USER} open Session streams per user; close one"
+            )
+        self._session_streams[username] += 1
+        try:
+            stream = SessionStream(self, context, username)
+            first = pb.ServerFrame(leader=_leader_event(self._current_leader()).leader)
+            async for frame in stream.frames(requests, first):
+                yield frame
+        finally:
+            self._session_streams[username] -= 1
+            if not self._session_streams[username]:
+                del self._session_streams[username]
 
     @property
     def hub(self) -> LiveHub:

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from chatnode.server import ChatNode, NodeConfig
+from chatnode.service import SESSION_STREAMS_PER_USER
 from chatnode.session_stream import IN_FLIGHT_MAX
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
@@ -278,6 +279,28 @@ async def test_a_second_subscribe_on_one_stream_is_refused(alice: Stream) -> Non
     assert (await alice.read()).WhichOneof("event") == "subscribe"
     await alice.send("sub2", subscribe=pb.SubscribeRequest())
     assert error_of(await alice.read()) == CODE.INVALID_ARGUMENT
+
+
+async def test_a_user_holds_a_bounded_number_of_open_streams(
+    stub: chat_pb2_grpc.ChatServiceStub,
+) -> None:
+    auth = await signup(stub, "carol")
+    streams = [Stream(stub, auth) for _ in range(SESSION_STREAMS_PER_USER)]
+    for stream in streams:
+        await stream.opened()
+    await Stream(stub, auth).ended(CODE.RESOURCE_EXHAUSTED)
+    streams.pop().call.cancel()
+    async with asyncio.timeout(WAIT_S):  # the server notices the cancel soon after
+        while True:
+            again = Stream(stub, auth)
+            try:
+                await again.opened()
+                break
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == CODE.RESOURCE_EXHAUSTED
+                await asyncio.sleep(0.05)
+    for stream in (*streams, again):
+        stream.call.cancel()
 
 
 # -- authentication for the stream's life --------------------------------------------
