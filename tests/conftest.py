@@ -17,8 +17,7 @@ from proto import chat_pb2_grpc
 from tests.cluster import free_port
 
 PASSWORD = "correct horse"
-FAST_LEASE_MS = 600  # in-process multi-node clusters: a fresh cluster elects after a lease;
-# three nodes share one event loop and one disk here, whose fsyncs stall for up to ~300 ms
+FAST_LEASE_MS = 300  # for in-process multi-node clusters: a fresh cluster elects after a lease
 
 
 @pytest.fixture
