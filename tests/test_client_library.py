@@ -395,8 +395,9 @@ async def test_a_retry_reuses_the_request_id_so_one_message_is_stored(
             sent = await sender.send_message("bob", "exactly once")
         finally:
             await sender.close()
-    first, retry = (pb.SendMessageRequest.FromString(r) for r in proxy.seen)
-    assert first.request_id and first.request_id == retry.request_id
+    # Two attempts, or more when the node also blipped its leadership meanwhile: one id.
+    first, *retries = (pb.SendMessageRequest.FromString(r) for r in proxy.seen)
+    assert retries and first.request_id and all(r == first for r in retries)
     assert sent.message_id == pb.SendMessageResponse.FromString(proxy.replies[0]).message_id
     unread = await bob.read_messages()
     assert [m.body for m in unread.messages] == ["exactly once"] and unread.remaining == 0
@@ -427,9 +428,11 @@ async def test_a_call_whose_reply_is_lost_is_retried_with_its_id_and_acts_once(
         finally:
             await jane.close()
     request_type = getattr(pb, SERVICE.methods_by_name[method].input_type.name)
-    first, retry = (request_type.FromString(r) for r in proxy.seen)
-    assert first.request_id and first == retry
-    assert proxy.replies[0] == proxy.replies[1]
+    # Two attempts, or more when the node also blipped its leadership meanwhile: one id,
+    # and every reply the node gave is the first one.
+    first, *retries = (request_type.FromString(r) for r in proxy.seen)
+    assert retries and first.request_id and all(r == first for r in retries)
+    assert len(proxy.replies) >= 2 and all(r == proxy.replies[0] for r in proxy.replies)
     expected: dict[str, object] = {"MarkRead": 3, "DeleteMessages": 2}
     if method == "ReadMessages":
         assert [m.id for m in result.messages] == ids[:2] and result.remaining == 1
