@@ -88,12 +88,17 @@ async def alice(stub: chat_pb2_grpc.ChatServiceStub) -> AsyncIterator[Stream]:
 async def test_pipelined_calls_take_effect_and_are_answered_in_the_order_sent(
     alice: Stream,
 ) -> None:
-    """Many calls written before any reply is read: replies come back tagged, in the order
-    sent, and the message ids (commit order) increase in that order too."""
+    """Calls kept a full window ahead of the replies (IN_FLIGHT_MAX unanswered, never more,
+    which would be refused at once): replies come back tagged, in the order sent, and the
+    message ids (commit order) increase in that order too."""
     ids = [f"r{i}" for i in range(200)]
-    for request_id in ids:
+    for request_id in ids[:IN_FLIGHT_MAX]:
         await alice.send(request_id, **send("bob", request_id))
-    replies = [await alice.read() for _ in ids]
+    replies = []
+    for request_id in ids[IN_FLIGHT_MAX:]:
+        replies.append(await alice.read())
+        await alice.send(request_id, **send("bob", request_id))
+    replies += [await alice.read() for _ in range(IN_FLIGHT_MAX)]
     assert [r.request_id for r in replies] == ids
     message_ids = [r.send_message.message_id for r in replies]
     assert message_ids == sorted(message_ids) and len(set(message_ids)) == len(ids)
