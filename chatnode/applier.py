@@ -23,7 +23,7 @@ from chatnode.live import LiveHub
 from chatnode.session_cache import SessionCache
 from chatnode.state import ChatState, StoredMessage
 from coord.boundary import Coordinator, Entry, EntryKind
-from coord.disk import DiskGuard
+from coord.shell.disk import DiskGuard
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

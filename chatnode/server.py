@@ -18,10 +18,10 @@ from chatnode.live import LiveHub
 from chatnode.rpc import SERVICE, chat_handler
 from chatnode.service import DEFAULT_SESSION_TTL_MS, ChatService, ReadPool
 from chatnode.state import ChatState
-from coord.auth import Authenticator, PeerAuthInterceptor
-from coord.metrics import PEER_REFUSED
-from coord.replicated import PeerSettings, ReplicatedCoordinator
-from coord.settings import Settings
+from coord.core.settings import Settings
+from coord.shell.auth import Authenticator, PeerAuthInterceptor
+from coord.shell.driver import PeerSettings, ReplicatedCoordinator
+from coord.shell.metrics import PEER_REFUSED
 from proto.credentials import ClusterSecret, node_role
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ A backup is a consistent copy of a node's ``state.db`` (its applied index is in
 the copy's ``meta`` table) plus one row, ``backup_origin``, saying which term
 and cluster config the node had when the copy was taken. A restore turns it
 into the data dir of the only member of a *new* cluster, laid out exactly as a
-follower's is after it installed a leader's snapshot (coord/log_store.py,
-coord/snapshots.py): a log that starts after the backup's index, under a
+follower's is after it installed a leader's snapshot (coord/shell/log_store.py,
+coord/shell/snapshots.py): a log that starts after the backup's index, under a
 single-member config, with the state restored from a staged copy.
 
 Unlike the rest of ``client``, this module imports server code (``coord`` and
@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatnode.state import ChatState
-from coord.config import ClusterConfig, config_entry
-from coord.errors import CoordError
-from coord.log import HardState, SnapshotMeta
-from coord.log_store import LogStore
-from coord.snapshots import fsync_folder, staged_path
+from coord.core.config import ClusterConfig, config_entry
+from coord.core.errors import CoordError
+from coord.core.log import HardState, SnapshotMeta
+from coord.shell.log_store import LogStore
+from coord.shell.snapshots import fsync_folder, staged_path
 
 PAGES_PER_STEP = 256  # 1 MiB of 4 KiB pages per backup step
 STEP_PAUSE_S = 0.002  # between steps, so the copy never hogs the disk the node fsyncs on
@@ -268,7 +268,7 @@ def install(
 ) -> None:
     """Lay out data_dir as a node that installed a snapshot at index, by the node's own path.
 
-    The steps are the follower's (coord/replicated.py): stage the copy under
+    The steps are the follower's (coord/shell/driver.py): stage the copy under
     its snapshot name, then one log transaction that starts the log after
     index under the new config and marks the restore pending, then
     ChatState.restore_from, then clear the mark. A crash after the log

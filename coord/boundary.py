@@ -9,9 +9,6 @@ is what lets replication replace the single-replica log without touching
 
 from __future__ import annotations
 
-import enum
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,30 +16,19 @@ from typing import Protocol
 
 import grpc
 
+from coord.core.entry import Entry, EntryKind
 
-class EntryKind(enum.IntEnum):
-    """Log entry kinds as stored on disk (DESIGN.md section 3)."""
-
-    OP = 1
-    NOOP = 2
-    CONFIG = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One log entry. Only ``OP`` entries carry a payload for the state machine."""
-
-    index: int
-    term: int
-    kind: EntryKind
-    payload: bytes
-
-    @property
-    def checksum(self) -> int:
-        """CRC-32 of everything the entry says. Stored and sent with it, checked when it is
-        read back or received, so a flipped bit on a disk or a link is found, not applied."""
-        header = struct.pack(">QQB", self.index, self.term, int(self.kind))
-        return zlib.crc32(self.payload, zlib.crc32(header))
+__all__ = [
+    "Coordinator",
+    "Entry",
+    "EntryKind",
+    "LeaderView",
+    "MemberStatus",
+    "NotLeader",
+    "Proposal",
+    "StateHooks",
+    "Status",
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,9 +23,9 @@ import pytest
 
 from chatnode.state import ChatReader, ChatState
 from client.backup import STATE_TABLES, check_backup
-from coord.config import ClusterConfig, config_entry
-from coord.log import HardState
-from coord.log_store import LogStore
+from coord.core.config import ClusterConfig, config_entry
+from coord.core.log import HardState
+from coord.shell.log_store import LogStore
 from proto import chat_pb2 as pb
 from proto.credentials import write_new_secret
 from tests.cluster import Cluster, NodeProcess, free_port, local_cluster

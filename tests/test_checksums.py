@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from coord import codec
 from coord.boundary import Entry, EntryKind
-from coord.log import HardState
-from coord.log_store import CorruptLog, LogStore
+from coord.core.log import HardState
+from coord.shell import codec
+from coord.shell.log_store import CorruptLog, LogStore
 
 ENTRIES = [Entry(i, 1, EntryKind.OP, b"op %d" % i) for i in range(1, 6)]
 

@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from coord.config import ClusterConfig
-from coord.errors import LocalProtocolError, RemoteProtocolError
+from coord.core.config import ClusterConfig
+from coord.core.errors import LocalProtocolError, RemoteProtocolError
 
 
 def members(n: int) -> dict[int, str]:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from coord.config import ClusterConfig
-from coord.core import Node, Role
-from coord.election import decide
-from coord.harness import TEST_SETTINGS, Cluster
-from coord.messages import VoteReply, VoteRequest
+from coord.core.config import ClusterConfig
+from coord.core.election import decide
+from coord.core.messages import VoteReply, VoteRequest
+from coord.core.node import Node, Role
+from coord.testing.harness import TEST_SETTINGS, Cluster
 
 FAILSTOP = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=1)
 QUORUM = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=2)

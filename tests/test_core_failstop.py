@@ -12,12 +12,12 @@ import types
 
 import pytest
 
-from coord.core import Node, Role
-from coord.errors import LocalProtocolError
-from coord.harness import TEST_SETTINGS, Cluster, MemoryShell
-from coord.messages import Append, Message, VoteRequest
-from coord.ready import Ready
-from coord.ready_order import split_messages
+from coord.core.errors import LocalProtocolError
+from coord.core.messages import Append, Message, VoteRequest
+from coord.core.node import Node, Role
+from coord.core.ready import Ready
+from coord.core.ready_order import split_messages
+from coord.testing.harness import TEST_SETTINGS, Cluster, MemoryShell
 
 LEASE = TEST_SETTINGS.lease_ms
 

@@ -29,11 +29,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coord.boundary import Entry, EntryKind
-from coord.config import ClusterConfig
-from coord.core import Node
-from coord.errors import NotLeader, RemoteProtocolError
-from coord.harness import TEST_SETTINGS, Cluster
-from coord.messages import (
+from coord.core.config import ClusterConfig
+from coord.core.errors import NotLeader, RemoteProtocolError
+from coord.core.messages import (
     MAX_INT64,
     Append,
     AppendReply,
@@ -43,6 +41,8 @@ from coord.messages import (
     VoteReply,
     VoteRequest,
 )
+from coord.core.node import Node
+from coord.testing.harness import TEST_SETTINGS, Cluster
 from tests.test_core_validation import observe
 
 INTS = st.one_of(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coord.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, Cluster
 
 LEASE = TEST_SETTINGS.lease_ms
 

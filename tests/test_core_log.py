@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coord.boundary import Entry, EntryKind
-from coord.config import ClusterConfig, config_entry
-from coord.errors import LocalProtocolError
-from coord.log import MemoryStorage, RaftLog, SnapshotMeta
+from coord.core.config import ClusterConfig, config_entry
+from coord.core.errors import LocalProtocolError
+from coord.core.log import MemoryStorage, RaftLog, SnapshotMeta
 
 
 def op(index: int, term: int, payload: bytes = b"x") -> Entry:

@@ -12,10 +12,10 @@ from dataclasses import replace
 
 import pytest
 
-from coord.core import RemoveMember, Role
-from coord.errors import RemoteProtocolError
-from coord.harness import TEST_SETTINGS, Cluster
-from coord.messages import Append, AppendReply, VoteRequest
+from coord.core.errors import RemoteProtocolError
+from coord.core.messages import Append, AppendReply, VoteRequest
+from coord.core.node import RemoveMember, Role
+from coord.testing.harness import TEST_SETTINGS, Cluster
 
 LEASE = TEST_SETTINGS.lease_ms
 
@@ -214,7 +214,7 @@ def test_a_late_snapshot_ack_to_a_re_added_members_earlier_bookkeeping_is_ignore
     node 3, node 3 was removed and added back in the same term (new bookkeeping, no
     order), then its ack of the first snapshot arrived. Honest: ignored, not refused.
     A snapshot ack from a peer never sent one this term is still refused."""
-    from coord.progress import Progress
+    from coord.core.progress import Progress
 
     cluster = Cluster(3)
     leader = cluster.elect()

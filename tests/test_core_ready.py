@@ -6,12 +6,12 @@ import random
 
 import pytest
 
-from coord.config import ClusterConfig
-from coord.core import Node
-from coord.errors import NotLeader
-from coord.harness import TEST_SETTINGS, Cluster
-from coord.log import MemoryStorage
-from coord.messages import Append, AppendReply
+from coord.core.config import ClusterConfig
+from coord.core.errors import NotLeader
+from coord.core.log import MemoryStorage
+from coord.core.messages import Append, AppendReply
+from coord.core.node import Node
+from coord.testing.harness import TEST_SETTINGS, Cluster
 
 
 def single_node_leader() -> tuple[Node, MemoryStorage, int]:

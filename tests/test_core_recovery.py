@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coord.core import AddMember, RemoveMember, Role
-from coord.errors import LocalProtocolError, NotLeader
-from coord.harness import TEST_SETTINGS, Cluster
+from coord.core.errors import LocalProtocolError, NotLeader
+from coord.core.node import AddMember, RemoveMember, Role
+from coord.testing.harness import TEST_SETTINGS, Cluster
 
 LEASE = TEST_SETTINGS.lease_ms
 

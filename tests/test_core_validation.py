@@ -14,11 +14,9 @@ from typing import Any
 import pytest
 
 from coord.boundary import Entry, EntryKind
-from coord.config import ClusterConfig, config_entry
-from coord.core import Node
-from coord.errors import RemoteProtocolError
-from coord.harness import TEST_SETTINGS, Cluster
-from coord.messages import (
+from coord.core.config import ClusterConfig, config_entry
+from coord.core.errors import RemoteProtocolError
+from coord.core.messages import (
     MAX_INT64,
     Append,
     AppendReply,
@@ -28,6 +26,8 @@ from coord.messages import (
     VoteReply,
     VoteRequest,
 )
+from coord.core.node import Node
+from coord.testing.harness import TEST_SETTINGS, Cluster
 
 
 def observe(node: Node) -> tuple[Any, ...]:

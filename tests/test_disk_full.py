@@ -5,7 +5,7 @@ root, skipped otherwise) that the test fills with a junk file while writes
 run, then empties. Whether the full node is a follower or the leader, every
 write the cluster acknowledged is kept exactly once, the node reports the
 fault in ``GetClusterStatus`` meanwhile, and it catches up afterwards without
-a restart (coord/disk.py).
+a restart (coord/shell/disk.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""coord/disk.py: a full disk is waited out and reported; an I/O error or a bug is not."""
+"""coord/shell/disk.py: a full disk is waited out and reported; an I/O error or a bug is not."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from coord import disk
-from coord.disk import DiskGuard
+from coord.shell import disk
+from coord.shell.disk import DiskGuard
 
 
 @pytest.fixture(autouse=True)

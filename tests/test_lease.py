@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from coord.core import Role
-from coord.errors import NotLeader
-from coord.harness import TEST_SETTINGS, Cluster
-from coord.lease import FollowerLease, leader_lease_holds
+from coord.core.errors import NotLeader
+from coord.core.lease import FollowerLease, leader_lease_holds
+from coord.core.node import Role
+from coord.testing.harness import TEST_SETTINGS, Cluster
 
 LEASE = TEST_SETTINGS.lease_ms
 

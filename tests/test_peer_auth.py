@@ -23,8 +23,8 @@ import pytest
 from google.protobuf.message import Message
 
 from chatnode.server import ChatNode, TlsFiles
-from coord.auth import OPEN_SERVICES
-from coord.metrics import PEER_REFUSED
+from coord.shell.auth import OPEN_SERVICES
+from coord.shell.metrics import PEER_REFUSED
 from proto import chat_pb2, replication_pb2
 from proto import replication_pb2 as rpb
 from proto.credentials import (

@@ -1,7 +1,7 @@
 """The simulator: random schedules over the whole envelope, and proof that it can fail.
 
 ``test_grid_cell`` runs a small sample of every cell of the sweep grid
-(coord/sim_sweep.py; the long run is ``python -m coord.sim sweep``). Cells
+(coord/testing/sim_sweep.py; the long run is ``python -m coord.sim sweep``). Cells
 the core does not pass yet are listed in ``KNOWN_FAILING`` with what fails
 there and are marked ``xfail(strict=False)``: whoever fixes the core deletes
 their entry (an XPASS in the output says a cell passes its CI seeds now).
@@ -11,26 +11,26 @@ from __future__ import annotations
 
 import pytest
 
-from coord.config import ClusterConfig
-from coord.core import Node, Role
-from coord.harness import TEST_SETTINGS, MemoryShell
-from coord.log import HardState
-from coord.messages import Append, AppendReply
-from coord.ready import Ready
-from coord.ready_order import split_messages
-from coord.sim import (
+from coord.core.config import ClusterConfig
+from coord.core.log import HardState
+from coord.core.messages import Append, AppendReply
+from coord.core.node import Node, Role
+from coord.core.ready import Ready
+from coord.core.ready_order import split_messages
+from coord.sim import main
+from coord.testing.harness import TEST_SETTINGS, MemoryShell
+from coord.testing.sim import (
     MODES,
     Result,
     Schedule,
     ShellBugs,
     Simulator,
-    main,
     replay_command,
     report,
     run_seeds,
 )
-from coord.sim_sweep import Cell, grid
-from coord.sim_sweep import main as sweep_main
+from coord.testing.sim_sweep import Cell, grid
+from coord.testing.sim_sweep import main as sweep_main
 
 SEEDS_PER_MODE = 800
 CHUNK = 400

@@ -1,4 +1,4 @@
-"""Staging a snapshot stream (coord/snapshots.py): only whole, as-sent copies get a staged name.
+"""Staging a snapshot stream (coord/shell/snapshots.py): only whole, as-sent copies get staged.
 
 The receiving side checks who sends and how much before writing a byte, keeps
 each sender's stream in its own file, and checks the size and SHA-256 before
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from coord import snapshots
-from coord.config import ClusterConfig, config_entry
+from coord.core.config import ClusterConfig, config_entry
+from coord.shell import snapshots
 from proto import replication_pb2 as rpb
 
 CONFIG = config_entry(1, 0, ClusterConfig.create({1: "a:1", 2: "b:2"}))

@@ -1,7 +1,7 @@
 """Throwaway certificates for TLS tests: a CA, and leaves for 127.0.0.1 written as PEM files.
 
 A leaf may name roles as SAN URIs (``chat://node/2``, ``chat://admin``), the
-way peers and operators prove who they are under mutual TLS (coord/auth.py).
+way peers and operators prove who they are under mutual TLS (coord/shell/auth.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the core hands the shell after its inputs: one frozen :class:`Ready` at a time.
 
-The shell's loop, for each ``Ready`` from :meth:`coord.core.Node.ready`, strictly
+The shell's loop, for each ``Ready`` from :meth:`coord.core.node.Node.ready`, strictly
 in the order they were handed out:
 
 1. ``install_snapshot``: move the staged snapshot into place (temp file, fsync,
@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coord.boundary import Entry
-from coord.log import HardState, SnapshotMeta
-from coord.messages import Message
+from coord.core.entry import Entry
+from coord.core.log import HardState, SnapshotMeta
+from coord.core.messages import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +59,7 @@ class Ready:
     snapshots: tuple[SnapshotOrder, ...] = ()
     committed: tuple[Entry, ...] = ()
     soft_state: SoftState | None = None
-    seq: int = 0  # hand-out order; :meth:`coord.core.Node.synced` names the Ready by it
+    seq: int = 0  # hand-out order; :meth:`coord.core.node.Node.synced` names the Ready by it
 
     def must_sync(self) -> bool:
         """Whether step 2 has anything to write."""

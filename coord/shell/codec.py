@@ -1,6 +1,6 @@
 """Protocol messages <-> protobuf (``proto/replication.proto``).
 
-Each dataclass of :mod:`coord.messages` has a protobuf twin with the same name
+Each dataclass of :mod:`coord.core.messages` has a protobuf twin with the same name
 and field names, so one generic mapping serves them all; only entries need
 converting by hand.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from coord import messages
-from coord.boundary import Entry, EntryKind
+from coord.core import messages
+from coord.core.entry import Entry, EntryKind
 from proto import replication_pb2 as rpb
 
 # oneof field name in PeerMessage for each message type

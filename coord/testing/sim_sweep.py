@@ -22,12 +22,11 @@ each cell's first failure.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from coord.sim import (
+from coord.testing.sim import (
     DEFAULT_STALL_RATE,
     MODES,
     SIM_SETTINGS,
@@ -182,7 +181,3 @@ def main(argv: list[str] | None = None) -> int:
         assert result.first is not None
         print(f"  {result.cell.name}: {replay_command(result.first)}")
     return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

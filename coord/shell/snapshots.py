@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from coord import codec
-from coord.boundary import Entry
+from coord.core.entry import Entry
+from coord.shell import codec
 from proto import replication_pb2 as rpb
 
 CHUNK_BYTES = 1 << 20

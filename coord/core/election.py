@@ -1,6 +1,6 @@
 """Elections: one round of (pre-)votes, and the rule that decides it (DESIGN.md section 3).
 
-A :class:`Ballot` collects :class:`~coord.messages.VoteReply` values, the
+A :class:`Ballot` collects :class:`~coord.core.messages.VoteReply` values, the
 candidate's own state included as a reply from itself, until every voter has
 answered, refused connection, or can be shown unable to answer (see
 :func:`decide` and PROTOCOL.md, "Why fail-stop elections are safe"). Then
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
-from coord.config import ClusterConfig
-from coord.messages import VoteReply
+from coord.core.config import ClusterConfig
+from coord.core.messages import VoteReply
 
 
 @dataclass(slots=True)
@@ -22,7 +22,7 @@ class Ballot:
     """One round: a pre-vote (nobody's term changes) or a vote for ``term``.
 
     ``sent_ms`` is when the requests are known to have left: the shell reported
-    the fsync of the Ready that carried them (:meth:`coord.core.Node.synced`),
+    the fsync of the Ready that carried them (:meth:`coord.core.node.Node.synced`),
     None until then. A voter's silence counts only from there: a candidate
     whose own disk stalls must not take the silence it caused for death.
     ``competing`` are voters whose own vote request for this very term reached

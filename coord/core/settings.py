@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from coord.errors import LocalProtocolError
+from coord.core.errors import LocalProtocolError
 
 
 @dataclass(frozen=True, slots=True)

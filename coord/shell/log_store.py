@@ -1,6 +1,6 @@
 """The durable log, hard state and snapshot marker in SQLite (WAL, ``synchronous=FULL``).
 
-It is the :class:`coord.log.Storage` the protocol core reads, plus the writes
+It is the :class:`coord.core.log.Storage` the protocol core reads, plus the writes
 the shell performs for each ``Ready``. One :meth:`LogStore.save` is one
 transaction and one fsync however many entries it carries, which is what group
 commit rests on. Writes run on one worker thread over their own connection;
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import sqlite_utils
 
-from coord.boundary import Entry, EntryKind
-from coord.errors import LocalProtocolError
-from coord.log import HardState, SnapshotMeta, take_batch
-from coord.metrics import LOG_ENTRIES, LOG_FSYNCS
+from coord.core.entry import Entry, EntryKind
+from coord.core.errors import LocalProtocolError
+from coord.core.log import HardState, SnapshotMeta, take_batch
+from coord.shell.metrics import LOG_ENTRIES, LOG_FSYNCS
 
 _ENTRY_COLUMNS = "idx, term, kind, payload, crc"
 

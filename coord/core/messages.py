@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from coord.boundary import Entry, EntryKind
-from coord.errors import RemoteProtocolError
+from coord.core.entry import Entry, EntryKind
+from coord.core.errors import RemoteProtocolError
 
 MAX_INT64 = 2**63 - 1
 """The largest value any field may hold: SQLite stores integers as signed int64."""
@@ -139,7 +139,7 @@ def check_shape(msg: Message) -> None:
     Every integer must fit SQLite's signed int64 (a term of 2**63 would make
     the hard-state write fail on every later attempt), counts and indexes must
     not be negative, ids are positive, entries have a known kind. The checks
-    that need the receiver's state live in :mod:`coord.core`.
+    that need the receiver's state live in :mod:`coord.core.node`.
     """
     for field in fields(msg):
         value = getattr(msg, field.name)

@@ -1,7 +1,7 @@
-"""When each message of a :class:`~coord.ready.Ready` may leave: before or after its fsync.
+"""When each message of a :class:`~coord.core.ready.Ready` may leave: before or after its fsync.
 
-One pure rule shared by the production shell (:mod:`coord.replicated`) and the
-simulated one (:mod:`coord.sim`), so the simulator checks the order that runs
+One pure rule shared by the production shell (:mod:`coord.shell.driver`) and the
+simulated one (:mod:`coord.testing.sim`), so the simulator checks the order that runs
 in production rather than a copy of it.
 
 The rule (etcd raft's, Raft thesis section 10.2.1): a leader's ``Append``
@@ -24,8 +24,8 @@ it.
 
 from __future__ import annotations
 
-from coord.messages import Append, Message
-from coord.ready import Ready
+from coord.core.messages import Append, Message
+from coord.core.ready import Ready
 
 Outgoing = list[tuple[int, Message]]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coord.log import NO_NODE
+from coord.core.log import NO_NODE
 
 
 @dataclass(slots=True)

@@ -5,8 +5,8 @@ clock): :meth:`Node.tick`, :meth:`Node.receive`, :meth:`Node.propose`,
 :meth:`Node.persisted`, :meth:`Node.peer_unreachable`, and the operator's
 :meth:`Node.transfer_leadership`, :meth:`Node.force_leader`,
 :meth:`Node.propose_config_change`. Outputs accumulate until the shell drains
-them with :meth:`Node.ready` (see :mod:`coord.ready` for what the shell must do
-with each :class:`~coord.ready.Ready`, in which order). Proposals made between
+them with :meth:`Node.ready` (see :mod:`coord.core.ready` for what the shell must do
+with each :class:`~coord.core.ready.Ready`, in which order). Proposals made between
 two ``ready()`` calls share one batch, one fsync and one message per follower.
 
 Stalls: every input's ``now_ms`` is compared with the previous input's. A gap
@@ -14,7 +14,7 @@ longer than two heartbeats makes a leader measure its followers afresh (only
 heartbeats it sends from now on can time out), whatever input came first, so
 the shell may deliver the messages that queued up during the stall before or
 after the first tick. A gap longer than ``stall_ms`` sets ``restarted`` and
-makes a leader or candidate step down (see :class:`coord.settings.Settings`).
+makes a leader or candidate step down (see :class:`coord.core.settings.Settings`).
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import random
 from collections import deque
 from dataclasses import dataclass, replace
 
-from coord.boundary import Entry, EntryKind
-from coord.config import ClusterConfig, View, config_entry
-from coord.election import Ballot, Decision, decide
-from coord.errors import LocalProtocolError, NotLeader, RemoteProtocolError
-from coord.lease import FollowerLease, leader_lease_holds
-from coord.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
-from coord.messages import (
+from coord.core.config import ClusterConfig, View, config_entry
+from coord.core.election import Ballot, Decision, decide
+from coord.core.entry import Entry, EntryKind
+from coord.core.errors import LocalProtocolError, NotLeader, RemoteProtocolError
+from coord.core.lease import FollowerLease, leader_lease_holds
+from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
+from coord.core.messages import (
     MAX_INT64,
     Append,
     AppendReply,
@@ -41,9 +41,9 @@ from coord.messages import (
     VoteRequest,
     check_shape,
 )
-from coord.progress import Mode, Progress
-from coord.ready import Ready, SnapshotOrder, SoftState
-from coord.settings import Settings
+from coord.core.progress import Mode, Progress
+from coord.core.ready import Ready, SnapshotOrder, SoftState
+from coord.core.settings import Settings
 
 
 class Role(enum.StrEnum):

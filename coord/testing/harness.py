@@ -1,8 +1,8 @@
 """In-memory shells and a hand-driven cluster: how tests and the simulator drive nodes.
 
 :class:`MemoryShell` does for one node what the gRPC + SQLite shell does: it
-carries out each :class:`~coord.ready.Ready` in the documented order over a
-:class:`~coord.log.MemoryStorage`, applies committed entries to a toy state
+carries out each :class:`~coord.core.ready.Ready` in the documented order over a
+:class:`~coord.core.log.MemoryStorage`, applies committed entries to a toy state
 machine (a running checksum), and makes and installs snapshots of it.
 
 :class:`Cluster` wires shells together on one fake clock for tests that drive
@@ -20,14 +20,14 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from coord.boundary import Entry, EntryKind
-from coord.config import ClusterConfig
-from coord.core import Node, Role
-from coord.errors import RemoteProtocolError
-from coord.log import MemoryStorage, SnapshotMeta
-from coord.messages import InstallSnapshot, Message
-from coord.ready import Ready, SnapshotOrder
-from coord.settings import Settings
+from coord.core.config import ClusterConfig
+from coord.core.entry import Entry, EntryKind
+from coord.core.errors import RemoteProtocolError
+from coord.core.log import MemoryStorage, SnapshotMeta
+from coord.core.messages import InstallSnapshot, Message
+from coord.core.node import Node, Role
+from coord.core.ready import Ready, SnapshotOrder
+from coord.core.settings import Settings
 
 NodeFactory = Callable[..., Node]
 Outgoing = list[tuple[int, Message]]
@@ -122,7 +122,7 @@ class MemoryShell:
         self.checkpointed = (self.applied_index, self.checksum, self.applied_config)
 
     def handle(self, ready: Ready, now_ms: int) -> tuple[Outgoing, list[SnapshotOrder]]:
-        """Carry out one Ready in the order :mod:`coord.ready` prescribes."""
+        """Carry out one Ready in the order :mod:`coord.core.ready` prescribes."""
         self.persist(ready)
         self.synced(ready, now_ms)
         self.apply(ready)

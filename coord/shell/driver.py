@@ -1,7 +1,7 @@
 """The coordinator shell: the sans-IO core driven by asyncio, SQLite and gRPC.
 
 One driver task carries out the core's ``Ready`` values strictly in order
-(:mod:`coord.ready`): persist (in a worker thread, one transaction and one
+(:mod:`coord.core.ready`): persist (in a worker thread, one transaction and one
 fsync per Ready), then send, then hand committed entries to the state machine.
 Proposals and messages that arrive while an fsync is running accumulate in the
 core and leave together in the next Ready: that is group commit, and the
@@ -9,7 +9,7 @@ reason one fsync serves many client calls.
 
 One exception to "persist, then send": a leader's ``Append`` messages leave
 before the leader's own fsync, unless the Ready changes the term or vote
-(:mod:`coord.ready_order`, shared with the simulator). A follower may then
+(:mod:`coord.core.ready_order`, shared with the simulator). A follower may then
 hold entries the leader never persisted, which Raft allows (they were never
 acknowledged); it means the follower's fsync overlaps the leader's instead of
 following it.
@@ -32,9 +32,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from coord import errors as core_errors
-from coord import snapshots
-from coord.auth import speaks_for_another
 from coord.boundary import (
     Entry,
     LeaderView,
@@ -44,17 +41,20 @@ from coord.boundary import (
     StateHooks,
     Status,
 )
-from coord.config import ClusterConfig
-from coord.core import ConfigChange, Node, Role
-from coord.disk import DiskGuard
-from coord.log_store import LogStore
-from coord.messages import Append, InstallSnapshot, Message
-from coord.metrics import HEARTBEAT_GAP
-from coord.ready import Ready, SnapshotOrder, SoftState
-from coord.ready_order import split_messages
-from coord.services import AdminService, ReplicationService
-from coord.settings import Settings
-from coord.transport import Transport
+from coord.core import errors as core_errors
+from coord.core.config import ClusterConfig
+from coord.core.messages import Append, InstallSnapshot, Message
+from coord.core.node import ConfigChange, Node, Role
+from coord.core.ready import Ready, SnapshotOrder, SoftState
+from coord.core.ready_order import split_messages
+from coord.core.settings import Settings
+from coord.shell import snapshots
+from coord.shell.auth import speaks_for_another
+from coord.shell.disk import DiskGuard
+from coord.shell.log_store import LogStore
+from coord.shell.metrics import HEARTBEAT_GAP
+from coord.shell.services import AdminService, ReplicationService
+from coord.shell.transport import Transport
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 from proto.credentials import Metadata
@@ -368,7 +368,7 @@ class ReplicatedCoordinator:
         """Run blocking log-store work on the store's own thread."""
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
-    # -- operator verbs (coord.services.AdminService) ------------------------------------
+    # -- operator verbs (coord.shell.services.AdminService) ------------------------------------
 
     def change_members(self, change: ConfigChange) -> int:
         index, _ = self.node.propose_config_change(change, now_ms())
@@ -435,7 +435,7 @@ class ReplicatedCoordinator:
             self._progress.set()
 
     async def _handle(self, ready: Ready) -> None:
-        """Carry out one Ready in the order coord.ready prescribes."""
+        """Carry out one Ready in the order coord.core.ready prescribes."""
         early, later = split_messages(ready, leading=self.node.role is Role.LEADER)
         for to, msg in early:
             self.transport.send(to, msg)

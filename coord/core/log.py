@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from coord.boundary import Entry, EntryKind
-from coord.errors import LocalProtocolError
+from coord.core.entry import Entry, EntryKind
+from coord.core.errors import LocalProtocolError
 
 NO_NODE = 0
 

@@ -16,7 +16,7 @@ TCP connect to the peer's address: a *refused* connection means no process
 serves there, which the core may act on at once instead of waiting out a lease.
 
 Who may speak: every call this node makes carries its credentials
-(:mod:`coord.auth`), and every batch it receives must come from the member
+(:mod:`coord.shell.auth`), and every batch it receives must come from the member
 the call was authenticated as. A batch is checked whole before any of it
 reaches the core: it must decode, name that member in ``from_id`` and in every
 message's ``sender``, and pass the coordinator's membership check. Otherwise
@@ -35,10 +35,15 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from coord import codec
-from coord.auth import authenticated_peer, speaks_for_another
-from coord.messages import Message
-from coord.metrics import PEER_ENTRIES_SENT, PEER_ENTRY_WRITES, PEER_REFUSED, PEER_SEND_DROPPED
+from coord.core.messages import Message
+from coord.shell import codec
+from coord.shell.auth import authenticated_peer, speaks_for_another
+from coord.shell.metrics import (
+    PEER_ENTRIES_SENT,
+    PEER_ENTRY_WRITES,
+    PEER_REFUSED,
+    PEER_SEND_DROPPED,
+)
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 from proto.credentials import Metadata

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from coord import errors as core_errors
-from coord import snapshots
-from coord.auth import Denied, authenticated_peer
-from coord.core import AddMember, RemoveMember
+from coord.core import errors as core_errors
+from coord.core.node import AddMember, RemoveMember
+from coord.shell import snapshots
+from coord.shell.auth import Denied, authenticated_peer
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 
 if TYPE_CHECKING:  # the coordinator registers these services, so it imports us
-    from coord.replicated import ReplicatedCoordinator
+    from coord.shell.driver import ReplicatedCoordinator
 
 
 class ReplicationService(replication_pb2_grpc.ReplicationServicer):

@@ -18,9 +18,9 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from coord.boundary import Entry, EntryKind
-from coord.errors import LocalProtocolError, RemoteProtocolError
-from coord.messages import MAX_INT64
+from coord.core.entry import Entry, EntryKind
+from coord.core.errors import LocalProtocolError, RemoteProtocolError
+from coord.core.messages import MAX_INT64
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from coord.metrics import DISK_FAULTS
+from coord.shell.metrics import DISK_FAULTS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
