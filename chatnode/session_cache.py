@@ -12,7 +12,7 @@ them, least recently used out first.
 
 The cache must never be stale: a mutating call is judged again when its op
 applies, but a read-only one (ListAccounts, Subscribe) is answered on the
-cache's word alone. tests/test_api.py fails when an invalidation is missed.
+cache's word alone. tests/api/test_api.py fails when an invalidation is missed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Regenerate the Python stubs from ``proto/*.proto``: ``python -m proto.generate``.
 
 Stubs are committed so that an installed wheel needs no code generator at run
-time; ``tests/test_stubs.py`` regenerates them into a temporary folder and fails
+time; ``tests/api/test_stubs.py`` regenerates them into a temporary folder and fails
 when the committed copies are stale.
 """
 

@@ -1,23 +1,47 @@
-"""Shared fixtures: an in-process chat node on a free loopback port, and a client stub."""
+"""Shared fixtures (an in-process chat node on a free loopback port, and a client stub), and
+the tier markers: every test is marked with the folder it sits in.
+
+| folder | marker | what runs |
+|---|---|---|
+| tests/core | core | the sans-IO protocol core, the simulator: no I/O, a fake clock |
+| tests/shell | shell | the coordinator's storage and disk pieces, on files in tmp_path |
+| tests/chat | chat | the chat state machine and the history checker, no network |
+| tests/api | api | chat nodes in this process, called over gRPC on loopback |
+| tests/cluster | cluster | real chatnode processes, network-namespace hosts, chatctl |
+| tests/ui | ui | the terminal client, in-process and in a pseudo-terminal |
+
+``pytest -m "not cluster"`` runs everything that starts no process of its own.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 
 from chatnode.server import ChatNode, NodeConfig
-from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
-from tests.cluster import free_port
+from tests.support.nodes import wait_until_serving
+from tests.support.processes import free_port
 
-PASSWORD = "correct horse"
-FAST_LEASE_MS = 300  # for in-process multi-node clusters: a fresh cluster elects after a lease
+TESTS = Path(__file__).resolve().parent
+TIERS = ("core", "shell", "chat", "api", "cluster", "ui")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for tier in TIERS:
+        config.addinivalue_line("markers", f"{tier}: the tests in tests/{tier}/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        tier = Path(item.fspath).resolve().relative_to(TESTS).parts[0]
+        if tier not in TIERS:
+            where = ", ".join(f"tests/{t}/" for t in TIERS)
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in one of {where}")
+        item.add_marker(tier)
 
 
 @pytest.fixture
@@ -36,65 +60,7 @@ async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
         await chat_node.stop()
 
 
-async def wait_until_serving(chat_node: ChatNode, limit_s: float = 10) -> None:
-    """Wait for the node to elect itself and commit its first entry."""
-    coordinator = chat_node.coordinator
-    async with asyncio.timeout(limit_s):
-        async for view in coordinator.leader_changes():
-            if view is not None and view.leader_id == chat_node.config.node_id:
-                break
-        await coordinator.read_barrier()
-
-
 @pytest.fixture
 async def stub(node: ChatNode) -> AsyncIterator[chat_pb2_grpc.ChatServiceStub]:
     async with grpc.aio.insecure_channel(node.config.address) as channel:
         yield chat_pb2_grpc.ChatServiceStub(channel)
-
-
-async def signup(stub: chat_pb2_grpc.ChatServiceStub, username: str) -> tuple[tuple[str, str], ...]:
-    """Create and log in a user; return the call metadata carrying its token."""
-    await stub.CreateAccount(pb.CreateAccountRequest(username=username, password=PASSWORD))
-    reply = await stub.Login(pb.LoginRequest(username=username, password=PASSWORD))
-    return (("authorization", f"Bearer {reply.session_token}"),)
-
-
-@contextlib.asynccontextmanager
-async def in_process_cluster(
-    tmp_path: Path, options: Callable[[int], dict[str, Any]], size: int = 3
-) -> AsyncIterator[list[ChatNode]]:
-    """`size` nodes in this process on fast leases, NodeConfig fields per node from
-    options(node_id) (credentials among them: a cluster with peers needs some); stopped
-    afterwards."""
-    cluster = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
-    nodes = [
-        ChatNode(
-            NodeConfig(
-                node_id=i,
-                cluster=cluster,
-                data_dir=tmp_path / f"n{i}",
-                lease_ms=FAST_LEASE_MS,
-                heartbeat_ms=FAST_LEASE_MS // 10,
-                **options(i),
-            )
-        )
-        for i in cluster
-    ]
-    for node in nodes:
-        await node.start()
-    try:
-        yield nodes
-    finally:
-        for node in nodes:
-            await node.stop()
-
-
-async def elected(nodes: list[ChatNode], limit_s: float = 10) -> ChatNode:
-    """The node that wins the first election, once it has committed its first entry."""
-    async with asyncio.timeout(limit_s):
-        async for view in nodes[0].coordinator.leader_changes():
-            if view is not None:
-                leader = next(n for n in nodes if n.config.node_id == view.leader_id)
-                await leader.coordinator.read_barrier()
-                return leader
-    raise AssertionError("no leader")

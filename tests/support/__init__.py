@@ -1,0 +1,1 @@
+"""What tests share: process and in-process clusters, fault tools, terminals, TLS files."""
