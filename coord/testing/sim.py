@@ -1,4 +1,4 @@
-"""Deterministic simulation of a whole cluster of protocol cores (DESIGN.md section 6).
+"""Deterministic simulation of a whole cluster of protocol cores (coord/PROTOCOL.md §15).
 
 One seed is one schedule: N nodes whose clocks drift (each runs at its own
 rate, from its own origin), a network that delays and reorders every message
