@@ -50,13 +50,14 @@ from typing import Any
 from coord.core.config import ClusterConfig
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import CoordError
+from coord.core.log import NO_NODE
 from coord.core.messages import Append, AppendReply, Message
 from coord.core.node import AddMember, Node, RemoveMember
 from coord.core.ready import Ready
 from coord.testing.harness import TEST_SETTINGS, Cluster, MemoryShell, StateCopy
 from coord.testing.sim import describe, describe_apply, describe_soft, event_line
 
-__all__ = ["Block", "Interpreter", "parse", "run_file"]
+__all__ = ["Interpreter", "run_file"]
 
 SEPARATOR = "----"
 
@@ -64,16 +65,16 @@ SEPARATOR = "----"
 def start_election(node: Node, now_ms: int) -> None:
     """``campaign ID``: the one place an election is started by hand (a pre-vote, as when
     the node's lease on its leader runs out). Switch to ``Node.campaign`` once it exists."""
-    node._campaign(now_ms, pre_vote=True, transfer_from=0)
+    node._campaign(now_ms, pre_vote=True, transfer_from=NO_NODE)
 
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """One command of a script, the comment lines before it, and its expected output."""
+    """One command of a script and the comment lines before it (its expected output is
+    compared as part of the whole file)."""
 
     comments: tuple[str, ...]
     command: str
-    expected: str
 
 
 def parse(text: str) -> tuple[list[Block], tuple[str, ...]]:
@@ -94,7 +95,7 @@ def parse(text: str) -> tuple[list[Block], tuple[str, ...]]:
         end = i + 2
         while end < len(lines) and lines[end].strip():
             end += 1
-        blocks.append(Block(tuple(comments), line, "\n".join(lines[i + 2 : end])))
+        blocks.append(Block(tuple(comments), line))
         comments = []
         i = end
     return blocks, tuple(comments)
@@ -110,6 +111,17 @@ def render(blocks: list[Block], outputs: list[str], trailer: tuple[str, ...]) ->
     return text + ("\n" + "\n".join(trailer) + "\n" if trailer else "")
 
 
+class TracedNode(Node):
+    """A :class:`Node` that passes each Ready it hands out to ``show`` first."""
+
+    show: Callable[[int, Ready], None]
+
+    def ready(self) -> Ready:
+        ready = super().ready()
+        self.show(self.id, ready)
+        return ready
+
+
 class ScriptCluster(Cluster):
     """The harness's cluster, printing every Ready, message and apply as it happens."""
 
@@ -120,16 +132,10 @@ class ScriptCluster(Cluster):
         super().__init__(n, settings=TEST_SETTINGS, min_insync=min_insync, node_factory=self._node)
 
     def _node(self, *args: Any, **kwargs: Any) -> Node:
-        """The harness's node factory: a :class:`Node` that shows each Ready it hands out."""
-        cluster = self
-
-        class Traced(Node):
-            def ready(self) -> Ready:
-                ready = super().ready()
-                cluster._show_ready(self.id, ready)
-                return ready
-
-        return Traced(*args, **kwargs)
+        """The harness's node factory: a node that shows us each Ready it hands out."""
+        node = TracedNode(*args, **kwargs)
+        node.show = self._show_ready
+        return node
 
     def note(self, node_id: int, text: str) -> None:
         self._out(event_line(self.now, node_id, text))
