@@ -108,7 +108,7 @@ class StateHooks(Protocol):
 
 
 class Coordinator(Protocol):
-    """The boundary of DESIGN.md section 1."""
+    """The boundary of docs/design.md, "Layers and the coordinator boundary"."""
 
     async def start(self, applied_index: int, hooks: StateHooks) -> None:
         """Open storage, recover, and begin taking part in the cluster.

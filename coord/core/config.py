@@ -70,7 +70,7 @@ class ClusterConfig:
 
     @property
     def quorum_mode(self) -> bool:
-        """Elections and commits need a majority of the current members (DESIGN.md section 3)."""
+        """Elections and commits need a majority of the current members (coord/PROTOCOL.md §4)."""
         return self.quorum
 
     @property

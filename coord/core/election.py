@@ -1,4 +1,4 @@
-"""Elections: one round of (pre-)votes, and the rule that decides it (DESIGN.md section 3).
+"""Elections: one round of (pre-)votes, and the rule that decides it (coord/PROTOCOL.md §8).
 
 A :class:`Ballot` collects :class:`~coord.core.messages.VoteReply` values, the
 candidate's own state included as a reply from itself, until every voter has

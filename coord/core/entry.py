@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 
 class EntryKind(enum.IntEnum):
-    """Log entry kinds as stored on disk (DESIGN.md section 3)."""
+    """Log entry kinds as stored on disk (coord/PROTOCOL.md §4)."""
 
     OP = 1
     NOOP = 2

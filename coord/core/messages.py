@@ -82,7 +82,7 @@ class VoteRequest:
 
 @dataclass(frozen=True, slots=True)
 class VoteReply:
-    """A voter's answer, with its whole state in every case (DESIGN.md section 3)."""
+    """A voter's answer, with its whole state in every case (coord/PROTOCOL.md §8.1)."""
 
     term: int
     sender: int

@@ -915,7 +915,7 @@ class Node:
     def _silent(self, ballot: Ballot, now_ms: int) -> set[int]:
         """Voters that would have answered by now if they were alive and not stalled.
 
-        Live nodes answer within the lease (DESIGN.md's model): a lease after
+        Live nodes answer within the lease (coord/PROTOCOL.md §4): a lease after
         our requests left, silence means crashed or stalled, and a stalled node
         learns of its stall before it does anything (it steps down). The leader
         we followed counts from its last message: it sends one every heartbeat
@@ -971,7 +971,7 @@ class Node:
     def _vote_reply(
         self, pre_vote: bool, campaign: int, granted: bool, *, has_live_leader: bool
     ) -> VoteReply:
-        """Our whole state, as DESIGN.md asks a voter to give in every case."""
+        """Our whole state, which a voter gives in every case (coord/PROTOCOL.md §8.1)."""
         view = self.view
         return VoteReply(
             term=self.term,

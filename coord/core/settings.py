@@ -17,13 +17,14 @@ class Settings:
     """Tuning of one node. The shell must call ``tick`` at least every ``heartbeat_ms``.
 
     ``stall_ms`` is the input gap the core takes for a stall (SIGSTOP, swap,
-    starvation). DESIGN.md sets the restarted flag only for gaps over
+    starvation). A first design set the restarted flag only for gaps over
     ``lease_ms``; but a leader already drops a follower whose ack is ``lease_ms``
     late, which a pause of ``lease_ms`` minus one round trip causes, and a
     stalled leader may have been replaced by the time it wakes. A stall longer
     than ``stall_ms`` therefore sets ``restarted`` and makes a leader step down.
     This assumes what fail-stop mode assumes anyway: a round trip between live
-    nodes, plus ``stall_ms`` and one heartbeat, fits well inside the lease.
+    nodes, plus ``stall_ms`` and one heartbeat, fits well inside the lease
+    (coord/PROTOCOL.md §4).
     """
 
     lease_ms: int = 1000
@@ -49,9 +50,9 @@ class Settings:
     def election_stagger_ms(self) -> int:
         """The window candidates spread over once a lease has run out: two heartbeats.
 
-        DESIGN.md suggests half a lease. Candidates already take slots in id order
-        and a pre-vote makes a collision cost one more round, so a longer wait only
-        delays the failover (measured: SIGSTOP failover 1.86 s -> see docs/design.md).
+        Not half a lease (coord/PROTOCOL.md §8.4): candidates already take slots in
+        id order and a pre-vote makes a collision cost one more round, so a longer wait
+        only delays the failover (measured: SIGSTOP failover 1.86 s -> see docs/design.md).
         """
         return min(2 * self.heartbeat_ms, self.lease_ms // 2)
 

@@ -1,4 +1,4 @@
-"""Deterministic simulation of a whole cluster of protocol cores (DESIGN.md section 6).
+"""Deterministic simulation of a whole cluster of protocol cores (coord/PROTOCOL.md §15).
 
 One seed is one schedule: N nodes whose clocks drift (each runs at its own
 rate, from its own origin), a network that delays and reorders every message
@@ -63,7 +63,7 @@ from coord.core.messages import (
     VoteRequest,
 )
 from coord.core.node import AddMember, ConfigChange, Node, RemoveMember, Role
-from coord.core.ready import Ready
+from coord.core.ready import Ready, SoftState
 from coord.core.ready_order import Outgoing, split_messages
 from coord.core.settings import Settings
 from coord.testing.harness import MemoryShell, NodeFactory, StateCopy
@@ -292,7 +292,7 @@ class Simulator:
         heapq.heappush(self._events, (self.real + delay, self._seq, action))
 
     def note(self, node_id: int, text: str) -> None:
-        line = f"{self.real:6d} n{node_id} {text}"
+        line = event_line(self.real, node_id, text)
         self.trace.append(line)
         if self._echo is not None:
             self._echo(line)
@@ -477,8 +477,7 @@ class Simulator:
             return
         sim.shell.synced(ready, self.local(node_id))
         if ready.soft_state is not None:
-            soft = ready.soft_state
-            self.note(node_id, f"{soft.role} t{soft.term} leader {soft.leader_id}")
+            self.note(node_id, describe_soft(ready.soft_state))
         for to, msg in later:
             self._send(node_id, to, msg, None)
         for order in ready.snapshots:
@@ -752,7 +751,22 @@ class Simulator:
         if payload is not None and entry.kind is EntryKind.OP:
             self.acked[entry.index] = payload
         if self._echo is not None:
-            self.note(shell.id, f"apply {entry.index} t{entry.term} {entry.kind.name}")
+            self.note(shell.id, describe_apply(entry))
+
+
+def event_line(ms: int, node_id: int, text: str) -> str:
+    """One event of a trace: the time, the node, what happened there."""
+    return f"{ms:6d} n{node_id} {text}"
+
+
+def describe_soft(soft: SoftState) -> str:
+    """A role change, for traces."""
+    return f"{soft.role} t{soft.term} leader {soft.leader_id}"
+
+
+def describe_apply(entry: Entry) -> str:
+    """An entry applied, for traces."""
+    return f"apply {entry.index} t{entry.term} {entry.kind.name}"
 
 
 def describe(msg: Message) -> str:

@@ -205,7 +205,7 @@ def test_force_leader_without_the_flag_exits_2_and_says_what_it_risks() -> None:
 
 
 def test_force_leader_revives_a_node_whose_peers_are_gone(cluster: Cluster) -> None:
-    """The way out of DESIGN.md: the last in-sync nodes are lost for good, one node restarts.
+    """The way out of coord/PROTOCOL.md §12: the last in-sync nodes are lost, one restarts.
 
     A restarted node cannot prove its config is the latest, so it never elects
     itself; the operator accepts the loss and makes it lead.

@@ -1,4 +1,4 @@
-"""Crashes, restarts, pauses and hand-overs of real nodes under load (DESIGN.md sections 3, 6).
+"""Crashes, restarts, pauses and hand-overs of real nodes under load (coord/PROTOCOL.md §4-§13).
 
 Three ``chatnode`` processes. Each test puts real client
 traffic through kill -9, SIGSTOP/SIGCONT or SIGTERM, then checks the contract

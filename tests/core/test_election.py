@@ -1,4 +1,4 @@
-"""Elections, claim by claim (DESIGN.md section 3, "Elections")."""
+"""Elections, claim by claim (coord/PROTOCOL.md §8)."""
 
 from __future__ import annotations
 

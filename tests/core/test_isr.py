@@ -1,4 +1,4 @@
-"""Commit, ISR shrink and grow, and the restarted flag, claim by claim (DESIGN.md section 3)."""
+"""Commit, ISR shrink and grow, the restarted flag, claim by claim (coord/PROTOCOL.md §4-§6)."""
 
 from __future__ import annotations
 

@@ -415,7 +415,7 @@ def _row_text(rows: Sequence[tuple[Any, ...]], at: int) -> str:
 
 
 def _check_leaders(samples: Iterable[StatusSample]) -> list[Violation]:
-    """At most one node leads per term (DESIGN.md's claim 1)."""
+    """At most one node leads per term (coord/PROTOCOL.md §8.6, Claim 1)."""
     leaders: dict[int, dict[int, float]] = defaultdict(dict)  # term -> node -> first seen
     for sample in samples:
         if sample.role == "leader":

@@ -32,7 +32,7 @@ from tests.support.processes import Cluster, local_cluster
 # The product defaults. A node whose own ticks stall past lease/2 steps down and
 # may no longer vouch for the ISR; with 600 ms leases, CPU starvation on two busy
 # cores did that to a last survivor (a test then waits forever for a leader, as
-# DESIGN.md intends). Failover after kill -9 is fast anyway (refused connections).
+# coord/PROTOCOL.md §8.5 says). Failover after kill -9 is fast anyway (refused connections).
 LEASE_MS = 1000
 HEARTBEAT_MS = 100
 NODE_ARGS = ("--lease-ms", str(LEASE_MS), "--heartbeat-ms", str(HEARTBEAT_MS))
@@ -250,7 +250,7 @@ async def wait_caught_up(members: Members, within_s: float = WAIT_S) -> pb.Clust
 async def settle(members: Members, name: str) -> None:
     """Make every node a follower that may vouch for the ISR, as a crash test assumes.
 
-    A node that (re)started stays ``restarted`` (DESIGN.md section 3) until an
+    A node that (re)started stays ``restarted`` (coord/PROTOCOL.md §4) until an
     Append sent after the leader heard from this incarnation tells it that it
     is in the ISR; a group of only such nodes may not elect. Once all are in
     sync, a first committed write proves the leader heard every follower, and a
