@@ -31,27 +31,28 @@ import dataclasses
 import json
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 
-from client.bench_cluster import (
+from bench.delivery import DeliveryResult, measure_delivery
+from bench.failover import FailoverResult, FailoverRuns, measure_failover
+from bench.load import PATHS, CpuProbe, Fleet, LoadResult, measure, send_load
+from bench.nodes import (
     HEARTBEAT_MS,
     LEASE_MS,
+    NODE_ARGS,
     Controllable,
-    LocalNode,
     RemoteNode,
-    local_cluster,
     remote_nodes,
     wait_until_healthy,
 )
-from client.bench_delivery import DeliveryResult, measure_delivery
-from client.bench_failover import FailoverResult, FailoverRuns, measure_failover
-from client.bench_load import PATHS, CpuProbe, Fleet, LoadResult, measure, send_load
-from client.bench_storage import (
+from bench.storage import (
     MemoryResult,
     ScalePoint,
     ScaleResult,
@@ -60,12 +61,16 @@ from client.bench_storage import (
     rss_mib,
     sequential_point,
 )
-from client.chatctl import CtlError, spec_ids
+from chatnode.local_cluster import NodeProcess, local_cluster
 
 PARTS = ("throughput", "delivery", "memory", "failover", "scale")
 LOCAL_ONLY = frozenset({"memory", "failover"})
 OPT_IN = frozenset({"scale"})
 DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPT_IN)
+
+
+class BenchError(Exception):
+    """The bench could not finish: chatctl prints it as one line and exits 1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +121,47 @@ class Report:
 # -- plan from flags --------------------------------------------------------------------------
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's flags, on chatctl's ``bench`` verb."""
+    parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster (3)")
+    parser.add_argument(
+        "--use-cluster", action="store_true", help="measure --cluster instead of a local one"
+    )
+    parser.add_argument(
+        "--parts",
+        help="comma-separated: throughput,delivery,memory,failover,scale "
+        "(default: all but scale; with --use-cluster: throughput,delivery, and failover "
+        "with --node-control)",
+    )
+    parser.add_argument(
+        "--node-control",
+        metavar="CMD",
+        help="with --use-cluster: a command run as `CMD ID KILL|STOP|CONT|start` that acts on "
+        "node ID, for the failover part (e.g. 'deploy/cluster.sh signal HOSTS_FILE')",
+    )
+    parser.add_argument("--scale", action="store_true", help="add the (long) scale part")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a run of seconds")
+    parser.add_argument("--clients", help="throughput concurrency levels (1,8,32,128)")
+    parser.add_argument(
+        "--paths",
+        help="throughput over: stream (the library's Session stream), unary (one SendMessage "
+        "call each), or both, comma-separated (default: stream)",
+    )
+    parser.add_argument("--unary", action="store_true", help="the same as --paths unary")
+    parser.add_argument("--messages", type=int, help="messages per throughput level (3000)")
+    parser.add_argument("--failover-runs", type=int, help="runs per failover kind (5)")
+    parser.add_argument("--memory-messages", type=int, help="stored messages for RSS (100000)")
+    parser.add_argument("--scale-messages", type=int, help="stored messages, scale part (1000000)")
+    parser.add_argument("--load-clients", type=int, help="concurrency of bulk loads (128)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--side-by-side-json",
+        action="store_true",
+        help="only one JSON line per throughput level (system, conc, n, rate, p50, p99), "
+        "as ../shared/bench/side-by-side.sh's CHAT_EXTRA_LOAD prints",
+    )
+
+
 def _parts(args: argparse.Namespace) -> tuple[str, ...]:
     if args.parts:
         chosen = {p.strip() for p in args.parts.split(",") if p.strip()}
@@ -128,8 +174,11 @@ def _parts(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(p for p in PARTS if p in chosen)
 
 
-def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Refuse bad bench flags with exit 2 before any cluster starts."""
+def check_usage(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, ids: dict[int, str]
+) -> None:
+    """Refuse bad bench flags with exit 2 before any cluster starts; ids are --cluster's
+    members by id."""
     if args.parts:
         unknown = {p.strip() for p in args.parts.split(",")} - set(PARTS) - {""}
         if unknown:
@@ -142,7 +191,7 @@ def check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         )
     if args.node_control and not args.use_cluster:
         parser.error("--node-control acts on --cluster's nodes: add --use-cluster")
-    if args.node_control and not spec_ids(args.cluster):
+    if args.node_control and not ids:
         parser.error("--node-control needs --cluster with ids (ID=HOST:PORT,...)")
     numbers = ("nodes", "messages", "failover_runs", "memory_messages", "scale_messages")
     for name in (*numbers, "load_clients"):
@@ -194,7 +243,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 # -- running -----------------------------------------------------------------------------------
 
 
-def _setup(plan: Plan, nodes: Sequence[LocalNode] | None, addresses: Sequence[str]) -> dict:
+def _setup(plan: Plan, nodes: Sequence[NodeProcess] | None, addresses: Sequence[str]) -> dict:
     where = f"local {len(nodes)}-node cluster" if nodes else "--cluster " + ",".join(addresses)
     return {
         "cluster": where,
@@ -212,7 +261,7 @@ def _setup(plan: Plan, nodes: Sequence[LocalNode] | None, addresses: Sequence[st
 async def _run_parts(
     plan: Plan,
     fleet: Fleet,
-    nodes: Sequence[LocalNode] | None,
+    nodes: Sequence[NodeProcess] | None,
     controlled: Sequence[Controllable] | None,
     report: Report,
 ) -> None:
@@ -249,7 +298,7 @@ async def _run_parts(
         )
 
 
-def _cpu_probe(nodes: Sequence[LocalNode], fleet: Fleet) -> CpuProbe:
+def _cpu_probe(nodes: Sequence[NodeProcess], fleet: Fleet) -> CpuProbe:
     def probe() -> dict[str, float]:
         leader = next(n for n in nodes if n.address == fleet.leader)
         followers = [n.cpu_seconds() for n in nodes if n is not leader]
@@ -265,18 +314,19 @@ def _cpu_probe(nodes: Sequence[LocalNode], fleet: Fleet) -> CpuProbe:
 async def run(
     plan: Plan,
     addresses: Sequence[str],
-    nodes: Sequence[LocalNode] | None,
+    nodes: Sequence[NodeProcess] | None,
     remote: Sequence[RemoteNode] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Report:
     """Run the plan's parts on one cluster; `nodes` is None for a cluster we did not start,
     whose nodes `remote` (from --node-control) may act on."""
     report = Report(_setup(plan, nodes, addresses))
     started = time.monotonic()
-    fleet = Fleet(addresses)
+    fleet = Fleet(addresses, credentials)
     try:
         await fleet.follow_leader()
         if nodes:
-            await wait_until_healthy(nodes)  # measure with every node in the ISR
+            await wait_until_healthy(nodes, credentials)  # measure with every node in the ISR
         await _run_parts(plan, fleet, nodes, nodes or remote, report)
     finally:
         await fleet.close()
@@ -285,22 +335,31 @@ async def run(
     return report
 
 
-def main(args: argparse.Namespace, addresses: list[str]) -> None:
-    """The ``bench`` verb: run, then print the report (text or --json)."""
+def main(
+    args: argparse.Namespace,
+    addresses: Sequence[str],
+    ids: dict[int, str],
+    credentials: grpc.ChannelCredentials | None,
+) -> None:
+    """The ``bench`` verb: run, then print the report (text or --json). On --cluster's
+    members (``addresses``, ``ids``) with --use-cluster, else on a local cluster of its own;
+    every channel, to either, with ``credentials``."""
     plan = plan_from_args(args)
     try:
         if args.use_cluster:
-            remote = None
-            if args.node_control:
-                remote = remote_nodes(spec_ids(args.cluster), args.node_control)
-            report = asyncio.run(run(plan, addresses, None, remote))
+            remote = remote_nodes(ids, args.node_control) if args.node_control else None
+            report = asyncio.run(run(plan, addresses, None, remote, credentials))
         else:
-            with local_cluster(args.nodes) as nodes:
-                report = asyncio.run(run(plan, [n.address for n in nodes], nodes))
+            with (
+                tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp,
+                local_cluster(Path(tmp), args.nodes, NODE_ARGS, metrics=True) as cluster,
+            ):
+                nodes = list(cluster.nodes.values())
+                report = asyncio.run(run(plan, cluster.addresses, nodes))
     except grpc.aio.AioRpcError as exc:
-        raise CtlError(f"bench failed: {exc.code().name}: {exc.details()}") from None
+        raise BenchError(f"bench failed: {exc.code().name}: {exc.details()}") from None
     except RuntimeError as exc:
-        raise CtlError(f"bench failed: {exc}") from None
+        raise BenchError(f"bench failed: {exc}") from None
     if args.side_by_side_json:
         print("\n".join(side_by_side_lines(report)))
     else:
