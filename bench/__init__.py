@@ -5,6 +5,7 @@ operator verbs carry benchmark code; ``chatctl`` only hands its flags, members
 and TLS credentials to :func:`main`.
 """
 
-from bench.run import BenchError, add_arguments, check_usage, main
+from bench.plan import add_arguments, check_usage
+from bench.run import BenchError, main
 
 __all__ = ["BenchError", "add_arguments", "check_usage", "main"]
