@@ -15,35 +15,12 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
+from proto.cli import Parser, parse_cluster
 from proto.credentials import ClusterSecret, SecretError
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "chat"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
-
-
-def parse_cluster(text: str) -> dict[int, str]:
-    """``1=host:port,2=host:port`` -> {1: 'host:port', 2: 'host:port'}."""
-    members: dict[int, str] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        node_id, sep, address = item.partition("=")
-        host, colon, port = address.rpartition(":")
-        if not (
-            sep and node_id.isdigit() and int(node_id) > 0 and host and colon and port.isdigit()
-        ):
-            raise ValueError(f"bad cluster member {item!r}: expected ID=HOST:PORT with ID >= 1")
-        if int(node_id) in members:
-            raise ValueError(f"node id {node_id} appears twice in the cluster")
-        members[int(node_id)] = address
-    if not members:
-        raise ValueError("the cluster needs at least one member")
-    return members
 
 
 _DURATION_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -66,7 +43,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="chatnode", description="Run one node of the replicated chat service.")
+    p = Parser(prog="chatnode", description="Run one node of the replicated chat service.")
     p.add_argument("--id", type=int, default=_env("NODE_ID"), help="this node's id (CHAT_NODE_ID)")
     p.add_argument(
         "--cluster",

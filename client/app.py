@@ -37,15 +37,9 @@ from prompt_toolkit.styles import Style
 from prompt_toolkit.widgets import TextArea
 
 from client.app_controller import Controller
-from client.cli import (
-    Parser,
-    add_cluster_flag,
-    add_tls_flags,
-    channel_credentials,
-    member_addresses,
-    user_data_dir,
-)
+from client.cli import add_cluster_flag, add_tls_flags, tls_from_args, user_data_dir
 from client.library import ChatClient, ChatError, RetryPolicy
+from proto.cli import Parser, member_addresses
 
 STYLE = Style.from_dict(
     {
@@ -241,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
     try:
-        credentials = channel_credentials(args)
+        credentials = tls_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:

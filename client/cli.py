@@ -1,22 +1,20 @@
-"""What the command-line programs share: argument errors and the member list."""
+"""The flags ``chat`` and ``chatctl`` share: the members to reach, TLS, the user's files.
+
+The ``--cluster`` syntax and the exit rules are shared with ``chatnode`` too, so
+they live in :mod:`proto.cli`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
-from typing import NoReturn
 
 import grpc
 
+from client.connect import tls_credentials
+
 LOCAL_CLUSTER = "1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003"
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with API.md's exit rules: bad usage is one line on stderr and status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see --help)\n")
 
 
 def add_cluster_flag(parser: argparse.ArgumentParser) -> None:
@@ -26,18 +24,6 @@ def add_cluster_flag(parser: argparse.ArgumentParser) -> None:
         help="members as ID=HOST:PORT (or HOST:PORT), comma-separated (CHAT_CLUSTER; "
         f"default {LOCAL_CLUSTER})",
     )
-
-
-def member_addresses(spec: str) -> list[str]:
-    """The addresses in a member list; a client needs no ids to find the leader."""
-    addresses = [item.strip().rpartition("=")[2] for item in spec.split(",") if item.strip()]
-    for address in addresses:
-        host, colon, port = address.rpartition(":")
-        if not (host and colon and port.isdigit()):
-            raise ValueError(f"bad member address {address!r}: expected HOST:PORT")
-    if not addresses:
-        raise ValueError("the member list is empty")
-    return addresses
 
 
 def add_tls_flags(parser: argparse.ArgumentParser) -> None:
@@ -61,22 +47,9 @@ def add_tls_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    """TLS credentials from the --tls-* flags, or None for plaintext.
-
-    Raises OSError if a file is unreadable, ValueError if the flags do not fit together.
-    """
-    if not args.tls_ca:
-        if args.tls_cert or args.tls_key:
-            raise ValueError("--tls-cert and --tls-key need --tls-ca")
-        return None
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise ValueError("--tls-cert and --tls-key go together")
-    return grpc.ssl_channel_credentials(
-        root_certificates=Path(args.tls_ca).read_bytes(),
-        private_key=Path(args.tls_key).read_bytes() if args.tls_key else None,
-        certificate_chain=Path(args.tls_cert).read_bytes() if args.tls_cert else None,
-    )
+def tls_from_args(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
+    """TLS credentials from the --tls-* flags, or None for plaintext (see tls_credentials)."""
+    return tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
 
 
 def user_data_dir() -> Path:

@@ -48,19 +48,12 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
+from client.connect import Channels, find_leader, leader_hint
 from client.session_link import CallRefused, SessionLink
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
 T = TypeVar("T")
-
-# gRPC's own reconnect back-off grows to 120 s; a node restarted on the same
-# address must be reachable again within our retry deadline.
-CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
 
 # -- errors -----------------------------------------------------------------------
 
@@ -250,15 +243,6 @@ class _Retry:
         return self.deadline - asyncio.get_running_loop().time()
 
 
-@dataclass(frozen=True, slots=True)
-class _Probe:
-    """One member's answer to 'who leads?': itself (as a state), a hint, or an error."""
-
-    leader: ClientState | None = None
-    hint: str = ""
-    error: str = ""
-
-
 class ChatClient:
     """Every ChatService call, made on the current leader and retried across failovers.
 
@@ -277,10 +261,9 @@ class ChatClient:
         if not members:
             raise ValueError("the member list is empty")
         self._members = list(dict.fromkeys(members))
-        self._credentials = credentials
         self._policy = policy or RetryPolicy()
         self._rng = random.Random()
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = Channels(credentials)
         self._leader = ""  # address of the node we believe leads; '' while looking
         self._hint = ""  # where the last failure said the leader is
         self._state = ClientState()
@@ -299,9 +282,7 @@ class ChatClient:
     async def close(self) -> None:
         """Close every channel; calls and streams still open end with an error."""
         self._drop_link()
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.close()
+        await self._channels.close()
 
     # -- observable state ---------------------------------------------------------
 
@@ -534,7 +515,7 @@ class ChatClient:
         if exc.code() != grpc.StatusCode.UNAVAILABLE and not (hung or stopped):
             raise error_from_rpc(exc) from None
         retry.last_error = exc.details() or "unavailable"
-        self._lost_leader(address, _leader_hint(exc))
+        self._lost_leader(address, leader_hint(exc))
 
     def _lost_leader(self, address: str, hint: str = "") -> None:
         """address no longer serves as leader: look again, starting from hint."""
@@ -572,36 +553,21 @@ class ChatClient:
         return found.address
 
     async def _find_leader(self, retry: _Retry) -> ClientState | None:
-        """Probe all candidates at once, then any address they point to, until one leads.
+        """The leader as a state (the last hint asked first), or None; see find_leader."""
+        search = await find_leader(
+            [self._hint, *self._members],
+            self._status,
+            self._policy.probe_timeout_s,
+            time_left=retry.remaining,
+        )
+        if search.leader is None or search.leader.status is None:
+            retry.last_error = search.error or retry.last_error
+            return None
+        status = search.leader.status
+        return ClientState(Connection.CONNECTED, status.node_id, search.leader.address, status.term)
 
-        Among several that claim to lead (a deposed leader may not know yet),
-        the highest term wins; ties go to the hint, then to member-list order.
-        """
-        asked: set[str] = set()
-        pending = [a for a in dict.fromkeys([self._hint, *self._members]) if a]
-        while pending and retry.remaining() > 0:
-            asked.update(pending)
-            timeout = min(self._policy.probe_timeout_s, retry.remaining())
-            probes = await asyncio.gather(*(self._probe(a, timeout) for a in pending))
-            leaders = [p.leader for p in probes if p.leader is not None]
-            if leaders:
-                return max(leaders, key=lambda leader: leader.term)
-            retry.last_error = next(
-                (p.error for p in probes if p.error), "no member knows a leader"
-            )
-            pending = list(dict.fromkeys(p.hint for p in probes if p.hint and p.hint not in asked))
-        return None
-
-    async def _probe(self, address: str, wait_s: float) -> _Probe:
-        try:
-            status = await self._stub(address).GetClusterStatus(
-                pb.GetClusterStatusRequest(), timeout=wait_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            return _Probe(hint=_leader_hint(exc), error=f"{address}: {exc.details()}")
-        if status.role != "leader":
-            return _Probe(hint=status.leader_address)
-        return _Probe(ClientState(Connection.CONNECTED, status.node_id, address, status.term))
+    def _status(self, address: str, wait_s: float) -> Awaitable[pb.ClusterStatus]:
+        return self._stub(address).GetClusterStatus(pb.GetClusterStatusRequest(), timeout=wait_s)
 
     def _note_leader(self, address: str, info: pb.LeaderInfo) -> None:
         """A LeaderInfo event: confirm the node we stream from, or remember where to go next."""
@@ -621,14 +587,7 @@ class ChatClient:
             listener(state)
 
     def _stub(self, address: str) -> chat_pb2_grpc.ChatServiceStub:
-        channel = self._channels.get(address)
-        if channel is None:
-            if self._credentials is None:
-                channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-            else:
-                channel = grpc.aio.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
-            self._channels[address] = channel
-        return chat_pb2_grpc.ChatServiceStub(channel)
+        return chat_pb2_grpc.ChatServiceStub(self._channels.get(address))
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._token}"),) if self._token else ()
@@ -651,13 +610,6 @@ def _with_request_id(request: ProtoMessage) -> ProtoMessage:
     stamped.CopyFrom(request)
     stamped.request_id = uuid.uuid4().hex
     return stamped
-
-
-def _leader_hint(exc: grpc.aio.AioRpcError) -> str:
-    for key, value in exc.trailing_metadata() or ():
-        if key == "leader-address":
-            return str(value)
-    return ""
 
 
 def _message(message: pb.Message) -> Message:

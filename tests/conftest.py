@@ -21,10 +21,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import free_port
 from chatnode.server import ChatNode, NodeConfig
 from proto import chat_pb2_grpc
 from tests.support.nodes import wait_until_serving
-from tests.support.processes import free_port
 
 TESTS = Path(__file__).resolve().parent
 TIERS = ("core", "shell", "chat", "api", "cluster", "ui")

@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import free_port
 from chatnode.server import ChatNode, NodeConfig
 from client.library import (
     STREAMED_CALLS,
@@ -38,7 +39,6 @@ from client.sync import SyncChatClient
 from proto import chat_pb2 as pb
 from tests.support.clients import Inbox, StateLog
 from tests.support.nodes import PASSWORD
-from tests.support.processes import free_port
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ChatService"]
 QUICK = RetryPolicy(deadline_s=1.0, probe_timeout_s=0.3)

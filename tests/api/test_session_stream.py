@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import free_port
 from chatnode.server import ChatNode, NodeConfig
 from chatnode.service import SESSION_STREAMS_PER_USER
 from chatnode.session_stream import IN_FLIGHT_MAX
@@ -23,7 +24,6 @@ from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
 from tests.support.nodes import PASSWORD, elected, in_process_cluster, signup, wait_until_serving
-from tests.support.processes import free_port
 
 CODE = grpc.StatusCode
 WAIT_S = 10.0

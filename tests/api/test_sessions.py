@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from chatnode import passwords
+from chatnode.local_cluster import free_port
 from chatnode.main import config_from_args, parse_duration_ms
 from chatnode.server import ChatNode, NodeConfig
 from chatnode.service import RENEW_STEPS_PER_TTL
@@ -19,7 +20,6 @@ from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
 from tests.support.nodes import PASSWORD, elected, in_process_cluster, signup, wait_until_serving
-from tests.support.processes import free_port
 
 CODE = grpc.StatusCode
 TTL_MS = 3_600_000

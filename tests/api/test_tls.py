@@ -10,11 +10,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import free_port
 from chatnode.server import ChatNode, NodeConfig, TlsFiles
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.support.nodes import elected, in_process_cluster, wait_until_serving
-from tests.support.processes import free_port
 from tests.support.tls import CertificateAuthority, make_tls
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import Cluster, NodeProcess, free_port, local_cluster
 from chatnode.state import ChatReader, ChatState
 from client.backup import STATE_TABLES, check_backup
 from coord.core.config import ClusterConfig, config_entry
@@ -43,7 +44,6 @@ from tests.support.faults import (
     wait_caught_up,
     wait_in_sync,
 )
-from tests.support.processes import Cluster, NodeProcess, free_port, local_cluster
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from chatnode.local_cluster import Cluster, free_port, local_cluster
 from client.sync import SyncChatClient
 from tests.support.nodes import PASSWORD
-from tests.support.processes import Cluster, free_port, local_cluster
 
 Rows = list[dict[str, Any]]
 WAIT_S = 20.0

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import free_port, local_cluster
 from chatnode.main import config_from_args
 from proto.credentials import write_new_secret
-from tests.support.processes import free_port, local_cluster
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

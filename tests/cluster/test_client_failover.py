@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import Cluster, local_cluster
 from client.library import ChatClient, Connection
 from tests.support.clients import Inbox, StateLog
 from tests.support.nodes import PASSWORD
-from tests.support.processes import Cluster, local_cluster
 from tests.support.screens import open_screen
 
 SIZES = [

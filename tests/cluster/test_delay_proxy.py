@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import free_port
 from tests.netns import delay_proxy
 from tests.netns.delay_proxy import (
     SO_MARK,
@@ -35,7 +36,6 @@ from tests.netns.delay_proxy import (
     outgoing_socket,
     parse_route,
 )
-from tests.support.processes import free_port
 
 WAIT_S = 10.0
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import local_cluster
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto import replication_pb2 as rpb
@@ -33,7 +34,6 @@ from tests.support.faults import (
     wait_in_sync,
 )
 from tests.support.nodes import PASSWORD
-from tests.support.processes import local_cluster
 
 EXIT_WITHIN_S = 30.0
 INJECTED_FAULT = """CREATE TRIGGER injected_fault BEFORE INSERT ON messages

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import local_cluster
 from proto import chat_pb2 as pb
 from proto import replication_pb2 as rpb
 from tests.support.faults import (
@@ -31,7 +32,6 @@ from tests.support.faults import (
     sign_up,
     wait_caught_up,
 )
-from tests.support.processes import local_cluster
 
 BODY_BYTES = 20_000  # big enough that a full disk is hit within a few dozen writes
 DISK = "16m"

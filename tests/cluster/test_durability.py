@@ -8,10 +8,10 @@ from pathlib import Path
 
 import grpc
 
+from chatnode.local_cluster import local_cluster
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.support.nodes import PASSWORD, signup
-from tests.support.processes import local_cluster
 
 WRITERS = 8
 KILL_AFTER = 300  # acknowledged messages before the kill

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import grpc
 import pytest
 
+from chatnode.local_cluster import Cluster
 from client.library import ChatClient
 from proto import chat_pb2 as pb
 from tests.support.faults import (
@@ -42,7 +43,6 @@ from tests.support.faults import (
     wait_new_leader,
 )
 from tests.support.nodes import PASSWORD
-from tests.support.processes import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 

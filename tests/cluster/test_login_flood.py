@@ -18,10 +18,10 @@ from pathlib import Path
 
 import grpc
 
+from chatnode.local_cluster import Cluster, NodeProcess, local_cluster
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.support.nodes import PASSWORD
-from tests.support.processes import Cluster, NodeProcess, local_cluster
 
 CODE = grpc.StatusCode
 LOGINS = 200

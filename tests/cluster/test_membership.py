@@ -7,11 +7,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import Cluster, NodeProcess, free_port, local_cluster
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto import replication_pb2 as rpb
 from tests.support.nodes import PASSWORD
-from tests.support.processes import Cluster, NodeProcess, free_port, local_cluster, wait_until
+from tests.support.waits import wait_until
 
 
 def members(cluster: Cluster, leader: int) -> dict[int, bool]:

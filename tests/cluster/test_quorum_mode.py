@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import local_cluster
 from client.library import ChatClient, RetryPolicy, Unavailable
 from tests.support.nodes import PASSWORD
-from tests.support.processes import local_cluster
 
 SHORT = RetryPolicy(deadline_s=4.0)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import grpc
 
+from chatnode.local_cluster import local_cluster
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto import replication_pb2 as rpb
@@ -28,7 +29,6 @@ from tests.support.faults import (
     sign_up,
     verify_inbox,
 )
-from tests.support.processes import local_cluster
 
 ALONE_S = 4 * LEASE_S  # how long node 4 is the only node up: it would have led by then
 

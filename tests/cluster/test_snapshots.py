@@ -8,11 +8,12 @@ from pathlib import Path
 
 import grpc
 
+from chatnode.local_cluster import Cluster, local_cluster
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto import replication_pb2 as rpb
 from tests.support.nodes import PASSWORD
-from tests.support.processes import Cluster, local_cluster, wait_until
+from tests.support.waits import wait_until
 
 KEEP = 20
 MESSAGES = 150

@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import Cluster, local_cluster
 from client.library import ChatError, DeadlineExceeded, NotFound, Unavailable
 from tests.netns.checker import History, Op, Stored, check
 from tests.netns.workload import (
@@ -37,7 +38,7 @@ from tests.netns.workload import (
 )
 from tests.netns.workload import main as workload_main
 from tests.support.faults import NODE_ARGS, WAIT_S, Members, wait_caught_up
-from tests.support.processes import Cluster, local_cluster, wait_until
+from tests.support.waits import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SECS = 8.0  # long enough for a kill, a failover and a restart while the writers write

@@ -43,16 +43,12 @@ from typing import Any
 
 import grpc
 
-from client.cli import (
-    Parser,
-    add_cluster_flag,
-    add_tls_flags,
-    channel_credentials,
-    member_addresses,
-)
-from client.library import CHANNEL_OPTIONS, AlreadyExists, ChatClient, ChatError, RetryPolicy
+from client.cli import add_cluster_flag, add_tls_flags, tls_from_args
+from client.connect import open_channel
+from client.library import AlreadyExists, ChatClient, ChatError, RetryPolicy
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto.cli import Parser, member_addresses
 from tests.netns.checker import (
     DEFINITE_FAILURES,
     History,
@@ -176,13 +172,6 @@ async def write(
             return
         recipient = recipients[(client + seq) % len(recipients)]
         ops.append(await send_one(chat, client, recipient, f"{tag}/w{client}/{seq}"))
-
-
-def open_channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
-    """A channel to one member, reconnecting as fast as the library's."""
-    if credentials is None:
-        return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-    return grpc.aio.secure_channel(address, credentials, CHANNEL_OPTIONS)
 
 
 async def poll_member(
@@ -411,7 +400,7 @@ def _parser() -> Parser:
 async def _main(args: argparse.Namespace) -> str:
     """Run the verb; the one line to print about it."""
     addresses = member_addresses(args.cluster)
-    credentials = channel_credentials(args)
+    credentials = tls_from_args(args)
     if args.setup:
         await setup(addresses, credentials, args.writers, args.recipients)
     if args.verb == "run":
@@ -440,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--writers and --recipients must be at least 1, --secs at least 0")
     try:
         member_addresses(args.cluster)
-        channel_credentials(args)
+        tls_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
     except OSError as exc:

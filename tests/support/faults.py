@@ -23,11 +23,11 @@ from typing import Any
 
 import grpc
 
+from chatnode.local_cluster import Cluster, local_cluster
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.netns.workload import replica_inbox
 from tests.support.nodes import PASSWORD
-from tests.support.processes import Cluster, local_cluster
 
 # The product defaults. A node whose own ticks stall past lease/2 steps down and
 # may no longer vouch for the ISR; with 600 ms leases, CPU starvation on two busy

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from chatnode.local_cluster import free_port
 from chatnode.server import ChatNode, NodeConfig
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
-from tests.support.processes import free_port
 
 PASSWORD = "correct horse"
 FAST_LEASE_MS = 300  # for in-process multi-node clusters: a fresh cluster elects after a lease

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import free_port
 from chatnode.server import ChatNode
 from client import app
 from client.library import AuthError, ChatClient
 from tests.support.nodes import PASSWORD
-from tests.support.processes import free_port
 from tests.support.screens import CTRL_C, CTRL_D, WAIT_S, Screen, open_screen
 
 

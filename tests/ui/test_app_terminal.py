@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from chatnode.local_cluster import local_cluster
 from client.sync import SyncChatClient
 from tests.support.nodes import PASSWORD
-from tests.support.processes import local_cluster
 from tests.support.terminal import Terminal
 
 

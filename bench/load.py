@@ -20,10 +20,11 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 
-from client.chatctl import credentials, open_channel, wait_for_leader
+from client.connect import Channels, wait_for_leader
 from client.library import ChatClient
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
@@ -38,6 +39,7 @@ BODY = "x" * 100
 PATHS = ("stream", "unary")
 
 Metadata = tuple[tuple[str, str], ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +87,20 @@ class Fleet:
     on the bench's own fresh cluster.
     """
 
-    def __init__(self, addresses: Sequence[str]) -> None:
+    def __init__(
+        self, addresses: Sequence[str], credentials: grpc.ChannelCredentials | None = None
+    ) -> None:
         self.addresses = list(addresses)
+        self.credentials = credentials  # every channel of the bench, the library's included
         self.leader = ""
         self.stored = 0
         self._accounts: dict[str, Account] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels = Channels(credentials)  # one per account, to the leader
         self._clients: dict[str, ChatClient] = {}
 
     async def follow_leader(self, timeout_s: float = READY_TIMEOUT_S) -> str:
         """Find the leader; channels to a former leader are closed and reopened lazily."""
-        leader = await wait_for_leader(self.addresses, timeout_s)
+        leader = await wait_for_leader(self.addresses, timeout_s, self.credentials)
         if leader != self.leader:
             await self.close()
             self.leader = leader
@@ -103,34 +108,19 @@ class Fleet:
 
     def stub(self, name: str) -> chat_pb2_grpc.ChatServiceStub:
         """The stub on account name's own channel to the leader."""
-        channel = self._channels.get(name)
-        if channel is None:
-            channel = self._channels[name] = open_channel(self.leader)  # TLS as chatctl's
-        return chat_pb2_grpc.ChatServiceStub(channel)
+        return chat_pb2_grpc.ChatServiceStub(self._channels.get(name, self.leader))
 
     async def accounts(self, names: Sequence[str]) -> list[Account]:
         """The named accounts, created and signed in on first use, a batch at a time."""
-        missing = [n for n in dict.fromkeys(names) if n not in self._accounts]
-        for start in range(0, len(missing), SIGN_IN_BATCH):
-            batch = missing[start : start + SIGN_IN_BATCH]
-            for account in await asyncio.gather(*(self._sign_in(n) for n in batch)):
-                self._accounts[account.name] = account
-        return [self._accounts[n] for n in names]
+        return await _made_once(names, self._accounts, self._sign_in)
 
     async def session_clients(self, names: Sequence[str]) -> list[ChatClient]:
         """A library client per named account, logged in and its stream open."""
         await self.accounts(names)
-        missing = [n for n in dict.fromkeys(names) if n not in self._clients]
-        for start in range(0, len(missing), SIGN_IN_BATCH):
-            batch = missing[start : start + SIGN_IN_BATCH]
-            for name, client in zip(
-                batch, await asyncio.gather(*map(self._client, batch)), strict=True
-            ):
-                self._clients[name] = client
-        return [self._clients[n] for n in names]
+        return await _made_once(names, self._clients, self._client)
 
     async def _client(self, name: str) -> ChatClient:
-        client = ChatClient(self.addresses, credentials=credentials())
+        client = ChatClient(self.addresses, credentials=self.credentials)
         await client.login(name, PASSWORD)
         await client.send_message(SINK, BODY)  # opens the stream before anything is timed
         self.stored += 1
@@ -145,12 +135,23 @@ class Fleet:
         return Account(name, auth, login.last_message_id)
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.close()
+        await self._channels.close()
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             await client.close()
+
+
+async def _made_once(
+    names: Sequence[str], made: dict[str, T], make: Callable[[str], Awaitable[T]]
+) -> list[T]:
+    """made[name] for each name, making the missing ones SIGN_IN_BATCH at a time: each
+    costs the leader a sign-in, two scrypt hashes, so a batch bounds the queue there."""
+    missing = [n for n in dict.fromkeys(names) if n not in made]
+    for start in range(0, len(missing), SIGN_IN_BATCH):
+        batch = missing[start : start + SIGN_IN_BATCH]
+        for name, item in zip(batch, await asyncio.gather(*map(make, batch)), strict=True):
+            made[name] = item
+    return [made[n] for n in names]
 
 
 def sender_names(clients: int) -> list[str]:

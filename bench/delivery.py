@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from client.bench_load import BODY, CALL_TIMEOUT_S, Account, Fleet, p50_p99_ms, sender_names
+from bench.load import BODY, CALL_TIMEOUT_S, Account, Fleet, p50_p99_ms, sender_names
 from proto import chat_pb2 as pb
 
 ARRIVAL_TIMEOUT_S = 30.0

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from client.bench_cluster import Controllable, wait_until_healthy
-from client.bench_load import BODY, PASSWORD, SINK, Account, Fleet
-from client.chatctl import credentials, open_channel
+from bench.load import BODY, PASSWORD, SINK, Account, Fleet
+from bench.nodes import Controllable, wait_until_healthy
+from client.connect import open_channel
 from client.library import ChatClient, Connection, RetryPolicy
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
@@ -129,9 +129,11 @@ class Writer:
         return next((t for t, a in self.acks if t > after and a != not_from), None)
 
 
-async def _connected_stub(address: str) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatServiceStub]:
+async def _connected_stub(
+    address: str, credentials: grpc.ChannelCredentials | None
+) -> tuple[grpc.aio.Channel, chat_pb2_grpc.ChatServiceStub]:
     """A stub whose connection is up now: once the node stops, a new one would never open."""
-    channel = open_channel(address)
+    channel = open_channel(address, credentials)
     stub = chat_pb2_grpc.ChatServiceStub(channel)
     await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=5)
     return channel, stub
@@ -152,11 +154,11 @@ async def _one_run(
 ) -> tuple[float, float, list[str]]:
     """One failover: (milliseconds to the next ack, milliseconds the state was not
     'connected', outcomes of the writes queued on the old leader)."""
-    leader_id = await wait_until_healthy(nodes)
+    leader_id = await wait_until_healthy(nodes, fleet.credentials)
     old = next(n for n in nodes if n.node_id == leader_id)
     writer = Writer(client)
     task = asyncio.create_task(writer.run())
-    stale_channel, stale_stub = await _connected_stub(old.address)
+    stale_channel, stale_stub = await _connected_stub(old.address, fleet.credentials)
     try:
         await writer.wait_until(lambda: writer.nth_ack(WARM_WRITES))
         signalled = time.perf_counter()
@@ -186,7 +188,7 @@ async def _runs(
     account = (await fleet.accounts(["benchfailover"]))[0]
     times, shown, outcomes = [], [], []
     addresses = [n.address for n in nodes]
-    async with ChatClient(addresses, credentials=credentials(), policy=POLICY) as client:
+    async with ChatClient(addresses, credentials=fleet.credentials, policy=POLICY) as client:
         await client.login(account.name, PASSWORD)
         for _ in range(count):
             took, failing_over, stale = await _one_run(nodes, fleet, client, account, signum)
@@ -211,6 +213,6 @@ async def measure_failover(
     """`runs` kill -9 failovers, then `runs` SIGSTOP ones; the cluster is whole again after."""
     kill = await _runs(nodes, fleet, signal.SIGKILL, runs)
     stop = await _runs(nodes, fleet, signal.SIGSTOP, runs)
-    await wait_until_healthy(nodes)
+    await wait_until_healthy(nodes, fleet.credentials)
     await fleet.follow_leader()
     return FailoverResult(kill, stop, int(POLICY.attempt_timeout_s * 1000))

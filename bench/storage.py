@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from client.bench_cluster import LocalNode
-from client.bench_load import Fleet, fill, p50_p99_ms, send_load
+from bench.load import Fleet, fill, p50_p99_ms, send_load
+from chatnode.local_cluster import NodeProcess
 
 MIB = 1024 * 1024
 
@@ -47,12 +47,12 @@ class ScaleResult:
     load_per_second: float  # of the bulk load between the two points
 
 
-def rss_mib(nodes: Sequence[LocalNode]) -> dict[str, float]:
+def rss_mib(nodes: Sequence[NodeProcess]) -> dict[str, float]:
     return {str(n.node_id): round(n.rss_bytes() / MIB, 1) for n in nodes}
 
 
 async def measure_memory(
-    nodes: Sequence[LocalNode],
+    nodes: Sequence[NodeProcess],
     fleet: Fleet,
     at_start: dict[str, float],
     messages: int,

@@ -1,0 +1,176 @@
+"""What a bench run measures, and how much: the parts and sizes, from chatctl's flags.
+
+Parts, in the order they run on one cluster: ``scale`` (opt-in, first point),
+``throughput``, ``delivery``, ``memory``, ``failover``, ``scale`` (second
+point); see bench.run. ``--quick`` shrinks every size to a run of seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from bench.load import PATHS
+
+PARTS = ("throughput", "delivery", "memory", "failover", "scale")
+LOCAL_ONLY = frozenset({"memory", "failover"})
+OPT_IN = frozenset({"scale"})
+DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPT_IN)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Sizes of one bench run; QUICK shrinks them to a run of seconds (the test's)."""
+
+    parts: tuple[str, ...] = DEFAULT_PARTS
+    paths: tuple[str, ...] = ("stream",)  # throughput: the product's own path
+    clients: tuple[int, ...] = (1, 8, 32, 128)
+    messages: int = 3_000  # per throughput level
+    warmup: int = 200
+    delivery_senders: int = 8
+    delivery_per_sender: int = 100
+    failover_runs: int = 5
+    memory_messages: int = 100_000
+    scale_small: int = 1_000
+    scale_messages: int = 1_000_000
+    scale_samples: int = 500
+    # Concurrency of bulk loads (memory, scale). More does not load faster: past
+    # ~128 the leader's one event loop is saturated (about 1,300 msg/s on 2 cores).
+    load_clients: int = 128
+
+
+QUICK = {
+    "clients": (1, 8),
+    "messages": 200,
+    "warmup": 50,
+    "delivery_per_sender": 10,
+    "failover_runs": 1,
+    "memory_messages": 2_000,
+    "scale_small": 300,
+    "scale_messages": 3_000,
+    "scale_samples": 50,
+    "load_clients": 32,
+}
+
+
+# -- plan from flags --------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench's flags, on chatctl's ``bench`` verb."""
+    parser.add_argument("--nodes", type=int, default=3, help="size of the local cluster (3)")
+    parser.add_argument(
+        "--use-cluster", action="store_true", help="measure --cluster instead of a local one"
+    )
+    parser.add_argument(
+        "--parts",
+        help="comma-separated: throughput,delivery,memory,failover,scale "
+        "(default: all but scale; with --use-cluster: throughput,delivery, and failover "
+        "with --node-control)",
+    )
+    parser.add_argument(
+        "--node-control",
+        metavar="CMD",
+        help="with --use-cluster: a command run as `CMD ID KILL|STOP|CONT|start` that acts on "
+        "node ID, for the failover part (e.g. 'deploy/cluster.sh signal HOSTS_FILE')",
+    )
+    parser.add_argument("--scale", action="store_true", help="add the (long) scale part")
+    parser.add_argument("--quick", action="store_true", help="small sizes: a run of seconds")
+    parser.add_argument("--clients", help="throughput concurrency levels (1,8,32,128)")
+    parser.add_argument(
+        "--paths",
+        help="throughput over: stream (the library's Session stream), unary (one SendMessage "
+        "call each), or both, comma-separated (default: stream)",
+    )
+    parser.add_argument("--unary", action="store_true", help="the same as --paths unary")
+    parser.add_argument("--messages", type=int, help="messages per throughput level (3000)")
+    parser.add_argument("--failover-runs", type=int, help="runs per failover kind (5)")
+    parser.add_argument("--memory-messages", type=int, help="stored messages for RSS (100000)")
+    parser.add_argument("--scale-messages", type=int, help="stored messages, scale part (1000000)")
+    parser.add_argument("--load-clients", type=int, help="concurrency of bulk loads (128)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--side-by-side-json",
+        action="store_true",
+        help="only one JSON line per throughput level (system, conc, n, rate, p50, p99), "
+        "as ../shared/bench/side-by-side.sh's CHAT_EXTRA_LOAD prints",
+    )
+
+
+def _parts(args: argparse.Namespace) -> tuple[str, ...]:
+    if args.parts:
+        chosen = {p.strip() for p in args.parts.split(",") if p.strip()}
+    else:
+        chosen = set(DEFAULT_PARTS) - (LOCAL_ONLY if args.use_cluster else set())
+        if args.use_cluster and args.node_control:
+            chosen.add("failover")
+    if args.scale:
+        chosen.add("scale")
+    return tuple(p for p in PARTS if p in chosen)
+
+
+def check_usage(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, ids: dict[int, str]
+) -> None:
+    """Refuse bad bench flags with exit 2 before any cluster starts; ids are --cluster's
+    members by id."""
+    if args.parts:
+        unknown = {p.strip() for p in args.parts.split(",")} - set(PARTS) - {""}
+        if unknown:
+            parser.error(f"unknown bench part(s) {', '.join(sorted(unknown))}: choose {PARTS}")
+    local = LOCAL_ONLY - ({"failover"} if args.node_control else set())
+    if args.use_cluster and (needed := local & set(_parts(args))):
+        parser.error(
+            f"{', '.join(sorted(needed))} need the bench's own cluster (failover: or "
+            "--node-control): drop --use-cluster"
+        )
+    if args.node_control and not args.use_cluster:
+        parser.error("--node-control acts on --cluster's nodes: add --use-cluster")
+    if args.node_control and not ids:
+        parser.error("--node-control needs --cluster with ids (ID=HOST:PORT,...)")
+    numbers = ("nodes", "messages", "failover_runs", "memory_messages", "scale_messages")
+    for name in (*numbers, "load_clients"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    try:
+        _clients(args.clients)
+    except ValueError:
+        parser.error(f"--clients wants positive integers, comma-separated, not {args.clients!r}")
+    if unknown_paths := set(_paths(args) or ()) - set(PATHS):
+        parser.error(f"unknown path(s) {', '.join(sorted(unknown_paths))}: choose {PATHS}")
+    if args.unary and args.paths:
+        parser.error("--unary is --paths unary: give one of them")
+
+
+def _paths(args: argparse.Namespace) -> tuple[str, ...] | None:
+    if args.unary:
+        return ("unary",)
+    if not args.paths:
+        return None
+    return tuple(dict.fromkeys(p.strip() for p in args.paths.split(",") if p.strip()))
+
+
+def _clients(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    levels = tuple(int(c) for c in text.split(","))
+    if not levels or min(levels) < 1:
+        raise ValueError(text)
+    return levels
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """Defaults, then --quick, then each explicit flag."""
+    plan = dataclasses.replace(Plan(parts=_parts(args)), **(QUICK if args.quick else {}))
+    explicit = {
+        "paths": _paths(args),
+        "clients": _clients(args.clients),
+        "messages": args.messages,
+        "failover_runs": args.failover_runs,
+        "memory_messages": args.memory_messages,
+        "scale_messages": args.scale_messages,
+        "load_clients": args.load_clients,
+    }
+    return dataclasses.replace(plan, **{k: v for k, v in explicit.items() if v is not None})

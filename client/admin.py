@@ -1,0 +1,234 @@
+"""The operator's calls on a cluster, as a library: what ``chatctl`` verbs are made of.
+
+Status comes from every member (``GetClusterStatus``); the membership calls
+go to the leader, found with :func:`client.connect.find_leader` and followed
+through ``leader-address`` hints; ``ForceLeader`` goes to the node that is to
+lead, since there may be no leader. Every failure an operator can cause or
+fix is an :class:`AdminError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import grpc
+
+from client.connect import RETRY_PAUSE_S, find_leader, leader_hint, open_channel, status_call
+from proto import chat_pb2 as pb
+from proto import replication_pb2 as rpb
+from proto import replication_pb2_grpc
+from proto.credentials import Metadata
+
+__all__ = ["AdminError", "ClusterAdmin", "Row", "Views", "reference_view", "status_rows"]
+
+T = TypeVar("T")
+Row = dict[str, object]
+Views = dict[str, pb.ClusterStatus | None]
+
+STATUS_TIMEOUT_S = 1.0
+ADMIN_DEADLINE_S = 10.0  # how long a call keeps looking for a leader that takes it
+ADMIN_CALL_TIMEOUT_S = 5.0
+
+
+class AdminError(Exception):
+    """An expected failure, told in one line: no leader, a refusal, a node that is not there."""
+
+
+def reference_view(views: Views) -> pb.ClusterStatus | None:
+    """The view to trust for membership: the leader's (highest term if a deposed one still
+    thinks it leads), else the freshest config any member holds."""
+    answers = [v for v in views.values() if v is not None]
+    leaders = [v for v in answers if v.role == "leader"]
+    if leaders:
+        return max(leaders, key=lambda v: v.term)
+    return max(answers, key=lambda v: (v.config_epoch, v.term), default=None)
+
+
+def status_rows(views: Views) -> list[Row]:
+    """One row per address: its own answer, plus what the reference view says of it.
+
+    Match index and lag come from the leader only (followers do not track them);
+    membership and ISR fall back to the freshest config when no leader answers.
+    """
+    reference = reference_view(views)
+    members = {m.address: m for m in reference.members} if reference else {}
+    leader = reference if reference is not None and reference.role == "leader" else None
+    rows = []
+    for address, view in views.items():
+        member = members.get(address)
+        row: Row = {"address": address, "up": view is not None}
+        if member is not None:
+            row["id"] = member.id
+        if view is not None:
+            row |= {
+                "id": view.node_id,
+                "role": view.role,
+                "term": view.term,
+                "leader": view.leader_id,
+                "commit": view.commit_index,
+                "epoch": view.config_epoch,
+                "mode": view.mode,
+            }
+            if view.fault:
+                row["fault"] = view.fault
+        if reference is not None:
+            row["member"] = member is not None
+        if member is not None:
+            row["in_sync"] = member.in_sync
+        if member is not None and leader is not None:
+            row |= {
+                "match": member.match_index,
+                "lag": max(0, leader.commit_index - member.match_index),
+            }
+        rows.append(row)
+    return rows
+
+
+class ClusterAdmin:
+    """Operator calls on the cluster at ``addresses``.
+
+    ``ids`` are the members the caller knows by id (from ``--cluster``), for
+    calls addressed to one node; ``metadata`` proves the operator's role
+    (:meth:`proto.credentials.ClusterSecret.metadata`). Each call opens its
+    channels and closes them after, so a node restarted between two calls is
+    seen at once.
+    """
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        *,
+        ids: dict[int, str] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Metadata = (),
+    ) -> None:
+        self.addresses = list(dict.fromkeys(addresses))
+        self.ids = dict(ids or {})
+        self.credentials = credentials
+        self.metadata = metadata
+        self._status = status_call(credentials)
+
+    # -- status ---------------------------------------------------------------------------
+
+    async def fetch_status(
+        self, address: str, wait_s: float = STATUS_TIMEOUT_S
+    ) -> pb.ClusterStatus | None:
+        """One node's view of the cluster, or None when it does not answer in time."""
+        try:
+            return await self._status(address, wait_s)
+        except grpc.aio.AioRpcError:
+            return None
+
+    async def views(self, addresses: Sequence[str]) -> Views:
+        answers = await asyncio.gather(*(self.fetch_status(a) for a in addresses))
+        return dict(zip(addresses, answers, strict=True))
+
+    async def discover(self) -> Views:
+        """Views of the given addresses plus any member they report that was not given, so a
+        node added with add-member shows even when the address list predates it."""
+        views = await self.views(self.addresses)
+        reference = reference_view(views)
+        extra = (
+            [m.address for m in reference.members if m.address not in views] if reference else []
+        )
+        return views | await self.views(extra) if extra else views
+
+    async def status(self) -> list[Row]:
+        """The member table: one row per member that was given or that a member reports."""
+        return status_rows(await self.discover())
+
+    async def leader(self) -> str:
+        """The address of a member that says it leads, or '' if none does right now."""
+        search = await find_leader(self.addresses, self._status, STATUS_TIMEOUT_S, first=True)
+        return search.leader.address if search.leader else ""
+
+    # -- membership and leadership ----------------------------------------------------------
+
+    async def add_member(self, node_id: int, address: str) -> str:
+        """Add a node (started with ``chatnode --join``); the leader's one-line reply."""
+        return await self._on_leader("AddMember", rpb.AddMemberRequest(id=node_id, address=address))
+
+    async def remove_member(self, node_id: int) -> str:
+        return await self._on_leader("RemoveMember", rpb.RemoveMemberRequest(id=node_id))
+
+    async def transfer_leader(self, node_id: int) -> str:
+        """Ask the leader to hand over to node_id; it does so asynchronously (see await_leader)."""
+        return await self._on_leader("TransferLeader", rpb.TransferLeaderRequest(id=node_id))
+
+    async def await_leader(self, node_id: int, timeout_s: float) -> str:
+        """Poll until node_id says it leads (a transfer completes asynchronously)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for view in (await self.discover()).values():
+                if view is not None and view.node_id == node_id and view.role == "leader":
+                    return f"node {node_id} leads (term {view.term})"
+            await asyncio.sleep(0.1)
+        raise AdminError(f"node {node_id} did not take over within {timeout_s:g}s")
+
+    async def force_leader(self, node_id: int) -> str:
+        """Make node_id lead with an in-sync set of itself alone, losing what only the others
+        hold. Sent to that node, never to a leader: there may be none."""
+        address = await self.address_of(node_id)
+        request = rpb.ForceLeaderRequest(accept_data_loss=True)
+        try:
+            reply = await self._admin_call("ForceLeader", request)(address)
+        except grpc.aio.AioRpcError as exc:
+            raise AdminError(f"node {node_id} at {address}: {exc.details()}") from None
+        return reply.message
+
+    async def address_of(self, node_id: int) -> str:
+        """Node node_id's address: from ``ids`` if it is there, else from the members' views."""
+        if address := self.ids.get(node_id):
+            return address
+        for address, view in (await self.discover()).items():
+            if view is not None and view.node_id == node_id:
+                return address
+        raise AdminError(f"node {node_id} is not in --cluster and no member answered for it")
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _admin_call(
+        self, method: str, request: object
+    ) -> Callable[[str], Awaitable[rpb.AdminReply]]:
+        async def call(address: str) -> rpb.AdminReply:
+            async with open_channel(address, self.credentials) as channel:
+                rpc = getattr(replication_pb2_grpc.AdminStub(channel), method)
+                return await rpc(request, timeout=ADMIN_CALL_TIMEOUT_S, metadata=self.metadata)
+
+        return call
+
+    async def _on_leader(self, method: str, request: object) -> str:
+        """One Admin call on the leader; its one-line reply, or AdminError with the refusal."""
+        try:
+            reply = await self._retry_on_leader(self._admin_call(method, request))
+        except grpc.aio.AioRpcError as exc:
+            raise AdminError(exc.details() or exc.code().name.lower()) from None
+        return reply.message
+
+    async def _retry_on_leader(self, attempt: Callable[[str], Awaitable[T]]) -> T:
+        """Run attempt(address) on the leader until it succeeds, and return its result.
+
+        UNAVAILABLE (not the leader, or no process there) moves on to the
+        ``leader-address`` hint it carries, else to a fresh search of the members;
+        any other status is raised at once. Raises AdminError once ADMIN_DEADLINE_S
+        has passed without a leader taking the call.
+        """
+        deadline = time.monotonic() + ADMIN_DEADLINE_S
+        address, last_error = "", "no member knows a leader"
+        while time.monotonic() < deadline:
+            address = address or await self.leader()
+            if address:
+                try:
+                    return await attempt(address)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    last_error = f"{address}: {exc.details() or 'unavailable'}"
+                    address = leader_hint(exc)
+                    if address:
+                        continue
+            await asyncio.sleep(RETRY_PAUSE_S)
+        raise AdminError(f"no leader answered within {ADMIN_DEADLINE_S:g}s ({last_error})")
