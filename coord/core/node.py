@@ -24,6 +24,8 @@ import random
 from collections import deque
 from dataclasses import dataclass, replace
 
+from coord.core import checks
+from coord.core import commit as commit_rule
 from coord.core.config import ClusterConfig, View, config_entry
 from coord.core.election import Ballot, Decision, decide
 from coord.core.entry import Entry, EntryKind
@@ -42,7 +44,8 @@ from coord.core.messages import (
     check_shape,
 )
 from coord.core.progress import Mode, Progress
-from coord.core.ready import Ready, SnapshotOrder, SoftState
+from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
+from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
 
 
@@ -115,11 +118,13 @@ class Node:
         *,
         applied: int = 0,
         bootstrap: ClusterConfig | None = None,
+        rules: Rules = RULES,
     ) -> None:
         if node_id <= 0:
             raise LocalProtocolError("node ids are positive")
         self.id = node_id
         self.settings = settings
+        self._rules = rules
         self._rng = rng
         self.log = RaftLog(storage, settings.cached_entries)
         hard_state = storage.hard_state()
@@ -150,6 +155,7 @@ class Node:
         self._transfer_deadline_ms = 0
         self._outbox: list[tuple[int, Message]] = []
         self._snapshot_orders: list[SnapshotOrder] = []
+        self._elections: list[ElectionResult] = []
         self._install: SnapshotMeta | None = None
         self._restart_clear_epoch: int | None = None
         self._fence = rng.getrandbits(32)
@@ -333,15 +339,37 @@ class Node:
             raise RemoteProtocolError(f"a message claims to come from this node ({self.id})")
         if not self._may_speak(msg):
             raise RemoteProtocolError(f"node {msg.sender} is not a member of epoch {self._epoch()}")
+        leading = self.role is Role.LEADER
         match msg:
             case Append():
-                self._check_append(msg)
+                checks.check_append(
+                    msg,
+                    term=self.term,
+                    leading=leading,
+                    term_leader=self._term_leader,
+                    commit=self.commit,
+                    log=self.log,
+                )
             case AppendReply():
-                self._check_append_reply(msg)
+                checks.check_append_reply(
+                    msg,
+                    self._progress.get(msg.sender),
+                    term=self.term,
+                    leading=leading,
+                    commit=self.commit,
+                    snapshot_peers=self._snapshot_peers,
+                )
             case VoteReply():
-                self._check_vote_reply(msg)
+                checks.check_vote_reply(msg, self._ballot)
             case InstallSnapshot():
-                self._check_install_snapshot(msg)
+                checks.check_install_snapshot(
+                    msg,
+                    term=self.term,
+                    leading=leading,
+                    term_leader=self._term_leader,
+                    commit=self.commit,
+                    log=self.log,
+                )
 
     def will_hear(self, peer: int, msgs: list[Message]) -> bool:
         """Whether a batch from ``peer`` deserves the core's attention at all.
@@ -416,131 +444,6 @@ class Node:
     def _epoch(self) -> int:
         return self.view.epoch if self.view is not None else 0
 
-    def _check_append(self, msg: Append) -> None:
-        if msg.term < self.term:
-            return  # answered with a rejection; nothing else of it is used
-        if msg.term == self.term and self.role is Role.LEADER:
-            raise RemoteProtocolError(f"node {msg.sender} claims to lead term {msg.term} too")
-        if msg.term == self.term and self._term_leader not in (NO_NODE, msg.sender):
-            raise RemoteProtocolError(
-                f"node {msg.sender} claims term {msg.term}, which node {self._term_leader} leads"
-            )
-        _check_entry_run(msg.prev_index, msg.prev_term, msg.entries, msg.term)
-        self._check_committed_prefix(msg)
-        accepted = msg.prev_index < self.commit or self.log.match_term(
-            msg.prev_index, msg.prev_term
-        )
-        self._check_configs(msg, accepted)
-        if accepted:
-            self._check_append_view(msg)
-
-    def _check_committed_prefix(self, msg: Append) -> None:
-        """What we hold up to our commit index is final: the leader's log must agree with it."""
-        if msg.prev_index <= self.commit:
-            held = self.log.term(msg.prev_index)
-            if held is not None and held != msg.prev_term:
-                raise RemoteProtocolError(
-                    f"prev {msg.prev_index}/{msg.prev_term} contradicts committed term {held}"
-                )
-        overlap = [e for e in msg.entries if e.index <= self.commit]
-        if not overlap:
-            return
-        lo = max(overlap[0].index, self.log.first_available())
-        ours = {e.index: e for e in self.log.entries(lo, overlap[-1].index + 1, MAX_INT64) or ()}
-        for entry in overlap:
-            if entry.index in ours and ours[entry.index] != entry:
-                raise RemoteProtocolError(f"entry {entry.index} differs from our committed one")
-
-    def _check_configs(self, msg: Append, accepted: bool) -> None:
-        """Every config entry decodes, and each new one follows the config before it.
-
-        Checked before anything is appended: a config entry that fails to decode
-        once it is in the log makes the node fail on every restart.
-        """
-        base: tuple[int, ClusterConfig] | None = None
-        held = self.log.last_config(msg.prev_index) if accepted else None
-        if held is not None:
-            base = (held.index, ClusterConfig.decode(held.payload))
-        for entry in msg.entries:
-            if entry.kind is not EntryKind.CONFIG:
-                continue
-            config = ClusterConfig.decode(entry.payload)
-            if base is not None and entry.index <= base[0]:
-                continue  # a compacted stretch the snapshot's config already covers
-            if base is not None and entry.index > self.commit and not config.follows(base[1]):
-                raise RemoteProtocolError(
-                    f"config entry {entry.index} changes min_insync or several members at once"
-                )
-            base = (entry.index, config)
-
-    def _check_append_view(self, msg: Append) -> None:
-        """The leader's (epoch, ISR) must be those of its config entry at ``epoch``, if held."""
-        if msg.epoch < 1:
-            raise RemoteProtocolError("an Append without the leader's epoch")
-        if msg.epoch > max(self.commit, msg.prev_index + len(msg.entries)):
-            return  # beyond what we will hold: nothing to compare with
-        sent = [e for e in msg.entries if e.index == msg.epoch]
-        entry = sent[0] if sent else self.log.last_config(msg.epoch)
-        if entry is None or entry.index != msg.epoch:
-            if msg.epoch >= self.log.first_available():
-                raise RemoteProtocolError(f"epoch {msg.epoch} is not a config entry")
-            return  # compacted: cannot tell
-        if entry.kind is not EntryKind.CONFIG:
-            raise RemoteProtocolError(f"epoch {msg.epoch} is not a config entry")
-        if frozenset(msg.isr) != ClusterConfig.decode(entry.payload).isr:
-            raise RemoteProtocolError(f"ISR {list(msg.isr)} is not that of epoch {msg.epoch}")
-
-    def _check_append_reply(self, msg: AppendReply) -> None:
-        progress = self._progress.get(msg.sender)
-        if self.role is not Role.LEADER or msg.term != self.term or progress is None:
-            return  # a higher term deposes us; anything else is ignored
-        echo = msg.echo_sent_at_ms
-        if 0 <= echo < progress.created_ms:
-            return  # answers an Append from before this bookkeeping (a member re-added)
-        if echo < -1 or echo > progress.last_sent_ms:
-            raise RemoteProtocolError(f"echo of send time {echo}: no Append was sent then")
-        if echo == -1 and msg.success and not progress.snapshot_ordered:
-            if msg.sender in self._snapshot_peers:
-                return  # answers a snapshot ordered before this bookkeeping (member re-added)
-            raise RemoteProtocolError("a snapshot ack, but no snapshot was ordered")
-        bound = progress.ack_bound(self.commit)
-        claimed = msg.match_index if msg.success else msg.reject_index
-        if claimed > bound:
-            raise RemoteProtocolError(f"reply about index {claimed}, beyond {bound} that was sent")
-
-    def _check_vote_reply(self, msg: VoteReply) -> None:
-        ballot = self._ballot
-        if ballot is None or (msg.campaign, msg.pre_vote) != (ballot.campaign, ballot.pre_vote):
-            return  # a late reply to an earlier round: ignored
-        if msg.granted and (msg.term >= ballot.term if msg.pre_vote else msg.term != ballot.term):
-            raise RemoteProtocolError(f"a grant in term {msg.term} for a ballot of {ballot.term}")
-
-    def _check_install_snapshot(self, msg: InstallSnapshot) -> None:
-        """Only from the leader we follow, in our term, never on a leader; fields consistent.
-
-        A leader orders a snapshot only after the follower answered it this term,
-        so a higher term, or a leader other than ours, is no correct peer's doing.
-        Our own term while we follow nobody (restarted since, or campaigning) is:
-        :meth:`_on_install_snapshot` drops that one, and the leader orders again.
-        """
-        config = msg.config
-        if config.kind is not EntryKind.CONFIG or config.index > msg.index:
-            raise RemoteProtocolError(f"snapshot at {msg.index} carries no valid config")
-        if not config.term <= msg.index_term <= msg.term:
-            raise RemoteProtocolError(f"snapshot terms {config.term}/{msg.index_term} out of order")
-        ClusterConfig.decode(config.payload)
-        if msg.term < self.term:
-            return  # answered with a rejection
-        if self.role is Role.LEADER:
-            raise RemoteProtocolError(f"node {msg.sender} sends a snapshot to a leader")
-        if msg.term > self.term or self._term_leader not in (NO_NODE, msg.sender):
-            raise RemoteProtocolError(
-                f"snapshot from node {msg.sender} in term {msg.term}, not our leader's"
-            )
-        held = self.log.term(msg.index)
-        if msg.index <= self.commit and held is not None and held != msg.index_term:
-            raise RemoteProtocolError(f"snapshot at {msg.index} contradicts our committed log")
-
     # == outputs =================================================================
 
     def has_ready(self) -> bool:
@@ -552,6 +455,7 @@ class Node:
             or self._hard_state() != self._handed_hard_state
             or self._applied_out < min(self.commit, self.log.stable_last)
             or self._soft_state_changed
+            or bool(self._elections)
             or (self.role is Role.LEADER and self._has_unsent_entries())
         )
 
@@ -569,6 +473,7 @@ class Node:
             snapshots=tuple(self._snapshot_orders),
             committed=self._take_committed(),
             soft_state=self._soft_state if self._soft_state_changed else None,
+            elections=tuple(self._elections),
             seq=self._ready_seq,
         )
         if ready.must_sync():
@@ -584,6 +489,7 @@ class Node:
         self._install = None
         self._outbox.clear()
         self._snapshot_orders.clear()
+        self._elections.clear()
         self._soft_state_changed = False
         return ready
 
@@ -940,7 +846,10 @@ class Node:
     def _decide(self, now_ms: int) -> None:
         ballot = self._ballot
         assert ballot is not None
-        decision = self._decision(ballot, now_ms)
+        self._settle(ballot, self._decision(ballot, now_ms), now_ms)
+
+    def _settle(self, ballot: Ballot, decision: Decision, now_ms: int) -> None:
+        """Act on ``decision``, unless a voter may still change it; report it if final."""
         if decision.waiting:
             return  # a member of ISR* may still answer: ask again at the next input
         sent = ballot.sent_ms if ballot.sent_ms is not None else ballot.deadline_ms
@@ -949,6 +858,9 @@ class Node:
             # Slow voters are inside the model (live nodes answer within the
             # lease): giving up at election_wait livelocks slow links.
             return
+        self._elections.append(
+            ElectionResult(ballot.pre_vote, ballot.term, decision.won, decision.reason)
+        )
         if not decision.won:
             if not ballot.pre_vote:
                 self._lost_ballots += 1  # a real vote lost: a collision, or slow links
@@ -965,15 +877,12 @@ class Node:
             self._lost_ballots = 0
             self._become_leader(decision.isr, now_ms)
 
-    def _would_win(self, ballot: Ballot, now_ms: int) -> bool:
-        return self._decision(ballot, now_ms).won
-
     def _vote_reply(
         self, pre_vote: bool, campaign: int, granted: bool, *, has_live_leader: bool
     ) -> VoteReply:
         """Our whole state, as DESIGN.md asks a voter to give in every case."""
         view = self.view
-        return VoteReply(
+        return self._rules.vote_reply(
             term=self.term,
             sender=self.id,
             pre_vote=pre_vote,
@@ -1106,7 +1015,8 @@ class Node:
         config = self._view().config
         grants = 1 + sum(r.granted for r in ballot.replies.values())  # our own vote counts
         early = ballot.pre_vote or config.quorum_mode or grants >= config.majority
-        if ballot.complete() or (early and self._would_win(ballot, now_ms)):
+        decision = self._decision(ballot, now_ms)
+        if ballot.complete() or (early and decision.won):
             # Decide as soon as the replies so far elect us where that is safe: a
             # pre-vote is advisory (the real vote still waits), and a majority of
             # grants is unique per term (a voter grants once per term), as in Raft.
@@ -1114,7 +1024,7 @@ class Node:
             # election_wait: two candidates could otherwise each win a disjoint part
             # of the cluster in one term (the simulator finds this within a few
             # hundred seeds).
-            self._decide(now_ms)
+            self._settle(ballot, decision, now_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
         if msg.term == self.term and msg.sender == self.leader_id and not self._cannot_lead():
@@ -1148,7 +1058,8 @@ class Node:
 
     def _append_from_leader(self, entries: list[Entry]) -> None:
         """Skip what we already hold; replace a conflicting suffix (only entries after
-        our commit index are passed in, and :meth:`_check_append` made sure they connect)."""
+        our commit index are passed in, and :func:`~coord.core.checks.check_append`
+        made sure they connect)."""
         for position, entry in enumerate(entries):
             if self.log.term(entry.index) == entry.term:
                 continue
@@ -1244,44 +1155,27 @@ class Node:
         return entry
 
     def _drop_from_isr(self, peer: int) -> None:
-        """Shrink the ISR, unless that would leave fewer than ``min_insync`` (writes then wait)."""
         config = self._view().config
-        if peer in config.isr and len(config.isr) - 1 >= config.min_insync:
-            self._append_config(config.with_isr(config.isr - {peer}))
+        isr = commit_rule.isr_after_silence(config.isr, peer, config.min_insync)
+        if isr is not None:
+            self._append_config(config.with_isr(isr))
 
     def _maybe_grow_isr(self, peer: int) -> None:
-        """A follower outside the ISR that holds everything committed rejoins it."""
+        progress = self._progress.get(peer)
+        if progress is None:
+            return  # a leaving member, forgotten once its removal committed
         config = self._view().config
-        if peer not in config.member_ids or peer in config.isr:
-            return  # in already, or leaving (its progress may be gone by now)
-        if self._progress[peer].match >= self.commit:
-            self._append_config(config.with_isr(config.isr | {peer}))
+        match, commit = progress.match, self.commit
+        isr = commit_rule.isr_after_catch_up(config.member_ids, config.isr, peer, match, commit)
+        if isr is not None:
+            self._append_config(config.with_isr(isr))
 
-    def _match_of(self, member: int) -> int:
-        return self.log.stable_last if member == self.id else self._progress[member].match
-
-    def _commit_candidate(self) -> int | None:
-        """The highest index every ISR member and every leaving member holds, if the ISR
-        is big enough to commit."""
-        config = self._view().config
-        if len(config.isr) < config.min_insync:
-            return None
-        leaving = [i for i in self._progress if i not in config.member_ids]
-        return min(self._match_of(member) for member in [*self._relied_isr(), *leaving])
-
-    def _relied_isr(self) -> set[int]:
-        """The ISR the leader may count on for commits and its lease.
-
-        An ISR change counts only once it is durable here: until then the
-        members of the last durable ISR, and of every ISR written since, must
-        ack too. A shrink decided while our
-        own writes were stuck (heartbeats "sent" but held back, so the
-        followers' silence was ours) is thus never relied on: the slow write
-        reveals the stall, and we step down, before the shrink is durable.
-        """
+    def _relied_isr(self) -> frozenset[int]:
+        """:func:`coord.core.commit.relied_isr` over the ISRs written since the last
+        durable config (the durable one included), when the view is not durable yet."""
         view = self._view()
-        required = set(view.config.isr)
         stable = self.log.stable_last
+        written: list[frozenset[int]] = []
         if view.epoch > stable:
             durable = self.log.last_config(stable)
             configs = [durable] if durable is not None else []
@@ -1290,17 +1184,25 @@ class Node:
                 for e in self.log.entries(stable + 1, self.log.last_index() + 1, MAX_INT64) or ()
                 if e.kind is EntryKind.CONFIG
             ]
-            for entry in configs:
-                required |= ClusterConfig.decode(entry.payload).isr
-        return required & {self.id, *self._progress}
+            written = [ClusterConfig.decode(entry.payload).isr for entry in configs]
+        return commit_rule.relied_isr(view.config.isr, written, {self.id, *self._progress})
 
     def _maybe_commit(self) -> None:
-        """Commit rule: acked by the whole ISR, and of our own term (earlier ones ride along)."""
-        index = self._commit_candidate()
-        if index is not None and index > self.commit and self.log.term(index) == self.term:
+        """Apply the commit rule (:mod:`coord.core.commit`) to what the followers acked."""
+        view = self._view()
+        config = view.config
+        matches = {peer: progress.match for peer, progress in self._progress.items()}
+        matches[self.id] = self.log.stable_last
+        leaving = [i for i in self._progress if i not in config.member_ids]
+        required = [*self._relied_isr(), *leaving]
+        index = self._rules.commit_candidate(
+            self.id, matches, required, len(config.isr), config.min_insync
+        )
+        term = self.log.term(index) if index is not None else None
+        if commit_rule.may_commit(index, self.commit, term, self.term):
             self.commit = index
-            if self._view().epoch <= index:
-                self._forget_departed()
+        if self._rules.departed_forgotten(view.epoch, self.commit):
+            self._forget_departed()
 
     def _leaving(self) -> set[int]:
         """Members being removed: in the latest committed config, not in the view.
@@ -1322,7 +1224,8 @@ class Node:
             self._maybe_commit()
 
     def _forget_departed(self) -> None:
-        """The config that removed them is committed: they hold it, nothing more is owed."""
+        """Stop tracking members no longer in the view (see
+        :func:`coord.core.commit.departed_forgotten`)."""
         members = self._view().config.member_ids
         for peer in [i for i in self._progress if i not in members]:
             del self._progress[peer]
@@ -1416,7 +1319,7 @@ class Node:
         """Stream a snapshot, once the follower has answered us in this term.
 
         Only then does it follow us, and a follower accepts a snapshot only from
-        the leader it follows (:meth:`_check_install_snapshot`); until then the
+        the leader it follows (:func:`coord.core.checks.check_install_snapshot`); until then the
         heartbeats make it follow, and its first answer sends the order.
         """
         progress.need_snapshot(now_ms)
@@ -1440,20 +1343,3 @@ class Node:
             raise LocalProtocolError(f"committed entries after {self._applied_out} were compacted")
         self._applied_out = batch[-1].index
         return tuple(batch)
-
-
-def _check_entry_run(
-    prev_index: int, prev_term: int, entries: tuple[Entry, ...], term: int
-) -> None:
-    """Entries continue ``prev_index`` one by one, terms never falling, none above ``term``."""
-    if prev_term > term:
-        raise RemoteProtocolError(f"prev_term {prev_term} is above the message's term {term}")
-    index, last_term = prev_index, prev_term
-    for entry in entries:
-        if entry.index != index + 1:
-            raise RemoteProtocolError(f"entry {entry.index} does not follow {index}")
-        if not last_term <= entry.term <= term:
-            raise RemoteProtocolError(f"entry {entry.index} of term {entry.term} is out of order")
-        index, last_term = entry.index, entry.term
-    if index > MAX_INT64:
-        raise RemoteProtocolError("entries run beyond 2**63-1")

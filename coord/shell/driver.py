@@ -455,6 +455,8 @@ class ReplicatedCoordinator:
             self._spawn_snapshot(order)
         if ready.committed:
             self._committed.put_nowait(list(ready.committed))
+        for election in ready.elections:
+            log.info("node %d: %s", self.id, election)
         if ready.soft_state is not None:
             self._publish(ready.soft_state)
         self._sync_members()

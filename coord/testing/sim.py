@@ -476,6 +476,8 @@ class Simulator:
             self._crash(node_id, "after a write, before sending")
             return
         sim.shell.synced(ready, self.local(node_id))
+        for election in ready.elections:
+            self.note(node_id, str(election))
         if ready.soft_state is not None:
             soft = ready.soft_state
             self.note(node_id, f"{soft.role} t{soft.term} leader {soft.leader_id}")
