@@ -2,11 +2,12 @@
 
 Inputs are method calls carrying the time (integer ms of the node's monotonic
 clock): :meth:`Node.tick`, :meth:`Node.receive`, :meth:`Node.propose`,
-:meth:`Node.persisted`, :meth:`Node.peer_unreachable`, and the operator's
+:meth:`Node.persisted`, :meth:`Node.peer_unreachable`, the operator's
 :meth:`Node.transfer_leadership`, :meth:`Node.force_leader`,
-:meth:`Node.propose_config_change`. Outputs accumulate until the shell drains
-them with :meth:`Node.ready` (see :mod:`coord.core.ready` for what the shell must do
-with each :class:`~coord.core.ready.Ready`, in which order). Proposals made between
+:meth:`Node.propose_config_change`, and the tests' :meth:`Node.campaign`.
+Outputs accumulate until the shell drains them with :meth:`Node.ready` (see
+:mod:`coord.core.ready` for what the shell must do with each
+:class:`~coord.core.ready.Ready`, in which order). Proposals made between
 two ``ready()`` calls share one batch, one fsync and one message per follower.
 
 Stalls: every input's ``now_ms`` is compared with the previous input's. A gap
@@ -30,6 +31,7 @@ from coord.core.config import ClusterConfig, View, config_entry
 from coord.core.election import Ballot, Decision, decide
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import LocalProtocolError, NotLeader, RemoteProtocolError
+from coord.core.inspection import BallotState, NodeState, PeerState
 from coord.core.lease import FollowerLease, leader_lease_holds
 from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
 from coord.core.messages import (
@@ -330,6 +332,23 @@ class Node:
         self._term_leader = NO_NODE
         self._become_leader(frozenset({self.id}), now_ms)
 
+    def campaign(self, now_ms: int, *, pre_vote: bool = True) -> None:
+        """Start an election now, as an election timeout does: a pre-vote, then the vote.
+
+        With ``pre_vote=False`` the node goes straight to the real vote (term + 1),
+        as a leader's TimeoutNow makes it. For tests and scenario scripts, which
+        make a leader by campaigning and delivering the replies rather than by
+        ticking until a timeout fires; the election rules apply as always.
+        A leader steps down first. Refused on a node that never campaigns (no
+        view, or removed).
+        """
+        self._advance(now_ms)
+        if self._cannot_lead():
+            raise LocalProtocolError("a node without a view, or removed, never campaigns")
+        if self.role is Role.LEADER:
+            self._become_follower(self.term, NO_NODE)
+        self._campaign(now_ms, pre_vote=pre_vote, transfer_from=NO_NODE)
+
     # == validation: nothing below changes any state ============================
 
     def _check(self, msg: Message) -> None:
@@ -527,6 +546,45 @@ class Node:
         if self.commit < self._term_start:
             raise NotLeader(self.id, "new leader: its first entry is not committed yet")
         return self.commit
+
+    def inspect(self) -> NodeState:
+        """A frozen copy of the node's internal state (:mod:`coord.core.inspection`)."""
+        ballot = self._ballot
+        return NodeState(
+            term=self.term,
+            voted_for=self.voted_for,
+            role=str(self.role),
+            leader_id=self.leader_id,
+            term_leader=self._term_leader,
+            commit=self.commit,
+            restarted=self.restarted,
+            view=self.view,
+            peers=tuple(
+                (
+                    peer,
+                    PeerState(
+                        p.match,
+                        p.next,
+                        p.mode,
+                        p.probe_sent,
+                        tuple(p.inflight),
+                        p.acked_sent_at,
+                        p.snapshot_ordered,
+                    ),
+                )
+                for peer, p in sorted(self._progress.items())
+            ),
+            lease_leader=self._lease.leader_id,
+            lease_until_ms=self._lease.until_ms,
+            election_at_ms=self._election_at,
+            ballot=None
+            if ballot is None
+            else BallotState(
+                ballot.pre_vote, ballot.term, ballot.campaign, tuple(sorted(ballot.replies.items()))
+            ),
+            outbox=tuple(self._outbox),
+            install=self._install,
+        )
 
     def status(self, now_ms: int) -> NodeStatus:
         view = self.view

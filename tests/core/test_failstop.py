@@ -293,7 +293,7 @@ def test_a_pre_vote_candidate_yields_to_a_lower_id_and_refuses_a_higher_one() ->
     for node_id in (1, 2, 3):
         node = cluster.node(node_id)
         if node.role is not Role.CANDIDATE:
-            node._campaign(cluster.now, pre_vote=True, transfer_from=0)
+            node.campaign(cluster.now)
         node.ready()  # the requests are out (dropped here)
 
     def pre_vote(sender: int) -> VoteRequest:
@@ -324,8 +324,8 @@ def test_a_voter_yields_once_to_a_candidate_whose_pre_votes_keep_failing() -> No
 
     node.receive(pre_vote(), now)
     (_, reply), *_ = node.ready().messages
-    assert reply.granted and node._election_at == now + LEASE  # yields to node 2
+    assert reply.granted and node.inspect().election_at_ms == now + LEASE  # yields to node 2
     now += 80
     node.receive(pre_vote(), now)  # node 2 lost that one and tries again
     (_, reply), *_ = node.ready().messages
-    assert reply.granted and node._election_at == now - 80 + LEASE  # no second yield
+    assert reply.granted and node.inspect().election_at_ms == now - 80 + LEASE  # no second yield

@@ -96,7 +96,7 @@ def test_the_removal_stops_waiting_for_a_member_silent_for_a_lease() -> None:
     cluster.pause(4)
     index = remove(cluster, leader, 4)
     assert cluster.run_until(lambda: committed(cluster, leader, index), 2 * LEASE)
-    assert 4 not in cluster.node(leader)._progress
+    assert 4 not in cluster.node(leader).inspect().peer_ids
     cluster.resume(4)
     cluster.run(LEASE)
     assert cluster.node(4).restarted, "its pause was a stall: it cannot vouch for its view"
@@ -129,7 +129,7 @@ def test_a_new_leader_still_waits_for_the_member_being_removed() -> None:
     assert all(cluster.shells[i].storage.last_index() >= index for i in (2, 3))
     cluster.crash(1)
     new_leader = cluster.elect()
-    assert 4 in cluster.node(new_leader)._progress
+    assert 4 in cluster.node(new_leader).inspect().peer_ids
     cluster.resume(4)
     assert cluster.run_until(lambda: cluster.node(4).removed)
     assert cluster.run_until(lambda: committed(cluster, new_leader, index))

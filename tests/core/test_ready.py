@@ -95,4 +95,6 @@ def test_the_core_keeps_a_bounded_window_of_a_long_log_in_memory() -> None:
         ready = node.ready()
         storage.save(ready.hard_state, None, ready.entries)
         node.persisted(ready.entries[-1].index, ready.entries[-1].term, now)
-    assert len(node.log._cache) <= TEST_SETTINGS.cached_entries and not node.log._unstable
+    log = node.log
+    assert log.cached_count() <= TEST_SETTINGS.cached_entries
+    assert log.last_index() == log.stable_last

@@ -290,9 +290,10 @@ def test_a_granted_vote_for_another_term_is_refused() -> None:
     cluster = Cluster(3)
     cluster.run(TEST_SETTINGS.lease_ms)
     node = cluster.node(1)
-    if node._ballot is None or node._ballot.pre_vote:
-        node._campaign(cluster.now, pre_vote=False, transfer_from=0)
-    ballot = node._ballot
+    ballot = node.inspect().ballot
+    if ballot is None or ballot.pre_vote:
+        node.campaign(cluster.now, pre_vote=False)
+    ballot = node.inspect().ballot
     assert ballot is not None and not ballot.pre_vote
     grant = VoteReply(
         ballot.term + 3, 2, False, ballot.campaign, True, 1, 1, 1, 0, (1, 2, 3), False, False, 0
