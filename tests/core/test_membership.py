@@ -14,7 +14,7 @@ import pytest
 
 from coord.core.errors import RemoteProtocolError
 from coord.core.messages import Append, AppendReply, VoteRequest
-from coord.core.node import RemoveMember, Role
+from coord.core.node import AddMember, RemoveMember, Role
 from coord.testing.harness import TEST_SETTINGS, Cluster
 
 LEASE = TEST_SETTINGS.lease_ms
@@ -214,19 +214,30 @@ def test_a_late_snapshot_ack_to_a_re_added_members_earlier_bookkeeping_is_ignore
     node 3, node 3 was removed and added back in the same term (new bookkeeping, no
     order), then its ack of the first snapshot arrived. Honest: ignored, not refused.
     A snapshot ack from a peer never sent one this term is still refused."""
-    from coord.core.progress import Progress
-
     cluster = Cluster(3)
     leader = cluster.elect()
     cluster.run(100)
     node = cluster.node(leader)
+    term = node.term
     peer, other = (i for i in (1, 2, 3) if i != leader)
-    node._order_snapshot(peer, node._progress[peer], cluster.now)
-    assert node._progress[peer].snapshot_ordered
-    node._progress[peer] = Progress(node.log.last_index() + 1, cluster.now)  # re-added
+    cluster.isolate(peer)  # it gets neither the entries below nor its snapshot
+    last = max(cluster.propose(b"%d" % n)[0] for n in range(30))
+    assert cluster.run_until(lambda: cluster.committed_everywhere(last, [leader, other]))
+    cluster.shells[leader].compact(0)
+
+    def ordered() -> bool:
+        state = node.inspect().peer(peer)
+        return state is not None and state.snapshot_ordered
+
+    assert cluster.run_until(ordered)
+    index = remove(cluster, leader, peer)
+    assert cluster.run_until(lambda: committed(cluster, leader, index), 2 * LEASE)
+    node.propose_config_change(AddMember(peer, f"node{peer}:7000"), cluster.now)  # re-added
+    assert node.term == term and node.role is Role.LEADER  # the same term
     late = AppendReply(node.term, peer, True, node.commit, 0, 0, -1, 0)
     node.receive(late, cluster.now)
-    assert node._progress[peer].match == 0  # nothing of it counted
+    fresh = node.inspect().peer(peer)
+    assert fresh is not None and fresh.match == 0  # nothing of it counted
     forged = AppendReply(node.term, other, True, node.commit, 0, 0, -1, 0)
     with pytest.raises(RemoteProtocolError, match="no snapshot was ordered"):
         node.receive(forged, cluster.now)
