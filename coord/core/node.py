@@ -30,7 +30,7 @@ from coord.core import commit as commit_rule
 from coord.core.config import ClusterConfig, View, config_entry
 from coord.core.election import Ballot, Decision, decide
 from coord.core.entry import Entry, EntryKind
-from coord.core.errors import LocalProtocolError, NotLeader, RemoteProtocolError
+from coord.core.errors import LocalProtocolError, Redirect, RemoteProtocolError
 from coord.core.inspection import BallotState, NodeState, PeerState
 from coord.core.lease import FollowerLease, leader_lease_holds
 from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
@@ -542,9 +542,9 @@ class Node:
     def read_index(self, now_ms: int) -> int:
         """The commit index a linearizable read must see applied; only under the lease."""
         if not self.has_lease(now_ms):
-            raise NotLeader(self.leader_id, "not the leader, or not holding the lease")
+            raise Redirect(self.leader_id, "not the leader, or not holding the lease")
         if self.commit < self._term_start:
-            raise NotLeader(self.id, "new leader: its first entry is not committed yet")
+            raise Redirect(self.id, "new leader: its first entry is not committed yet")
         return self.commit
 
     def inspect(self) -> NodeState:
@@ -1185,9 +1185,9 @@ class Node:
 
     def _require_leader(self) -> None:
         if self.role is not Role.LEADER:
-            raise NotLeader(self.leader_id)
+            raise Redirect(self.leader_id)
         if self._transfer_to != NO_NODE:
-            raise NotLeader(self._transfer_to, "leadership is being transferred")
+            raise Redirect(self._transfer_to, "leadership is being transferred")
 
     def _view(self) -> View:
         if self.view is None:

@@ -69,14 +69,21 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class PeerSettings:
-    """How this node reaches its peers: TLS, the credentials each call carries, limits."""
+    """How this node talks with its peers: TLS, the credentials each call carries,
+    how long a call may take, and the largest snapshot a peer may stream to it."""
 
     credentials: grpc.ChannelCredentials | None = None
     call_timeout_s: float = 0.5
-    log_keep_entries: int = 10_000
-    checkpoint_interval_s: float = 2.0
     metadata: Metadata = ()
     snapshot_max_bytes: int = 64 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionSettings:
+    """How often the applied state is checkpointed, and how much log stays behind it."""
+
+    log_keep_entries: int = 10_000
+    checkpoint_interval_s: float = 2.0
 
 
 class ReplicatedCoordinator:
@@ -90,6 +97,7 @@ class ReplicatedCoordinator:
         settings: Settings,
         min_insync: int = 1,
         peers: PeerSettings | None = None,
+        compaction: CompactionSettings | None = None,
         *,
         join: bool = False,
     ) -> None:
@@ -99,10 +107,11 @@ class ReplicatedCoordinator:
         self._settings = settings
         self._min_insync = min_insync
         self._peers = peers or PeerSettings()
+        self._compaction = compaction or CompactionSettings()
         self._join = join
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"log-{node_id}")
         self._wake = asyncio.Event()
-        self._progress = asyncio.Event()  # set after each Ready: commit or lease may have moved
+        self._advanced = asyncio.Event()  # set after each Ready: commit or lease may have moved
         self._committed: asyncio.Queue[list[Entry] | None] = asyncio.Queue()
         self._watchers: list[asyncio.Queue[LeaderView | None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -199,7 +208,7 @@ class ReplicatedCoordinator:
             raise NotLeader("", f"this node cannot write to its disk now ({self.disk.fault})")
         try:
             index, term = self.node.propose(payload, now_ms())
-        except core_errors.NotLeader as exc:
+        except core_errors.Redirect as exc:
             raise NotLeader(self._address_of(exc.leader_id), str(exc)) from exc
         self._wake.set()
         return Proposal(index, term)
@@ -216,12 +225,12 @@ class ReplicatedCoordinator:
         while True:
             try:
                 return self.node.read_index(now_ms())
-            except core_errors.NotLeader as exc:
+            except core_errors.Redirect as exc:
                 if self.node.role is not Role.LEADER or loop.time() >= deadline:
                     raise NotLeader(self._address_of(exc.leader_id), str(exc)) from exc
-            self._progress.clear()
+            self._advanced.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), deadline - loop.time())
+                await asyncio.wait_for(self._advanced.wait(), deadline - loop.time())
 
     async def leader_changes(self) -> AsyncIterator[LeaderView | None]:
         queue: asyncio.Queue[LeaderView | None] = asyncio.Queue()
@@ -347,10 +356,10 @@ class ReplicatedCoordinator:
         behind the durable state so that a slightly lagging follower catches up
         from the log rather than by snapshot.
         """
-        keep = self._peers.log_keep_entries
+        keep = self._compaction.log_keep_entries
         checkpointed = 0
         while True:
-            await asyncio.sleep(self._peers.checkpoint_interval_s)
+            await asyncio.sleep(self._compaction.checkpoint_interval_s)
             if self.node.commit == checkpointed:
                 continue
             durable = await self.disk.write("state", self._hooks.checkpoint)
@@ -432,7 +441,7 @@ class ReplicatedCoordinator:
             self._wake.clear()
             while self.node.has_ready():
                 await self._handle(self.node.ready())
-            self._progress.set()
+            self._advanced.set()
 
     async def _handle(self, ready: Ready) -> None:
         """Carry out one Ready in the order coord.core.ready prescribes."""

@@ -5,12 +5,12 @@ carries out each :class:`~coord.core.ready.Ready` in the documented order over a
 :class:`~coord.core.log.MemoryStorage`, applies committed entries to a toy state
 machine (a running checksum), and makes and installs snapshots of it.
 
-:class:`Cluster` wires shells together on one fake clock for tests that drive
+:class:`CoreCluster` wires shells together on one fake clock for tests that drive
 a scenario step by step: messages sent in one step arrive in the next, in
 order; a crashed node refuses connections; a paused node's messages queue up
 and are delivered before its first tick when it wakes, as the kernel would.
 A message the core refuses (:class:`RemoteProtocolError`) is recorded in
-:attr:`Cluster.refused`, as the real shell logs it, and the cluster goes on.
+:attr:`CoreCluster.refused`, as the real shell logs it, and the cluster goes on.
 """
 
 from __future__ import annotations
@@ -199,8 +199,12 @@ class MemoryShell:
         self.storage.compact(self.durable_index - keep)
 
 
-class Cluster:
-    """N nodes on one fake clock, stepped by hand. For scenario tests."""
+class CoreCluster:
+    """N protocol cores over memory shells on one fake clock, stepped by hand.
+
+    For scenario tests of the core; ``tests/support/processes.py`` has the
+    cluster of real processes, which is why this one says what it holds.
+    """
 
     def __init__(
         self,
@@ -224,7 +228,7 @@ class Cluster:
         self.crashed: set[int] = set()
         self.paused: set[int] = set()
         self.cut: set[tuple[int, int]] = set()
-        self.sent: list[tuple[int, int, Message]] = []
+        self.sent: list[tuple[int, int, Message]] = []  # (sender, to, message), cut or not
         self.refused: list[tuple[int, Message, str]] = []
         for i in self.shells:
             self.flush(i)

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 from coord.core.config import ClusterConfig
 from coord.core.entry import Entry, EntryKind
-from coord.core.errors import CoordError, LocalProtocolError, NotLeader
+from coord.core.errors import CoordError, LocalProtocolError, Redirect
 from coord.core.messages import (
     Append,
     AppendReply,
@@ -641,7 +641,7 @@ class Simulator:
                 if targets:
                     target = self.rng.choice(targets)
                     self.note(node_id, f"TRANSFER to n{target}")
-                    with contextlib.suppress(NotLeader, LocalProtocolError):
+                    with contextlib.suppress(Redirect, LocalProtocolError):
                         self._input(
                             node_id, lambda n, now, to=target: n.transfer_leadership(to, now)
                         )
@@ -663,7 +663,7 @@ class Simulator:
                 target = self.rng.choice([i for i in members if i != node_id])
                 change = RemoveMember(target)
             self.note(node_id, f"MEMBERSHIP {type(change).__name__} n{target}")
-            with contextlib.suppress(NotLeader, LocalProtocolError):
+            with contextlib.suppress(Redirect, LocalProtocolError):
                 self._input(node_id, lambda n, now, c=change: n.propose_config_change(c, now))
             return
 
@@ -705,7 +705,7 @@ class Simulator:
             payload = b"op%d" % self._proposals
             try:
                 index, term = node.propose(payload, self.local(node_id))
-            except NotLeader:
+            except Redirect:
                 continue
             self.proposed[(node_id, index, term)] = payload
             if not self.faulty and self.goal is None:

@@ -15,13 +15,13 @@ import pytest
 from coord.core.errors import RemoteProtocolError
 from coord.core.messages import Append, AppendReply, VoteRequest
 from coord.core.node import AddMember, RemoveMember, Role
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 LEASE = TEST_SETTINGS.lease_ms
 
 
-def four() -> tuple[Cluster, int]:
-    cluster = Cluster(4)
+def four() -> tuple[CoreCluster, int]:
+    cluster = CoreCluster(4)
     leader = cluster.elect()
     assert leader != 4
     for n in range(5):
@@ -30,13 +30,13 @@ def four() -> tuple[Cluster, int]:
     return cluster, leader
 
 
-def remove(cluster: Cluster, leader: int, member: int) -> int:
+def remove(cluster: CoreCluster, leader: int, member: int) -> int:
     index, _ = cluster.node(leader).propose_config_change(RemoveMember(member), cluster.now)
     cluster.flush(leader)
     return index
 
 
-def four_without_4() -> Cluster:
+def four_without_4() -> CoreCluster:
     """Four nodes, then node 4 removed (the removal committed); node 4 keeps running."""
     cluster, leader = four()
     index = remove(cluster, leader, 4)
@@ -44,11 +44,11 @@ def four_without_4() -> Cluster:
     return cluster
 
 
-def committed(cluster: Cluster, leader: int, index: int) -> bool:
+def committed(cluster: CoreCluster, leader: int, index: int) -> bool:
     return cluster.node(leader).commit >= index
 
 
-def run_watching(cluster: Cluster, ms: int, node_id: int) -> None:
+def run_watching(cluster: CoreCluster, ms: int, node_id: int) -> None:
     """Run ``ms``; the node must never campaign nor lead meanwhile."""
     end = cluster.now + ms
     while cluster.now < end:
@@ -214,7 +214,7 @@ def test_a_late_snapshot_ack_to_a_re_added_members_earlier_bookkeeping_is_ignore
     node 3, node 3 was removed and added back in the same term (new bookkeeping, no
     order), then its ack of the first snapshot arrived. Honest: ignored, not refused.
     A snapshot ack from a peer never sent one this term is still refused."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.run(100)
     node = cluster.node(leader)
