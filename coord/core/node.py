@@ -49,6 +49,7 @@ from coord.core.progress import Mode, Progress
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
+from coord.core.status import MemberStatus, Status
 
 
 class Role(enum.StrEnum):
@@ -73,31 +74,6 @@ class RemoveMember:
 
 
 ConfigChange = AddMember | RemoveMember
-
-
-@dataclass(frozen=True, slots=True)
-class MemberStatus:
-    id: int
-    address: str
-    in_sync: bool
-    match_index: int
-    reachable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """This node's view of the cluster, the fields of ``ClusterStatus`` (API.md section 1)."""
-
-    node_id: int
-    role: str
-    term: int
-    leader_id: int
-    commit_index: int
-    last_index: int
-    members: tuple[MemberStatus, ...]
-    epoch: int
-    min_insync: int
-    restarted: bool
 
 
 class Node:
@@ -586,9 +562,11 @@ class Node:
             install=self._install,
         )
 
-    def status(self, now_ms: int) -> NodeStatus:
+    def status(self, now_ms: int) -> Status:
+        """This node's view of the cluster (:mod:`coord.core.status`), without a disk fault."""
         view = self.view
         config = view.config if view else None
+        own_role = self._role_name()
         members = []
         for member_id, address in config.members if config else ():
             progress = self._progress.get(member_id)
@@ -601,18 +579,23 @@ class Node:
             else:
                 match, reachable = 0, member_id == self.leader_id
             in_sync = config is not None and member_id in config.isr
-            members.append(MemberStatus(member_id, address, in_sync, match, reachable))
-        return NodeStatus(
+            if member_id == self.id:
+                role = own_role
+            else:
+                role = str(Role.LEADER if member_id == self.leader_id else Role.FOLLOWER)
+            members.append(MemberStatus(member_id, address, role, in_sync, match, reachable))
+        leader = self.leader_id
+        return Status(
             node_id=self.id,
-            role=self._role_name(),
+            role=own_role,
             term=self.term,
-            leader_id=self.leader_id,
+            leader_id=leader,
+            leader_address=config.address(leader) if config and leader != NO_NODE else "",
             commit_index=self.commit,
-            last_index=self.log.last_index(),
             members=tuple(members),
-            epoch=view.epoch if view else 0,
+            config_epoch=view.epoch if view else 0,
             min_insync=config.min_insync if config else 0,
-            restarted=self.restarted,
+            mode=config.mode if config else "",
         )
 
     # == time ====================================================================

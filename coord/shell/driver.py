@@ -26,7 +26,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,7 +35,6 @@ import grpc
 from coord.boundary import (
     Entry,
     LeaderView,
-    MemberStatus,
     NotLeader,
     Proposal,
     StateHooks,
@@ -243,32 +242,7 @@ class ReplicatedCoordinator:
             self._watchers.remove(queue)
 
     def status(self) -> Status:
-        status = self.node.status(now_ms())
-        members = tuple(
-            MemberStatus(
-                id=m.id,
-                address=m.address,
-                role=self._member_role(m.id, status.leader_id, status.role),
-                in_sync=m.in_sync,
-                match_index=m.match_index,
-                reachable=m.reachable,
-            )
-            for m in status.members
-        )
-        return Status(
-            node_id=status.node_id,
-            role=status.role,
-            term=status.term,
-            leader_id=status.leader_id,
-            leader_address=self._address_of(status.leader_id),
-            commit_index=status.commit_index,
-            members=members,
-            config_epoch=status.epoch,
-            min_insync=status.min_insync,
-            last_index=status.last_index,
-            mode=self.node.view.config.mode if self.node.view else "",
-            fault=self.disk.fault,
-        )
+        return replace(self.node.status(now_ms()), fault=self.disk.fault)
 
     def leader_address(self) -> str:
         return self._address_of(self.node.leader_id)
@@ -521,8 +495,3 @@ class ReplicatedCoordinator:
         if not leader_id:
             return None
         return LeaderView(leader_id, self._address_of(leader_id), self.node.term)
-
-    def _member_role(self, member: int, leader: int, own_role: str) -> str:
-        if member == self.id:
-            return own_role
-        return "leader" if member == leader else "follower"

@@ -82,7 +82,7 @@ def test_status_reports_what_cluster_status_needs() -> None:
     cluster.run(100)
     status = cluster.node(leader).status(cluster.now)
     assert (status.role, status.leader_id, status.min_insync) == ("leader", leader, 1)
-    assert status.epoch == cluster.node(leader).view.epoch and status.commit_index > 0
+    assert status.config_epoch == cluster.node(leader).view.epoch and status.commit_index > 0
     members = {m.id: m for m in status.members}
     assert members[2].in_sync and members[2].reachable and members[2].match_index > 0
     assert not members[3].in_sync and not members[3].reachable
