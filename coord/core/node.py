@@ -23,11 +23,11 @@ from __future__ import annotations
 import enum
 import random
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from coord.core import checks
 from coord.core import commit as commit_rule
-from coord.core.config import ClusterConfig, View, config_entry
+from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
 from coord.core.election import Ballot, Decision, decide
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import LocalProtocolError, Redirect, RemoteProtocolError
@@ -60,20 +60,6 @@ class Role(enum.StrEnum):
     CANDIDATE = "candidate"
     LEADER = "leader"
     REMOVED = "removed"
-
-
-@dataclass(frozen=True, slots=True)
-class AddMember:
-    node_id: int
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveMember:
-    node_id: int
-
-
-ConfigChange = AddMember | RemoveMember
 
 
 class Node:

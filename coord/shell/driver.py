@@ -41,9 +41,9 @@ from coord.boundary import (
     Status,
 )
 from coord.core import errors as core_errors
-from coord.core.config import ClusterConfig
+from coord.core.config import ClusterConfig, ConfigChange
 from coord.core.messages import Append, InstallSnapshot, Message
-from coord.core.node import ConfigChange, Node, Role
+from coord.core.node import Node, Role
 from coord.core.ready import Ready, SnapshotOrder, SoftState
 from coord.core.ready_order import split_messages
 from coord.core.settings import Settings

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from coord.core import errors as core_errors
-from coord.core.node import AddMember, RemoveMember
+from coord.core.config import AddMember, RemoveMember
 from coord.shell import snapshots
 from coord.shell.auth import Denied, authenticated_peer
 from proto import replication_pb2 as rpb

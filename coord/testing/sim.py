@@ -51,7 +51,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from coord.core.config import ClusterConfig
+from coord.core.config import AddMember, ClusterConfig, ConfigChange, RemoveMember
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import CoordError, LocalProtocolError, Redirect
 from coord.core.messages import (
@@ -62,7 +62,7 @@ from coord.core.messages import (
     VoteReply,
     VoteRequest,
 )
-from coord.core.node import AddMember, ConfigChange, Node, RemoveMember, Role
+from coord.core.node import Node, Role
 from coord.core.ready import Ready
 from coord.core.ready_order import Outgoing, split_messages
 from coord.core.settings import Settings

@@ -12,9 +12,10 @@ from dataclasses import replace
 
 import pytest
 
+from coord.core.config import AddMember, RemoveMember
 from coord.core.errors import RemoteProtocolError
 from coord.core.messages import Append, AppendReply, VoteRequest
-from coord.core.node import AddMember, RemoveMember, Role
+from coord.core.node import Role
 from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 LEASE = TEST_SETTINGS.lease_ms

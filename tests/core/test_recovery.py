@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from coord.core.config import AddMember, RemoveMember
 from coord.core.errors import LocalProtocolError, Redirect
-from coord.core.node import AddMember, RemoveMember, Role
+from coord.core.node import Role
 from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 LEASE = TEST_SETTINGS.lease_ms
