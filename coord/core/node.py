@@ -28,7 +28,14 @@ from dataclasses import replace
 from coord.core import checks
 from coord.core import commit as commit_rule
 from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
-from coord.core.election import Ballot, Decision, decide
+from coord.core.election import (
+    Ballot,
+    Decision,
+    decide,
+    election_delay,
+    grants,
+    silent_voters,
+)
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import LocalProtocolError, Redirect, RemoteProtocolError
 from coord.core.inspection import BallotState, NodeState, PeerState
@@ -685,23 +692,12 @@ class Node:
     def _election_delay(
         self, config: ClusterConfig, window_ms: int | None = None, dead: int = NO_NODE
     ) -> int:
-        """A random wait in ``[0, window_ms)`` (default ``election_stagger_ms``); lower ids
-        draw from earlier slots, so candidates rarely collide. A node known ``dead`` takes
-        no slot: when node 1 dies, node 2 goes first rather than after an empty slot."""
+        """:func:`coord.core.election.election_delay` over the members but ``dead`` (a node
+        known dead takes no slot: when node 1 dies, node 2 goes first)."""
         ids = tuple(i for i in config.member_ids if i != dead)
-        if len(ids) == 1:
-            return 0  # nobody to collide with
         window = self.settings.election_stagger_ms if window_ms is None else window_ms
-        if self._lost_ballots:
-            # Lost in a row (collisions, slow links): wait at random over a window
-            # that doubles each time, up to four leases, so candidates whose
-            # requests cross (a round trip may take up to a lease) stop meeting.
-            # Random rather than by id: id slots narrower than the round trip
-            # would collide forever.
-            cap = 4 * self.settings.lease_ms
-            return int(min(cap, window << min(self._lost_ballots, 8)) * self._rng.random())
-        slot = window / len(ids)
-        return int(slot * (ids.index(self.id) + self._rng.random()))
+        cap = 4 * self.settings.lease_ms
+        return election_delay(ids, self.id, window, self._lost_ballots, cap, self._rng.random)
 
     def _tick_leader(self, now_ms: int) -> None:
         if self._transfer_to != NO_NODE and now_ms >= self._transfer_deadline_ms:
@@ -841,34 +837,12 @@ class Node:
         grants = 1 + sum(r.granted for r in ballot.replies.values())
         accounted = None
         if not (config.quorum_mode or grants >= config.majority):
-            accounted = ballot.unreachable | self._silent(ballot, now_ms)
+            silent = silent_voters(
+                ballot, self._heard_ms, self._lease.leader_id, now_ms, self.settings.lease_ms
+            )
+            accounted = ballot.unreachable | silent
         replies = {**ballot.replies, self.id: own}
         return decide(self.id, replies, config, accounted=accounted, competing=ballot.competing)
-
-    def _silent(self, ballot: Ballot, now_ms: int) -> set[int]:
-        """Voters that would have answered by now if they were alive and not stalled.
-
-        Live nodes answer within the lease (DESIGN.md's model): a lease after
-        our requests left, silence means crashed or stalled, and a stalled node
-        learns of its stall before it does anything (it steps down). The leader
-        we followed counts from its last message: it sends one every heartbeat
-        while it leads, so a lease of silence from it already says the same.
-        """
-        lease = self.settings.lease_ms
-        waiting = ballot.voters - ballot.replies.keys()
-        if ballot.sent_ms is not None and now_ms >= ballot.sent_ms + lease:
-            return set(waiting)
-        silent = set()
-        for voter in waiting:
-            since = ballot.quiet_from.get(voter)
-            heard = self._heard_ms.get(voter)
-            if since is not None and now_ms >= since + lease and (heard is None or heard < since):
-                silent.add(voter)
-        leader = self._lease.leader_id
-        heard = self._heard_ms.get(leader)
-        if leader in waiting and heard is not None and now_ms >= heard + lease:
-            silent.add(leader)
-        return silent
 
     def _decide(self, now_ms: int) -> None:
         ballot = self._ballot
@@ -954,30 +928,21 @@ class Node:
         member = self.view is not None and msg.sender in self.view.config.member_ids
         if not msg.pre_vote and not blocked and msg.term > self.term:
             self._become_follower(msg.term, NO_NODE)
-        log_ok = (msg.last_log_term, msg.last_log_index) >= (
-            self.log.last_term(),
-            self.log.last_index(),
+        granted = grants(
+            msg,
+            member=member,
+            blocked=blocked,
+            last_log=(self.log.last_term(), self.log.last_index()),
+            term=self.term,
+            voted_for=self.voted_for,
+            outranked=msg.pre_vote and self._outranks(msg),
         )
         if msg.pre_vote:
-            granted = (
-                member
-                and not blocked
-                and log_ok
-                and msg.term > self.term
-                and not self._outranks(msg)
-            )
             if granted and self._may_win(msg) and msg.sender not in self._yielded_to:
                 self._yielded_to.add(msg.sender)  # once, until it runs a real vote
                 self._yield_to(now_ms)
         else:
             self._yielded_to.discard(msg.sender)  # its pre-vote came to something
-            granted = (
-                member
-                and not blocked
-                and log_ok
-                and msg.term == self.term
-                and self.voted_for in (NO_NODE, msg.sender)
-            )
             if granted:
                 self.voted_for = msg.sender
                 self._election_at = now_ms + self.settings.lease_ms // 2

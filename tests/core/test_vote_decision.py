@@ -1,13 +1,21 @@
-"""The vote decision as a table: responders -> won / lost / waiting, and the reason given
-(coord/core/election.py, DESIGN.md section 3), in the style of etcd raft's quorum tests."""
+"""Elections as tables (coord/core/election.py, DESIGN.md section 3), in the style of
+etcd raft's quorum tests: the vote decision (responders -> won / lost / waiting, and the
+reason given), a voter's grant, which silent voters count, and the wait before a campaign."""
 
 from __future__ import annotations
 
 import pytest
 
 from coord.core.config import ClusterConfig
-from coord.core.election import Decision, decide
-from coord.core.messages import VoteReply
+from coord.core.election import (
+    Ballot,
+    Decision,
+    decide,
+    election_delay,
+    grants,
+    silent_voters,
+)
+from coord.core.messages import VoteReply, VoteRequest
 
 FAILSTOP = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=1)
 QUORUM = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=2)
@@ -131,3 +139,103 @@ def test_decide(
 ) -> None:
     by_sender = {r.sender: r for r in replies}
     assert decide(1, by_sender, config, accounted=accounted, competing=competing) == expected
+
+
+def request(*, pre_vote: bool, term: int = 3, sender: int = 2, log: tuple[int, int] = (1, 5)):
+    return VoteRequest(
+        term=term,
+        sender=sender,
+        pre_vote=pre_vote,
+        campaign=0,
+        last_log_term=log[0],
+        last_log_index=log[1],
+        epoch=1,
+        epoch_term=0,
+        transfer_from=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("msg", "member", "blocked", "last_log", "voted_for", "outranked", "expected"),
+    [
+        # real votes for term 3 (the voter's term, adopted)
+        (request(pre_vote=False), True, False, (1, 5), 0, False, True),
+        (request(pre_vote=False), True, False, (1, 5), 2, False, True),  # the same again
+        (request(pre_vote=False), True, False, (1, 5), 3, False, False),  # voted for 3
+        (request(pre_vote=False), False, False, (1, 5), 0, False, False),  # not a member
+        (request(pre_vote=False), True, True, (1, 5), 0, False, False),  # a live lease
+        (request(pre_vote=False), True, False, (1, 6), 0, False, False),  # shorter log
+        (request(pre_vote=False), True, False, (2, 1), 0, False, False),  # older last term
+        (request(pre_vote=False, term=4), True, False, (1, 5), 0, False, False),  # not our term
+        # pre-votes ask about the next term
+        (request(pre_vote=True, term=4), True, False, (1, 5), 3, False, True),
+        (request(pre_vote=True, term=3), True, False, (1, 5), 0, False, False),  # not ahead
+        (request(pre_vote=True, term=4), True, False, (1, 5), 0, True, False),  # we go first
+        (request(pre_vote=True, term=4), True, True, (1, 5), 0, False, False),  # a live lease
+    ],
+)
+def test_grants(
+    msg: VoteRequest,
+    member: bool,
+    blocked: bool,
+    last_log: tuple[int, int],
+    voted_for: int,
+    outranked: bool,
+    expected: bool,
+) -> None:
+    got = grants(
+        msg,
+        member=member,
+        blocked=blocked,
+        last_log=last_log,
+        term=3,
+        voted_for=voted_for,
+        outranked=outranked,
+    )
+    assert got is expected
+
+
+LEASE = 200
+
+
+def ballot(*, sent_ms: int | None, replied: tuple[int, ...] = (), quiet_from=None) -> Ballot:
+    b = Ballot(False, 3, 0, 0, frozenset({2, 3, 4}), 0, sent_ms=sent_ms)
+    b.replies.update({i: vote(i) for i in replied})
+    b.quiet_from.update(quiet_from or {})
+    return b
+
+
+@pytest.mark.parametrize(
+    ("the_ballot", "heard", "lease_leader", "now", "expected"),
+    [
+        (ballot(sent_ms=None), {}, 0, 1000, set()),  # requests not out: nobody silent yet
+        (ballot(sent_ms=100), {}, 0, 299, set()),  # less than a lease since they left
+        (ballot(sent_ms=100), {}, 0, 300, {2, 3, 4}),  # a lease: every one not answering
+        (ballot(sent_ms=100, replied=(3,)), {}, 0, 300, {2, 4}),
+        (ballot(sent_ms=250, quiet_from={2: 50}), {}, 0, 250, {2}),  # silent since the pre-vote
+        (ballot(sent_ms=250, quiet_from={2: 50}), {2: 60}, 0, 250, set()),  # it spoke since
+        (ballot(sent_ms=250), {4: 40}, 4, 240, {4}),  # our leader: a lease since its last word
+        (ballot(sent_ms=250), {4: 100}, 4, 240, set()),
+    ],
+)
+def test_silent_voters(
+    the_ballot: Ballot, heard: dict[int, int], lease_leader: int, now: int, expected: set[int]
+) -> None:
+    assert silent_voters(the_ballot, heard, lease_leader, now, LEASE) == expected
+
+
+@pytest.mark.parametrize(
+    ("ids", "node_id", "lost", "drawn", "expected"),
+    [
+        ((1,), 1, 0, 0.5, 0),  # alone: no wait
+        ((1, 2, 3), 1, 0, 0.5, 50),  # window 300: node 1's slot is [0, 100)
+        ((1, 2, 3), 3, 0, 0.0, 200),  # node 3's slot starts at 200
+        ((2, 3), 2, 0, 0.0, 0),  # node 1 dead: node 2 takes the first slot
+        ((1, 2, 3), 3, 1, 0.5, 300),  # lost once: random over twice the window
+        ((1, 2, 3), 3, 8, 0.5, 400),  # lost many times: capped at 800
+    ],
+)
+def test_election_delay(
+    ids: tuple[int, ...], node_id: int, lost: int, drawn: float, expected: int
+) -> None:
+    assert election_delay(ids, node_id, 300, lost, 800, lambda: drawn) == expected
