@@ -7,19 +7,27 @@ or answered with a rejection). They read the node's state, passed in as plain
 values, and change nothing: a refused message leaves the node exactly as it
 was ("not applied"), which ``tests/core/test_forged.py`` checks message by
 message. :meth:`coord.core.node.Node.receive` calls them before its clock
-moves.
+moves, after :func:`may_speak` (who may speak to us at all).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-from coord.core.config import ClusterConfig
+from coord.core.config import ClusterConfig, View
 from coord.core.election import Ballot
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import RemoteProtocolError
 from coord.core.log import NO_NODE, RaftLog
-from coord.core.messages import MAX_INT64, Append, AppendReply, InstallSnapshot, VoteReply
+from coord.core.messages import (
+    MAX_INT64,
+    Append,
+    AppendReply,
+    InstallSnapshot,
+    Message,
+    VoteReply,
+    VoteRequest,
+)
 from coord.core.progress import Progress
 
 __all__ = [
@@ -28,6 +36,7 @@ __all__ = [
     "check_entry_run",
     "check_install_snapshot",
     "check_vote_reply",
+    "may_speak",
 ]
 
 
@@ -189,3 +198,46 @@ def check_install_snapshot(
     held = log.term(msg.index)
     if msg.index <= commit and held is not None and held != msg.index_term:
         raise RemoteProtocolError(f"snapshot at {msg.index} contradicts our committed log")
+
+
+def may_speak(
+    msg: Message,
+    view: View | None,
+    term: int,
+    tracked: Collection[int],
+    log: RaftLog,
+    commit: int,
+) -> bool:
+    """Only members speak to us (PROTOCOL.md, "Who may speak").
+
+    Exceptions, so that nobody who is owed an answer is shut out: a node
+    without a view (joining) hears anyone; a leader whose view is newer than
+    ours may be a member added in a config we have not seen yet; a member
+    being removed still acks the entries that remove it (``tracked``: the
+    peers a leader keeps progress for). Votes from non-members are answered
+    "not granted". What changes nothing passes: a stale term gets its
+    rejection (a deposed leader learns the term), late replies are ignored,
+    and so is a reply from a member of our latest committed config, though
+    not of our view: it is being removed, and may honestly answer, in a
+    higher term, an Append we sent while we led (the bookkeeping that let its
+    replies in is gone once we stepped down).
+    """
+    if view is None or msg.sender in view.config.member_ids:
+        return True
+    match msg:
+        case Append():
+            newer = (msg.term, msg.epoch) > view.key  # a leader's view is of its own term
+            return newer or msg.term < term
+        case InstallSnapshot():
+            return (msg.config.term, msg.config.index) > view.key or msg.term < term
+        case VoteRequest():
+            return True
+        case AppendReply() | VoteReply():
+            if msg.term <= term or msg.sender in tracked:
+                return True
+            committed = log.last_config(commit)
+            return (
+                committed is not None
+                and msg.sender in ClusterConfig.decode(committed.payload).member_ids
+            )
+    return False

@@ -366,7 +366,7 @@ class Node:
         valid credentials that speaks for no member is turned away at the door
         (``PERMISSION_DENIED``): members, a member being removed (it still acks
         the entries that remove it), anyone while we have no view (joining),
-        and from anyone else only what :meth:`_may_speak` lets through and is
+        and from anyone else only what :func:`~coord.core.checks.may_speak` lets through and is
         owed an answer (an Append of a newer view, a vote request, answered
         "not granted").
         """
@@ -377,44 +377,7 @@ class Node:
         )
 
     def _may_speak(self, msg: Message) -> bool:
-        """Only members speak to us (PROTOCOL.md, "Who may speak").
-
-        Exceptions, so that nobody who is owed an answer is shut out: a node
-        without a view (joining) hears anyone; a leader whose view is newer
-        than ours may be a member added in a config we have not seen yet; a
-        member being removed still acks the entries that remove it. Votes from
-        non-members are answered "not granted" (:meth:`_on_vote_request`).
-        What changes nothing passes: a stale term gets its rejection (a
-        deposed leader learns the term), late replies are ignored.
-        """
-        view = self.view
-        if view is None or msg.sender in view.config.member_ids:
-            return True
-        match msg:
-            case Append():
-                newer = (msg.term, msg.epoch) > view.key  # a leader's view is of its own term
-                return newer or msg.term < self.term
-            case InstallSnapshot():
-                return (msg.config.term, msg.config.index) > view.key or msg.term < self.term
-            case VoteRequest():
-                return True
-            case AppendReply() | VoteReply():
-                return (
-                    msg.term <= self.term
-                    or msg.sender in self._progress
-                    or self._was_member(msg.sender)
-                )
-        return False
-
-    def _was_member(self, peer: int) -> bool:
-        """``peer`` is a member of our latest committed config, though not of our view.
-
-        It is being removed, and may honestly answer, in a higher term, an Append
-        we sent while we led (the bookkeeping that let its replies in is gone
-        once we stepped down). Such a reply is ignored (:meth:`_from_outsider`).
-        """
-        committed = self.log.last_config(self.commit)
-        return committed is not None and peer in ClusterConfig.decode(committed.payload).member_ids
+        return checks.may_speak(msg, self.view, self.term, self._progress, self.log, self.commit)
 
     def _from_outsider(self, msg: Message) -> bool:
         """A reply from a node neither in our view nor in our bookkeeping: it has no say."""
