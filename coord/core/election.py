@@ -210,3 +210,39 @@ def election_delay(
         return int(min(cap_ms, window_ms << min(lost_ballots, 8)) * draw())
     slot = window_ms / len(ids)
     return int(slot * (list(ids).index(node_id) + draw()))
+
+
+def may_win_on(config: ClusterConfig, candidate: int) -> bool:
+    """Whether ``candidate`` may win as far as ``config`` tells: anyone in quorum mode,
+    only a member of the ISR in fail-stop mode."""
+    return config.quorum_mode or candidate in config.isr
+
+
+def outranks(
+    in_pre_vote: bool,
+    *,
+    we_may_win: bool,
+    ours: tuple[int, int, int],
+    theirs: tuple[int, int, int],
+) -> bool:
+    """Whether a candidate's own campaign goes first: a rival's pre-vote gets no grant.
+
+    Pre-votes do not exclude one another, so candidates whose pre-votes
+    overlap all won them and then split the real vote, each voting for
+    itself; in fail-stop mode, where a restarted cluster needs every member's
+    grant, that livelocks once a round trip is longer than the stagger (5
+    nodes, delays of half a lease). A candidate in a real vote
+    (``in_pre_vote`` false) refuses every pre-vote. Of two pre-vote
+    candidates that may both win (``we_may_win``: our view says we can, and
+    the rival's view is not newer), the lower id goes on and the other
+    yields, unless the other's log is longer: it refuses the lower id for
+    that, so standing in its way leaves both refusing each other round after
+    round. ``ours`` and ``theirs`` are (last log term, last log index, id).
+    Refusing a pre-vote is always safe (it is advisory).
+    """
+    if not in_pre_vote:
+        return True
+    if not we_may_win:
+        return False  # we cannot win (or cannot tell): never stand in its way
+    our_log, their_log = ours[:2], theirs[:2]
+    return our_log > their_log or (our_log == their_log and ours[2] < theirs[2])

@@ -34,6 +34,8 @@ from coord.core.election import (
     decide,
     election_delay,
     grants,
+    may_win_on,
+    outranks,
     silent_voters,
 )
 from coord.core.entry import Entry, EntryKind
@@ -76,7 +78,14 @@ class Node:
     state machine applied (everything up to it is committed). ``bootstrap`` is
     the initial config of a brand-new cluster, written as entry 1 (term 0) on
     every initial member alike; a node added later starts with ``None`` and an
-    empty log and waits for the leader.
+    empty log and waits for the leader. ``rules`` are the replaceable rules it
+    applies (:mod:`coord.core.rules`): always :data:`~coord.core.rules.RULES`
+    but in the simulator's planted-bug tests.
+
+    The rules themselves live in pure modules (:mod:`coord.core.election`,
+    :mod:`coord.core.commit`, :mod:`coord.core.checks`, :mod:`coord.core.lease`,
+    :mod:`coord.core.progress`); the node holds the role state they are
+    applied to and dispatches each input to them.
     """
 
     def __init__(
@@ -913,39 +922,21 @@ class Node:
         self._send(msg.sender, reply)
 
     def _outranks(self, msg: VoteRequest) -> bool:
-        """Our own campaign goes first: ``msg``, a pre-vote, gets no grant from us.
-
-        Pre-votes do not exclude one another, so candidates whose pre-votes
-        overlap all won them and then split the real vote, each voting for
-        itself; in fail-stop mode, where a restarted cluster needs every member's
-        grant, that livelocks once a round trip is longer than the stagger
-        (5 nodes, delays of half a lease). A candidate in a real vote refuses
-        every pre-vote; of two pre-vote candidates that may both win, the lower
-        id goes on and the other yields (:meth:`_yield_to`), unless the other's log
-        is longer: it refuses the lower id for that (``log_ok``), so standing in its
-        way leaves both refusing each other round after round. Refusing a pre-vote
-        is always safe (it is advisory).
-        """
+        """Our own campaign goes first: ``msg``, a pre-vote, gets no grant from us
+        (:func:`coord.core.election.outranks`)."""
         ballot = self._ballot
         if self.role is not Role.CANDIDATE or ballot is None:
             return False
-        if not ballot.pre_vote:
-            return True
-        view = self._view()
-        if self._newer_view(msg) or not self._may_win_on(view, self.id):
-            return False  # we cannot win (or cannot tell): never stand in its way
-        ours = (self.log.last_term(), self.log.last_index())
-        theirs = (msg.last_log_term, msg.last_log_index)
-        return ours > theirs or (ours == theirs and self.id < msg.sender)
+        return outranks(
+            ballot.pre_vote,
+            we_may_win=not self._newer_view(msg) and may_win_on(self._view().config, self.id),
+            ours=(self.log.last_term(), self.log.last_index(), self.id),
+            theirs=(msg.last_log_term, msg.last_log_index, msg.sender),
+        )
 
     def _may_win(self, msg: VoteRequest) -> bool:
         """Whether ``msg``'s candidate may win as far as our view tells (else no yielding)."""
-        return self._newer_view(msg) or self._may_win_on(self._view(), msg.sender)
-
-    @staticmethod
-    def _may_win_on(view: View, candidate: int) -> bool:
-        config = view.config
-        return config.quorum_mode or candidate in config.isr
+        return self._newer_view(msg) or may_win_on(self._view().config, msg.sender)
 
     def _yield_to(self, now_ms: int) -> None:
         """We granted a pre-vote that may win: give its real vote time to reach us."""

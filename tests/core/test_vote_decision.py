@@ -13,6 +13,8 @@ from coord.core.election import (
     decide,
     election_delay,
     grants,
+    may_win_on,
+    outranks,
     silent_voters,
 )
 from coord.core.messages import VoteReply, VoteRequest
@@ -239,3 +241,37 @@ def test_election_delay(
     ids: tuple[int, ...], node_id: int, lost: int, drawn: float, expected: int
 ) -> None:
     assert election_delay(ids, node_id, 300, lost, 800, lambda: drawn) == expected
+
+
+@pytest.mark.parametrize(
+    ("in_pre_vote", "we_may_win", "ours", "theirs", "expected"),
+    [
+        (False, True, (1, 5, 2), (1, 5, 1), True),  # a real vote refuses every pre-vote
+        (False, False, (1, 5, 2), (1, 5, 1), True),
+        (True, False, (1, 9, 1), (1, 5, 2), False),  # we cannot win: never in its way
+        (True, True, (1, 5, 1), (1, 5, 2), True),  # same log: the lower id goes first
+        (True, True, (1, 5, 2), (1, 5, 1), False),
+        (True, True, (1, 6, 2), (1, 5, 1), True),  # a longer log goes first
+        (True, True, (1, 5, 1), (2, 1, 2), False),  # theirs is newer: it goes first
+    ],
+)
+def test_outranks(
+    in_pre_vote: bool,
+    we_may_win: bool,
+    ours: tuple[int, int, int],
+    theirs: tuple[int, int, int],
+    expected: bool,
+) -> None:
+    assert outranks(in_pre_vote, we_may_win=we_may_win, ours=ours, theirs=theirs) is expected
+
+
+@pytest.mark.parametrize(
+    ("config", "candidate", "expected"),
+    [
+        (QUORUM, 3, True),
+        (FAILSTOP, 3, True),
+        (ClusterConfig.create({1: "a", 2: "b"}, min_insync=1).with_isr(frozenset({1})), 2, False),
+    ],
+)
+def test_may_win_on(config: ClusterConfig, candidate: int, expected: bool) -> None:
+    assert may_win_on(config, candidate) is expected
