@@ -58,7 +58,7 @@ from coord.core.progress import Mode, Progress
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
-from coord.core.status import MemberStatus, Status
+from coord.core.status import Status, member_status
 
 
 class Role(enum.StrEnum):
@@ -532,23 +532,21 @@ class Node:
         view = self.view
         config = view.config if view else None
         own_role = self._role_name()
-        members = []
-        for member_id, address in config.members if config else ():
-            progress = self._progress.get(member_id)
-            if member_id == self.id:
-                match, reachable = self.log.last_index(), True
-            elif progress is not None:
-                heard = progress.last_heard_ms
-                recent = heard is not None and now_ms - heard < self.settings.lease_ms
-                match, reachable = progress.match, recent and not progress.refused
-            else:
-                match, reachable = 0, member_id == self.leader_id
-            in_sync = config is not None and member_id in config.isr
-            if member_id == self.id:
-                role = own_role
-            else:
-                role = str(Role.LEADER if member_id == self.leader_id else Role.FOLLOWER)
-            members.append(MemberStatus(member_id, address, role, in_sync, match, reachable))
+        members = tuple(
+            member_status(
+                member_id,
+                address,
+                own_id=self.id,
+                own_role=own_role,
+                own_last_index=self.log.last_index(),
+                leader_id=self.leader_id,
+                isr=config.isr,
+                progress=self._progress.get(member_id),
+                now_ms=now_ms,
+                lease_ms=self.settings.lease_ms,
+            )
+            for member_id, address in (config.members if config else ())
+        )
         leader = self.leader_id
         return Status(
             node_id=self.id,
@@ -557,7 +555,7 @@ class Node:
             leader_id=leader,
             leader_address=config.address(leader) if config and leader != NO_NODE else "",
             commit_index=self.commit,
-            members=tuple(members),
+            members=members,
             config_epoch=view.epoch if view else 0,
             min_insync=config.min_insync if config else 0,
             mode=config.mode if config else "",

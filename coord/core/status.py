@@ -10,9 +10,12 @@ function, so a field is named once on its way from the core to ``chatctl``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
-__all__ = ["MemberStatus", "Status"]
+from coord.core.progress import Progress
+
+__all__ = ["MemberStatus", "Status", "member_status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +52,36 @@ class Status:
     min_insync: int
     mode: str
     fault: str = ""
+
+
+def member_status(
+    member_id: int,
+    address: str,
+    *,
+    own_id: int,
+    own_role: str,
+    own_last_index: int,
+    leader_id: int,
+    isr: Collection[int],
+    progress: Progress | None,
+    now_ms: int,
+    lease_ms: int,
+) -> MemberStatus:
+    """One member as this node can tell: itself, a follower it leads, or anyone else.
+
+    A leader knows each follower's match index, and calls it reachable if it
+    answered within a lease and its connection was not refused. A node that
+    does not lead knows only itself and the leader it follows (reachable: it
+    hears from it), and nothing of the others' logs (match 0).
+    """
+    if member_id == own_id:
+        role, match, reachable = own_role, own_last_index, True
+    else:
+        role = "leader" if member_id == leader_id else "follower"
+        if progress is not None:
+            heard = progress.last_heard_ms
+            recent = heard is not None and now_ms - heard < lease_ms
+            match, reachable = progress.match, recent and not progress.refused
+        else:
+            match, reachable = 0, member_id == leader_id
+    return MemberStatus(member_id, address, role, member_id in isr, match, reachable)
