@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import random
-from collections import deque
 from dataclasses import replace
 
 from coord.core import checks
@@ -59,6 +58,7 @@ from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
 from coord.core.status import Status, member_status
+from coord.core.writes import PendingWrites
 
 
 class Role(enum.StrEnum):
@@ -146,10 +146,7 @@ class Node:
         self._leaders_seen: dict[int, int] = {}
         # Readies handed out that must sync, not yet reported durable:
         # (seq, handed out at, last entry index or None).
-        self._ready_seq = 0
-        self._syncs: deque[tuple[int, int, int | None]] = deque()
-        self._reports_syncs = False  # the shell calls synced(); else hand-out time stands in
-        self._stall_seen_seq = 0  # Readies up to here already counted in a stall still running
+        self._writes = PendingWrites(settings.stall_ms)
         self._lost_ballots = 0  # in a row: candidates that keep colliding back off
         self.commit = max(applied, self.log.snapshot.index)
         self._applied_out = self.commit
@@ -225,9 +222,9 @@ class Node:
     def persisted(self, index: int, term: int, now_ms: int) -> None:
         """The shell made entries up to ``(index, term)`` and the hard state before them durable."""
         self._advance(now_ms)
-        done = [seq for seq, _, last in self._syncs if last is not None and last <= index]
-        if done:
-            self._synced_upto(done[-1], now_ms)  # a slow write steps a leader down first
+        done = self._writes.through_index(index)
+        if done is not None:
+            self._synced_upto(done, now_ms)  # a slow write steps a leader down first
         if not self.log.stable_to(index, term):
             return
         self._maybe_clear_restarted()
@@ -247,7 +244,7 @@ class Node:
         it counts as a stall (PROTOCOL.md, "Why fail-stop elections are safe").
         """
         self._advance(now_ms)
-        self._reports_syncs = True
+        self._writes.reports_syncs = True
         self._synced_upto(ready.seq, now_ms)
 
     def peer_unreachable(self, peer_id: int, now_ms: int) -> None:
@@ -424,7 +421,6 @@ class Node:
         if self.role is Role.LEADER:
             self._replicate(self._now_ms, heartbeat=False)
         hard_state = self._hard_state()
-        self._ready_seq += 1
         ready = Ready(
             hard_state=hard_state if hard_state != self._handed_hard_state else None,
             install_snapshot=self._install,
@@ -434,16 +430,16 @@ class Node:
             committed=self._take_committed(),
             soft_state=self._soft_state if self._soft_state_changed else None,
             elections=tuple(self._elections),
-            seq=self._ready_seq,
+            seq=self._writes.next_seq(),
         )
         if ready.must_sync():
             last = ready.entries[-1].index if ready.entries else None
-            self._syncs.append((ready.seq, self._now_ms, last))
+            self._writes.track(ready.seq, self._now_ms, last)
         ballot = self._ballot
         if ballot is not None and ballot.handed_seq is None:
             # This Ready carries the ballot's requests: they leave once it is durable.
             ballot.handed_seq = ready.seq
-            if not ready.must_sync() or not self._reports_syncs:
+            if not ready.must_sync() or not self._writes.reports_syncs:
                 ballot.sent_ms = self._now_ms  # no write to wait for, or no word of it
         self._handed_hard_state = hard_state
         self._install = None
@@ -583,9 +579,7 @@ class Node:
         process: a live node that has been this slow may have been dropped from
         the ISR, and its heartbeats and answers left late.
         """
-        handed = None  # when the Ready reported was handed out (earlier ones, unreported
-        while self._syncs and self._syncs[0][0] <= seq:  # by a shell that does not call
-            handed = self._syncs.popleft()[1]  # synced(), were done before it, in order)
+        handed = self._writes.durable(seq)
         if handed is None:
             return False
         stalled = now_ms - handed > self.settings.stall_ms
@@ -624,26 +618,8 @@ class Node:
         elif gap > 2 * self.settings.heartbeat_ms and self.role is Role.LEADER:
             for progress in self._progress.values():
                 progress.measure_afresh()
-        self._notice_running_stall()
-
-    def _notice_running_stall(self) -> None:
-        """A write handed out more than ``stall_ms`` ago is not durable yet: we stall now.
-
-        Ticks go on while the write runs, but every message behind it waits, our
-        heartbeats included (stamped, not sent). Waiting for the write to return
-        before calling it a stall lets a leader drop its live followers for the
-        silence its own disk caused, and then win an election alone on that
-        in-memory ISR while another leads. So the stall counts from the moment
-        the write is late, at whatever input comes first (PROTOCOL.md, rule 4).
-        """
-        now_ms = self._now_ms
-        for seq, handed, last in self._syncs:
-            if last is None and not self._reports_syncs:
-                continue  # a shell that never calls synced() reports only entries
-            if seq > self._stall_seen_seq and now_ms - handed > self.settings.stall_ms:
-                self._stall_seen_seq = self._ready_seq
-                self._stall()
-            return
+        if self._writes.late(self._now_ms):
+            self._stall()  # a write is late: every message behind it waits (PROTOCOL.md rule 4)
 
     def _cannot_lead(self) -> bool:
         """No view yet (joining), or removed: such a node never campaigns."""
