@@ -6,8 +6,11 @@ inputs with the time, and carries out each :class:`Ready` it hands back (see
 node applies live in small pure modules, each readable and tested apart:
 :mod:`~coord.core.election` (the vote decision), :mod:`~coord.core.commit`
 (the commit rule, ISR shrink and grow), :mod:`~coord.core.lease`,
-:mod:`~coord.core.progress`, :mod:`~coord.core.config` (membership) and
-:mod:`~coord.core.checks` (what no correct peer sends).
+:mod:`~coord.core.progress`, :mod:`~coord.core.config` (membership),
+:mod:`~coord.core.checks` (what no correct peer sends), :mod:`~coord.core.writes`
+(when a write is a stall) and :mod:`~coord.core.status` (what it reports).
+:meth:`Node.inspect` shows its whole state to tests, :meth:`Node.campaign`
+starts an election on demand.
 """
 
 from coord.core.config import AddMember, ClusterConfig, ConfigChange, RemoveMember, View
