@@ -20,7 +20,7 @@ from chatnode.service import DEFAULT_SESSION_TTL_MS, ChatService, ReadPool
 from chatnode.state import ChatState
 from coord.core.settings import Settings
 from coord.shell.auth import Authenticator, PeerAuthInterceptor
-from coord.shell.driver import PeerSettings, ReplicatedCoordinator
+from coord.shell.driver import CompactionSettings, PeerSettings, ReplicatedCoordinator
 from coord.shell.metrics import PEER_REFUSED
 from proto.credentials import ClusterSecret, node_role
 
@@ -84,13 +84,13 @@ def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:
         peers=PeerSettings(
             _peer_credentials(config.tls),
             call_timeout_s=config.lease_ms / 2000,
-            log_keep_entries=config.log_keep_entries,
             metadata=(
                 config.cluster_secret.metadata(node_role(config.node_id))
                 if config.cluster_secret
                 else ()
             ),
         ),
+        compaction=CompactionSettings(log_keep_entries=config.log_keep_entries),
         join=config.join,
     )
 

@@ -64,7 +64,7 @@ from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.session_cache import SessionCache
 from chatnode.session_stream import SessionStream
 from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
-from coord.boundary import Coordinator, LeaderView, NotLeader
+from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
 
 T = TypeVar("T")
@@ -480,30 +480,7 @@ class ChatService:
     async def GetClusterStatus(
         self, request: pb.GetClusterStatusRequest, context
     ) -> pb.ClusterStatus:
-        status = self._coord.status()
-        return pb.ClusterStatus(
-            node_id=status.node_id,
-            role=status.role,
-            term=status.term,
-            leader_id=status.leader_id,
-            leader_address=status.leader_address,
-            commit_index=status.commit_index,
-            members=[
-                pb.Member(
-                    id=m.id,
-                    address=m.address,
-                    role=m.role,
-                    in_sync=m.in_sync,
-                    match_index=m.match_index,
-                    reachable=m.reachable,
-                )
-                for m in status.members
-            ],
-            config_epoch=status.config_epoch,
-            min_insync=status.min_insync,
-            mode=status.mode,
-            fault=status.fault,
-        )
+        return cluster_status_pb(self._coord.status())
 
     # -- plumbing -------------------------------------------------------------
 
@@ -658,6 +635,33 @@ def _message_pb(message: StoredMessage) -> pb.Message:
         body=message.body,
         sent_at_unix_ms=message.sent_at_ms,
         read=message.read,
+    )
+
+
+def cluster_status_pb(status: Status) -> pb.ClusterStatus:
+    """The coordinator's status on the wire: the one place its fields meet protobuf's."""
+    return pb.ClusterStatus(
+        node_id=status.node_id,
+        role=status.role,
+        term=status.term,
+        leader_id=status.leader_id,
+        leader_address=status.leader_address,
+        commit_index=status.commit_index,
+        members=[
+            pb.Member(
+                id=m.id,
+                address=m.address,
+                role=m.role,
+                in_sync=m.in_sync,
+                match_index=m.match_index,
+                reachable=m.reachable,
+            )
+            for m in status.members
+        ],
+        config_epoch=status.config_epoch,
+        min_insync=status.min_insync,
+        mode=status.mode,
+        fault=status.fault,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Protocol
 import grpc
 
 from coord.core.entry import Entry, EntryKind
+from coord.core.status import MemberStatus, Status
 
 __all__ = [
     "Coordinator",
@@ -51,34 +52,6 @@ class LeaderView:
     leader_id: int
     leader_address: str
     term: int
-
-
-@dataclass(frozen=True, slots=True)
-class MemberStatus:
-    id: int
-    address: str
-    role: str
-    in_sync: bool
-    match_index: int
-    reachable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """A snapshot of this node's view of the cluster (``GetClusterStatus``)."""
-
-    node_id: int
-    role: str
-    term: int
-    leader_id: int
-    leader_address: str
-    commit_index: int
-    members: tuple[MemberStatus, ...]
-    config_epoch: int
-    min_insync: int
-    last_index: int = 0
-    mode: str = ""
-    fault: str = ""
 
 
 class NotLeader(Exception):

@@ -10,6 +10,9 @@ The latest ``CONFIG`` entry in a node's log, committed or not, is that node's
 :class:`View`; its index is the *epoch*. Two leaders can write different
 configs at one index (one of them uncommitted), so views are ordered like Raft
 orders logs: by the entry's term, then its index (:attr:`View.key`).
+
+:class:`AddMember` and :class:`RemoveMember` are the operator's changes, one
+member at a time (:meth:`ClusterConfig.follows` is what a follower checks).
 """
 
 from __future__ import annotations
@@ -172,3 +175,21 @@ class View:
 
 def config_entry(index: int, term: int, config: ClusterConfig) -> Entry:
     return Entry(index, term, EntryKind.CONFIG, config.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class AddMember:
+    """An operator's change: add ``node_id``, reachable at ``address`` (outside the ISR)."""
+
+    node_id: int
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveMember:
+    """An operator's change: remove ``node_id`` (never the leader itself)."""
+
+    node_id: int
+
+
+ConfigChange = AddMember | RemoveMember

@@ -6,15 +6,20 @@ answered, refused connection, or can be shown unable to answer (see
 :func:`decide` and PROTOCOL.md, "Why fail-stop elections are safe"). Then
 :func:`decide` applies the rule of the cluster's mode. It is a pure function
 of what the ballot saw, so the rule can be read and tested apart from the node.
+So are the voter's side (:func:`grants`), which silent voters count as unable
+to answer (:func:`silent_voters`), and how long a follower waits before it
+campaigns (:func:`election_delay`); ``tests/core/test_vote_decision.py`` holds
+their tables.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from coord.core.config import ClusterConfig
-from coord.core.messages import VoteReply
+from coord.core.log import NO_NODE
+from coord.core.messages import VoteReply, VoteRequest
 
 
 @dataclass(slots=True)
@@ -124,3 +129,120 @@ def decide(
         reason = f"epoch {latest.epoch} not proven latest: {missing} silent"
         return Decision(False, reason, final=False)
     return Decision(True, f"ISR* {sorted(isr_star)} agrees", new_isr)
+
+
+def grants(
+    request: VoteRequest,
+    *,
+    member: bool,
+    blocked: bool,
+    last_log: tuple[int, int],
+    term: int,
+    voted_for: int,
+    outranked: bool,
+) -> bool:
+    """Whether a voter grants ``request`` (its term already adopted for a real vote).
+
+    Only a member's request, only with no live lease in the way (``blocked``),
+    and only for a log at least as long as ``last_log`` (term, index), as in
+    Raft. A pre-vote asks about the next term and is refused when the voter's
+    own campaign goes first (``outranked``); a real vote is for our term, and
+    one vote per term.
+    """
+    log_ok = (request.last_log_term, request.last_log_index) >= last_log
+    if not (member and not blocked and log_ok):
+        return False
+    if request.pre_vote:
+        return request.term > term and not outranked
+    return request.term == term and voted_for in (NO_NODE, request.sender)
+
+
+def silent_voters(
+    ballot: Ballot, heard_ms: Mapping[int, int], lease_leader: int, now_ms: int, lease_ms: int
+) -> set[int]:
+    """Voters that would have answered by now if they were alive and not stalled.
+
+    Live nodes answer within the lease (coord/PROTOCOL.md §4): a lease after the
+    requests left, silence means crashed or stalled, and a stalled node learns
+    of its stall before it does anything (it steps down). A voter silent since
+    the pre-vote left (``quiet_from``) counts from there. The leader we
+    followed (``lease_leader``) counts from its last message (``heard_ms``): it
+    sends one every heartbeat while it leads, so a lease of silence from it
+    already says the same.
+    """
+    waiting = ballot.voters - ballot.replies.keys()
+    if ballot.sent_ms is not None and now_ms >= ballot.sent_ms + lease_ms:
+        return set(waiting)
+    silent = set()
+    for voter in waiting:
+        since = ballot.quiet_from.get(voter)
+        heard = heard_ms.get(voter)
+        if since is not None and now_ms >= since + lease_ms and (heard is None or heard < since):
+            silent.add(voter)
+    heard = heard_ms.get(lease_leader)
+    if lease_leader in waiting and heard is not None and now_ms >= heard + lease_ms:
+        silent.add(lease_leader)
+    return silent
+
+
+def election_delay(
+    ids: Sequence[int],
+    node_id: int,
+    window_ms: int,
+    lost_ballots: int,
+    cap_ms: int,
+    draw: Callable[[], float],
+) -> int:
+    """How long a follower waits before it campaigns: a random wait in ``[0, window_ms)``.
+
+    ``ids`` are the members that may campaign; lower ids draw from earlier
+    slots, so candidates rarely collide. After ``lost_ballots`` real votes lost
+    in a row (collisions, slow links) the wait is random over a window that
+    doubles each time, up to ``cap_ms``, so candidates whose requests cross (a
+    round trip may take up to a lease) stop meeting: random rather than by id,
+    since id slots narrower than the round trip would collide forever. A
+    member alone waits for nobody. ``draw`` (uniform in [0, 1)) is called
+    once, and only when there is a wait to draw.
+    """
+    if len(ids) == 1:
+        return 0  # nobody to collide with
+    if lost_ballots:
+        return int(min(cap_ms, window_ms << min(lost_ballots, 8)) * draw())
+    slot = window_ms / len(ids)
+    return int(slot * (list(ids).index(node_id) + draw()))
+
+
+def may_win_on(config: ClusterConfig, candidate: int) -> bool:
+    """Whether ``candidate`` may win as far as ``config`` tells: anyone in quorum mode,
+    only a member of the ISR in fail-stop mode."""
+    return config.quorum_mode or candidate in config.isr
+
+
+def outranks(
+    in_pre_vote: bool,
+    *,
+    we_may_win: bool,
+    ours: tuple[int, int, int],
+    theirs: tuple[int, int, int],
+) -> bool:
+    """Whether a candidate's own campaign goes first: a rival's pre-vote gets no grant.
+
+    Pre-votes do not exclude one another, so candidates whose pre-votes
+    overlap all won them and then split the real vote, each voting for
+    itself; in fail-stop mode, where a restarted cluster needs every member's
+    grant, that livelocks once a round trip is longer than the stagger (5
+    nodes, delays of half a lease). A candidate in a real vote
+    (``in_pre_vote`` false) refuses every pre-vote. Of two pre-vote
+    candidates that may both win (``we_may_win``: our view says we can, and
+    the rival's view is not newer), the lower id goes on and the other
+    yields, unless the other's log is longer: it refuses the lower id for
+    that, so standing in its way leaves both refusing each other round after
+    round. ``ours`` and ``theirs`` are (last log term, last log index, id).
+    Refusing a pre-vote is always safe (it is advisory).
+    """
+    if not in_pre_vote:
+        return True
+    if not we_may_win:
+        return False  # we cannot win (or cannot tell): never stand in its way
+    our_log, their_log = ours[:2], theirs[:2]
+    return our_log > their_log or (our_log == their_log and ours[2] < theirs[2])

@@ -1,7 +1,8 @@
 """Exceptions of the protocol core, named for whose fault they are (as h11 does).
 
-* :class:`NotLeader` -- nobody's fault: this node cannot take the request now;
-  the caller should go to ``leader_id`` (0 when unknown).
+* :class:`Redirect` -- nobody's fault: this node cannot take the request now;
+  the caller should go to node ``leader_id`` (0 when unknown). The shell turns
+  the id into an address (:class:`coord.boundary.NotLeader`).
 * :class:`LocalProtocolError` -- the caller (the shell, an operator command)
   asked for something the protocol forbids in this state.
 * :class:`RemoteProtocolError` -- a peer sent something no correct peer sends;
@@ -15,8 +16,8 @@ class CoordError(Exception):
     """Base class of everything the core raises on purpose."""
 
 
-class NotLeader(CoordError):
-    """This node is not the leader (or not yet able to serve as one)."""
+class Redirect(CoordError):
+    """This node is not the leader (or not yet able to serve as one): go to ``leader_id``."""
 
     def __init__(self, leader_id: int, reason: str = "not the leader") -> None:
         super().__init__(reason)

@@ -285,6 +285,10 @@ class RaftLog:
         self._handed_out = self.last_index()
         return fresh
 
+    def cached_count(self) -> int:
+        """How many durable entries memory holds: never more than ``cached_entries``."""
+        return len(self._cache)
+
     def has_unpersisted(self) -> bool:
         return self._handed_out < self.last_index()
 

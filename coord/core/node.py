@@ -2,11 +2,12 @@
 
 Inputs are method calls carrying the time (integer ms of the node's monotonic
 clock): :meth:`Node.tick`, :meth:`Node.receive`, :meth:`Node.propose`,
-:meth:`Node.persisted`, :meth:`Node.peer_unreachable`, and the operator's
+:meth:`Node.persisted`, :meth:`Node.peer_unreachable`, the operator's
 :meth:`Node.transfer_leadership`, :meth:`Node.force_leader`,
-:meth:`Node.propose_config_change`. Outputs accumulate until the shell drains
-them with :meth:`Node.ready` (see :mod:`coord.core.ready` for what the shell must do
-with each :class:`~coord.core.ready.Ready`, in which order). Proposals made between
+:meth:`Node.propose_config_change`, and the tests' :meth:`Node.campaign`.
+Outputs accumulate until the shell drains them with :meth:`Node.ready` (see
+:mod:`coord.core.ready` for what the shell must do with each
+:class:`~coord.core.ready.Ready`, in which order). Proposals made between
 two ``ready()`` calls share one batch, one fsync and one message per follower.
 
 Stalls: every input's ``now_ms`` is compared with the previous input's. A gap
@@ -21,13 +22,24 @@ from __future__ import annotations
 
 import enum
 import random
-from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from coord.core.config import ClusterConfig, View, config_entry
-from coord.core.election import Ballot, Decision, decide
+from coord.core import checks
+from coord.core import commit as commit_rule
+from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
+from coord.core.election import (
+    Ballot,
+    Decision,
+    decide,
+    election_delay,
+    grants,
+    may_win_on,
+    outranks,
+    silent_voters,
+)
 from coord.core.entry import Entry, EntryKind
-from coord.core.errors import LocalProtocolError, NotLeader, RemoteProtocolError
+from coord.core.errors import LocalProtocolError, Redirect, RemoteProtocolError
+from coord.core.inspection import BallotState, NodeState, PeerState
 from coord.core.lease import FollowerLease, leader_lease_holds
 from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
 from coord.core.messages import (
@@ -42,8 +54,11 @@ from coord.core.messages import (
     check_shape,
 )
 from coord.core.progress import Mode, Progress
-from coord.core.ready import Ready, SnapshotOrder, SoftState
+from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
+from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
+from coord.core.status import Status, member_status
+from coord.core.writes import PendingWrites
 
 
 class Role(enum.StrEnum):
@@ -56,45 +71,6 @@ class Role(enum.StrEnum):
     REMOVED = "removed"
 
 
-@dataclass(frozen=True, slots=True)
-class AddMember:
-    node_id: int
-    address: str
-
-
-@dataclass(frozen=True, slots=True)
-class RemoveMember:
-    node_id: int
-
-
-ConfigChange = AddMember | RemoveMember
-
-
-@dataclass(frozen=True, slots=True)
-class MemberStatus:
-    id: int
-    address: str
-    in_sync: bool
-    match_index: int
-    reachable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """This node's view of the cluster, the fields of ``ClusterStatus`` (API.md section 1)."""
-
-    node_id: int
-    role: str
-    term: int
-    leader_id: int
-    commit_index: int
-    last_index: int
-    members: tuple[MemberStatus, ...]
-    epoch: int
-    min_insync: int
-    restarted: bool
-
-
 class Node:
     """One replica's protocol state machine. Deterministic: same inputs, same outputs.
 
@@ -102,7 +78,14 @@ class Node:
     state machine applied (everything up to it is committed). ``bootstrap`` is
     the initial config of a brand-new cluster, written as entry 1 (term 0) on
     every initial member alike; a node added later starts with ``None`` and an
-    empty log and waits for the leader.
+    empty log and waits for the leader. ``rules`` are the replaceable rules it
+    applies (:mod:`coord.core.rules`): always :data:`~coord.core.rules.RULES`
+    but in the simulator's planted-bug tests.
+
+    The rules themselves live in pure modules (:mod:`coord.core.election`,
+    :mod:`coord.core.commit`, :mod:`coord.core.checks`, :mod:`coord.core.lease`,
+    :mod:`coord.core.progress`); the node holds the role state they are
+    applied to and dispatches each input to them.
     """
 
     def __init__(
@@ -115,11 +98,13 @@ class Node:
         *,
         applied: int = 0,
         bootstrap: ClusterConfig | None = None,
+        rules: Rules = RULES,
     ) -> None:
         if node_id <= 0:
             raise LocalProtocolError("node ids are positive")
         self.id = node_id
         self.settings = settings
+        self._rules = rules
         self._rng = rng
         self.log = RaftLog(storage, settings.cached_entries)
         hard_state = storage.hard_state()
@@ -150,6 +135,7 @@ class Node:
         self._transfer_deadline_ms = 0
         self._outbox: list[tuple[int, Message]] = []
         self._snapshot_orders: list[SnapshotOrder] = []
+        self._elections: list[ElectionResult] = []
         self._install: SnapshotMeta | None = None
         self._restart_clear_epoch: int | None = None
         self._fence = rng.getrandbits(32)
@@ -160,10 +146,7 @@ class Node:
         self._leaders_seen: dict[int, int] = {}
         # Readies handed out that must sync, not yet reported durable:
         # (seq, handed out at, last entry index or None).
-        self._ready_seq = 0
-        self._syncs: deque[tuple[int, int, int | None]] = deque()
-        self._reports_syncs = False  # the shell calls synced(); else hand-out time stands in
-        self._stall_seen_seq = 0  # Readies up to here already counted in a stall still running
+        self._writes = PendingWrites(settings.stall_ms)
         self._lost_ballots = 0  # in a row: candidates that keep colliding back off
         self.commit = max(applied, self.log.snapshot.index)
         self._applied_out = self.commit
@@ -239,9 +222,9 @@ class Node:
     def persisted(self, index: int, term: int, now_ms: int) -> None:
         """The shell made entries up to ``(index, term)`` and the hard state before them durable."""
         self._advance(now_ms)
-        done = [seq for seq, _, last in self._syncs if last is not None and last <= index]
-        if done:
-            self._synced_upto(done[-1], now_ms)  # a slow write steps a leader down first
+        done = self._writes.through_index(index)
+        if done is not None:
+            self._synced_upto(done, now_ms)  # a slow write steps a leader down first
         if not self.log.stable_to(index, term):
             return
         self._maybe_clear_restarted()
@@ -261,7 +244,7 @@ class Node:
         it counts as a stall (PROTOCOL.md, "Why fail-stop elections are safe").
         """
         self._advance(now_ms)
-        self._reports_syncs = True
+        self._writes.reports_syncs = True
         self._synced_upto(ready.seq, now_ms)
 
     def peer_unreachable(self, peer_id: int, now_ms: int) -> None:
@@ -324,6 +307,23 @@ class Node:
         self._term_leader = NO_NODE
         self._become_leader(frozenset({self.id}), now_ms)
 
+    def campaign(self, now_ms: int, *, pre_vote: bool = True) -> None:
+        """Start an election now, as an election timeout does: a pre-vote, then the vote.
+
+        With ``pre_vote=False`` the node goes straight to the real vote (term + 1),
+        as a leader's TimeoutNow makes it. For tests and scenario scripts, which
+        make a leader by campaigning and delivering the replies rather than by
+        ticking until a timeout fires; the election rules apply as always.
+        A leader steps down first. Refused on a node that never campaigns (no
+        view, or removed).
+        """
+        self._advance(now_ms)
+        if self._cannot_lead():
+            raise LocalProtocolError("a node without a view, or removed, never campaigns")
+        if self.role is Role.LEADER:
+            self._become_follower(self.term, NO_NODE)
+        self._campaign(now_ms, pre_vote=pre_vote, transfer_from=NO_NODE)
+
     # == validation: nothing below changes any state ============================
 
     def _check(self, msg: Message) -> None:
@@ -333,15 +333,37 @@ class Node:
             raise RemoteProtocolError(f"a message claims to come from this node ({self.id})")
         if not self._may_speak(msg):
             raise RemoteProtocolError(f"node {msg.sender} is not a member of epoch {self._epoch()}")
+        leading = self.role is Role.LEADER
         match msg:
             case Append():
-                self._check_append(msg)
+                checks.check_append(
+                    msg,
+                    term=self.term,
+                    leading=leading,
+                    term_leader=self._term_leader,
+                    commit=self.commit,
+                    log=self.log,
+                )
             case AppendReply():
-                self._check_append_reply(msg)
+                checks.check_append_reply(
+                    msg,
+                    self._progress.get(msg.sender),
+                    term=self.term,
+                    leading=leading,
+                    commit=self.commit,
+                    snapshot_peers=self._snapshot_peers,
+                )
             case VoteReply():
-                self._check_vote_reply(msg)
+                checks.check_vote_reply(msg, self._ballot)
             case InstallSnapshot():
-                self._check_install_snapshot(msg)
+                checks.check_install_snapshot(
+                    msg,
+                    term=self.term,
+                    leading=leading,
+                    term_leader=self._term_leader,
+                    commit=self.commit,
+                    log=self.log,
+                )
 
     def will_hear(self, peer: int, msgs: list[Message]) -> bool:
         """Whether a batch from ``peer`` deserves the core's attention at all.
@@ -350,7 +372,7 @@ class Node:
         valid credentials that speaks for no member is turned away at the door
         (``PERMISSION_DENIED``): members, a member being removed (it still acks
         the entries that remove it), anyone while we have no view (joining),
-        and from anyone else only what :meth:`_may_speak` lets through and is
+        and from anyone else only what :func:`~coord.core.checks.may_speak` lets through and is
         owed an answer (an Append of a newer view, a vote request, answered
         "not granted").
         """
@@ -361,44 +383,7 @@ class Node:
         )
 
     def _may_speak(self, msg: Message) -> bool:
-        """Only members speak to us (PROTOCOL.md, "Who may speak").
-
-        Exceptions, so that nobody who is owed an answer is shut out: a node
-        without a view (joining) hears anyone; a leader whose view is newer
-        than ours may be a member added in a config we have not seen yet; a
-        member being removed still acks the entries that remove it. Votes from
-        non-members are answered "not granted" (:meth:`_on_vote_request`).
-        What changes nothing passes: a stale term gets its rejection (a
-        deposed leader learns the term), late replies are ignored.
-        """
-        view = self.view
-        if view is None or msg.sender in view.config.member_ids:
-            return True
-        match msg:
-            case Append():
-                newer = (msg.term, msg.epoch) > view.key  # a leader's view is of its own term
-                return newer or msg.term < self.term
-            case InstallSnapshot():
-                return (msg.config.term, msg.config.index) > view.key or msg.term < self.term
-            case VoteRequest():
-                return True
-            case AppendReply() | VoteReply():
-                return (
-                    msg.term <= self.term
-                    or msg.sender in self._progress
-                    or self._was_member(msg.sender)
-                )
-        return False
-
-    def _was_member(self, peer: int) -> bool:
-        """``peer`` is a member of our latest committed config, though not of our view.
-
-        It is being removed, and may honestly answer, in a higher term, an Append
-        we sent while we led (the bookkeeping that let its replies in is gone
-        once we stepped down). Such a reply is ignored (:meth:`_from_outsider`).
-        """
-        committed = self.log.last_config(self.commit)
-        return committed is not None and peer in ClusterConfig.decode(committed.payload).member_ids
+        return checks.may_speak(msg, self.view, self.term, self._progress, self.log, self.commit)
 
     def _from_outsider(self, msg: Message) -> bool:
         """A reply from a node neither in our view nor in our bookkeeping: it has no say."""
@@ -416,131 +401,6 @@ class Node:
     def _epoch(self) -> int:
         return self.view.epoch if self.view is not None else 0
 
-    def _check_append(self, msg: Append) -> None:
-        if msg.term < self.term:
-            return  # answered with a rejection; nothing else of it is used
-        if msg.term == self.term and self.role is Role.LEADER:
-            raise RemoteProtocolError(f"node {msg.sender} claims to lead term {msg.term} too")
-        if msg.term == self.term and self._term_leader not in (NO_NODE, msg.sender):
-            raise RemoteProtocolError(
-                f"node {msg.sender} claims term {msg.term}, which node {self._term_leader} leads"
-            )
-        _check_entry_run(msg.prev_index, msg.prev_term, msg.entries, msg.term)
-        self._check_committed_prefix(msg)
-        accepted = msg.prev_index < self.commit or self.log.match_term(
-            msg.prev_index, msg.prev_term
-        )
-        self._check_configs(msg, accepted)
-        if accepted:
-            self._check_append_view(msg)
-
-    def _check_committed_prefix(self, msg: Append) -> None:
-        """What we hold up to our commit index is final: the leader's log must agree with it."""
-        if msg.prev_index <= self.commit:
-            held = self.log.term(msg.prev_index)
-            if held is not None and held != msg.prev_term:
-                raise RemoteProtocolError(
-                    f"prev {msg.prev_index}/{msg.prev_term} contradicts committed term {held}"
-                )
-        overlap = [e for e in msg.entries if e.index <= self.commit]
-        if not overlap:
-            return
-        lo = max(overlap[0].index, self.log.first_available())
-        ours = {e.index: e for e in self.log.entries(lo, overlap[-1].index + 1, MAX_INT64) or ()}
-        for entry in overlap:
-            if entry.index in ours and ours[entry.index] != entry:
-                raise RemoteProtocolError(f"entry {entry.index} differs from our committed one")
-
-    def _check_configs(self, msg: Append, accepted: bool) -> None:
-        """Every config entry decodes, and each new one follows the config before it.
-
-        Checked before anything is appended: a config entry that fails to decode
-        once it is in the log makes the node fail on every restart.
-        """
-        base: tuple[int, ClusterConfig] | None = None
-        held = self.log.last_config(msg.prev_index) if accepted else None
-        if held is not None:
-            base = (held.index, ClusterConfig.decode(held.payload))
-        for entry in msg.entries:
-            if entry.kind is not EntryKind.CONFIG:
-                continue
-            config = ClusterConfig.decode(entry.payload)
-            if base is not None and entry.index <= base[0]:
-                continue  # a compacted stretch the snapshot's config already covers
-            if base is not None and entry.index > self.commit and not config.follows(base[1]):
-                raise RemoteProtocolError(
-                    f"config entry {entry.index} changes min_insync or several members at once"
-                )
-            base = (entry.index, config)
-
-    def _check_append_view(self, msg: Append) -> None:
-        """The leader's (epoch, ISR) must be those of its config entry at ``epoch``, if held."""
-        if msg.epoch < 1:
-            raise RemoteProtocolError("an Append without the leader's epoch")
-        if msg.epoch > max(self.commit, msg.prev_index + len(msg.entries)):
-            return  # beyond what we will hold: nothing to compare with
-        sent = [e for e in msg.entries if e.index == msg.epoch]
-        entry = sent[0] if sent else self.log.last_config(msg.epoch)
-        if entry is None or entry.index != msg.epoch:
-            if msg.epoch >= self.log.first_available():
-                raise RemoteProtocolError(f"epoch {msg.epoch} is not a config entry")
-            return  # compacted: cannot tell
-        if entry.kind is not EntryKind.CONFIG:
-            raise RemoteProtocolError(f"epoch {msg.epoch} is not a config entry")
-        if frozenset(msg.isr) != ClusterConfig.decode(entry.payload).isr:
-            raise RemoteProtocolError(f"ISR {list(msg.isr)} is not that of epoch {msg.epoch}")
-
-    def _check_append_reply(self, msg: AppendReply) -> None:
-        progress = self._progress.get(msg.sender)
-        if self.role is not Role.LEADER or msg.term != self.term or progress is None:
-            return  # a higher term deposes us; anything else is ignored
-        echo = msg.echo_sent_at_ms
-        if 0 <= echo < progress.created_ms:
-            return  # answers an Append from before this bookkeeping (a member re-added)
-        if echo < -1 or echo > progress.last_sent_ms:
-            raise RemoteProtocolError(f"echo of send time {echo}: no Append was sent then")
-        if echo == -1 and msg.success and not progress.snapshot_ordered:
-            if msg.sender in self._snapshot_peers:
-                return  # answers a snapshot ordered before this bookkeeping (member re-added)
-            raise RemoteProtocolError("a snapshot ack, but no snapshot was ordered")
-        bound = progress.ack_bound(self.commit)
-        claimed = msg.match_index if msg.success else msg.reject_index
-        if claimed > bound:
-            raise RemoteProtocolError(f"reply about index {claimed}, beyond {bound} that was sent")
-
-    def _check_vote_reply(self, msg: VoteReply) -> None:
-        ballot = self._ballot
-        if ballot is None or (msg.campaign, msg.pre_vote) != (ballot.campaign, ballot.pre_vote):
-            return  # a late reply to an earlier round: ignored
-        if msg.granted and (msg.term >= ballot.term if msg.pre_vote else msg.term != ballot.term):
-            raise RemoteProtocolError(f"a grant in term {msg.term} for a ballot of {ballot.term}")
-
-    def _check_install_snapshot(self, msg: InstallSnapshot) -> None:
-        """Only from the leader we follow, in our term, never on a leader; fields consistent.
-
-        A leader orders a snapshot only after the follower answered it this term,
-        so a higher term, or a leader other than ours, is no correct peer's doing.
-        Our own term while we follow nobody (restarted since, or campaigning) is:
-        :meth:`_on_install_snapshot` drops that one, and the leader orders again.
-        """
-        config = msg.config
-        if config.kind is not EntryKind.CONFIG or config.index > msg.index:
-            raise RemoteProtocolError(f"snapshot at {msg.index} carries no valid config")
-        if not config.term <= msg.index_term <= msg.term:
-            raise RemoteProtocolError(f"snapshot terms {config.term}/{msg.index_term} out of order")
-        ClusterConfig.decode(config.payload)
-        if msg.term < self.term:
-            return  # answered with a rejection
-        if self.role is Role.LEADER:
-            raise RemoteProtocolError(f"node {msg.sender} sends a snapshot to a leader")
-        if msg.term > self.term or self._term_leader not in (NO_NODE, msg.sender):
-            raise RemoteProtocolError(
-                f"snapshot from node {msg.sender} in term {msg.term}, not our leader's"
-            )
-        held = self.log.term(msg.index)
-        if msg.index <= self.commit and held is not None and held != msg.index_term:
-            raise RemoteProtocolError(f"snapshot at {msg.index} contradicts our committed log")
-
     # == outputs =================================================================
 
     def has_ready(self) -> bool:
@@ -552,6 +412,7 @@ class Node:
             or self._hard_state() != self._handed_hard_state
             or self._applied_out < min(self.commit, self.log.stable_last)
             or self._soft_state_changed
+            or bool(self._elections)
             or (self.role is Role.LEADER and self._has_unsent_entries())
         )
 
@@ -560,7 +421,6 @@ class Node:
         if self.role is Role.LEADER:
             self._replicate(self._now_ms, heartbeat=False)
         hard_state = self._hard_state()
-        self._ready_seq += 1
         ready = Ready(
             hard_state=hard_state if hard_state != self._handed_hard_state else None,
             install_snapshot=self._install,
@@ -569,21 +429,23 @@ class Node:
             snapshots=tuple(self._snapshot_orders),
             committed=self._take_committed(),
             soft_state=self._soft_state if self._soft_state_changed else None,
-            seq=self._ready_seq,
+            elections=tuple(self._elections),
+            seq=self._writes.next_seq(),
         )
         if ready.must_sync():
             last = ready.entries[-1].index if ready.entries else None
-            self._syncs.append((ready.seq, self._now_ms, last))
+            self._writes.track(ready.seq, self._now_ms, last)
         ballot = self._ballot
         if ballot is not None and ballot.handed_seq is None:
             # This Ready carries the ballot's requests: they leave once it is durable.
             ballot.handed_seq = ready.seq
-            if not ready.must_sync() or not self._reports_syncs:
+            if not ready.must_sync() or not self._writes.reports_syncs:
                 ballot.sent_ms = self._now_ms  # no write to wait for, or no word of it
         self._handed_hard_state = hard_state
         self._install = None
         self._outbox.clear()
         self._snapshot_orders.clear()
+        self._elections.clear()
         self._soft_state_changed = False
         return ready
 
@@ -617,38 +479,82 @@ class Node:
     def read_index(self, now_ms: int) -> int:
         """The commit index a linearizable read must see applied; only under the lease."""
         if not self.has_lease(now_ms):
-            raise NotLeader(self.leader_id, "not the leader, or not holding the lease")
+            raise Redirect(self.leader_id, "not the leader, or not holding the lease")
         if self.commit < self._term_start:
-            raise NotLeader(self.id, "new leader: its first entry is not committed yet")
+            raise Redirect(self.id, "new leader: its first entry is not committed yet")
         return self.commit
 
-    def status(self, now_ms: int) -> NodeStatus:
+    def inspect(self) -> NodeState:
+        """A frozen copy of the node's internal state (:mod:`coord.core.inspection`)."""
+        ballot = self._ballot
+        return NodeState(
+            term=self.term,
+            voted_for=self.voted_for,
+            role=str(self.role),
+            leader_id=self.leader_id,
+            term_leader=self._term_leader,
+            commit=self.commit,
+            restarted=self.restarted,
+            view=self.view,
+            peers=tuple(
+                (
+                    peer,
+                    PeerState(
+                        p.match,
+                        p.next,
+                        p.mode,
+                        p.probe_sent,
+                        tuple(p.inflight),
+                        p.acked_sent_at,
+                        p.snapshot_ordered,
+                    ),
+                )
+                for peer, p in sorted(self._progress.items())
+            ),
+            lease_leader=self._lease.leader_id,
+            lease_until_ms=self._lease.until_ms,
+            election_at_ms=self._election_at,
+            ballot=None
+            if ballot is None
+            else BallotState(
+                ballot.pre_vote, ballot.term, ballot.campaign, tuple(sorted(ballot.replies.items()))
+            ),
+            outbox=tuple(self._outbox),
+            install=self._install,
+        )
+
+    def status(self, now_ms: int) -> Status:
+        """This node's view of the cluster (:mod:`coord.core.status`), without a disk fault."""
         view = self.view
         config = view.config if view else None
-        members = []
-        for member_id, address in config.members if config else ():
-            progress = self._progress.get(member_id)
-            if member_id == self.id:
-                match, reachable = self.log.last_index(), True
-            elif progress is not None:
-                heard = progress.last_heard_ms
-                recent = heard is not None and now_ms - heard < self.settings.lease_ms
-                match, reachable = progress.match, recent and not progress.refused
-            else:
-                match, reachable = 0, member_id == self.leader_id
-            in_sync = config is not None and member_id in config.isr
-            members.append(MemberStatus(member_id, address, in_sync, match, reachable))
-        return NodeStatus(
+        own_role = self._role_name()
+        members = tuple(
+            member_status(
+                member_id,
+                address,
+                own_id=self.id,
+                own_role=own_role,
+                own_last_index=self.log.last_index(),
+                leader_id=self.leader_id,
+                isr=config.isr,
+                progress=self._progress.get(member_id),
+                now_ms=now_ms,
+                lease_ms=self.settings.lease_ms,
+            )
+            for member_id, address in (config.members if config else ())
+        )
+        leader = self.leader_id
+        return Status(
             node_id=self.id,
-            role=self._role_name(),
+            role=own_role,
             term=self.term,
-            leader_id=self.leader_id,
+            leader_id=leader,
+            leader_address=config.address(leader) if config and leader != NO_NODE else "",
             commit_index=self.commit,
-            last_index=self.log.last_index(),
-            members=tuple(members),
-            epoch=view.epoch if view else 0,
+            members=members,
+            config_epoch=view.epoch if view else 0,
             min_insync=config.min_insync if config else 0,
-            restarted=self.restarted,
+            mode=config.mode if config else "",
         )
 
     # == time ====================================================================
@@ -673,9 +579,7 @@ class Node:
         process: a live node that has been this slow may have been dropped from
         the ISR, and its heartbeats and answers left late.
         """
-        handed = None  # when the Ready reported was handed out (earlier ones, unreported
-        while self._syncs and self._syncs[0][0] <= seq:  # by a shell that does not call
-            handed = self._syncs.popleft()[1]  # synced(), were done before it, in order)
+        handed = self._writes.durable(seq)
         if handed is None:
             return False
         stalled = now_ms - handed > self.settings.stall_ms
@@ -714,26 +618,8 @@ class Node:
         elif gap > 2 * self.settings.heartbeat_ms and self.role is Role.LEADER:
             for progress in self._progress.values():
                 progress.measure_afresh()
-        self._notice_running_stall()
-
-    def _notice_running_stall(self) -> None:
-        """A write handed out more than ``stall_ms`` ago is not durable yet: we stall now.
-
-        Ticks go on while the write runs, but every message behind it waits, our
-        heartbeats included (stamped, not sent). Waiting for the write to return
-        before calling it a stall lets a leader drop its live followers for the
-        silence its own disk caused, and then win an election alone on that
-        in-memory ISR while another leads. So the stall counts from the moment
-        the write is late, at whatever input comes first (PROTOCOL.md, rule 4).
-        """
-        now_ms = self._now_ms
-        for seq, handed, last in self._syncs:
-            if last is None and not self._reports_syncs:
-                continue  # a shell that never calls synced() reports only entries
-            if seq > self._stall_seen_seq and now_ms - handed > self.settings.stall_ms:
-                self._stall_seen_seq = self._ready_seq
-                self._stall()
-            return
+        if self._writes.late(self._now_ms):
+            self._stall()  # a write is late: every message behind it waits (PROTOCOL.md rule 4)
 
     def _cannot_lead(self) -> bool:
         """No view yet (joining), or removed: such a node never campaigns."""
@@ -752,23 +638,12 @@ class Node:
     def _election_delay(
         self, config: ClusterConfig, window_ms: int | None = None, dead: int = NO_NODE
     ) -> int:
-        """A random wait in ``[0, window_ms)`` (default ``election_stagger_ms``); lower ids
-        draw from earlier slots, so candidates rarely collide. A node known ``dead`` takes
-        no slot: when node 1 dies, node 2 goes first rather than after an empty slot."""
+        """:func:`coord.core.election.election_delay` over the members but ``dead`` (a node
+        known dead takes no slot: when node 1 dies, node 2 goes first)."""
         ids = tuple(i for i in config.member_ids if i != dead)
-        if len(ids) == 1:
-            return 0  # nobody to collide with
         window = self.settings.election_stagger_ms if window_ms is None else window_ms
-        if self._lost_ballots:
-            # Lost in a row (collisions, slow links): wait at random over a window
-            # that doubles each time, up to four leases, so candidates whose
-            # requests cross (a round trip may take up to a lease) stop meeting.
-            # Random rather than by id: id slots narrower than the round trip
-            # would collide forever.
-            cap = 4 * self.settings.lease_ms
-            return int(min(cap, window << min(self._lost_ballots, 8)) * self._rng.random())
-        slot = window / len(ids)
-        return int(slot * (ids.index(self.id) + self._rng.random()))
+        cap = 4 * self.settings.lease_ms
+        return election_delay(ids, self.id, window, self._lost_ballots, cap, self._rng.random)
 
     def _tick_leader(self, now_ms: int) -> None:
         if self._transfer_to != NO_NODE and now_ms >= self._transfer_deadline_ms:
@@ -908,39 +783,20 @@ class Node:
         grants = 1 + sum(r.granted for r in ballot.replies.values())
         accounted = None
         if not (config.quorum_mode or grants >= config.majority):
-            accounted = ballot.unreachable | self._silent(ballot, now_ms)
+            silent = silent_voters(
+                ballot, self._heard_ms, self._lease.leader_id, now_ms, self.settings.lease_ms
+            )
+            accounted = ballot.unreachable | silent
         replies = {**ballot.replies, self.id: own}
         return decide(self.id, replies, config, accounted=accounted, competing=ballot.competing)
-
-    def _silent(self, ballot: Ballot, now_ms: int) -> set[int]:
-        """Voters that would have answered by now if they were alive and not stalled.
-
-        Live nodes answer within the lease (coord/PROTOCOL.md §4): a lease after
-        our requests left, silence means crashed or stalled, and a stalled node
-        learns of its stall before it does anything (it steps down). The leader
-        we followed counts from its last message: it sends one every heartbeat
-        while it leads, so a lease of silence from it already says the same.
-        """
-        lease = self.settings.lease_ms
-        waiting = ballot.voters - ballot.replies.keys()
-        if ballot.sent_ms is not None and now_ms >= ballot.sent_ms + lease:
-            return set(waiting)
-        silent = set()
-        for voter in waiting:
-            since = ballot.quiet_from.get(voter)
-            heard = self._heard_ms.get(voter)
-            if since is not None and now_ms >= since + lease and (heard is None or heard < since):
-                silent.add(voter)
-        leader = self._lease.leader_id
-        heard = self._heard_ms.get(leader)
-        if leader in waiting and heard is not None and now_ms >= heard + lease:
-            silent.add(leader)
-        return silent
 
     def _decide(self, now_ms: int) -> None:
         ballot = self._ballot
         assert ballot is not None
-        decision = self._decision(ballot, now_ms)
+        self._settle(ballot, self._decision(ballot, now_ms), now_ms)
+
+    def _settle(self, ballot: Ballot, decision: Decision, now_ms: int) -> None:
+        """Act on ``decision``, unless a voter may still change it; report it if final."""
         if decision.waiting:
             return  # a member of ISR* may still answer: ask again at the next input
         sent = ballot.sent_ms if ballot.sent_ms is not None else ballot.deadline_ms
@@ -949,6 +805,9 @@ class Node:
             # Slow voters are inside the model (live nodes answer within the
             # lease): giving up at election_wait livelocks slow links.
             return
+        self._elections.append(
+            ElectionResult(ballot.pre_vote, ballot.term, decision.won, decision.reason)
+        )
         if not decision.won:
             if not ballot.pre_vote:
                 self._lost_ballots += 1  # a real vote lost: a collision, or slow links
@@ -965,15 +824,12 @@ class Node:
             self._lost_ballots = 0
             self._become_leader(decision.isr, now_ms)
 
-    def _would_win(self, ballot: Ballot, now_ms: int) -> bool:
-        return self._decision(ballot, now_ms).won
-
     def _vote_reply(
         self, pre_vote: bool, campaign: int, granted: bool, *, has_live_leader: bool
     ) -> VoteReply:
         """Our whole state, which a voter gives in every case (coord/PROTOCOL.md §8.1)."""
         view = self.view
-        return VoteReply(
+        return self._rules.vote_reply(
             term=self.term,
             sender=self.id,
             pre_vote=pre_vote,
@@ -1018,30 +874,21 @@ class Node:
         member = self.view is not None and msg.sender in self.view.config.member_ids
         if not msg.pre_vote and not blocked and msg.term > self.term:
             self._become_follower(msg.term, NO_NODE)
-        log_ok = (msg.last_log_term, msg.last_log_index) >= (
-            self.log.last_term(),
-            self.log.last_index(),
+        granted = grants(
+            msg,
+            member=member,
+            blocked=blocked,
+            last_log=(self.log.last_term(), self.log.last_index()),
+            term=self.term,
+            voted_for=self.voted_for,
+            outranked=msg.pre_vote and self._outranks(msg),
         )
         if msg.pre_vote:
-            granted = (
-                member
-                and not blocked
-                and log_ok
-                and msg.term > self.term
-                and not self._outranks(msg)
-            )
             if granted and self._may_win(msg) and msg.sender not in self._yielded_to:
                 self._yielded_to.add(msg.sender)  # once, until it runs a real vote
                 self._yield_to(now_ms)
         else:
             self._yielded_to.discard(msg.sender)  # its pre-vote came to something
-            granted = (
-                member
-                and not blocked
-                and log_ok
-                and msg.term == self.term
-                and self.voted_for in (NO_NODE, msg.sender)
-            )
             if granted:
                 self.voted_for = msg.sender
                 self._election_at = now_ms + self.settings.lease_ms // 2
@@ -1049,39 +896,21 @@ class Node:
         self._send(msg.sender, reply)
 
     def _outranks(self, msg: VoteRequest) -> bool:
-        """Our own campaign goes first: ``msg``, a pre-vote, gets no grant from us.
-
-        Pre-votes do not exclude one another, so candidates whose pre-votes
-        overlap all won them and then split the real vote, each voting for
-        itself; in fail-stop mode, where a restarted cluster needs every member's
-        grant, that livelocks once a round trip is longer than the stagger
-        (5 nodes, delays of half a lease). A candidate in a real vote refuses
-        every pre-vote; of two pre-vote candidates that may both win, the lower
-        id goes on and the other yields (:meth:`_yield_to`), unless the other's log
-        is longer: it refuses the lower id for that (``log_ok``), so standing in its
-        way leaves both refusing each other round after round. Refusing a pre-vote
-        is always safe (it is advisory).
-        """
+        """Our own campaign goes first: ``msg``, a pre-vote, gets no grant from us
+        (:func:`coord.core.election.outranks`)."""
         ballot = self._ballot
         if self.role is not Role.CANDIDATE or ballot is None:
             return False
-        if not ballot.pre_vote:
-            return True
-        view = self._view()
-        if self._newer_view(msg) or not self._may_win_on(view, self.id):
-            return False  # we cannot win (or cannot tell): never stand in its way
-        ours = (self.log.last_term(), self.log.last_index())
-        theirs = (msg.last_log_term, msg.last_log_index)
-        return ours > theirs or (ours == theirs and self.id < msg.sender)
+        return outranks(
+            ballot.pre_vote,
+            we_may_win=not self._newer_view(msg) and may_win_on(self._view().config, self.id),
+            ours=(self.log.last_term(), self.log.last_index(), self.id),
+            theirs=(msg.last_log_term, msg.last_log_index, msg.sender),
+        )
 
     def _may_win(self, msg: VoteRequest) -> bool:
         """Whether ``msg``'s candidate may win as far as our view tells (else no yielding)."""
-        return self._newer_view(msg) or self._may_win_on(self._view(), msg.sender)
-
-    @staticmethod
-    def _may_win_on(view: View, candidate: int) -> bool:
-        config = view.config
-        return config.quorum_mode or candidate in config.isr
+        return self._newer_view(msg) or may_win_on(self._view().config, msg.sender)
 
     def _yield_to(self, now_ms: int) -> None:
         """We granted a pre-vote that may win: give its real vote time to reach us."""
@@ -1106,7 +935,8 @@ class Node:
         config = self._view().config
         grants = 1 + sum(r.granted for r in ballot.replies.values())  # our own vote counts
         early = ballot.pre_vote or config.quorum_mode or grants >= config.majority
-        if ballot.complete() or (early and self._would_win(ballot, now_ms)):
+        decision = self._decision(ballot, now_ms)
+        if ballot.complete() or (early and decision.won):
             # Decide as soon as the replies so far elect us where that is safe: a
             # pre-vote is advisory (the real vote still waits), and a majority of
             # grants is unique per term (a voter grants once per term), as in Raft.
@@ -1114,7 +944,7 @@ class Node:
             # election_wait: two candidates could otherwise each win a disjoint part
             # of the cluster in one term (the simulator finds this within a few
             # hundred seeds).
-            self._decide(now_ms)
+            self._settle(ballot, decision, now_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
         if msg.term == self.term and msg.sender == self.leader_id and not self._cannot_lead():
@@ -1148,7 +978,8 @@ class Node:
 
     def _append_from_leader(self, entries: list[Entry]) -> None:
         """Skip what we already hold; replace a conflicting suffix (only entries after
-        our commit index are passed in, and :meth:`_check_append` made sure they connect)."""
+        our commit index are passed in, and :func:`~coord.core.checks.check_append`
+        made sure they connect)."""
         for position, entry in enumerate(entries):
             if self.log.term(entry.index) == entry.term:
                 continue
@@ -1216,9 +1047,9 @@ class Node:
 
     def _require_leader(self) -> None:
         if self.role is not Role.LEADER:
-            raise NotLeader(self.leader_id)
+            raise Redirect(self.leader_id)
         if self._transfer_to != NO_NODE:
-            raise NotLeader(self._transfer_to, "leadership is being transferred")
+            raise Redirect(self._transfer_to, "leadership is being transferred")
 
     def _view(self) -> View:
         if self.view is None:
@@ -1244,44 +1075,27 @@ class Node:
         return entry
 
     def _drop_from_isr(self, peer: int) -> None:
-        """Shrink the ISR, unless that would leave fewer than ``min_insync`` (writes then wait)."""
         config = self._view().config
-        if peer in config.isr and len(config.isr) - 1 >= config.min_insync:
-            self._append_config(config.with_isr(config.isr - {peer}))
+        isr = commit_rule.isr_after_silence(config.isr, peer, config.min_insync)
+        if isr is not None:
+            self._append_config(config.with_isr(isr))
 
     def _maybe_grow_isr(self, peer: int) -> None:
-        """A follower outside the ISR that holds everything committed rejoins it."""
+        progress = self._progress.get(peer)
+        if progress is None:
+            return  # a leaving member, forgotten once its removal committed
         config = self._view().config
-        if peer not in config.member_ids or peer in config.isr:
-            return  # in already, or leaving (its progress may be gone by now)
-        if self._progress[peer].match >= self.commit:
-            self._append_config(config.with_isr(config.isr | {peer}))
+        match, commit = progress.match, self.commit
+        isr = commit_rule.isr_after_catch_up(config.member_ids, config.isr, peer, match, commit)
+        if isr is not None:
+            self._append_config(config.with_isr(isr))
 
-    def _match_of(self, member: int) -> int:
-        return self.log.stable_last if member == self.id else self._progress[member].match
-
-    def _commit_candidate(self) -> int | None:
-        """The highest index every ISR member and every leaving member holds, if the ISR
-        is big enough to commit."""
-        config = self._view().config
-        if len(config.isr) < config.min_insync:
-            return None
-        leaving = [i for i in self._progress if i not in config.member_ids]
-        return min(self._match_of(member) for member in [*self._relied_isr(), *leaving])
-
-    def _relied_isr(self) -> set[int]:
-        """The ISR the leader may count on for commits and its lease.
-
-        An ISR change counts only once it is durable here: until then the
-        members of the last durable ISR, and of every ISR written since, must
-        ack too. A shrink decided while our
-        own writes were stuck (heartbeats "sent" but held back, so the
-        followers' silence was ours) is thus never relied on: the slow write
-        reveals the stall, and we step down, before the shrink is durable.
-        """
+    def _relied_isr(self) -> frozenset[int]:
+        """:func:`coord.core.commit.relied_isr` over the ISRs written since the last
+        durable config (the durable one included), when the view is not durable yet."""
         view = self._view()
-        required = set(view.config.isr)
         stable = self.log.stable_last
+        written: list[frozenset[int]] = []
         if view.epoch > stable:
             durable = self.log.last_config(stable)
             configs = [durable] if durable is not None else []
@@ -1290,17 +1104,25 @@ class Node:
                 for e in self.log.entries(stable + 1, self.log.last_index() + 1, MAX_INT64) or ()
                 if e.kind is EntryKind.CONFIG
             ]
-            for entry in configs:
-                required |= ClusterConfig.decode(entry.payload).isr
-        return required & {self.id, *self._progress}
+            written = [ClusterConfig.decode(entry.payload).isr for entry in configs]
+        return commit_rule.relied_isr(view.config.isr, written, {self.id, *self._progress})
 
     def _maybe_commit(self) -> None:
-        """Commit rule: acked by the whole ISR, and of our own term (earlier ones ride along)."""
-        index = self._commit_candidate()
-        if index is not None and index > self.commit and self.log.term(index) == self.term:
+        """Apply the commit rule (:mod:`coord.core.commit`) to what the followers acked."""
+        view = self._view()
+        config = view.config
+        matches = {peer: progress.match for peer, progress in self._progress.items()}
+        matches[self.id] = self.log.stable_last
+        leaving = [i for i in self._progress if i not in config.member_ids]
+        required = [*self._relied_isr(), *leaving]
+        index = self._rules.commit_candidate(
+            self.id, matches, required, len(config.isr), config.min_insync
+        )
+        term = self.log.term(index) if index is not None else None
+        if commit_rule.may_commit(index, self.commit, term, self.term):
             self.commit = index
-            if self._view().epoch <= index:
-                self._forget_departed()
+        if self._rules.departed_forgotten(view.epoch, self.commit):
+            self._forget_departed()
 
     def _leaving(self) -> set[int]:
         """Members being removed: in the latest committed config, not in the view.
@@ -1322,7 +1144,8 @@ class Node:
             self._maybe_commit()
 
     def _forget_departed(self) -> None:
-        """The config that removed them is committed: they hold it, nothing more is owed."""
+        """Stop tracking members no longer in the view (see
+        :func:`coord.core.commit.departed_forgotten`)."""
         members = self._view().config.member_ids
         for peer in [i for i in self._progress if i not in members]:
             del self._progress[peer]
@@ -1416,7 +1239,7 @@ class Node:
         """Stream a snapshot, once the follower has answered us in this term.
 
         Only then does it follow us, and a follower accepts a snapshot only from
-        the leader it follows (:meth:`_check_install_snapshot`); until then the
+        the leader it follows (:func:`coord.core.checks.check_install_snapshot`); until then the
         heartbeats make it follow, and its first answer sends the order.
         """
         progress.need_snapshot(now_ms)
@@ -1440,20 +1263,3 @@ class Node:
             raise LocalProtocolError(f"committed entries after {self._applied_out} were compacted")
         self._applied_out = batch[-1].index
         return tuple(batch)
-
-
-def _check_entry_run(
-    prev_index: int, prev_term: int, entries: tuple[Entry, ...], term: int
-) -> None:
-    """Entries continue ``prev_index`` one by one, terms never falling, none above ``term``."""
-    if prev_term > term:
-        raise RemoteProtocolError(f"prev_term {prev_term} is above the message's term {term}")
-    index, last_term = prev_index, prev_term
-    for entry in entries:
-        if entry.index != index + 1:
-            raise RemoteProtocolError(f"entry {entry.index} does not follow {index}")
-        if not last_term <= entry.term <= term:
-            raise RemoteProtocolError(f"entry {entry.index} of term {entry.term} is out of order")
-        index, last_term = entry.index, entry.term
-    if index > MAX_INT64:
-        raise RemoteProtocolError("entries run beyond 2**63-1")

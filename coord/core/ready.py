@@ -16,7 +16,8 @@ in the order they were handed out:
    above is on disk; a message must never leave before the Ready it came in,
    and every Ready before it, is durable;
 4. ``snapshots``: start streaming a snapshot to each of those peers;
-5. ``committed``: apply these in order; ``soft_state``: publish the change.
+5. ``committed``: apply these in order; ``soft_state``: publish the change;
+   ``elections``: log them (the ballots this node decided, and why).
 
 The core's promise behind the one exception shells make (a leader's Appends
 may leave before the leader's own fsync of their Ready): no Append of term T
@@ -51,6 +52,24 @@ class SnapshotOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class ElectionResult:
+    """A ballot this node decided: its (pre-)vote for ``term`` was won or lost, and why.
+
+    ``reason`` is :attr:`coord.core.election.Decision.reason`: the election rule's
+    own account (which grants, which ISR*, who refused), for traces and logs.
+    """
+
+    pre_vote: bool
+    term: int
+    won: bool
+    reason: str
+
+    def __str__(self) -> str:
+        kind = "pre-vote" if self.pre_vote else "vote"
+        return f"{kind} for t{self.term} {'won' if self.won else 'lost'}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
 class Ready:
     hard_state: HardState | None = None
     install_snapshot: SnapshotMeta | None = None
@@ -59,6 +78,7 @@ class Ready:
     snapshots: tuple[SnapshotOrder, ...] = ()
     committed: tuple[Entry, ...] = ()
     soft_state: SoftState | None = None
+    elections: tuple[ElectionResult, ...] = ()
     seq: int = 0  # hand-out order; :meth:`coord.core.node.Node.synced` names the Ready by it
 
     def must_sync(self) -> bool:

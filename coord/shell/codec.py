@@ -73,7 +73,3 @@ def from_pb(wire: rpb.PeerMessage) -> messages.Message:
             value = tuple(value)
         values[field.name] = value
     return cls(**values)
-
-
-def batch(sender: int, msgs: list[messages.Message]) -> rpb.PeerBatch:
-    return rpb.PeerBatch(from_id=sender, messages=[to_pb(m) for m in msgs])

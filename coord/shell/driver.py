@@ -26,7 +26,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,16 +35,15 @@ import grpc
 from coord.boundary import (
     Entry,
     LeaderView,
-    MemberStatus,
     NotLeader,
     Proposal,
     StateHooks,
     Status,
 )
 from coord.core import errors as core_errors
-from coord.core.config import ClusterConfig
+from coord.core.config import ClusterConfig, ConfigChange
 from coord.core.messages import Append, InstallSnapshot, Message
-from coord.core.node import ConfigChange, Node, Role
+from coord.core.node import Node, Role
 from coord.core.ready import Ready, SnapshotOrder, SoftState
 from coord.core.ready_order import split_messages
 from coord.core.settings import Settings
@@ -69,14 +68,21 @@ def now_ms() -> int:
 
 @dataclass(frozen=True, slots=True)
 class PeerSettings:
-    """How this node reaches its peers: TLS, the credentials each call carries, limits."""
+    """How this node talks with its peers: TLS, the credentials each call carries,
+    how long a call may take, and the largest snapshot a peer may stream to it."""
 
     credentials: grpc.ChannelCredentials | None = None
     call_timeout_s: float = 0.5
-    log_keep_entries: int = 10_000
-    checkpoint_interval_s: float = 2.0
     metadata: Metadata = ()
     snapshot_max_bytes: int = 64 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionSettings:
+    """How often the applied state is checkpointed, and how much log stays behind it."""
+
+    log_keep_entries: int = 10_000
+    checkpoint_interval_s: float = 2.0
 
 
 class ReplicatedCoordinator:
@@ -90,6 +96,7 @@ class ReplicatedCoordinator:
         settings: Settings,
         min_insync: int = 1,
         peers: PeerSettings | None = None,
+        compaction: CompactionSettings | None = None,
         *,
         join: bool = False,
     ) -> None:
@@ -99,10 +106,11 @@ class ReplicatedCoordinator:
         self._settings = settings
         self._min_insync = min_insync
         self._peers = peers or PeerSettings()
+        self._compaction = compaction or CompactionSettings()
         self._join = join
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"log-{node_id}")
         self._wake = asyncio.Event()
-        self._progress = asyncio.Event()  # set after each Ready: commit or lease may have moved
+        self._advanced = asyncio.Event()  # set after each Ready: commit or lease may have moved
         self._committed: asyncio.Queue[list[Entry] | None] = asyncio.Queue()
         self._watchers: list[asyncio.Queue[LeaderView | None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -199,7 +207,7 @@ class ReplicatedCoordinator:
             raise NotLeader("", f"this node cannot write to its disk now ({self.disk.fault})")
         try:
             index, term = self.node.propose(payload, now_ms())
-        except core_errors.NotLeader as exc:
+        except core_errors.Redirect as exc:
             raise NotLeader(self._address_of(exc.leader_id), str(exc)) from exc
         self._wake.set()
         return Proposal(index, term)
@@ -216,12 +224,12 @@ class ReplicatedCoordinator:
         while True:
             try:
                 return self.node.read_index(now_ms())
-            except core_errors.NotLeader as exc:
+            except core_errors.Redirect as exc:
                 if self.node.role is not Role.LEADER or loop.time() >= deadline:
                     raise NotLeader(self._address_of(exc.leader_id), str(exc)) from exc
-            self._progress.clear()
+            self._advanced.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), deadline - loop.time())
+                await asyncio.wait_for(self._advanced.wait(), deadline - loop.time())
 
     async def leader_changes(self) -> AsyncIterator[LeaderView | None]:
         queue: asyncio.Queue[LeaderView | None] = asyncio.Queue()
@@ -234,32 +242,7 @@ class ReplicatedCoordinator:
             self._watchers.remove(queue)
 
     def status(self) -> Status:
-        status = self.node.status(now_ms())
-        members = tuple(
-            MemberStatus(
-                id=m.id,
-                address=m.address,
-                role=self._member_role(m.id, status.leader_id, status.role),
-                in_sync=m.in_sync,
-                match_index=m.match_index,
-                reachable=m.reachable,
-            )
-            for m in status.members
-        )
-        return Status(
-            node_id=status.node_id,
-            role=status.role,
-            term=status.term,
-            leader_id=status.leader_id,
-            leader_address=self._address_of(status.leader_id),
-            commit_index=status.commit_index,
-            members=members,
-            config_epoch=status.epoch,
-            min_insync=status.min_insync,
-            last_index=status.last_index,
-            mode=self.node.view.config.mode if self.node.view else "",
-            fault=self.disk.fault,
-        )
+        return replace(self.node.status(now_ms()), fault=self.disk.fault)
 
     def leader_address(self) -> str:
         return self._address_of(self.node.leader_id)
@@ -347,10 +330,10 @@ class ReplicatedCoordinator:
         behind the durable state so that a slightly lagging follower catches up
         from the log rather than by snapshot.
         """
-        keep = self._peers.log_keep_entries
+        keep = self._compaction.log_keep_entries
         checkpointed = 0
         while True:
-            await asyncio.sleep(self._peers.checkpoint_interval_s)
+            await asyncio.sleep(self._compaction.checkpoint_interval_s)
             if self.node.commit == checkpointed:
                 continue
             durable = await self.disk.write("state", self._hooks.checkpoint)
@@ -432,7 +415,7 @@ class ReplicatedCoordinator:
             self._wake.clear()
             while self.node.has_ready():
                 await self._handle(self.node.ready())
-            self._progress.set()
+            self._advanced.set()
 
     async def _handle(self, ready: Ready) -> None:
         """Carry out one Ready in the order coord.core.ready prescribes."""
@@ -455,6 +438,8 @@ class ReplicatedCoordinator:
             self._spawn_snapshot(order)
         if ready.committed:
             self._committed.put_nowait(list(ready.committed))
+        for election in ready.elections:
+            log.info("node %d: %s", self.id, election)
         if ready.soft_state is not None:
             self._publish(ready.soft_state)
         self._sync_members()
@@ -510,8 +495,3 @@ class ReplicatedCoordinator:
         if not leader_id:
             return None
         return LeaderView(leader_id, self._address_of(leader_id), self.node.term)
-
-    def _member_role(self, member: int, leader: int, own_role: str) -> str:
-        if member == self.id:
-            return own_role
-        return "leader" if member == leader else "follower"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from coord.core import errors as core_errors
-from coord.core.node import AddMember, RemoveMember
+from coord.core.config import AddMember, RemoveMember
 from coord.shell import snapshots
 from coord.shell.auth import Denied, authenticated_peer
 from proto import replication_pb2 as rpb
@@ -89,7 +89,7 @@ class AdminService(replication_pb2_grpc.AdminServicer):
     async def _guard(self, context: grpc.aio.ServicerContext, action):  # type: ignore[no-untyped-def]
         try:
             return action()
-        except core_errors.NotLeader as exc:
+        except core_errors.Redirect as exc:
             address = self._coord.leader_address()
             trailing = (("leader-address", address),) if address else ()
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=trailing)

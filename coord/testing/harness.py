@@ -5,12 +5,12 @@ carries out each :class:`~coord.core.ready.Ready` in the documented order over a
 :class:`~coord.core.log.MemoryStorage`, applies committed entries to a toy state
 machine (a running checksum), and makes and installs snapshots of it.
 
-:class:`Cluster` wires shells together on one fake clock for tests that drive
+:class:`CoreCluster` wires shells together on one fake clock for tests that drive
 a scenario step by step: messages sent in one step arrive in the next, in
 order; a crashed node refuses connections; a paused node's messages queue up
 and are delivered before its first tick when it wakes, as the kernel would.
 A message the core refuses (:class:`RemoteProtocolError`) is recorded in
-:attr:`Cluster.refused`, as the real shell logs it, and the cluster goes on.
+:attr:`CoreCluster.refused`, as the real shell logs it, and the cluster goes on.
 """
 
 from __future__ import annotations
@@ -199,8 +199,14 @@ class MemoryShell:
         self.storage.compact(self.durable_index - keep)
 
 
-class Cluster:
-    """N nodes on one fake clock, stepped by hand. For scenario tests."""
+class CoreCluster:
+    """N protocol cores over memory shells on one fake clock, stepped by hand.
+
+    For scenario tests of the core; ``chatnode/local_cluster.py`` has the cluster of real
+    processes, which is why this one says what it holds. ``on_message(sender, to, msg)``
+    sees every message as it is sent, before the links decide its fate (the scenario
+    scripts print them).
+    """
 
     def __init__(
         self,
@@ -210,9 +216,12 @@ class Cluster:
         min_insync: int = 1,
         seed: int = 0,
         node_factory: NodeFactory = Node,
+        on_message: Callable[[int, int, Message], None] | None = None,
     ) -> None:
         self.settings = settings
         self.now = 0
+        self._node_factory = node_factory
+        self._on_message = on_message
         self.config = ClusterConfig.create(
             {i: f"node{i}:7000" for i in range(1, n + 1)}, min_insync=min_insync
         )
@@ -224,7 +233,7 @@ class Cluster:
         self.crashed: set[int] = set()
         self.paused: set[int] = set()
         self.cut: set[tuple[int, int]] = set()
-        self.sent: list[tuple[int, int, Message]] = []
+        self.sent: list[tuple[int, int, Message]] = []  # (sender, to, message), cut or not
         self.refused: list[tuple[int, Message, str]] = []
         for i in self.shells:
             self.flush(i)
@@ -234,7 +243,9 @@ class Cluster:
 
     def add_node(self, node_id: int) -> None:
         """A new, empty process that will join once the leader adds it."""
-        self.shells[node_id] = MemoryShell(node_id, self.settings, 0, self.now, None)
+        self.shells[node_id] = MemoryShell(
+            node_id, self.settings, 0, self.now, None, self._node_factory
+        )
         self.inbox[node_id] = []
 
     # -- time ------------------------------------------------------------------
@@ -294,6 +305,8 @@ class Cluster:
 
     def _route(self, sender: int, to: int, msg: Message, copy: StateCopy | None) -> None:
         self.sent.append((sender, to, msg))
+        if self._on_message is not None:
+            self._on_message(sender, to, msg)
         if (sender, to) in self.cut or to not in self.shells:
             return
         if to in self.crashed:

@@ -51,9 +51,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from coord.core.config import ClusterConfig
+from coord.core.config import AddMember, ClusterConfig, ConfigChange, RemoveMember
 from coord.core.entry import Entry, EntryKind
-from coord.core.errors import CoordError, LocalProtocolError, NotLeader
+from coord.core.errors import CoordError, LocalProtocolError, Redirect
 from coord.core.messages import (
     Append,
     AppendReply,
@@ -62,7 +62,7 @@ from coord.core.messages import (
     VoteReply,
     VoteRequest,
 )
-from coord.core.node import AddMember, ConfigChange, Node, RemoveMember, Role
+from coord.core.node import Node, Role
 from coord.core.ready import Ready, SoftState
 from coord.core.ready_order import Outgoing, split_messages
 from coord.core.settings import Settings
@@ -476,6 +476,8 @@ class Simulator:
             self._crash(node_id, "after a write, before sending")
             return
         sim.shell.synced(ready, self.local(node_id))
+        for election in ready.elections:
+            self.note(node_id, str(election))
         if ready.soft_state is not None:
             self.note(node_id, describe_soft(ready.soft_state))
         for to, msg in later:
@@ -638,7 +640,7 @@ class Simulator:
                 if targets:
                     target = self.rng.choice(targets)
                     self.note(node_id, f"TRANSFER to n{target}")
-                    with contextlib.suppress(NotLeader, LocalProtocolError):
+                    with contextlib.suppress(Redirect, LocalProtocolError):
                         self._input(
                             node_id, lambda n, now, to=target: n.transfer_leadership(to, now)
                         )
@@ -660,7 +662,7 @@ class Simulator:
                 target = self.rng.choice([i for i in members if i != node_id])
                 change = RemoveMember(target)
             self.note(node_id, f"MEMBERSHIP {type(change).__name__} n{target}")
-            with contextlib.suppress(NotLeader, LocalProtocolError):
+            with contextlib.suppress(Redirect, LocalProtocolError):
                 self._input(node_id, lambda n, now, c=change: n.propose_config_change(c, now))
             return
 
@@ -702,7 +704,7 @@ class Simulator:
             payload = b"op%d" % self._proposals
             try:
                 index, term = node.propose(payload, self.local(node_id))
-            except NotLeader:
+            except Redirect:
                 continue
             self.proposed[(node_id, index, term)] = payload
             if not self.faulty and self.goal is None:

@@ -6,7 +6,7 @@ from coord.core.config import ClusterConfig
 from coord.core.election import decide
 from coord.core.messages import VoteReply, VoteRequest
 from coord.core.node import Node, Role
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 FAILSTOP = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=1)
 QUORUM = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=2)
@@ -70,7 +70,7 @@ def test_quorum_mode_counts_a_majority_of_grants() -> None:
 
 def test_a_fresh_cluster_elects_once_every_member_is_up_and_lower_ids_go_first() -> None:
     for seed in range(5):
-        cluster = Cluster(3, seed=seed)
+        cluster = CoreCluster(3, seed=seed)
         cluster.elect()
         # Node 1 asks first; after a collision the retries are random (back-off).
         first = next(m for _, _, m in cluster.sent if isinstance(m, VoteRequest))
@@ -78,14 +78,14 @@ def test_a_fresh_cluster_elects_once_every_member_is_up_and_lower_ids_go_first()
 
 
 def test_a_fresh_cluster_with_a_member_missing_does_not_elect() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.crash(3)
     cluster.run(2000)
     assert cluster.leaders() == []
 
 
 def test_pre_vote_changes_no_term_and_an_isolated_node_does_not_disrupt_on_return() -> None:
-    cluster = Cluster(3, min_insync=2)
+    cluster = CoreCluster(3, min_insync=2)
     leader = cluster.elect()
     term = cluster.node(leader).term
     cluster.isolate(3)
@@ -97,7 +97,7 @@ def test_pre_vote_changes_no_term_and_an_isolated_node_does_not_disrupt_on_retur
 
 
 def test_a_voter_replies_with_its_whole_state_and_refuses_under_a_live_lease() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     cluster.run(100)
     follower = cluster.node(2)
@@ -122,7 +122,7 @@ def test_a_voter_replies_with_its_whole_state_and_refuses_under_a_live_lease() -
 
 
 def test_a_granted_vote_leaves_only_after_the_vote_is_in_the_hard_state() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     cluster.run(100)
     cluster.crash(1)
@@ -143,7 +143,7 @@ def test_a_granted_vote_leaves_only_after_the_vote_is_in_the_hard_state() -> Non
 
 def test_a_cluster_of_one_elects_itself_at_once_even_after_a_restart() -> None:
     """No other node can lead a one-member cluster, so no startup lease holds it back."""
-    cluster = Cluster(1)
+    cluster = CoreCluster(1)
     quickly = cluster.settings.lease_ms // 4
     assert cluster.run_until(lambda: cluster.node(1).role is Role.LEADER, max_ms=quickly)
     cluster.crash(1)
@@ -157,7 +157,7 @@ def test_when_node_1_dies_node_2_campaigns_in_the_first_slot_not_after_an_empty_
     out node 1's share of the heartbeat: a third of the kill -9 failover)."""
     waits = []
     for seed in range(20):
-        cluster = Cluster(3, seed=seed)
+        cluster = CoreCluster(3, seed=seed)
         if cluster.elect() != 1:
             continue
         cluster.crash(1)
@@ -167,7 +167,7 @@ def test_when_node_1_dies_node_2_campaigns_in_the_first_slot_not_after_an_empty_
     assert len(waits) >= 5 and max(waits) < half, waits
 
 
-def ms_until_candidate(cluster: Cluster, node_id: int) -> int:
+def ms_until_candidate(cluster: CoreCluster, node_id: int) -> int:
     """Step the clock 1 ms at a time until node_id campaigns; how long that took."""
     started = cluster.now
     while cluster.node(node_id).role is not Role.CANDIDATE:
@@ -181,7 +181,7 @@ def test_a_pre_vote_candidate_grants_a_rival_with_a_longer_log_and_yields() -> N
     refuses it: shorter log), so its lower id must not make it refuse node 3 either: the
     two used to refuse each other round after round, with no leader until the partition
     healed (seen on the network-namespace hosts: tests/netns/schedules.py)."""
-    cluster = Cluster(3, min_insync=2)
+    cluster = CoreCluster(3, min_insync=2)
     assert cluster.elect() == 1
     cluster.run(50)
     cluster.cut.add((1, 2))  # briefly: node 2 misses the last entries, not its ISR place
@@ -201,7 +201,7 @@ def test_a_pre_vote_candidate_grants_a_rival_with_a_longer_log_and_yields() -> N
 
 def test_a_pre_vote_candidate_refuses_a_rival_it_outranks() -> None:
     """Equal logs: the lower id goes on, the other yields (the stagger's tie-break)."""
-    cluster = Cluster(3, min_insync=2)
+    cluster = CoreCluster(3, min_insync=2)
     assert cluster.elect() == 1
     cluster.run(50)
     cluster.isolate(1)

@@ -17,7 +17,7 @@ from coord.core.messages import Append, Message, VoteRequest
 from coord.core.node import Node, Role
 from coord.core.ready import Ready
 from coord.core.ready_order import split_messages
-from coord.testing.harness import TEST_SETTINGS, Cluster, MemoryShell
+from coord.testing.harness import TEST_SETTINGS, CoreCluster, MemoryShell
 
 LEASE = TEST_SETTINGS.lease_ms
 
@@ -35,7 +35,7 @@ def reports_syncs(shell: MemoryShell) -> None:
     shell.synced = types.MethodType(synced, shell)  # type: ignore[method-assign]
 
 
-class SlowCluster(Cluster):
+class SlowCluster(CoreCluster):
     """The harness cluster with a wire: each message takes ``delay(sender, to)`` ms."""
 
     def __init__(self, n: int = 3, *, delay_ms: int = 0, **kwargs: object) -> None:
@@ -78,7 +78,7 @@ def request_like(node: Node, sender: int, *, pre_vote: bool, campaign: int) -> V
     )
 
 
-def leaders_by_term(cluster: Cluster, seen: dict[int, set[int]]) -> None:
+def leaders_by_term(cluster: CoreCluster, seen: dict[int, set[int]]) -> None:
     for node_id, shell in cluster.shells.items():
         node = shell.node
         if node_id not in cluster.crashed and node.role is Role.LEADER:
@@ -123,7 +123,7 @@ def test_a_follower_whose_fsync_stalls_longer_than_stall_ms_counts_itself_restar
     """Ticks go on while the write runs; the leader drops the silent follower from
     the ISR. Without the slow write counting as a stall the follower kept
     restarted = false and could later win alone on its stale view."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.run(200)
     follower = 3 if leader != 3 else 2
@@ -148,7 +148,7 @@ def test_a_leader_whose_fsync_stalls_holds_no_lease_and_steps_down() -> None:
     not only once it returns: the leader steps down while it runs, before any
     heartbeat is overdue, so it neither drops its live followers nor holds a lease
     or commits anything more."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.run(200)
     node = cluster.node(leader)
@@ -176,7 +176,7 @@ def test_a_leader_stuck_in_a_write_never_wins_alone_on_its_in_memory_isr() -> No
     caused (ISR {itself}, in memory), then adopt the term of the vote request of
     the node that replaced it, campaign, and win alone on that ISR while its
     messages were still stuck: two leaders, each acknowledging writes."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.run(200)
     node = cluster.node(leader)
@@ -222,7 +222,7 @@ def test_a_forced_leaders_first_appends_wait_for_its_new_term_on_disk() -> None:
     """force_leader raises the term and leads at once: the Ready that carries its
     first Appends carries the new hard state too, so the production order (a
     leader's Appends before its own fsync) must hold them until after the fsync."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     cluster.run(100)
     for node_id in cluster.shells:
@@ -288,12 +288,12 @@ def test_overlapping_pre_votes_do_not_livelock_five_restarted_nodes_on_slow_link
 
 
 def test_a_pre_vote_candidate_yields_to_a_lower_id_and_refuses_a_higher_one() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.run(LEASE + 100)  # leases from the start run out; pre-votes begin
     for node_id in (1, 2, 3):
         node = cluster.node(node_id)
         if node.role is not Role.CANDIDATE:
-            node._campaign(cluster.now, pre_vote=True, transfer_from=0)
+            node.campaign(cluster.now)
         node.ready()  # the requests are out (dropped here)
 
     def pre_vote(sender: int) -> VoteRequest:
@@ -313,7 +313,7 @@ def test_a_voter_yields_once_to_a_candidate_whose_pre_votes_keep_failing() -> No
     not in the latest ISR* but in the older views of nodes 1 and 2, pre-voted every
     80 ms and lost each time; 1 and 2, who could win, granted and waited a lease on
     every one and never ran. A voter yields once, until that candidate's real vote."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     node = cluster.node(1)
     now = LEASE + 1
     node.tick(now)  # the start-up lease ran out
@@ -324,8 +324,8 @@ def test_a_voter_yields_once_to_a_candidate_whose_pre_votes_keep_failing() -> No
 
     node.receive(pre_vote(), now)
     (_, reply), *_ = node.ready().messages
-    assert reply.granted and node._election_at == now + LEASE  # yields to node 2
+    assert reply.granted and node.inspect().election_at_ms == now + LEASE  # yields to node 2
     now += 80
     node.receive(pre_vote(), now)  # node 2 lost that one and tries again
     (_, reply), *_ = node.ready().messages
-    assert reply.granted and node._election_at == now - 80 + LEASE  # no second yield
+    assert reply.granted and node.inspect().election_at_ms == now - 80 + LEASE  # no second yield

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from coord.boundary import Entry, EntryKind
 from coord.core.config import ClusterConfig
-from coord.core.errors import NotLeader, RemoteProtocolError
+from coord.core.errors import Redirect, RemoteProtocolError
 from coord.core.messages import (
     MAX_INT64,
     Append,
@@ -42,7 +42,7 @@ from coord.core.messages import (
     VoteRequest,
 )
 from coord.core.node import Node
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 from tests.support.core_state import observe
 
 INTS = st.one_of(
@@ -126,7 +126,7 @@ def tweak(msg: Message, data: st.DataObject) -> Message:
     return replace(msg, **{name: getattr(drawn, name) for name in chosen})
 
 
-def committed_prefix(cluster: Cluster, node_id: int) -> tuple[Entry, ...]:
+def committed_prefix(cluster: CoreCluster, node_id: int) -> tuple[Entry, ...]:
     shell = cluster.shells[node_id]
     node = shell.node
     high = min(node.commit, node.log.stable_last)
@@ -134,7 +134,7 @@ def committed_prefix(cluster: Cluster, node_id: int) -> tuple[Entry, ...]:
     return tuple(shell.storage.entries(first, high + 1, 1 << 30)) if high >= first else ()
 
 
-def feed(cluster: Cluster, node_id: int, msg: Message) -> bool:
+def feed(cluster: CoreCluster, node_id: int, msg: Message) -> bool:
     """Deliver one message; True if taken. A refused one must change nothing."""
     node = cluster.node(node_id)
     before = observe(node)
@@ -147,11 +147,11 @@ def feed(cluster: Cluster, node_id: int, msg: Message) -> bool:
     return True
 
 
-def propose(cluster: Cluster, payload: bytes) -> None:
+def propose(cluster: CoreCluster, payload: bytes) -> None:
     for leader in cluster.leaders():
         try:
             cluster.node(leader).propose(payload, cluster.now)
-        except NotLeader:
+        except Redirect:
             continue
         cluster.flush(leader)
 
@@ -159,7 +159,7 @@ def propose(cluster: Cluster, payload: bytes) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ACTIONS)
 def test_arbitrary_messages_are_refused_unchanged_or_taken(actions: list[Any]) -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     propose(cluster, b"first")
     cluster.run(60)
@@ -202,7 +202,7 @@ def invalid(msg: Message, target: int, how: int) -> Message:
     return replace(msg, **{name: -(2**63) - 1 if name.endswith("_ms") else -1})
 
 
-def semantic(cluster: Cluster, to: int, msg: Message, how: int) -> Message | None:
+def semantic(cluster: CoreCluster, to: int, msg: Message, how: int) -> Message | None:
     """A real message turned into one the validator must catch in the receiver's state:
     rewritten history below its commit, an ack beyond what was sent, a config that does
     not decode, entries with a gap. Taken only if the state makes it harmless."""
@@ -249,7 +249,7 @@ def rewritten_history(node: Node, msg: Append) -> Append | None:
 class Watch:
     """The cluster-wide invariants, checked after every action."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: CoreCluster) -> None:
         self.cluster = cluster
         self.leader_of_term: dict[int, int] = {}
         self.applied: dict[int, Entry] = {}
@@ -290,7 +290,7 @@ REPLAY_ACTIONS = st.lists(
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(REPLAY_ACTIONS, st.integers(0, 2**32))
 def test_forged_and_replayed_messages_keep_the_cluster_safe(actions: list[Any], seed: int) -> None:
-    cluster = Cluster(3, seed=seed % 7)
+    cluster = CoreCluster(3, seed=seed % 7)
     watch = Watch(cluster)
     cluster.elect()
     for action in actions:

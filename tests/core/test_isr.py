@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 LEASE = TEST_SETTINGS.lease_ms
 
 
-def steady(n: int = 3, min_insync: int = 1) -> tuple[Cluster, int]:
-    cluster = Cluster(n, min_insync=min_insync)
+def steady(n: int = 3, min_insync: int = 1) -> tuple[CoreCluster, int]:
+    cluster = CoreCluster(n, min_insync=min_insync)
     leader = cluster.elect()
     cluster.run(100)
     return cluster, leader
 
 
-def isr(cluster: Cluster, node_id: int) -> set[int]:
+def isr(cluster: CoreCluster, node_id: int) -> set[int]:
     view = cluster.node(node_id).view
     assert view is not None
     return set(view.config.isr)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from coord.core.errors import NotLeader
+from coord.core.errors import Redirect
 from coord.core.lease import FollowerLease, leader_lease_holds
 from coord.core.node import Role
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 LEASE = TEST_SETTINGS.lease_ms
 
@@ -38,7 +38,7 @@ def test_the_leader_lease_counts_from_the_send_time_acked_by_every_isr_member() 
 
 
 def test_leases_renew_with_heartbeats_so_a_healthy_leader_is_never_replaced() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     term = cluster.node(leader).term
     cluster.run(10 * LEASE)
@@ -47,7 +47,7 @@ def test_leases_renew_with_heartbeats_so_a_healthy_leader_is_never_replaced() ->
 
 
 def test_followers_elect_only_after_the_lease_of_a_silent_leader_expires() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     cluster.run(100)
     paused_at = cluster.now
@@ -61,7 +61,7 @@ def test_followers_elect_only_after_the_lease_of_a_silent_leader_expires() -> No
 
 
 def test_the_old_leader_lease_ends_before_anyone_else_can_be_elected() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     old = cluster.elect()
     cluster.run(100)
     cluster.pause(old)
@@ -70,7 +70,7 @@ def test_the_old_leader_lease_ends_before_anyone_else_can_be_elected() -> None:
 
 
 def test_a_refused_connection_voids_the_lease_at_once() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     cluster.run(100)
     cluster.crash(1)
@@ -82,20 +82,20 @@ def test_a_refused_connection_voids_the_lease_at_once() -> None:
 
 
 def test_reads_need_the_lease_and_a_committed_entry_of_the_leader_term() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.node(cluster.elect())
     cluster.run(100)
     assert leader.read_index(cluster.now) == leader.commit
     cluster.pause(2)
     cluster.run(LEASE)
-    with pytest.raises(NotLeader):
+    with pytest.raises(Redirect):
         leader.read_index(cluster.now)
-    with pytest.raises(NotLeader):
+    with pytest.raises(Redirect):
         cluster.node(3).read_index(cluster.now)
 
 
 def test_a_leader_stalled_past_stall_ms_steps_down_and_counts_as_restarted() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.run(100)
     cluster.pause(leader)
@@ -106,7 +106,7 @@ def test_a_leader_stalled_past_stall_ms_steps_down_and_counts_as_restarted() -> 
 
 
 def test_a_leader_measures_afresh_after_a_short_stall_instead_of_dropping_followers() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.run(100)
     term, epoch = cluster.node(leader).term, cluster.node(leader).view.epoch
@@ -126,7 +126,7 @@ def test_a_leader_measures_afresh_after_a_short_stall_instead_of_dropping_follow
 def test_a_leader_known_dead_is_replaced_within_a_few_heartbeats() -> None:
     """A refused connection proves the leader is gone, so followers stagger their
     candidacy within one heartbeat instead of the half-lease a silent leader gets."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     cluster.run(100)
     leader = cluster.leader()

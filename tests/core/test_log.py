@@ -76,7 +76,7 @@ def test_memory_does_not_grow_with_the_log() -> None:
         log.append([op(index, 1)])
         storage.save(None, None, log.take_unpersisted())
         log.stable_to(index, 1)
-    assert len(log._cache) <= 16 and not log._unstable
+    assert log.cached_count() <= 16 and log.last_index() == log.stable_last
     assert log.term(5) == 1 and log.last_index() == 2000
 
 

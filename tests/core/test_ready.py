@@ -7,11 +7,11 @@ import random
 import pytest
 
 from coord.core.config import ClusterConfig
-from coord.core.errors import NotLeader
+from coord.core.errors import Redirect
 from coord.core.log import MemoryStorage
 from coord.core.messages import Append, AppendReply
 from coord.core.node import Node
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 
 def single_node_leader() -> tuple[Node, MemoryStorage, int]:
@@ -41,7 +41,7 @@ def test_committed_entries_are_handed_out_only_once_durable_here() -> None:
 
 
 def test_proposals_between_two_readies_share_one_batch_and_one_message_per_follower() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.node(cluster.elect())
     cluster.run(100)
     for n in range(100):
@@ -54,7 +54,7 @@ def test_proposals_between_two_readies_share_one_batch_and_one_message_per_follo
 
 
 def test_a_follower_acks_in_the_same_ready_as_the_entries_so_they_are_written_first() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.elect()
     cluster.run(100)
     cluster.node(1).propose(b"a", cluster.now)
@@ -67,22 +67,22 @@ def test_a_follower_acks_in_the_same_ready_as_the_entries_so_they_are_written_fi
 
 
 def test_a_follower_refuses_proposals_and_names_the_leader() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.run(50)
-    with pytest.raises(NotLeader) as refused:
+    with pytest.raises(Redirect) as refused:
         cluster.node(2).propose(b"a", cluster.now)
     assert refused.value.leader_id == leader
 
 
 def test_status_reports_what_cluster_status_needs() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     cluster.crash(3)
     cluster.run(100)
     status = cluster.node(leader).status(cluster.now)
     assert (status.role, status.leader_id, status.min_insync) == ("leader", leader, 1)
-    assert status.epoch == cluster.node(leader).view.epoch and status.commit_index > 0
+    assert status.config_epoch == cluster.node(leader).view.epoch and status.commit_index > 0
     members = {m.id: m for m in status.members}
     assert members[2].in_sync and members[2].reachable and members[2].match_index > 0
     assert not members[3].in_sync and not members[3].reachable
@@ -95,4 +95,6 @@ def test_the_core_keeps_a_bounded_window_of_a_long_log_in_memory() -> None:
         ready = node.ready()
         storage.save(ready.hard_state, None, ready.entries)
         node.persisted(ready.entries[-1].index, ready.entries[-1].term, now)
-    assert len(node.log._cache) <= TEST_SETTINGS.cached_entries and not node.log._unstable
+    log = node.log
+    assert log.cached_count() <= TEST_SETTINGS.cached_entries
+    assert log.last_index() == log.stable_last

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from coord.core.errors import LocalProtocolError, NotLeader
-from coord.core.node import AddMember, RemoveMember, Role
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.core.config import AddMember, RemoveMember
+from coord.core.errors import LocalProtocolError, Redirect
+from coord.core.node import Role
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 LEASE = TEST_SETTINGS.lease_ms
 
 
-def steady(n: int = 3, min_insync: int = 1) -> tuple[Cluster, int]:
-    cluster = Cluster(n, min_insync=min_insync)
+def steady(n: int = 3, min_insync: int = 1) -> tuple[CoreCluster, int]:
+    cluster = CoreCluster(n, min_insync=min_insync)
     leader = cluster.elect()
     cluster.run(100)
     return cluster, leader
 
 
-def survivor_holds_the_only_copy() -> tuple[Cluster, int]:
+def survivor_holds_the_only_copy() -> tuple[CoreCluster, int]:
     """Nodes 3 then 2 crash; node 1 alone commits an entry; then 1 crashes too."""
     cluster, leader = steady()
     assert leader == 1
@@ -76,7 +77,7 @@ def test_a_leader_woken_from_a_pause_steps_down_and_its_unreplicated_write_is_cu
     cluster.resume(old)
     cluster.step()
     assert cluster.node(old).role is Role.FOLLOWER
-    with pytest.raises(NotLeader):
+    with pytest.raises(Redirect):
         cluster.node(old).propose(b"late", cluster.now)
     assert cluster.run_until(lambda: cluster.committed_everywhere(committed))
     stored = cluster.shells[old].storage.entries(index, index + 1, 10**6)[0]
@@ -123,7 +124,7 @@ def test_leadership_transfers_to_a_caught_up_follower_without_waiting_for_leases
     started = cluster.now
     cluster.node(leader).transfer_leadership(2, cluster.now)
     cluster.flush(leader)
-    with pytest.raises(NotLeader):
+    with pytest.raises(Redirect):
         cluster.node(leader).propose(b"x", cluster.now)
     assert cluster.run_until(lambda: cluster.leaders() == [2])
     assert cluster.now - started < LEASE // 2
@@ -161,7 +162,7 @@ def test_members_join_outside_the_isr_grow_into_it_and_leave_one_change_at_a_tim
 
 def test_force_leader_is_refused_on_the_leader_itself() -> None:
     """Forcing a node that already leads would only bump the term and unsettle clients."""
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     term = cluster.node(leader).term
     with pytest.raises(LocalProtocolError, match="already leads"):

@@ -10,17 +10,20 @@ their entry (an XPASS in the output says a cell passes its CI seeds now).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from coord.core.config import ClusterConfig
 from coord.core.log import HardState
-from coord.core.messages import Append, AppendReply
+from coord.core.messages import Append, AppendReply, VoteReply
 from coord.core.node import Node, Role
 from coord.core.ready import Ready
 from coord.core.ready_order import split_messages
+from coord.core.rules import RULES, Rules
 from coord.sim import main
-from coord.testing.harness import TEST_SETTINGS, MemoryShell
+from coord.testing.harness import TEST_SETTINGS, MemoryShell, NodeFactory
 from coord.testing.sim import (
     MODES,
     Result,
@@ -97,19 +100,27 @@ def test_disk_faults_keep_every_property(mode: str) -> None:
 # -- planted bugs: the simulator can fail ------------------------------------------
 
 
-class CommitsWithoutTheIsr(Node):
-    """Planted bug: an entry counts as committed once the leader alone has it."""
+def _planted(name: str, doc: str, rules: Rules) -> NodeFactory:
+    """A node factory whose nodes apply ``rules``: the real rules with one bug planted."""
 
-    def _commit_candidate(self) -> int | None:
-        return self.log.stable_last
+    def factory(*args: Any, **kwargs: Any) -> Node:
+        return Node(*args, rules=rules, **kwargs)
+
+    factory.__name__, factory.__doc__ = name, doc
+    return factory
 
 
-class VouchesAfterRestart(Node):
-    """Planted bug: a restarted voter claims it never restarted."""
+CommitsWithoutTheIsr = _planted(
+    "CommitsWithoutTheIsr",
+    "Planted bug: an entry counts as committed once the leader alone has it.",
+    replace(RULES, commit_candidate=lambda leader, matches, *_: matches[leader]),
+)
 
-    def _vote_reply(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        self.restarted = False
-        return super()._vote_reply(*args, **kwargs)
+VouchesAfterRestart = _planted(
+    "VouchesAfterRestart",
+    "Planted bug: a restarted voter claims it never restarted.",
+    replace(RULES, vote_reply=lambda **fields: VoteReply(**{**fields, "restarted": False})),
+)
 
 
 def _first_failure(results: object) -> Result | None:
@@ -124,7 +135,7 @@ def _first_failure(results: object) -> Result | None:
         (VouchesAfterRestart, "failstop"),
     ],
 )
-def test_the_simulator_catches_a_planted_bug(bug: type[Node], mode: str) -> None:
+def test_the_simulator_catches_a_planted_bug(bug: NodeFactory, mode: str) -> None:
     schedule = Schedule(mode=mode)
     # The checker's own verdict: a correct peer may refuse the bug's messages first.
     results = run_seeds(range(1000), schedule, bug)
@@ -136,15 +147,12 @@ def test_the_simulator_catches_a_planted_bug(bug: type[Node], mode: str) -> None
     assert (again.error, again.trace) == (caught.error, caught.trace), "replays exactly"
 
 
-class ForgetsTheRemoved(Node):
+ForgetsTheRemoved = _planted(
+    "ForgetsTheRemoved",
     """Planted bug (the code before issue 7): the removed member's progress goes at
-    once, so it never hears of its removal and may later win alone on a stale view."""
-
-    def _append_config(self, config):  # type: ignore[no-untyped-def]
-        entry = super()._append_config(config)
-        for peer in [i for i in self._progress if i not in config.member_ids]:
-            del self._progress[peer]
-        return entry
+    once, so it never hears of its removal and may later win alone on a stale view.""",
+    replace(RULES, departed_forgotten=lambda epoch, commit: True),
+)
 
 
 def test_the_membership_schedules_catch_a_removed_member_left_uninformed() -> None:

@@ -26,11 +26,11 @@ from coord.core.messages import (
     VoteReply,
     VoteRequest,
 )
-from coord.testing.harness import TEST_SETTINGS, Cluster
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 from tests.support.core_state import observe
 
 
-def refused(cluster: Cluster, node_id: int, msg: Message) -> None:
+def refused(cluster: CoreCluster, node_id: int, msg: Message) -> None:
     """Deliver ``msg``; it must be refused and change nothing."""
     node = cluster.node(node_id)
     before = observe(node)
@@ -39,8 +39,8 @@ def refused(cluster: Cluster, node_id: int, msg: Message) -> None:
     assert observe(node) == before
 
 
-def steady() -> tuple[Cluster, int]:
-    cluster = Cluster(3)
+def steady() -> tuple[CoreCluster, int]:
+    cluster = CoreCluster(3)
     leader = cluster.elect()
     for n in range(3):
         cluster.propose(b"op%d" % n)
@@ -48,7 +48,7 @@ def steady() -> tuple[Cluster, int]:
     return cluster, leader
 
 
-def heartbeat(cluster: Cluster, leader: int, follower: int) -> Append:
+def heartbeat(cluster: CoreCluster, leader: int, follower: int) -> Append:
     """The next heartbeat the leader would send this follower (taken off the wire)."""
     cluster.run(TEST_SETTINGS.heartbeat_ms)
     for sender, to, msg in reversed(cluster.sent):
@@ -57,7 +57,7 @@ def heartbeat(cluster: Cluster, leader: int, follower: int) -> Append:
     raise AssertionError("no heartbeat found")
 
 
-def reply_to_leader(cluster: Cluster, leader: int, follower: int) -> AppendReply:
+def reply_to_leader(cluster: CoreCluster, leader: int, follower: int) -> AppendReply:
     for sender, to, msg in reversed(cluster.sent):
         if sender == follower and to == leader and isinstance(msg, AppendReply):
             return msg
@@ -222,7 +222,7 @@ def test_an_entry_of_an_unknown_kind_is_refused() -> None:
     )
 
 
-def config_append(cluster: Cluster, leader: int, payload: bytes) -> Append:
+def config_append(cluster: CoreCluster, leader: int, payload: bytes) -> Append:
     msg = heartbeat(cluster, leader, 2)
     node = cluster.node(2)
     last = node.log.last_index()
@@ -287,12 +287,13 @@ def test_a_vote_reply_from_a_non_member_does_not_change_the_term() -> None:
 
 
 def test_a_granted_vote_for_another_term_is_refused() -> None:
-    cluster = Cluster(3)
+    cluster = CoreCluster(3)
     cluster.run(TEST_SETTINGS.lease_ms)
     node = cluster.node(1)
-    if node._ballot is None or node._ballot.pre_vote:
-        node._campaign(cluster.now, pre_vote=False, transfer_from=0)
-    ballot = node._ballot
+    ballot = node.inspect().ballot
+    if ballot is None or ballot.pre_vote:
+        node.campaign(cluster.now, pre_vote=False)
+    ballot = node.inspect().ballot
     assert ballot is not None and not ballot.pre_vote
     grant = VoteReply(
         ballot.term + 3, 2, False, ballot.campaign, True, 1, 1, 1, 0, (1, 2, 3), False, False, 0
@@ -308,7 +309,7 @@ def test_timeout_now_from_a_non_member_is_refused() -> None:
 # -- InstallSnapshot (part 4) ----------------------------------------------------------
 
 
-def snapshot_from(cluster: Cluster, leader: int, **changes: Any) -> InstallSnapshot:
+def snapshot_from(cluster: CoreCluster, leader: int, **changes: Any) -> InstallSnapshot:
     node = cluster.node(leader)
     config = node.log.last_config(node.commit)
     assert config is not None

@@ -31,7 +31,7 @@ Commands:
 ``compact ID KEEP``
     ID drops its log up to KEEP entries behind its applied index
 ``status ID``
-    the node's :class:`~coord.core.node.NodeStatus`, one line and one per member
+    the node's :class:`~coord.core.status.Status`, one line and one per member
 
 With ``REWRITE=1`` in the environment the runner writes what the commands
 print as each block's expected output; review every line before committing.
@@ -47,25 +47,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coord.core.config import ClusterConfig
+from coord.core.config import AddMember, ClusterConfig, RemoveMember
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import CoordError
-from coord.core.log import NO_NODE
 from coord.core.messages import Append, AppendReply, Message
-from coord.core.node import AddMember, Node, RemoveMember
+from coord.core.node import Node
 from coord.core.ready import Ready
-from coord.testing.harness import TEST_SETTINGS, Cluster, MemoryShell, StateCopy
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 from coord.testing.sim import describe, describe_apply, describe_soft, event_line
 
 __all__ = ["Interpreter", "run_file"]
 
 SEPARATOR = "----"
-
-
-def start_election(node: Node, now_ms: int) -> None:
-    """``campaign ID``: the one place an election is started by hand (a pre-vote, as when
-    the node's lease on its leader runs out). Switch to ``Node.campaign`` once it exists."""
-    node._campaign(now_ms, pre_vote=True, transfer_from=NO_NODE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +115,20 @@ class TracedNode(Node):
         return ready
 
 
-class ScriptCluster(Cluster):
+class ScriptCluster(CoreCluster):
     """The harness's cluster, printing every Ready, message and apply as it happens."""
 
     def __init__(self, out: Callable[[str], None], n: int, min_insync: int) -> None:
         self._out = out
         self.quiet_heartbeats = False
         self.heartbeats = 0
-        super().__init__(n, settings=TEST_SETTINGS, min_insync=min_insync, node_factory=self._node)
+        super().__init__(
+            n,
+            settings=TEST_SETTINGS,
+            min_insync=min_insync,
+            node_factory=self._node,
+            on_message=self._show_message,
+        )
 
     def _node(self, *args: Any, **kwargs: Any) -> Node:
         """The harness's node factory: a node that shows us each Ready it hands out."""
@@ -139,11 +138,6 @@ class ScriptCluster(Cluster):
 
     def note(self, node_id: int, text: str) -> None:
         self._out(event_line(self.now, node_id, text))
-
-    def add_node(self, node_id: int) -> None:
-        """A new, empty process, traced like the others."""
-        self.shells[node_id] = MemoryShell(node_id, self.settings, 0, self.now, None, self._node)
-        self.inbox[node_id] = []
 
     def _show_ready(self, node_id: int, ready: Ready) -> None:
         parts = []
@@ -156,12 +150,14 @@ class ScriptCluster(Cluster):
             parts.append("entries " + ", ".join(map(_entry, ready.entries)))
         if parts:
             self.note(node_id, "ready: " + "; ".join(parts))
+        for election in ready.elections:  # each decision with its reason
+            self.note(node_id, str(election))
         if ready.soft_state is not None:
             self.note(node_id, describe_soft(ready.soft_state))
         for entry in ready.committed:  # the shell applies them as it carries the Ready out
             self.note(node_id, describe_apply(entry))
 
-    def _route(self, sender: int, to: int, msg: Message, copy: StateCopy | None) -> None:
+    def _show_message(self, sender: int, to: int, msg: Message) -> None:
         heartbeat = isinstance(msg, AppendReply) or (isinstance(msg, Append) and not msg.entries)
         if self.quiet_heartbeats and heartbeat:
             self.heartbeats += 1
@@ -172,7 +168,6 @@ class ScriptCluster(Cluster):
             elif to in self.crashed:
                 fate = f" (refused: n{to} is down)"
             self.note(to, f"<- {describe(msg)}{fate}")
-        super()._route(sender, to, msg, copy)
 
     def deliver(self, node_id: int) -> None:
         seen = len(self.refused)
@@ -233,7 +228,7 @@ class Interpreter:
 
     def do_campaign(self, node_id: str) -> None:
         node = self._node(node_id)
-        start_election(node, self.c.now)
+        node.campaign(self.c.now)
         self.c.flush(node.id)
 
     def do_advance(self, ms: str) -> None:
@@ -307,11 +302,12 @@ class Interpreter:
         self.lines.append(f"n{node_id} log starts at {shell.storage.first_index()}")
 
     def do_status(self, node_id: str) -> None:
-        s = self._node(node_id).status(self.c.now)
+        node = self._node(node_id)
+        s = node.status(self.c.now)
         self.lines.append(
             f"n{s.node_id} {s.role} term {s.term} leader {s.leader_id} commit {s.commit_index}"
-            f" last {s.last_index} epoch {s.epoch} min-insync {s.min_insync}"
-            f" restarted {s.restarted}"
+            f" last {node.log.last_index()} epoch {s.config_epoch} min-insync {s.min_insync}"
+            f" restarted {node.inspect().restarted}"
         )
         for m in s.members:
             self.lines.append(

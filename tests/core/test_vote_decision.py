@@ -1,0 +1,277 @@
+"""Elections as tables (coord/core/election.py, coord/PROTOCOL.md §8), in the style of
+etcd raft's quorum tests: the vote decision (responders -> won / lost / waiting, and the
+reason given), a voter's grant, which silent voters count, and the wait before a campaign."""
+
+from __future__ import annotations
+
+import pytest
+
+from coord.core.config import ClusterConfig
+from coord.core.election import (
+    Ballot,
+    Decision,
+    decide,
+    election_delay,
+    grants,
+    may_win_on,
+    outranks,
+    silent_voters,
+)
+from coord.core.messages import VoteReply, VoteRequest
+
+FAILSTOP = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=1)
+QUORUM = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=2)
+
+
+def vote(
+    sender: int,
+    *,
+    granted: bool = True,
+    epoch: int = 5,
+    isr: tuple[int, ...] = (1, 2, 3),
+    restarted: bool = False,
+    live: bool = False,
+) -> VoteReply:
+    return VoteReply(
+        term=2,
+        sender=sender,
+        pre_vote=False,
+        campaign=0,
+        granted=granted,
+        last_log_term=1,
+        last_log_index=epoch,
+        epoch=epoch,
+        epoch_term=1,
+        isr=isr,
+        restarted=restarted,
+        has_live_leader=live,
+        leader_id=0,
+    )
+
+
+R = True  # restarted
+WON, LOST = True, False
+
+
+@pytest.mark.parametrize(
+    ("config", "replies", "accounted", "competing", "expected"),
+    [
+        # quorum mode: a majority of grants, whoever answered
+        (QUORUM, [vote(1), vote(2)], None, (), Decision(WON, "2 of 3 granted", frozenset({1, 2}))),
+        (QUORUM, [vote(1)], None, (), Decision(LOST, "only 1 of 3 granted", final=False)),
+        (
+            QUORUM,
+            [vote(1), vote(2, granted=False), vote(3, granted=False)],
+            None,
+            (),
+            Decision(LOST, "only 1 of 3 granted"),
+        ),
+        # fail-stop mode
+        (
+            FAILSTOP,
+            [vote(1, restarted=R), vote(2)],
+            None,
+            (),
+            Decision(WON, "ISR* [1, 2, 3] agrees", frozenset({1, 2})),
+        ),
+        (
+            FAILSTOP,
+            [vote(1), vote(2, live=True)],
+            None,
+            (),
+            Decision(LOST, "a responder holds a live lease"),
+        ),
+        (
+            FAILSTOP,
+            [vote(1), vote(2, epoch=9, isr=(2,))],
+            None,
+            (),
+            Decision(LOST, "not in ISR* [2] of epoch 9"),
+        ),
+        (
+            FAILSTOP,
+            [vote(1), vote(2, granted=False)],
+            None,
+            (),
+            Decision(LOST, "ISR* members [2] did not grant"),
+        ),
+        (
+            FAILSTOP,
+            [vote(1), vote(2)],
+            None,
+            (3,),
+            Decision(LOST, "ISR* members [3] did not grant"),
+        ),
+        (
+            FAILSTOP,
+            [vote(1), vote(2)],
+            (),
+            (),
+            Decision(LOST, "ISR* members [3] may still answer", waiting=True, final=False),
+        ),
+        (
+            FAILSTOP,
+            [vote(1), vote(2)],
+            (3,),
+            (),
+            Decision(WON, "ISR* [1, 2, 3] agrees", frozenset({1, 2})),
+        ),
+        (
+            FAILSTOP,
+            [vote(1, restarted=R), vote(2, restarted=R)],
+            None,
+            (),
+            Decision(LOST, "epoch 5 not proven latest: [3] silent", final=False),
+        ),
+        (
+            FAILSTOP,
+            [vote(1, restarted=R), vote(2, restarted=R), vote(3, restarted=R)],
+            None,
+            (),
+            Decision(WON, "ISR* [1, 2, 3] agrees", frozenset({1, 2, 3})),
+        ),
+    ],
+)
+def test_decide(
+    config: ClusterConfig,
+    replies: list[VoteReply],
+    accounted: tuple[int, ...] | None,
+    competing: tuple[int, ...],
+    expected: Decision,
+) -> None:
+    by_sender = {r.sender: r for r in replies}
+    assert decide(1, by_sender, config, accounted=accounted, competing=competing) == expected
+
+
+def request(*, pre_vote: bool, term: int = 3, sender: int = 2, log: tuple[int, int] = (1, 5)):
+    return VoteRequest(
+        term=term,
+        sender=sender,
+        pre_vote=pre_vote,
+        campaign=0,
+        last_log_term=log[0],
+        last_log_index=log[1],
+        epoch=1,
+        epoch_term=0,
+        transfer_from=0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("msg", "member", "blocked", "last_log", "voted_for", "outranked", "expected"),
+    [
+        # real votes for term 3 (the voter's term, adopted)
+        (request(pre_vote=False), True, False, (1, 5), 0, False, True),
+        (request(pre_vote=False), True, False, (1, 5), 2, False, True),  # the same again
+        (request(pre_vote=False), True, False, (1, 5), 3, False, False),  # voted for 3
+        (request(pre_vote=False), False, False, (1, 5), 0, False, False),  # not a member
+        (request(pre_vote=False), True, True, (1, 5), 0, False, False),  # a live lease
+        (request(pre_vote=False), True, False, (1, 6), 0, False, False),  # shorter log
+        (request(pre_vote=False), True, False, (2, 1), 0, False, False),  # older last term
+        (request(pre_vote=False, term=4), True, False, (1, 5), 0, False, False),  # not our term
+        # pre-votes ask about the next term
+        (request(pre_vote=True, term=4), True, False, (1, 5), 3, False, True),
+        (request(pre_vote=True, term=3), True, False, (1, 5), 0, False, False),  # not ahead
+        (request(pre_vote=True, term=4), True, False, (1, 5), 0, True, False),  # we go first
+        (request(pre_vote=True, term=4), True, True, (1, 5), 0, False, False),  # a live lease
+    ],
+)
+def test_grants(
+    msg: VoteRequest,
+    member: bool,
+    blocked: bool,
+    last_log: tuple[int, int],
+    voted_for: int,
+    outranked: bool,
+    expected: bool,
+) -> None:
+    got = grants(
+        msg,
+        member=member,
+        blocked=blocked,
+        last_log=last_log,
+        term=3,
+        voted_for=voted_for,
+        outranked=outranked,
+    )
+    assert got is expected
+
+
+LEASE = 200
+
+
+def ballot(*, sent_ms: int | None, replied: tuple[int, ...] = (), quiet_from=None) -> Ballot:
+    b = Ballot(False, 3, 0, 0, frozenset({2, 3, 4}), 0, sent_ms=sent_ms)
+    b.replies.update({i: vote(i) for i in replied})
+    b.quiet_from.update(quiet_from or {})
+    return b
+
+
+@pytest.mark.parametrize(
+    ("the_ballot", "heard", "lease_leader", "now", "expected"),
+    [
+        (ballot(sent_ms=None), {}, 0, 1000, set()),  # requests not out: nobody silent yet
+        (ballot(sent_ms=100), {}, 0, 299, set()),  # less than a lease since they left
+        (ballot(sent_ms=100), {}, 0, 300, {2, 3, 4}),  # a lease: every one not answering
+        (ballot(sent_ms=100, replied=(3,)), {}, 0, 300, {2, 4}),
+        (ballot(sent_ms=250, quiet_from={2: 50}), {}, 0, 250, {2}),  # silent since the pre-vote
+        (ballot(sent_ms=250, quiet_from={2: 50}), {2: 60}, 0, 250, set()),  # it spoke since
+        (ballot(sent_ms=250), {4: 40}, 4, 240, {4}),  # our leader: a lease since its last word
+        (ballot(sent_ms=250), {4: 100}, 4, 240, set()),
+    ],
+)
+def test_silent_voters(
+    the_ballot: Ballot, heard: dict[int, int], lease_leader: int, now: int, expected: set[int]
+) -> None:
+    assert silent_voters(the_ballot, heard, lease_leader, now, LEASE) == expected
+
+
+@pytest.mark.parametrize(
+    ("ids", "node_id", "lost", "drawn", "expected"),
+    [
+        ((1,), 1, 0, 0.5, 0),  # alone: no wait
+        ((1, 2, 3), 1, 0, 0.5, 50),  # window 300: node 1's slot is [0, 100)
+        ((1, 2, 3), 3, 0, 0.0, 200),  # node 3's slot starts at 200
+        ((2, 3), 2, 0, 0.0, 0),  # node 1 dead: node 2 takes the first slot
+        ((1, 2, 3), 3, 1, 0.5, 300),  # lost once: random over twice the window
+        ((1, 2, 3), 3, 8, 0.5, 400),  # lost many times: capped at 800
+    ],
+)
+def test_election_delay(
+    ids: tuple[int, ...], node_id: int, lost: int, drawn: float, expected: int
+) -> None:
+    assert election_delay(ids, node_id, 300, lost, 800, lambda: drawn) == expected
+
+
+@pytest.mark.parametrize(
+    ("in_pre_vote", "we_may_win", "ours", "theirs", "expected"),
+    [
+        (False, True, (1, 5, 2), (1, 5, 1), True),  # a real vote refuses every pre-vote
+        (False, False, (1, 5, 2), (1, 5, 1), True),
+        (True, False, (1, 9, 1), (1, 5, 2), False),  # we cannot win: never in its way
+        (True, True, (1, 5, 1), (1, 5, 2), True),  # same log: the lower id goes first
+        (True, True, (1, 5, 2), (1, 5, 1), False),
+        (True, True, (1, 6, 2), (1, 5, 1), True),  # a longer log goes first
+        (True, True, (1, 5, 1), (2, 1, 2), False),  # theirs is newer: it goes first
+    ],
+)
+def test_outranks(
+    in_pre_vote: bool,
+    we_may_win: bool,
+    ours: tuple[int, int, int],
+    theirs: tuple[int, int, int],
+    expected: bool,
+) -> None:
+    assert outranks(in_pre_vote, we_may_win=we_may_win, ours=ours, theirs=theirs) is expected
+
+
+@pytest.mark.parametrize(
+    ("config", "candidate", "expected"),
+    [
+        (QUORUM, 3, True),
+        (FAILSTOP, 3, True),
+        (ClusterConfig.create({1: "a", 2: "b"}, min_insync=1).with_isr(frozenset({1})), 2, False),
+    ],
+)
+def test_may_win_on(config: ClusterConfig, candidate: int, expected: bool) -> None:
+    assert may_win_on(config, candidate) is expected
