@@ -251,6 +251,16 @@ class ReplicatedCoordinator:
         replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self), server)
         replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)
 
+    # -- the peer service's endpoint (services.PeerEndpoint); served once started ------
+
+    def serve_stream(
+        self, requests: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.PeerBatch]:
+        return self.transport.serve_stream(requests, context)
+
+    async def serve_deliver(self, batch: rpb.PeerBatch, context: grpc.aio.ServicerContext) -> None:
+        await self.transport.serve_deliver(batch, context)
+
     async def receive_snapshot(self, chunks: AsyncIterator[rpb.SnapshotChunk], peer: int) -> None:
         """Stage a snapshot streamed by ``peer``, then let the core decide on it.
 

@@ -3,36 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
 from coord.core import errors as core_errors
-from coord.core.config import AddMember, RemoveMember
+from coord.core.config import AddMember, ConfigChange, RemoveMember
 from coord.shell import snapshots
 from coord.shell.auth import Denied, authenticated_peer
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 
-if TYPE_CHECKING:  # the coordinator registers these services, so it imports us
-    from coord.shell.driver import ReplicatedCoordinator
+
+class PeerEndpoint(Protocol):
+    """What the peer service needs of its node: the log streams and snapshot staging."""
+
+    def serve_stream(
+        self, requests: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.PeerBatch]: ...
+
+    async def serve_deliver(
+        self, batch: rpb.PeerBatch, context: grpc.aio.ServicerContext
+    ) -> None: ...
+
+    async def receive_snapshot(
+        self, chunks: AsyncIterator[rpb.SnapshotChunk], peer: int
+    ) -> None: ...
+
+
+class OperatorVerbs(Protocol):
+    """What the admin service needs of its node: the operator verbs and a leader hint."""
+
+    id: int
+
+    def change_members(self, change: ConfigChange) -> int: ...
+
+    def transfer_leadership(self, target: int) -> None: ...
+
+    def force_leader(self) -> None: ...
+
+    def leader_address(self) -> str: ...
 
 
 class ReplicationService(replication_pb2_grpc.ReplicationServicer):
-    def __init__(self, coordinator: ReplicatedCoordinator) -> None:
+    def __init__(self, coordinator: PeerEndpoint) -> None:
         self._coord = coordinator
 
     async def Stream(
         self, request_iterator: AsyncIterator[rpb.PeerBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[rpb.PeerBatch]:
         # An async generator function, so grpc.aio serves it as one.
-        async for batch in self._coord.transport.serve_stream(request_iterator, context):
+        async for batch in self._coord.serve_stream(request_iterator, context):
             yield batch
 
     async def Deliver(
         self, request: rpb.PeerBatch, context: grpc.aio.ServicerContext
     ) -> rpb.Delivered:
-        await self._coord.transport.serve_deliver(request, context)
+        await self._coord.serve_deliver(request, context)
         return rpb.Delivered()
 
     async def InstallSnapshot(
@@ -50,7 +77,7 @@ class ReplicationService(replication_pb2_grpc.ReplicationServicer):
 class AdminService(replication_pb2_grpc.AdminServicer):
     """Operator verbs; errors come back as one-line statuses for chatctl to print."""
 
-    def __init__(self, coordinator: ReplicatedCoordinator) -> None:
+    def __init__(self, coordinator: OperatorVerbs) -> None:
         self._coord = coordinator
 
     async def AddMember(

@@ -36,7 +36,9 @@ def sources(packages: Iterable[str] = PACKAGES) -> dict[str, Path]:
     return found
 
 
-def _imported(tree: ast.AST, here: str, is_package: bool) -> set[str]:
+def _imported(tree: ast.AST, here: str, is_package: bool, modules: Mapping[str, Path]) -> set[str]:
+    """``from a import b`` depends on the module a.b when there is one (a package's
+    submodule), else on a."""
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -46,19 +48,19 @@ def _imported(tree: ast.AST, here: str, is_package: bool) -> set[str]:
             if node.level:
                 anchor = here.split(".")[: len(here.split(".")) - node.level + is_package]
                 base = ".".join([*anchor, base] if base else anchor)
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
+            for alias in node.names:
+                name = f"{base}.{alias.name}"
+                names.add(name if name in modules else base)
     return names
 
 
 def graph(modules: Mapping[str, Path] | None = None) -> Graph:
-    """Module -> the first-party modules it imports (``from a import b`` counts as a.b when
-    b is a module, else as a)."""
+    """Module -> the first-party modules it imports."""
     modules = sources() if modules is None else modules
     edges: Graph = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(), str(path))
-        wanted = _imported(tree, name, path.name == "__init__.py")
+        wanted = _imported(tree, name, path.name == "__init__.py", modules)
         edges[name] = {m for m in wanted if m in modules and m != name}
     return edges
 
