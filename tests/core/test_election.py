@@ -2,40 +2,12 @@
 
 from __future__ import annotations
 
-from coord.core.config import ClusterConfig
 from coord.core.election import decide
 from coord.core.messages import VoteReply, VoteRequest
 from coord.core.node import Node, Role
 from coord.testing.harness import TEST_SETTINGS, CoreCluster
-
-FAILSTOP = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=1)
-QUORUM = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=2)
-
-
-def reply(
-    sender: int,
-    *,
-    granted: bool = True,
-    epoch: int = 5,
-    isr: tuple[int, ...] = (1, 2, 3),
-    restarted: bool = False,
-    live: bool = False,
-) -> VoteReply:
-    return VoteReply(
-        term=2,
-        sender=sender,
-        pre_vote=False,
-        campaign=0,
-        granted=granted,
-        last_log_term=1,
-        last_log_index=epoch,
-        epoch=epoch,
-        epoch_term=1,
-        isr=isr,
-        restarted=restarted,
-        has_live_leader=live,
-        leader_id=0,
-    )
+from tests.support.votes import FAILSTOP, QUORUM
+from tests.support.votes import vote_reply as reply
 
 
 def test_failstop_wins_when_a_never_restarted_isr_member_vouches_for_the_epoch() -> None:

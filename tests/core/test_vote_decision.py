@@ -18,36 +18,8 @@ from coord.core.election import (
     silent_voters,
 )
 from coord.core.messages import VoteReply, VoteRequest
-
-FAILSTOP = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=1)
-QUORUM = ClusterConfig.create({1: "a", 2: "b", 3: "c"}, min_insync=2)
-
-
-def vote(
-    sender: int,
-    *,
-    granted: bool = True,
-    epoch: int = 5,
-    isr: tuple[int, ...] = (1, 2, 3),
-    restarted: bool = False,
-    live: bool = False,
-) -> VoteReply:
-    return VoteReply(
-        term=2,
-        sender=sender,
-        pre_vote=False,
-        campaign=0,
-        granted=granted,
-        last_log_term=1,
-        last_log_index=epoch,
-        epoch=epoch,
-        epoch_term=1,
-        isr=isr,
-        restarted=restarted,
-        has_live_leader=live,
-        leader_id=0,
-    )
-
+from tests.support.votes import FAILSTOP, QUORUM
+from tests.support.votes import vote_reply as vote
 
 R = True  # restarted
 WON, LOST = True, False
