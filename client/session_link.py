@@ -23,6 +23,7 @@ import grpc
 
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto.errors import from_call_error
 
 IN_FLIGHT_MAX = 64
 """The server's bound on calls in flight per stream (chatnode.session_stream)."""
@@ -40,14 +41,6 @@ def rpc_error(
 
 def _copy(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
     return rpc_error(error.code(), error.details() or "", error.trailing_metadata())
-
-
-class CallRefused(Exception):
-    """The server answered a call with an error frame: its status code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class SessionLink:
@@ -71,9 +64,10 @@ class SessionLink:
         self._reader = asyncio.create_task(self._read(), name=f"session-link-{address}")
 
     async def call(self, field: str, request: Any, timeout_s: float) -> Any:
-        """Send request as the frame's `field` call; its reply, or raise: CallRefused for an
-        error frame, the stream's AioRpcError when it ended first, DEADLINE_EXCEEDED (and
-        the link closed: its node is hung) when no reply came within timeout_s."""
+        """Send request as the frame's `field` call; its reply, or raise: the ChatError of
+        an error frame (proto.errors), the stream's AioRpcError when it ended first,
+        DEADLINE_EXCEEDED (and the link closed: its node is hung) when no reply came
+        within timeout_s."""
         request_id = getattr(request, "request_id", "") or uuid.uuid4().hex
         async with self._slots:
             self._raise_if_ended()
@@ -90,7 +84,7 @@ class SessionLink:
             finally:
                 self._waiting.pop(request_id, None)
         if frame.WhichOneof("event") == "error":
-            raise CallRefused(_status(frame.error.code), frame.error.message)
+            raise from_call_error(frame.error)
         return getattr(frame, field)
 
     async def messages(self, after_id: int, timeout_s: float) -> AsyncIterator[pb.Message]:
@@ -161,7 +155,3 @@ def _as_broken(end: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
         return end
     details = f"the stream broke ({end.code().name}: {end.details()})"
     return rpc_error(grpc.StatusCode.UNAVAILABLE, details, end.trailing_metadata())
-
-
-def _status(number: int) -> grpc.StatusCode:
-    return next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)

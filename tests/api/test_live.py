@@ -8,13 +8,13 @@ import grpc
 import pytest
 
 from chatnode import live
-from chatnode.errors import ResourceExhausted
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.server import ChatNode
 from chatnode.state import StoredMessage
 from coord.boundary import LeaderView
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto.errors import ResourceExhausted
 from tests.support.nodes import signup
 
 Stub = chat_pb2_grpc.ChatServiceStub
@@ -97,7 +97,7 @@ async def test_get_waits_for_an_event() -> None:
 
 def test_the_hub_caps_streams_per_user() -> None:
     hub = LiveHub()
-    streams = [hub.subscribe("bob", f"t{i}") for i in range(live.STREAMS_PER_USER)]
+    streams = [hub.subscribe("bob", f"t{i}") for i in range(live.STREAMS_PER_USER["Subscribe"])]
     with pytest.raises(ResourceExhausted) as refused:
         hub.subscribe("bob", "one more")
     assert "\n" not in str(refused.value)
@@ -112,7 +112,8 @@ def test_the_hub_caps_streams_per_user() -> None:
 async def test_a_ninth_stream_of_one_user_is_resource_exhausted(stub: Stub) -> None:
     bob = await signup(stub, "bob")
     streams = [
-        stub.Subscribe(pb.SubscribeRequest(), metadata=bob) for _ in range(live.STREAMS_PER_USER)
+        stub.Subscribe(pb.SubscribeRequest(), metadata=bob)
+        for _ in range(live.STREAMS_PER_USER["Subscribe"])
     ]
     try:
         for stream in streams:
