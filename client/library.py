@@ -103,6 +103,7 @@ __all__ = [
     "StateListener",
     "Unavailable",
     "Unread",
+    "with_request_id",
 ]
 
 STREAMED_CALLS = {
@@ -437,7 +438,7 @@ class ChatClient:
 
     async def _call(self, method: str, request: ProtoMessage) -> Any:
         """Run one unary method on the leader; see :meth:`_on_leader` for the retry rules."""
-        request = _with_request_id(request)
+        request = with_request_id(request)
         retry = self._new_retry()
         field = STREAMED_CALLS.get(method) if self._token and not self._unary else None
 
@@ -596,7 +597,7 @@ class ChatClient:
         self._token = self.username = ""
 
 
-def _with_request_id(request: ProtoMessage) -> ProtoMessage:
+def with_request_id(request: ProtoMessage) -> ProtoMessage:
     """A copy carrying a fresh request id if the method takes one and the caller set none.
 
     Every mutating method's request has a ``request_id`` field (API.md section 1),
