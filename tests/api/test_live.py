@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import pytest
@@ -104,6 +105,22 @@ def test_the_hub_caps_streams_per_user() -> None:
     hub.subscribe("alice", "t")  # another user is not affected
     hub.unsubscribe(streams[0])
     hub.subscribe("bob", "again")
+
+
+async def test_the_hub_caps_session_streams_apart_and_ends_them_when_closing_all() -> None:
+    hub = LiveHub()
+    with contextlib.ExitStack() as held:
+        limit = live.STREAMS_PER_USER["Session"]
+        closings = [held.enter_context(hub.session_stream("bob")) for _ in range(limit)]
+        with pytest.raises(ResourceExhausted) as refused, hub.session_stream("bob"):
+            pass
+        assert "\n" not in str(refused.value)
+        hub.subscribe("bob", "t")  # a subscription is counted apart
+        assert not any(closing.done() for closing in closings)
+        hub.close_all("stopping")
+        assert [closing.result() for closing in closings] == ["stopping"] * limit
+    with hub.session_stream("bob"):  # the slots are free again
+        pass
 
 
 # -- through the API ----------------------------------------------------------------------
