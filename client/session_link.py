@@ -29,7 +29,7 @@ IN_FLIGHT_MAX = 64
 """The server's bound on calls in flight per stream (chatnode.session_stream)."""
 
 
-def rpc_error(
+def _rpc_error(
     code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None = None
 ) -> grpc.aio.AioRpcError:
     """A status raised as a failed call would raise it, for what a stream's end means.
@@ -40,7 +40,7 @@ def rpc_error(
 
 
 def _copy(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
-    return rpc_error(error.code(), error.details() or "", error.trailing_metadata())
+    return _rpc_error(error.code(), error.details() or "", error.trailing_metadata())
 
 
 class SessionLink:
@@ -80,7 +80,7 @@ class SessionLink:
                     frame = await reply
             except TimeoutError:
                 self.close()
-                raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no reply in time") from None
+                raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no reply in time") from None
             finally:
                 self._waiting.pop(request_id, None)
         if frame.WhichOneof("event") == "error":
@@ -123,11 +123,11 @@ class SessionLink:
         try:
             while (frame := await self._call.read()) is not grpc.aio.EOF:
                 self._take(frame)
-            end = rpc_error(grpc.StatusCode.UNAVAILABLE, "the node closed the stream")
+            end = _rpc_error(grpc.StatusCode.UNAVAILABLE, "the node closed the stream")
         except grpc.aio.AioRpcError as exc:
             end = _as_broken(exc)
         except asyncio.CancelledError:
-            end = rpc_error(grpc.StatusCode.CANCELLED, "the stream was closed")
+            end = _rpc_error(grpc.StatusCode.CANCELLED, "the stream was closed")
         self.ended = end
         for reply in self._waiting.values():
             if not reply.done():
@@ -154,4 +154,4 @@ def _as_broken(end: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
     if end.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED):
         return end
     details = f"the stream broke ({end.code().name}: {end.details()})"
-    return rpc_error(grpc.StatusCode.UNAVAILABLE, details, end.trailing_metadata())
+    return _rpc_error(grpc.StatusCode.UNAVAILABLE, details, end.trailing_metadata())
