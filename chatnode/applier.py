@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from chatnode import ops
-from chatnode.errors import Unavailable
 from chatnode.live import LiveHub
 from chatnode.session_cache import SessionCache
 from chatnode.state import ChatState, StoredMessage
 from coord.boundary import Coordinator, Entry, EntryKind
 from coord.shell.disk import DiskGuard
+from proto.errors import Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

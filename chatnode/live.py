@@ -1,7 +1,8 @@
-"""Open Subscribe streams on this node, and fan-out of applied messages to them.
+"""Open streams on this node, and fan-out of applied messages to the subscribed ones.
 
 Memory here grows with the number of *open streams*, never with users or
-messages, and a user can hold at most :data:`STREAMS_PER_USER` of them. Each
+messages, and a user can hold at most :data:`STREAMS_PER_USER` of each kind
+(the hub counts both: live subscriptions and Session streams). Each
 stream's queue is bounded by count and by bytes of message bodies: a stream
 that falls behind (a client that stops reading stalls its gRPC writes, and
 then its queue fills) is told to re-read from the database instead, and
@@ -13,12 +14,14 @@ and nothing is kept after the stream was told to close.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict, deque
+import contextlib
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from chatnode.errors import ResourceExhausted
 from chatnode.state import StoredMessage
 from coord.boundary import LeaderView
+from proto.errors import ResourceExhausted
 
 QUEUE_LIMIT = 1024
 """Messages queued per stream at most."""
@@ -26,8 +29,10 @@ QUEUE_LIMIT = 1024
 QUEUE_BYTES = 1 << 20
 """Bytes of message bodies queued per stream at most (bodies are up to 64 KiB each)."""
 
-STREAMS_PER_USER = 8
-"""Open Subscribe streams per user on this node: a client has one per device or tab."""
+STREAMS_PER_USER: dict[str, int] = {"Subscribe": 8, "Session": 8}
+"""Open streams per user on this node, by kind: a client has one of each per device or tab.
+A "Subscribe" stream is any live subscription (a Subscribe call, or a Session stream's
+subscribe frame, which holds one of each kind)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,29 +116,43 @@ class Subscriber:
 
 
 class LiveHub:
-    """Who is subscribed, by username, and delivery to them."""
+    """Who holds which streams, by username, and delivery to the subscribed ones."""
 
     def __init__(self) -> None:
         self._by_user: defaultdict[str, set[Subscriber]] = defaultdict(set)
+        self._open: Counter[tuple[str, str]] = Counter()  # (kind, username): streams open
+        self._sessions: set[asyncio.Future[str]] = set()  # one per open Session stream
 
     def subscribe(self, username: str, token_hash: str) -> Subscriber:
-        """Register a stream, or ResourceExhausted if the user has too many open."""
-        streams = self._by_user[username]
-        if len(streams) >= STREAMS_PER_USER:
-            raise ResourceExhausted(
-                f"at most {STREAMS_PER_USER} open Subscribe streams per user; close one first"
-            )
+        """Register a subscription, or ResourceExhausted if the user has too many open."""
+        self._admit("Subscribe", username)
         subscriber = Subscriber(username, token_hash)
-        streams.add(subscriber)
+        self._by_user[username].add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         streams = self._by_user.get(subscriber.username)
-        if streams is None:
+        if streams is None or subscriber not in streams:
             return
         streams.discard(subscriber)
+        self._release("Subscribe", subscriber.username)
         if not streams:
             del self._by_user[subscriber.username]
+
+    @contextlib.contextmanager
+    def session_stream(self, username: str) -> Iterator[asyncio.Future[str]]:
+        """Hold one of the user's Session stream slots while the block runs, or raise
+        ResourceExhausted if all are taken. The future it gives resolves to a reason
+        when :meth:`close_all` ends every stream (the node is stopping)."""
+        self._admit("Session", username)
+        closing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._sessions.add(closing)
+        try:
+            yield closing
+        finally:
+            self._sessions.discard(closing)
+            closing.cancel()
+            self._release("Session", username)
 
     def is_online(self, username: str) -> bool:
         return bool(self._by_user.get(username))
@@ -154,10 +173,27 @@ class LiveHub:
                     subscriber.offer(Closed("session ended"))
 
     def close_all(self, reason: str) -> None:
+        """End every stream with UNAVAILABLE (try the leader again), idle ones included."""
         for streams in self._by_user.values():
             for subscriber in streams:
                 subscriber.offer(Closed(reason, unavailable=True))
+        for closing in self._sessions:
+            if not closing.done():
+                closing.set_result(reason)
 
     def close_user(self, username: str) -> None:
         for subscriber in self._by_user.get(username, ()):
             subscriber.offer(Closed("account deleted"))
+
+    def _admit(self, kind: str, username: str) -> None:
+        limit = STREAMS_PER_USER[kind]
+        if self._open[kind, username] >= limit:
+            raise ResourceExhausted(
+                f"at most {limit} open {kind} streams per user; close one first"
+            )
+        self._open[kind, username] += 1
+
+    def _release(self, kind: str, username: str) -> None:
+        self._open[kind, username] -= 1
+        if not self._open[kind, username]:
+            del self._open[kind, username]

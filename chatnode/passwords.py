@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from chatnode.errors import ResourceExhausted
+from proto.errors import ResourceExhausted
 
 T = TypeVar("T")
 

@@ -18,8 +18,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from chatnode.errors import ChatError, InvalidArgument, Unavailable
 from proto import chat_pb2 as pb
+from proto.errors import LEADER_ADDRESS, ChatError, Internal, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,8 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
         log.exception("internal error in %s", type(exc).__name__)
-        exc = ChatError("internal error; the node's log has the details", grpc.StatusCode.INTERNAL)
+        exc = Internal("internal error; the node's log has the details")
     trailing: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, Unavailable) and exc.leader_address:
-        trailing = (("leader-address", exc.leader_address),)
+        trailing = ((LEADER_ADDRESS, exc.leader_address),)
     await context.abort(exc.code, str(exc), trailing_metadata=trailing)

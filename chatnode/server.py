@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +17,8 @@ from grpc_reflection.v1alpha import reflection
 from chatnode.applier import Applier
 from chatnode.live import LiveHub
 from chatnode.rpc import SERVICE, chat_handler
-from chatnode.service import DEFAULT_SESSION_TTL_MS, ChatService, ReadPool
-from chatnode.state import ChatState
+from chatnode.service import DEFAULT_SESSION_TTL_MS, ChatService, ReadPool, system_clock_ms
+from chatnode.state import ChatReader, ChatState
 from coord.core.settings import Settings
 from coord.shell.auth import Authenticator, PeerAuthInterceptor
 from coord.shell.driver import CompactionSettings, PeerSettings, ReplicatedCoordinator
@@ -53,6 +54,7 @@ class NodeConfig:
     metrics_listen: str = ""
     cluster_secret: ClusterSecret | None = None
     session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
+    wall_clock_ms: Callable[[], int] = system_clock_ms  # the leader's time for sessions
 
     @property
     def address(self) -> str:
@@ -115,7 +117,12 @@ class ChatNode:
             self._coord, state, self._hub, self._coord.disk, self._reads.sessions
         )
         self._service = ChatService(
-            self._coord, self._applier, self._reads, self._hub, config.session_ttl_ms
+            self._coord,
+            self._applier,
+            self._reads,
+            self._hub,
+            config.session_ttl_ms,
+            config.wall_clock_ms,
         )
         self._server = self._make_server(self._service)
         self._coord.add_to_server(self._server)
@@ -144,6 +151,12 @@ class ChatNode:
     @property
     def service(self) -> ChatService:
         return self._service
+
+    @property
+    def lookup(self) -> ChatReader:
+        """Read-only point queries (an account, a session, a stored reply) on the state
+        this node has applied, which may trail its log; the connection handlers use."""
+        return self._reads.lookup
 
     async def failure(self) -> str:
         """Wait until a background task of this node dies; why, in one line."""

@@ -4,7 +4,7 @@ Handlers validate input, decide what is not deterministic (time, hashes, tokens,
 presence) and propose an op; the reply comes from applying the committed entry.
 Reads are served by the leader only, after the state has applied everything
 the leader committed, so a client never reads older data than it wrote.
-Handlers raise :class:`chatnode.errors.ChatError`; :mod:`chatnode.rpc` maps those
+Handlers raise the errors of :mod:`proto.errors`; :mod:`chatnode.rpc` maps those
 to status codes.
 
 Password checks and hashes run in a bounded :class:`chatnode.passwords.HashPool`:
@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import collections
 import functools
 import secrets
 import threading
@@ -53,32 +52,35 @@ import grpc
 
 from chatnode import ops, passwords, validation
 from chatnode.applier import Applier
-from chatnode.errors import (
-    ChatError,
-    InvalidArgument,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-)
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
+from chatnode.pending import Pending, ready
 from chatnode.session_cache import SessionCache
 from chatnode.session_stream import SessionStream
 from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
+from proto.errors import (
+    AlreadyExists,
+    AuthError,
+    ChatError,
+    InvalidArgument,
+    Unavailable,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
-Pending = Awaitable[Any]
-"""What finishes a started call: awaiting it gives the reply (or raises the call's error)."""
 
 READ_REPLY_MAX_BYTES = 3 << 20  # stay under the client's default 4 MiB receive limit
 REPLAY_PAGE = 256
 DEFAULT_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
-SESSION_STREAMS_PER_USER = 8
-"""Open Session streams per user on this node, like Subscribe's: one per device or tab."""
 RENEW_STEPS_PER_TTL = 100
 """A session is renewed at most this many times per TTL; it may outlive the TTL by one step."""
+
+
+def system_clock_ms() -> int:
+    """The wall clock sessions are judged by, in Unix milliseconds."""
+    return time.time_ns() // 1_000_000
+
 
 # A real hash of a password nobody knows, at the current parameters: a Login for
 # an unknown name costs as much as one for a known name.
@@ -153,7 +155,7 @@ class ChatService:
         reads: ReadPool,
         hub: LiveHub,
         session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
-        wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_clock_ms: Callable[[], int] = system_clock_ms,
     ) -> None:
         self._coord = coordinator
         self._applier = applier
@@ -162,11 +164,12 @@ class ChatService:
         self._session_ttl_ms = session_ttl_ms
         self._now_ms = wall_clock_ms
         self._hashes = passwords.HashPool()
-        self._session_streams: collections.Counter[str] = collections.Counter()
 
-    def set_wall_clock(self, wall_clock_ms: Callable[[], int]) -> None:
-        """Judge sessions by another clock from now on (tests move time by hand)."""
-        self._now_ms = wall_clock_ms
+    @property
+    def hash_pool(self) -> passwords.HashPool:
+        """Where password hashes and checks run; full, it sheds Login, CreateAccount and
+        DeleteAccount with RESOURCE_EXHAUSTED (its ``admitted`` count says how full)."""
+        return self._hashes
 
     def close(self) -> None:
         """Release the hashing threads (after the server stopped calling in)."""
@@ -183,7 +186,7 @@ class ChatService:
         await self._leader_ready()
         if await self._replayed(username, request_id, ops.CreateAccount.kind) is None:
             if self._reads.lookup.account(username) is not None:
-                raise ChatError(f"username {username!r} is taken", grpc.StatusCode.ALREADY_EXISTS)
+                raise AlreadyExists(f"username {username!r} is taken")
             hashed = await self._hashes.run(passwords.hash_password, password)
             await self._commit(
                 ops.CreateAccount(username, hashed.encoded, request_id, self._now_ms())
@@ -209,7 +212,7 @@ class ChatService:
         )
         verified = await self._hashes.run(passwords.verify_password, password, checked)
         if verified is None:
-            raise Unauthenticated(WRONG_CREDENTIALS)
+            raise AuthError(WRONG_CREDENTIALS)
         key = passwords.Hashed(checked, verified.seal_key)
         if stored is not None:
             result, token = _checked(stored), ""
@@ -218,7 +221,7 @@ class ChatService:
                 account.id, username, password, request_id, key
             )
         else:
-            raise Unauthenticated(WRONG_CREDENTIALS)
+            raise AuthError(WRONG_CREDENTIALS)
         if not token:
             token = await self._unsealed(result, password, request_id, key)
         unread, last_id = _fields(result, "unread_count", "last_message_id")
@@ -262,12 +265,12 @@ class ChatService:
         if seal_hash != key.encoded:  # a concurrent first attempt upgraded with another salt
             verified = await self._hashes.run(passwords.verify_password, password, seal_hash)
             if verified is None:
-                raise Unauthenticated(WRONG_CREDENTIALS)
+                raise AuthError(WRONG_CREDENTIALS)
             seal_key = verified.seal_key
         try:
             return passwords.unseal_token(seal_key, request_id, sealed)
         except UnicodeDecodeError:  # sealed by an older release under a since-replaced hash
-            raise Unauthenticated(
+            raise AuthError(
                 "this login attempt can no longer be replayed; log in with a new request_id"
             ) from None
 
@@ -312,12 +315,12 @@ class ChatService:
             password = validation.password(request.password)
             account = self._reads.lookup.account(caller.session.username)
             if account is None or account.id != caller.session.account_id:
-                raise Unauthenticated("this session's account no longer exists")
+                raise AuthError("this session's account no longer exists")
             if (
                 await self._hashes.run(passwords.verify_password, password, account.password_hash)
                 is None
             ):
-                raise Unauthenticated("wrong password")
+                raise AuthError("wrong password")
             return ops.DeleteAccount(
                 caller.token_hash, account.id, caller.now_ms, request.request_id
             )
@@ -424,7 +427,7 @@ class ChatService:
         self, subscriber: Subscriber, after_id: int
     ) -> AsyncIterator[pb.SubscribeEvent]:
         """A subscriber's messages with id > after_id (stored, then live) and leader changes;
-        raises Unavailable when this node stops leading, Unauthenticated when the session
+        raises Unavailable when this node stops leading, AuthError when the session
         ends."""
         username = subscriber.username
         last_id = after_id
@@ -444,7 +447,7 @@ class ChatService:
                 case Closed(reason=reason, unavailable=True):
                     raise Unavailable(reason)
                 case Closed(reason=reason):
-                    raise Unauthenticated(reason)
+                    raise AuthError(reason)
                 case LeaderView() | None:
                     yield _leader_event(event)
                     if event is None or event.leader_id != self._coord.status().node_id:
@@ -455,21 +458,11 @@ class ChatService:
     ) -> AsyncIterator[pb.ServerFrame]:
         """One stream for a logged-in client's calls (see chatnode.session_stream)."""
         caller = await self.authenticate(context)
-        username = caller.session.username
-        if self._session_streams[username] >= SESSION_STREAMS_PER_USER:
-            raise ResourceExhausted(
-                f"at most {SESSION_STREAMS_PER_USER} open Session streams per user; close one"
-            )
-        self._session_streams[username] += 1
-        try:
-            stream = SessionStream(self, context, username)
+        with self._hub.session_stream(caller.session.username) as closing:
+            stream = SessionStream(self, context, caller.session.username, closing)
             first = pb.ServerFrame(leader=_leader_event(self._current_leader()).leader)
             async for frame in stream.frames(requests, first):
                 yield frame
-        finally:
-            self._session_streams[username] -= 1
-            if not self._session_streams[username]:
-                del self._session_streams[username]
 
     @property
     def hub(self) -> LiveHub:
@@ -500,7 +493,7 @@ class ChatService:
         session = self._reads.sessions.get(token_hash)
         now = self._now_ms()
         if session is None or session.expired(now):
-            raise Unauthenticated(NO_SESSION)
+            raise AuthError(NO_SESSION)
         return self._caller(session, token_hash, now)
 
     async def _once(
@@ -534,8 +527,8 @@ class ChatService:
                 else None
             )
             if stored is None:
-                raise Unauthenticated(NO_SESSION)
-            return _settled(_done(stored))
+                raise AuthError(NO_SESSION)
+            return _settled(ready(stored))
         return self._propose(await make_op(self._caller(session, token_hash, now)))
 
     def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
@@ -551,7 +544,7 @@ class ChatService:
         """Renew the session of a read-only call, when due, through the log."""
         if caller.renewal_ms:
             return self._propose(ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms))
-        return _done(None)
+        return ready(None)
 
     async def _replayed(self, username: str, request_id: str, kind: str) -> ops.Result | None:
         """The stored reply of an earlier request with this id, raised if it was an error."""
@@ -597,19 +590,16 @@ async def _reply(pending: Awaitable[ops.Result], build: Callable[[ops.Result], R
     return build(await pending)
 
 
-def _done(value: T) -> Awaitable[T]:
-    future = asyncio.get_running_loop().create_future()
-    future.set_result(value)
-    return future
-
-
 async def _settled(pending: Awaitable[ops.Result]) -> ops.Result:
     return _checked(await pending)
 
 
 def _checked(result: ops.Result) -> ops.Result:
     if not result.ok:
-        raise ChatError.from_code_name(result.code, result.message)
+        # The code as the state recorded it, on the base class: a refusal the log
+        # decided is answered as the call's own error (a Session stream's CallError
+        # frame), never taken for a reason to end the stream.
+        raise ChatError(result.message, grpc.StatusCode[result.code])
     return result
 
 
@@ -623,7 +613,7 @@ def _token_hash(context) -> str:
     header = dict(context.invocation_metadata()).get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("missing 'authorization: Bearer <token>' metadata; log in first")
+        raise AuthError("missing 'authorization: Bearer <token>' metadata; log in first")
     return passwords.token_hash(token.strip())
 
 

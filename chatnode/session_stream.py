@@ -20,8 +20,9 @@ the handler's generator: a client that stops reading stalls the writer, then
 the outbox, then the reader (HTTP/2 flow control pushes back on the client)
 and the pump (whose subscriber falls back to the database, as Subscribe does).
 
-What ends the stream (not leading, session gone) travels through the
-finisher's queue like a reply, so every reply before it is written first.
+What ends the stream (not leading, session gone, the node stopping) travels
+through the finisher's queue like a reply, so every reply before it is written
+first.
 """
 
 from __future__ import annotations
@@ -31,18 +32,44 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
 from chatnode import validation
-from chatnode.errors import ChatError, InvalidArgument, Unauthenticated, Unavailable
-from chatnode.live import Subscriber
+from chatnode.live import LiveHub, Subscriber
+from chatnode.pending import failed, ready
 from chatnode.rpc import Malformed
 from proto import chat_pb2 as pb
+from proto.errors import (
+    AuthError,
+    ChatError,
+    Internal,
+    InvalidArgument,
+    ResourceExhausted,
+    Unavailable,
+    call_error,
+)
 
-if TYPE_CHECKING:  # the service builds streams: import it for its type only
-    from chatnode.service import ChatService
+
+class Caller(Protocol):
+    """An authenticated caller, as much of it as a stream needs: its session's token."""
+
+    token_hash: str
+
+
+class StreamHost(Protocol):
+    """What a stream needs of the service that opened it (ChatService). Besides these, each
+    call of proto.session_calls starts as the host's ``start_<frame field>(request,
+    context)``, a coroutine returning an awaitable of the reply."""
+
+    @property
+    def hub(self) -> LiveHub: ...
+
+    async def authenticate(self, context: grpc.aio.ServicerContext) -> Caller: ...
+
+    def live_events(self, subscriber: Subscriber, after_id: int) -> AsyncIterator[Any]: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +78,6 @@ IN_FLIGHT_MAX = 64
 
 OUTBOX_FRAMES = 256
 """Frames waiting for the writer before the stream's tasks wait for it."""
-
-_STARTERS: dict[str, str] = {
-    "send_message": "start_send_message",
-    "read_messages": "start_read_messages",
-    "mark_read": "start_mark_read",
-    "delete_messages": "start_delete_messages",
-    "list_accounts": "start_list_accounts",
-    "logout": "start_logout",
-    "delete_account": "start_delete_account",
-}
-"""Each call a frame may carry, by its field name, and the ChatService method starting it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +98,14 @@ class SessionStream:
     """The state of one open stream; :meth:`frames` is what the handler yields."""
 
     def __init__(
-        self, service: ChatService, context: grpc.aio.ServicerContext, username: str
+        self,
+        service: StreamHost,
+        context: grpc.aio.ServicerContext,
+        username: str,
+        closing: asyncio.Future[str],
     ) -> None:
         self._service = service
+        self._closing = closing
         self._context = context
         self._username = username
         self._outbox: asyncio.Queue[pb.ServerFrame | _End] = asyncio.Queue(OUTBOX_FRAMES)
@@ -100,6 +121,7 @@ class SessionStream:
         """Every frame to write, first included; raises the error that ends the stream."""
         self._spawn(self._read(requests), "reader")
         self._spawn(self._finish(), "finisher")
+        self._spawn(self._end_on_closing(), "closing")
         try:
             yield first
             while True:
@@ -125,9 +147,8 @@ class SessionStream:
             elif self._in_flight >= IN_FLIGHT_MAX:
                 await self._refuse(
                     frame.request_id,
-                    ChatError(
-                        f"at most {IN_FLIGHT_MAX} calls in flight per stream; wait for replies",
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    ResourceExhausted(
+                        f"at most {IN_FLIGHT_MAX} calls in flight per stream; wait for replies"
                     ),
                 )
             else:
@@ -141,7 +162,7 @@ class SessionStream:
         try:
             pending = await self._start_call(frame, call)
         except ChatError as exc:
-            pending = _failed(exc)
+            pending = failed(exc)
         return _Started(frame.request_id, call, pending)
 
     async def _start_call(self, frame: pb.ClientFrame, call: str) -> Awaitable[Any]:
@@ -157,7 +178,8 @@ class SessionStream:
             if request.request_id not in ("", frame.request_id):
                 raise InvalidArgument("the call's request_id differs from its frame's")
             request.request_id = frame.request_id
-        return await getattr(self._service, _STARTERS[call])(request, self._context)
+        # Every call of proto.session_calls starts as ChatService.start_<its frame field>.
+        return await getattr(self._service, f"start_{call}")(request, self._context)
 
     async def _subscribe(self, request: pb.SubscribeRequest) -> Awaitable[pb.Subscribed]:
         """Register for live delivery now (the user's stream limit applies); the finisher
@@ -167,7 +189,7 @@ class SessionStream:
         caller = await self._service.authenticate(self._context)
         self._subscriber = self._service.hub.subscribe(self._username, caller.token_hash)
         self._after_id = request.after_id
-        return _ready(pb.Subscribed())
+        return ready(pb.Subscribed())
 
     async def _refuse(self, request_id: str, error: ChatError) -> None:
         await self._outbox.put(_error_frame(request_id, error))
@@ -192,7 +214,7 @@ class SessionStream:
     async def _reply(self, started: _Started) -> pb.ServerFrame | _End:
         try:
             reply = await started.pending
-        except (Unavailable, Unauthenticated) as exc:
+        except (Unavailable, AuthError) as exc:
             return _End(exc)
         except ChatError as exc:
             return _error_frame(started.request_id, exc)
@@ -210,6 +232,12 @@ class SessionStream:
                     await self._outbox.put(pb.ServerFrame(leader=event.leader))
         except ChatError as exc:
             self._started.put_nowait(_End(exc))  # after the replies already due
+
+    async def _end_on_closing(self) -> None:
+        """The node is stopping (LiveHub.close_all): end with UNAVAILABLE after the
+        replies already due, subscribed or not, so the client moves to the leader."""
+        reason = await self._closing
+        self._started.put_nowait(_End(Unavailable(reason)))
 
     # -- plumbing -----------------------------------------------------------------
 
@@ -234,23 +262,11 @@ class SessionStream:
                 await self._outbox.put(_End())  # client gone
             except Exception:
                 log.exception("session stream %s failed", name)
-                internal = ChatError(
-                    "internal error; the node's log has the details", grpc.StatusCode.INTERNAL
-                )
+                internal = Internal("internal error; the node's log has the details")
                 await self._outbox.put(_End(internal))
 
         self._tasks.append(asyncio.create_task(guarded(), name=f"session-{name}"))
 
 
 def _error_frame(request_id: str, error: ChatError) -> pb.ServerFrame:
-    return pb.ServerFrame(
-        request_id=request_id, error=pb.CallError(code=error.code.value[0], message=str(error))
-    )
-
-
-async def _failed(error: ChatError) -> Any:
-    raise error
-
-
-async def _ready(value: Any) -> Any:
-    return value
+    return pb.ServerFrame(request_id=request_id, error=call_error(error))

@@ -158,6 +158,13 @@ class _Queries:
 
     _db: sqlite3.Connection
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The SQLite connection the queries run on, for inspecting how they run (PRAGMAs,
+        query plans, a trace of the statements). A write through it bypasses apply()
+        and the log, so replicas would disagree: every change is an op."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 

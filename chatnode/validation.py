@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from chatnode.errors import InvalidArgument
+from proto.errors import InvalidArgument
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 PASSWORD_MIN_BYTES = 8

@@ -49,92 +49,59 @@ import grpc
 from google.protobuf.message import Message as ProtoMessage
 
 from client.connect import Channels, find_leader, leader_hint
-from client.session_link import CallRefused, SessionLink
+from client.session_link import SessionLink
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto.errors import (
+    AlreadyExists,
+    AuthError,
+    ChatError,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    error_for,
+)
+from proto.session_calls import FRAME_FIELDS, SESSION_ENDING
 
 T = TypeVar("T")
 
-# -- errors -----------------------------------------------------------------------
+# -- errors and streamed calls ---------------------------------------------------
+#
+# The error classes are the shared table's (proto.errors): a status means one class
+# on the server that raised it and here, and the client's own verdict (no leader
+# answered in time) is an Unavailable too. Callers import them from this library.
 
-
-class ChatError(Exception):
-    """A call failed; ``str(error)`` is the server's one-line message, ``code`` its status."""
-
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
-
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
-
-
-class AuthError(ChatError):
-    """Wrong name or password, or no valid session: log in (again)."""
-
-    code = grpc.StatusCode.UNAUTHENTICATED
-
-
-class InvalidArgument(ChatError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class NotFound(ChatError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class AlreadyExists(ChatError):
-    code = grpc.StatusCode.ALREADY_EXISTS
-
-
-class ResourceExhausted(ChatError):
-    """The request was larger than the server accepts."""
-
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class Unavailable(ChatError):
-    """No leader answered before the deadline (all retries spent)."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DeadlineExceeded(ChatError):
-    """A node took the call but did not answer before the deadline."""
-
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-_BY_CODE: dict[grpc.StatusCode, type[ChatError]] = {
-    cls.code: cls
-    for cls in (
-        AuthError,
-        InvalidArgument,
-        NotFound,
-        AlreadyExists,
-        ResourceExhausted,
-        Unavailable,
-        DeadlineExceeded,
-    )
-}
-
-
-def error_from_rpc(exc: grpc.aio.AioRpcError) -> ChatError:
-    """The typed error for a failed call; unknown codes keep theirs on the base class."""
-    return error_from_code(exc.code(), exc.details() or "")
-
-
-def error_from_code(code: grpc.StatusCode, message: str) -> ChatError:
-    cls = _BY_CODE.get(code, ChatError)
-    return cls(message or code.name.lower(), code)
-
+__all__ = [
+    "STREAMED_CALLS",
+    "AccountPage",
+    "AlreadyExists",
+    "AuthError",
+    "ChatClient",
+    "ChatError",
+    "ClientState",
+    "Connection",
+    "DeadlineExceeded",
+    "Internal",
+    "InvalidArgument",
+    "Message",
+    "NotFound",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "Sent",
+    "Session",
+    "StateListener",
+    "Unavailable",
+    "Unread",
+    "with_request_id",
+]
 
 STREAMED_CALLS = {
-    "SendMessage": "send_message",
-    "ReadMessages": "read_messages",
-    "MarkRead": "mark_read",
-    "DeleteMessages": "delete_messages",
-    "ListAccounts": "list_accounts",
+    method: field
+    for method, field in FRAME_FIELDS.items()
+    if method not in SESSION_ENDING and method != "Subscribe"
 }
 """The calls a logged-in client sends on its Session stream, and each one's frame field."""
 
@@ -418,8 +385,6 @@ class ChatClient:
                             yield _message(message)
                 except grpc.aio.AioRpcError as exc:
                     self._failed(address, exc, retry)
-                except CallRefused as exc:
-                    raise error_from_code(exc.code, str(exc)) from None
                 finally:
                     watchdog.cancel()
                     if self._link is link and not link.done():
@@ -453,25 +418,18 @@ class ChatClient:
 
     async def _call(self, method: str, request: ProtoMessage) -> Any:
         """Run one unary method on the leader; see :meth:`_on_leader` for the retry rules."""
-        request = _with_request_id(request)
+        request = with_request_id(request)
         retry = self._new_retry()
         field = STREAMED_CALLS.get(method) if self._token and not self._unary else None
 
         def attempt(address: str) -> Awaitable[Any]:
             if field is not None:
-                return self._on_link(address, field, request, self._attempt_timeout(retry))
+                link = self._link_to(address)
+                return link.call(field, request, self._attempt_timeout(retry))
             rpc = getattr(self._stub(address), method)
             return rpc(request, metadata=self._metadata(), timeout=self._attempt_timeout(retry))
 
         return await self._on_leader(attempt, retry)
-
-    async def _on_link(
-        self, address: str, field: str, request: ProtoMessage, timeout_s: float
-    ) -> Any:
-        try:
-            return await self._link_to(address).call(field, request, timeout_s)
-        except CallRefused as exc:
-            raise error_from_code(exc.code, str(exc)) from None
 
     def _attempt_timeout(self, retry: _Retry) -> float:
         return max(min(retry.remaining(), self._policy.attempt_timeout_s), 0.001)
@@ -513,7 +471,7 @@ class ChatClient:
         # cancellations surface as asyncio.CancelledError, never as this status.
         stopped = exc.code() == grpc.StatusCode.CANCELLED
         if exc.code() != grpc.StatusCode.UNAVAILABLE and not (hung or stopped):
-            raise error_from_rpc(exc) from None
+            raise error_for(exc.code(), exc.details() or "") from None
         retry.last_error = exc.details() or "unavailable"
         self._lost_leader(address, leader_hint(exc))
 
@@ -597,7 +555,7 @@ class ChatClient:
         self._token = self.username = ""
 
 
-def _with_request_id(request: ProtoMessage) -> ProtoMessage:
+def with_request_id(request: ProtoMessage) -> ProtoMessage:
     """A copy carrying a fresh request id if the method takes one and the caller set none.
 
     Every mutating method's request has a ``request_id`` field (API.md section 1),

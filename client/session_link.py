@@ -23,12 +23,13 @@ import grpc
 
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto.errors import from_call_error
 
 IN_FLIGHT_MAX = 64
 """The server's bound on calls in flight per stream (chatnode.session_stream)."""
 
 
-def rpc_error(
+def _rpc_error(
     code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None = None
 ) -> grpc.aio.AioRpcError:
     """A status raised as a failed call would raise it, for what a stream's end means.
@@ -39,15 +40,7 @@ def rpc_error(
 
 
 def _copy(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
-    return rpc_error(error.code(), error.details() or "", error.trailing_metadata())
-
-
-class CallRefused(Exception):
-    """The server answered a call with an error frame: its status code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    return _rpc_error(error.code(), error.details() or "", error.trailing_metadata())
 
 
 class SessionLink:
@@ -71,9 +64,10 @@ class SessionLink:
         self._reader = asyncio.create_task(self._read(), name=f"session-link-{address}")
 
     async def call(self, field: str, request: Any, timeout_s: float) -> Any:
-        """Send request as the frame's `field` call; its reply, or raise: CallRefused for an
-        error frame, the stream's AioRpcError when it ended first, DEADLINE_EXCEEDED (and
-        the link closed: its node is hung) when no reply came within timeout_s."""
+        """Send request as the frame's `field` call; its reply, or raise: the ChatError of
+        an error frame (proto.errors), the stream's AioRpcError when it ended first,
+        DEADLINE_EXCEEDED (and the link closed: its node is hung) when no reply came
+        within timeout_s."""
         request_id = getattr(request, "request_id", "") or uuid.uuid4().hex
         async with self._slots:
             self._raise_if_ended()
@@ -86,11 +80,11 @@ class SessionLink:
                     frame = await reply
             except TimeoutError:
                 self.close()
-                raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no reply in time") from None
+                raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no reply in time") from None
             finally:
                 self._waiting.pop(request_id, None)
         if frame.WhichOneof("event") == "error":
-            raise CallRefused(_status(frame.error.code), frame.error.message)
+            raise from_call_error(frame.error)
         return getattr(frame, field)
 
     async def messages(self, after_id: int, timeout_s: float) -> AsyncIterator[pb.Message]:
@@ -129,11 +123,11 @@ class SessionLink:
         try:
             while (frame := await self._call.read()) is not grpc.aio.EOF:
                 self._take(frame)
-            end = rpc_error(grpc.StatusCode.UNAVAILABLE, "the node closed the stream")
+            end = _rpc_error(grpc.StatusCode.UNAVAILABLE, "the node closed the stream")
         except grpc.aio.AioRpcError as exc:
             end = _as_broken(exc)
         except asyncio.CancelledError:
-            end = rpc_error(grpc.StatusCode.CANCELLED, "the stream was closed")
+            end = _rpc_error(grpc.StatusCode.CANCELLED, "the stream was closed")
         self.ended = end
         for reply in self._waiting.values():
             if not reply.done():
@@ -160,8 +154,4 @@ def _as_broken(end: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
     if end.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED):
         return end
     details = f"the stream broke ({end.code().name}: {end.details()})"
-    return rpc_error(grpc.StatusCode.UNAVAILABLE, details, end.trailing_metadata())
-
-
-def _status(number: int) -> grpc.StatusCode:
-    return next((c for c in grpc.StatusCode if c.value[0] == number), grpc.StatusCode.UNKNOWN)
+    return _rpc_error(grpc.StatusCode.UNAVAILABLE, details, end.trailing_metadata())

@@ -33,7 +33,7 @@ from client.library import (
     NotFound,
     RetryPolicy,
     Unavailable,
-    _with_request_id,
+    with_request_id,
 )
 from client.sync import SyncChatClient
 from proto import chat_pb2 as pb
@@ -397,9 +397,9 @@ def test_every_mutating_request_is_stamped_with_a_request_id() -> None:
                 "DeleteMessages", "DeleteAccount"]  # fmt: skip
     for method in mutating:
         request = getattr(pb, SERVICE.methods_by_name[method].input_type.name)()
-        stamped = _with_request_id(request)
-        assert stamped.request_id and stamped.request_id != _with_request_id(request).request_id
-        assert _with_request_id(stamped) is stamped  # retries keep the id they were given
+        stamped = with_request_id(request)
+        assert stamped.request_id and stamped.request_id != with_request_id(request).request_id
+        assert with_request_id(stamped) is stamped  # retries keep the id they were given
 
 
 async def test_the_deadline_is_honoured_when_nothing_answers() -> None:

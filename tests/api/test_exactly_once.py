@@ -137,7 +137,7 @@ async def test_concurrent_logins_with_one_request_id_share_the_one_stored_token(
     assert len({r.session_token for r in replies}) == 1
     auth = (("authorization", f"Bearer {replies[0].session_token}"),)
     await stub.ListAccounts(pb.ListAccountsRequest(), metadata=auth)
-    opened = [op for op in proposed if node._reads.lookup.session(op.token_hash) is not None]
+    opened = [op for op in proposed if node.lookup.session(op.token_hash) is not None]
     assert len(opened) == 1  # the other attempts' tokens were never stored
     retry = await stub.Login(login)
     assert retry.session_token == replies[0].session_token
@@ -160,7 +160,7 @@ async def all_at_once(
 
     Proposals are held until all TIMES have come, so every attempt found no stored
     reply and the state machine must answer all but the first from the first's."""
-    propose = node._applier.submit
+    propose = node.applier.submit
     held: list[ops.Op] = []
     all_in = asyncio.Event()
 
@@ -178,7 +178,7 @@ async def all_at_once(
         return asyncio.ensure_future(when_all_in())
 
     with monkeypatch.context() as patched:
-        patched.setattr(node._applier, "submit", submit)
+        patched.setattr(node.applier, "submit", submit)
         replies = list(await asyncio.gather(*(call() for _ in range(TIMES))))
     assert len(held) == TIMES, "some attempts found a stored reply: they did not run at once"
     return replies, held

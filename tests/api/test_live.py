@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import grpc
 import pytest
 
 from chatnode import live
-from chatnode.errors import ResourceExhausted
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.server import ChatNode
 from chatnode.state import StoredMessage
 from coord.boundary import LeaderView
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto.errors import ResourceExhausted
 from tests.support.nodes import signup
 
 Stub = chat_pb2_grpc.ChatServiceStub
@@ -97,7 +98,7 @@ async def test_get_waits_for_an_event() -> None:
 
 def test_the_hub_caps_streams_per_user() -> None:
     hub = LiveHub()
-    streams = [hub.subscribe("bob", f"t{i}") for i in range(live.STREAMS_PER_USER)]
+    streams = [hub.subscribe("bob", f"t{i}") for i in range(live.STREAMS_PER_USER["Subscribe"])]
     with pytest.raises(ResourceExhausted) as refused:
         hub.subscribe("bob", "one more")
     assert "\n" not in str(refused.value)
@@ -106,13 +107,30 @@ def test_the_hub_caps_streams_per_user() -> None:
     hub.subscribe("bob", "again")
 
 
+async def test_the_hub_caps_session_streams_apart_and_ends_them_when_closing_all() -> None:
+    hub = LiveHub()
+    with contextlib.ExitStack() as held:
+        limit = live.STREAMS_PER_USER["Session"]
+        closings = [held.enter_context(hub.session_stream("bob")) for _ in range(limit)]
+        with pytest.raises(ResourceExhausted) as refused, hub.session_stream("bob"):
+            pass
+        assert "\n" not in str(refused.value)
+        hub.subscribe("bob", "t")  # a subscription is counted apart
+        assert not any(closing.done() for closing in closings)
+        hub.close_all("stopping")
+        assert [closing.result() for closing in closings] == ["stopping"] * limit
+    with hub.session_stream("bob"):  # the slots are free again
+        pass
+
+
 # -- through the API ----------------------------------------------------------------------
 
 
 async def test_a_ninth_stream_of_one_user_is_resource_exhausted(stub: Stub) -> None:
     bob = await signup(stub, "bob")
     streams = [
-        stub.Subscribe(pb.SubscribeRequest(), metadata=bob) for _ in range(live.STREAMS_PER_USER)
+        stub.Subscribe(pb.SubscribeRequest(), metadata=bob)
+        for _ in range(live.STREAMS_PER_USER["Subscribe"])
     ]
     try:
         for stream in streams:

@@ -11,11 +11,11 @@ import grpc
 import pytest
 
 from chatnode import passwords
-from chatnode.errors import ResourceExhausted
 from chatnode.passwords import HashPool
 from chatnode.server import ChatNode
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
+from proto.errors import ResourceExhausted
 from tests.support.nodes import PASSWORD
 
 Stub = chat_pb2_grpc.ChatServiceStub
@@ -137,12 +137,12 @@ async def test_an_old_hash_is_upgraded_on_login_and_retries_keep_their_token(
     with monkeypatch.context() as patched:
         patched.setattr(passwords, "SCRYPT_N", 2**14)
         await stub.CreateAccount(pb.CreateAccountRequest(username="old", password=PASSWORD))
-    stored = node._reads.lookup.account("old")
+    stored = node.lookup.account("old")
     assert stored is not None and passwords.needs_rehash(stored.password_hash)
 
     login = pb.LoginRequest(username="old", password=PASSWORD, request_id="l-1")
     first = await stub.Login(login)
-    upgraded = node._reads.lookup.account("old")
+    upgraded = node.lookup.account("old")
     assert upgraded is not None and upgraded.id == stored.id
     assert upgraded.password_hash.startswith("scrypt$32768$8$1$")
     assert passwords.verify_password(PASSWORD, upgraded.password_hash) is not None
@@ -157,7 +157,7 @@ async def test_an_old_hash_is_upgraded_on_login_and_retries_keep_their_token(
     assert caught.value.code() == CODE.UNAUTHENTICATED
     # Later logins find a current hash and leave it alone.
     await stub.Login(pb.LoginRequest(username="old", password=PASSWORD))
-    assert node._reads.lookup.account("old") == upgraded
+    assert node.lookup.account("old") == upgraded
 
 
 async def test_concurrent_first_attempts_of_an_upgrading_login_agree_on_one_token(
@@ -173,7 +173,7 @@ async def test_concurrent_first_attempts_of_an_upgrading_login_agree_on_one_toke
     assert len({r.session_token for r in replies}) == 1
     auth = (("authorization", f"Bearer {replies[0].session_token}"),)
     await stub.ListAccounts(pb.ListAccountsRequest(), metadata=auth)
-    account = node._reads.lookup.account("racer")
+    account = node.lookup.account("racer")
     assert account is not None and not passwords.needs_rehash(account.password_hash)
 
 
@@ -182,7 +182,7 @@ async def test_create_and_delete_account_hash_in_the_pool(stub: Stub, node: Chat
     await stub.CreateAccount(pb.CreateAccountRequest(username="keeper", password=PASSWORD))
     reply = await stub.Login(pb.LoginRequest(username="keeper", password=PASSWORD))
     auth = (("authorization", f"Bearer {reply.session_token}"),)
-    pool: HashPool = node._service._hashes
+    pool: HashPool = node.service.hash_pool
     gate = threading.Event()
     held = [asyncio.ensure_future(pool.run(gate.wait, 10)) for _ in range(passwords.HASH_ADMITTED)]
     try:
@@ -197,5 +197,5 @@ async def test_create_and_delete_account_hash_in_the_pool(stub: Stub, node: Chat
     finally:
         gate.set()
         await asyncio.gather(*held)
-    assert node._reads.lookup.account("late") is None
-    assert node._reads.lookup.account("keeper") is not None
+    assert node.lookup.account("late") is None
+    assert node.lookup.account("keeper") is not None

@@ -16,13 +16,14 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.live import STREAMS_PER_USER
 from chatnode.local_cluster import free_port
-from chatnode.server import ChatNode, NodeConfig
-from chatnode.service import SESSION_STREAMS_PER_USER
+from chatnode.server import DRAIN_SECONDS, ChatNode, NodeConfig
 from chatnode.session_stream import IN_FLIGHT_MAX
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
+from proto.errors import from_call_error
 from tests.support.nodes import PASSWORD, elected, in_process_cluster, signup, wait_until_serving
 
 CODE = grpc.StatusCode
@@ -69,7 +70,7 @@ def send(recipient: str, body: str = "hi") -> dict:
 def error_of(frame: pb.ServerFrame) -> grpc.StatusCode:
     assert frame.WhichOneof("event") == "error", frame
     assert frame.error.message and "\n" not in frame.error.message
-    return next(c for c in grpc.StatusCode if c.value[0] == frame.error.code)
+    return from_call_error(frame.error).code
 
 
 @pytest.fixture
@@ -290,7 +291,7 @@ async def test_a_user_holds_a_bounded_number_of_open_streams(
     stub: chat_pb2_grpc.ChatServiceStub,
 ) -> None:
     auth = await signup(stub, "carol")
-    streams = [Stream(stub, auth) for _ in range(SESSION_STREAMS_PER_USER)]
+    streams = [Stream(stub, auth) for _ in range(STREAMS_PER_USER["Session"])]
     for stream in streams:
         await stream.opened()
     await Stream(stub, auth).ended(CODE.RESOURCE_EXHAUSTED)
@@ -349,17 +350,17 @@ async def test_a_long_lived_stream_ends_when_its_session_expires(tmp_path: Path)
     """Each call on a stream is a use of its session: while used it stays valid past the
     TTL; once unused for longer, the next call ends the stream with UNAUTHENTICATED."""
     ttl_ms = 60_000
+    clock = [1_700_000_000_000]
     node = ChatNode(
         NodeConfig(
             node_id=1,
             cluster={1: f"127.0.0.1:{free_port()}"},
             data_dir=tmp_path / "n1",
             session_ttl_ms=ttl_ms,
+            wall_clock_ms=lambda: clock[0],
         )
     )
     await node.start()
-    clock = [1_700_000_000_000]
-    node.service.set_wall_clock(lambda: clock[0])
     try:
         await wait_until_serving(node)
         async with grpc.aio.insecure_channel(node.config.address) as channel:
@@ -413,6 +414,28 @@ async def test_a_stream_to_a_follower_is_unavailable_with_the_leaders_address(
         assert ("leader-address", leader.config.address) in tuple(
             caught.value.trailing_metadata() or ()
         )
+
+
+async def test_a_stopping_node_ends_idle_streams_with_unavailable_at_once(
+    tmp_path: Path,
+) -> None:
+    """Shutdown ends every stream, subscribed or not, as it ends Subscribe streams: the
+    client moves to the leader now rather than when the drain runs out."""
+    config = NodeConfig(node_id=1, cluster={1: f"127.0.0.1:{free_port()}"}, data_dir=tmp_path)
+    node = ChatNode(config)
+    await node.start()
+    stopping: asyncio.Task[None] | None = None
+    try:
+        await wait_until_serving(node)
+        async with grpc.aio.insecure_channel(config.address) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            stream = Stream(stub, await signup(stub, "alice"))
+            await stream.opened()
+            stopping = asyncio.create_task(node.stop())
+            async with asyncio.timeout(DRAIN_SECONDS / 2):
+                await stream.ended(CODE.UNAVAILABLE)
+    finally:
+        await (stopping if stopping is not None else node.stop())
 
 
 async def login(stub: chat_pb2_grpc.ChatServiceStub, name: str):

@@ -80,16 +80,16 @@ class Clock:
 
 @pytest.fixture
 async def clocked(tmp_path: Path) -> AsyncIterator[tuple[ChatNode, Clock]]:
+    clock = Clock()
     config = NodeConfig(
         node_id=1,
         cluster={1: f"127.0.0.1:{free_port()}"},
         data_dir=tmp_path / "n1",
         session_ttl_ms=TTL_MS,
+        wall_clock_ms=clock,
     )
     node = ChatNode(config)
     await node.start()
-    clock = Clock()
-    node._service._now_ms = clock
     await wait_until_serving(node)
     try:
         yield node, clock
@@ -133,7 +133,7 @@ async def test_an_unused_session_expires_after_the_ttl_like_an_unknown_token(
         await unauthenticated(call)
     stream = stub.Subscribe(pb.SubscribeRequest(), metadata=auth)
     await unauthenticated(stream.read())
-    assert node._reads.lookup.account("alice") is not None
+    assert node.lookup.account("alice") is not None
 
 
 async def test_use_slides_the_deadline_and_reads_write_only_when_a_renewal_is_due(
@@ -167,10 +167,10 @@ async def test_expired_sessions_are_pruned_when_later_sessions_open(
     node, clock = clocked
     auth = await signup(stub, "carol")
     token_hash = passwords.token_hash(auth[0][1].removeprefix("Bearer "))
-    assert node._reads.lookup.session(token_hash) is not None
+    assert node.lookup.session(token_hash) is not None
     clock.now_ms += 2 * TTL_MS
     await stub.Login(pb.LoginRequest(username="carol", password=PASSWORD))
-    assert node._reads.lookup.session(token_hash) is None
+    assert node.lookup.session(token_hash) is None
 
 
 # -- replicas ---------------------------------------------------------------------------------
@@ -199,13 +199,13 @@ async def test_replicas_agree_on_upgraded_hashes_and_deadlines_whatever_their_fl
         index = leader.coordinator.status().commit_index
         async with asyncio.timeout(10):
             for node in nodes:
-                await node._applier.wait_applied(index)
-        accounts = {node._reads.lookup.account("dan") for node in nodes}
-        sessions = {node._reads.lookup.session(token_hash) for node in nodes}
+                await node.applier.wait_applied(index)
+        accounts = {node.lookup.account("dan") for node in nodes}
+        sessions = {node.lookup.session(token_hash) for node in nodes}
         assert len(accounts) == 1 and len(sessions) == 1
         (account,), (session,) = accounts, sessions
         assert account is not None and not passwords.needs_rehash(account.password_hash)
         leader_ttl = leader.config.session_ttl_ms
         assert session is not None
         created = session.expires_ms - leader_ttl - leader_ttl // RENEW_STEPS_PER_TTL
-        assert abs(created - leader._service._now_ms()) < 60_000  # the leader's TTL, not theirs
+        assert abs(created - leader.config.wall_clock_ms()) < 60_000  # the leader's TTL, not theirs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -718,7 +718,7 @@ def test_reopening_keeps_applied_index_and_data(chat: Chat) -> None:
 def test_the_database_is_wal_with_normal_sync(chat: Chat) -> None:
     with sqlite3.connect(chat.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert chat.state._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert chat.state.connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
 
 
 def test_a_batch_of_a_thousand_sends_applies_in_one_transaction(chat: Chat) -> None:
@@ -729,12 +729,8 @@ def test_a_batch_of_a_thousand_sends_applies_in_one_transaction(chat: Chat) -> N
         (chat.index + 1 + i, SendMessage(alice, "alice", f"message {i}", f"r{i}", NOW, False))
         for i in range(1000)
     ]
-    statements: list[str] = []
-    chat.state._db.set_trace_callback(statements.append)
-    try:
+    with traced(chat.state.connection) as statements:
         results = chat.state.apply(entries)
-    finally:
-        chat.state._db.set_trace_callback(None)
     assert all(r.ok for r in results)
     transactions = [s for s in statements if s.split()[0].upper() in ("BEGIN", "COMMIT")]
     assert [t.split()[0].upper() for t in transactions] == ["BEGIN", "COMMIT"], transactions
@@ -761,7 +757,7 @@ def test_a_reader_sees_what_the_writer_committed(chat: Chat) -> None:
 
 def test_a_reader_cannot_write(chat: Chat) -> None:
     with ChatReader(chat.path) as reader, pytest.raises(sqlite3.OperationalError):
-        reader._db.execute("DELETE FROM accounts")
+        reader.connection.execute("DELETE FROM accounts")
 
 
 @pytest.fixture
@@ -810,18 +806,25 @@ def test_list_accounts_prefix_bounds_hold_at_code_point_edges(chat: Chat) -> Non
     assert chat.state.list_accounts("a\ud7ff*", "", 10) == ["a\ud7ff"]
 
 
+@contextmanager
+def traced(connection: sqlite3.Connection) -> Iterator[list[str]]:
+    """The statements the connection executes while the block runs, as SQLite ran them."""
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        connection.set_trace_callback(None)
+
+
 def query_plans(state: ChatState | ChatReader, run) -> dict[str, list[str]]:
     """Every statement run() makes the connection execute, with its query plan."""
-    statements: list[str] = []
-    state._db.set_trace_callback(statements.append)
-    try:
+    with traced(state.connection) as statements:
         run()
-    finally:
-        state._db.set_trace_callback(None)
     plans = {}
     for sql in statements:
         if sql.split()[0].upper() in {"SELECT", "UPDATE", "DELETE", "INSERT"}:
-            rows = state._db.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
+            rows = state.connection.execute("EXPLAIN QUERY PLAN " + sql).fetchall()
             plans[sql] = [row[3] for row in rows]
     return plans
 
