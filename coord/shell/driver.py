@@ -229,7 +229,8 @@ class ReplicatedCoordinator:
                     raise NotLeader(self._address_of(exc.leader_id), str(exc)) from exc
             self._advanced.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), deadline - loop.time())
+                async with asyncio.timeout_at(deadline):  # 3.11's wait_for can drop a cancel
+                    await self._advanced.wait()
 
     async def leader_changes(self) -> AsyncIterator[LeaderView | None]:
         queue: asyncio.Queue[LeaderView | None] = asyncio.Queue()

@@ -69,9 +69,10 @@ async def connection_refused(address: str) -> bool:
     """True when nothing listens at address (RST), False when something does or we can't tell."""
     host, _, port = address.rpartition(":")
     try:
-        _, writer = await asyncio.wait_for(
-            asyncio.open_connection(host.strip("[]"), int(port)), PROBE_TIMEOUT_S
-        )
+        # asyncio.timeout, not wait_for: 3.11's wait_for drops a cancel that arrives as the
+        # connection completes, and a transport closing would then wait on this task for ever.
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
     except ConnectionRefusedError:
         return True
     except (OSError, TimeoutError, ValueError):
@@ -171,6 +172,7 @@ class Transport:
         self._closed = True
         tasks = [link.task for link in self._links.values() if link.task] + [self._up_task]
         for link in self._links.values():
+            link.wake.set()
             if link.down is not None:
                 _end(link.down)
         for task in tasks:
@@ -279,7 +281,7 @@ class Transport:
         return replication_pb2_grpc.ReplicationStub(channel)
 
     async def _send_loop(self, link: _Link) -> None:
-        while True:
+        while not self._closed:  # close() also cancels us; this ends a loop whose cancel was lost
             await link.wake.wait()
             link.wake.clear()
             if not link.queue:
@@ -316,10 +318,11 @@ class Transport:
     async def _upstream(self, leader: int) -> None:
         """Hold the stream to the leader; reopen it if it breaks while we still follow it."""
         link = self._links[leader]
-        while True:
+        while not self._closed:
             call = self._stub(link.address).Stream(metadata=self._metadata)
             try:
-                await asyncio.wait_for(call.write(rpb.PeerBatch(from_id=self.id)), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await call.write(rpb.PeerBatch(from_id=self.id))
                 self._up_call = call
                 link.wake.set()
                 async for batch in call:
