@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import enum
 import random
-from dataclasses import replace
 
 from coord.core import checks
 from coord.core import commit as commit_rule
@@ -53,6 +52,7 @@ from coord.core.messages import (
     VoteRequest,
     check_shape,
 )
+from coord.core.outputs import Outputs
 from coord.core.progress import Mode, Progress
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.rules import RULES, Rules
@@ -110,7 +110,6 @@ class Node:
         hard_state = storage.hard_state()
         self.term = hard_state.term
         self.voted_for = hard_state.voted_for
-        self._handed_hard_state = hard_state
         self.role = Role.FOLLOWER
         self.leader_id = NO_NODE
         # The node whose Append we took in the current term: proof of who leads it
@@ -133,10 +132,6 @@ class Node:
         self._last_broadcast_ms = now_ms
         self._transfer_to = NO_NODE
         self._transfer_deadline_ms = 0
-        self._outbox: list[tuple[int, Message]] = []
-        self._snapshot_orders: list[SnapshotOrder] = []
-        self._elections: list[ElectionResult] = []
-        self._install: SnapshotMeta | None = None
         self._restart_clear_epoch: int | None = None
         self._fence = rng.getrandbits(32)
         # When each peer last spoke to us (any message we took), on our clock.
@@ -149,7 +144,7 @@ class Node:
         self._writes = PendingWrites(settings.stall_ms)
         self._lost_ballots = 0  # in a row: candidates that keep colliding back off
         self.commit = max(applied, self.log.snapshot.index)
-        self._applied_out = self.commit
+        committed_out = self.commit  # the caller applied these; a bootstrap entry it has not
         if bootstrap is not None and self.log.last_index() == 0:
             self.log.append([config_entry(1, 0, bootstrap)])
             self.commit = 1
@@ -157,8 +152,13 @@ class Node:
         self.view = View.of(last_config) if last_config else None
         if self.view is not None and self.view.config.member_ids == (self.id,):
             self._lease.void()  # a cluster of one: no other leader can count on our promise
-        self._soft_state = self._current_soft_state()
-        self._soft_state_changed = False
+        self._outputs = Outputs(
+            self.log,
+            hard_state,
+            committed_out,
+            self._current_soft_state(),
+            settings.max_batch_bytes,
+        )
 
     # == inputs ==================================================================
 
@@ -404,34 +404,15 @@ class Node:
     # == outputs =================================================================
 
     def has_ready(self) -> bool:
-        return bool(
-            self._outbox
-            or self._snapshot_orders
-            or self._install is not None
-            or self.log.has_unpersisted()
-            or self._hard_state() != self._handed_hard_state
-            or self._applied_out < min(self.commit, self.log.stable_last)
-            or self._soft_state_changed
-            or bool(self._elections)
-            or (self.role is Role.LEADER and self._has_unsent_entries())
+        return self._outputs.pending(self._hard_state(), self.commit) or (
+            self.role is Role.LEADER and self._has_unsent_entries()
         )
 
     def ready(self) -> Ready:
         """Everything produced since the last call, for the shell to carry out in order."""
         if self.role is Role.LEADER:
             self._replicate(self._now_ms, heartbeat=False)
-        hard_state = self._hard_state()
-        ready = Ready(
-            hard_state=hard_state if hard_state != self._handed_hard_state else None,
-            install_snapshot=self._install,
-            entries=self.log.take_unpersisted(),
-            messages=tuple(self._outbox),
-            snapshots=tuple(self._snapshot_orders),
-            committed=self._take_committed(),
-            soft_state=self._soft_state if self._soft_state_changed else None,
-            elections=tuple(self._elections),
-            seq=self._writes.next_seq(),
-        )
+        ready = self._outputs.take(self._hard_state(), self.commit, self._writes.next_seq())
         if ready.must_sync():
             last = ready.entries[-1].index if ready.entries else None
             self._writes.track(ready.seq, self._now_ms, last)
@@ -441,12 +422,6 @@ class Node:
             ballot.handed_seq = ready.seq
             if not ready.must_sync() or not self._writes.reports_syncs:
                 ballot.sent_ms = self._now_ms  # no write to wait for, or no word of it
-        self._handed_hard_state = hard_state
-        self._install = None
-        self._outbox.clear()
-        self._snapshot_orders.clear()
-        self._elections.clear()
-        self._soft_state_changed = False
         return ready
 
     # == queries =================================================================
@@ -519,8 +494,8 @@ class Node:
             else BallotState(
                 ballot.pre_vote, ballot.term, ballot.campaign, tuple(sorted(ballot.replies.items()))
             ),
-            outbox=tuple(self._outbox),
-            install=self._install,
+            outbox=tuple(self._outputs.messages),
+            install=self._outputs.install,
         )
 
     def status(self, now_ms: int) -> Status:
@@ -601,10 +576,7 @@ class Node:
         self.restarted = True
         self._restart_clear_epoch = None
         self._fence = self._rng.getrandbits(32)
-        self._outbox = [
-            (to, replace(m, restarted=True)) if isinstance(m, VoteReply) else (to, m)
-            for to, m in self._outbox
-        ]
+        self._outputs.restate_vote_replies_restarted()
         if self.role is not Role.FOLLOWER:
             self._become_follower(self.term, NO_NODE)
 
@@ -677,10 +649,7 @@ class Node:
         return str(Role.REMOVED if self.removed else self.role)
 
     def _note_soft_state(self) -> None:
-        current = self._current_soft_state()
-        if current != self._soft_state:
-            self._soft_state = current
-            self._soft_state_changed = True
+        self._outputs.note_soft_state(self._current_soft_state())
 
     def _set_leader(self, leader_id: int) -> None:
         self.leader_id = leader_id
@@ -764,7 +733,7 @@ class Node:
             transfer_from=transfer_from,
         )
         for voter in sorted(self._ballot.voters):
-            self._send(voter, request)
+            self._outputs.send(voter, request)
         if self._ballot.complete():
             self._decide(now_ms)
 
@@ -805,7 +774,7 @@ class Node:
             # Slow voters are inside the model (live nodes answer within the
             # lease): giving up at election_wait livelocks slow links.
             return
-        self._elections.append(
+        self._outputs.report_election(
             ElectionResult(ballot.pre_vote, ballot.term, decision.won, decision.reason)
         )
         if not decision.won:
@@ -851,7 +820,7 @@ class Node:
         if self.removed or (outsider and not self._newer_view(msg)):
             # No say for us (removed), or none for it (not a member): neither
             # grant nor adopt the term. Our state tells it a newer config exists.
-            self._send(
+            self._outputs.send(
                 msg.sender,
                 self._vote_reply(msg.pre_vote, msg.campaign, False, has_live_leader=False),
             )
@@ -893,7 +862,7 @@ class Node:
                 self.voted_for = msg.sender
                 self._election_at = now_ms + self.settings.lease_ms // 2
         reply = self._vote_reply(msg.pre_vote, msg.campaign, granted, has_live_leader=blocked)
-        self._send(msg.sender, reply)
+        self._outputs.send(msg.sender, reply)
 
     def _outranks(self, msg: VoteRequest) -> bool:
         """Our own campaign goes first: ``msg``, a pre-vote, gets no grant from us
@@ -1022,11 +991,13 @@ class Node:
             echo_sent_at_ms=msg.sent_at_ms,
             fence=self._fence,
         )
-        self._send(msg.sender, reply)
+        self._outputs.send(msg.sender, reply)
 
     def _on_install_snapshot(self, msg: InstallSnapshot, now_ms: int) -> None:
         if msg.term < self.term:
-            self._send(msg.sender, AppendReply(self.term, self.id, False, 0, 0, 0, -1, self._fence))
+            self._outputs.send(
+                msg.sender, AppendReply(self.term, self.id, False, 0, 0, 0, -1, self._fence)
+            )
             return
         if msg.sender != self.leader_id or self.role is not Role.FOLLOWER:
             return  # our term's leader, whom we do not follow now: dropped, it orders again
@@ -1035,13 +1006,12 @@ class Node:
             if not self.log.match_term(msg.index, msg.index_term):
                 meta = SnapshotMeta(msg.index, msg.index_term, msg.config)
                 self.log.install(meta)
-                self._install = meta
-                self._applied_out = msg.index
+                self._outputs.install_snapshot(meta)
                 self.view = View.of(msg.config)
                 self._note_soft_state()
             self._commit_to(msg.index)
         reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, -1, self._fence)
-        self._send(msg.sender, reply)
+        self._outputs.send(msg.sender, reply)
 
     # == replication: leader side ================================================
 
@@ -1182,7 +1152,7 @@ class Node:
         if progress is None or progress.match < self.log.last_index():
             return
         target = self._transfer_to
-        self._send(target, TimeoutNow(self.term, self.id))
+        self._outputs.send(target, TimeoutNow(self.term, self.id))
         self._become_follower(self.term, NO_NODE)
         self._lease.grant(self.id, now_ms, self.settings.lease_ms)
 
@@ -1218,7 +1188,7 @@ class Node:
         if prev_term is None:
             prev_index, prev_term = self.log.snapshot.index, self.log.snapshot.term
         view = self._view()
-        self._send(
+        self._outputs.send(
             peer,
             Append(
                 term=self.term,
@@ -1246,20 +1216,4 @@ class Node:
         if progress.last_heard_ms is not None:
             progress.snapshot_ordered = True
             self._snapshot_peers.add(peer)
-            self._snapshot_orders.append(SnapshotOrder(peer, self.term))
-
-    # == plumbing ================================================================
-
-    def _send(self, to: int, msg: Message) -> None:
-        self._outbox.append((to, msg))
-
-    def _take_committed(self) -> tuple[Entry, ...]:
-        """Committed entries not handed out yet, only once durable here, one batch at a time."""
-        high = min(self.commit, self.log.stable_last)
-        if self._applied_out >= high:
-            return ()
-        batch = self.log.entries(self._applied_out + 1, high + 1, self.settings.max_batch_bytes)
-        if not batch:
-            raise LocalProtocolError(f"committed entries after {self._applied_out} were compacted")
-        self._applied_out = batch[-1].index
-        return tuple(batch)
+            self._outputs.order_snapshot(SnapshotOrder(peer, self.term))
