@@ -53,7 +53,7 @@ from coord.core.messages import (
     check_shape,
 )
 from coord.core.outputs import Outputs
-from coord.core.progress import Mode, Progress
+from coord.core.progress import NOTHING, Mode, Progress, Send, to_send
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
@@ -628,10 +628,7 @@ class Node:
                 continue
             if progress.stalled(now_ms, self.log.last_index(), self.settings.resend_ms):
                 progress.restart_probe(progress.match + 1, now_ms)
-            if (
-                progress.mode is Mode.SNAPSHOT
-                and now_ms - progress.snapshot_ms >= self.settings.lease_ms
-            ):
+            if progress.snapshot_overdue(now_ms, self.settings.lease_ms):
                 self._order_snapshot(peer, progress, now_ms)
         if now_ms - self._last_broadcast_ms >= self.settings.heartbeat_ms:
             self._last_broadcast_ms = now_ms
@@ -1133,14 +1130,11 @@ class Node:
             return  # answers an Append sent before this term's bookkeeping began
         if msg.echo_sent_at_ms == -1 and msg.success and not progress.snapshot_ordered:
             return  # answers a snapshot ordered under an earlier bookkeeping (re-added)
-        progress.acked(msg.echo_sent_at_ms, now_ms)
-        progress.fence = msg.fence
+        progress.acked(msg.echo_sent_at_ms, msg.fence, now_ms)
         if progress.mode is Mode.SNAPSHOT and not progress.snapshot_ordered:
             self._order_snapshot(msg.sender, progress, now_ms)
         if msg.success:
-            if progress.update(msg.match_index, now_ms):
-                if progress.mode is Mode.SNAPSHOT and msg.match_index >= self.log.snapshot.index:
-                    progress.restart_probe(msg.match_index + 1, now_ms)
+            if progress.update(msg.match_index, self.log.snapshot.index, now_ms):
                 self._maybe_commit()
                 self._maybe_grow_isr(msg.sender)
                 self._maybe_finish_transfer(now_ms)
@@ -1157,11 +1151,12 @@ class Node:
         self._lease.grant(self.id, now_ms, self.settings.lease_ms)
 
     def _has_unsent_entries(self) -> bool:
-        last = self.log.last_index()
-        return any(
-            p.next <= last and p.can_send_entries(self.settings.max_inflight_batches)
-            for p in self._progress.values()
-        )
+        return any(self._to_send(p, heartbeat=False) != NOTHING for p in self._progress.values())
+
+    def _to_send(self, progress: Progress, *, heartbeat: bool) -> Send:
+        first, last = self.log.first_available(), self.log.last_index()
+        inflight = self.settings.max_inflight_batches
+        return to_send(progress, first, last, inflight, heartbeat=heartbeat)
 
     def _replicate(self, now_ms: int, *, heartbeat: bool) -> None:
         """Send each follower what it lacks; with ``heartbeat``, send everyone something."""
@@ -1169,21 +1164,21 @@ class Node:
             self._send_append(peer, self._progress[peer], now_ms, heartbeat=heartbeat)
 
     def _send_append(self, peer: int, progress: Progress, now_ms: int, *, heartbeat: bool) -> None:
+        """Carry out :func:`coord.core.progress.to_send` for ``peer``."""
+        send = self._to_send(progress, heartbeat=heartbeat)
+        if send.snapshot:
+            self._order_snapshot(peer, progress, now_ms)
+        if not send.append:
+            return
         entries: list[Entry] = []
         prev_index = progress.match
-        if progress.next <= self.log.last_index() and progress.can_send_entries(
-            self.settings.max_inflight_batches
-        ):
+        if send.entries_from is not None:
             batch = self.log.entries(
-                progress.next, self.log.last_index() + 1, self.settings.max_batch_bytes
+                send.entries_from, self.log.last_index() + 1, self.settings.max_batch_bytes
             )
-            if batch is None or self.log.term(progress.next - 1) is None:
-                self._order_snapshot(peer, progress, now_ms)
-            else:
-                entries, prev_index = batch, progress.next - 1
-                progress.sent_entries(entries[-1].index, now_ms)
-        if not entries and not heartbeat:
-            return
+            assert batch, "to_send offers only entries the log holds"
+            entries, prev_index = batch, send.entries_from - 1
+            progress.sent_entries(entries[-1].index, now_ms)
         prev_term = self.log.term(prev_index)
         if prev_term is None:
             prev_index, prev_term = self.log.snapshot.index, self.log.snapshot.term

@@ -5,6 +5,10 @@ and waits for the answer (after a restart or a mismatch), *replicate*
 pipelines up to ``max_inflight_batches`` batches, *snapshot* waits for the
 follower to install a snapshot because the entries it needs are compacted.
 
+What to send a follower at a given moment is one pure decision,
+:func:`to_send`, over its :class:`Progress` and the log's bounds (etcd's
+``maybeSendAppend``): the node carries it out.
+
 Heartbeat acks are cumulative: a reply echoes the send time of the message it
 answers, and answers every earlier one too. The oldest unanswered send time
 is what the ISR-shrink timeout measures; the newest answered one is what the
@@ -15,6 +19,9 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from dataclasses import dataclass
+
+__all__ = ["NOTHING", "Mode", "Progress", "Send", "to_send"]
 
 
 class Mode(enum.Enum):
@@ -64,8 +71,12 @@ class Progress:
             self.inflight.append(last_index)
         self.next = last_index + 1
 
-    def update(self, match: int, now_ms: int) -> bool:
-        """The follower holds our log up to ``match``; False if that is old news."""
+    def update(self, match: int, snapshot_index: int, now_ms: int) -> bool:
+        """The follower holds our log up to ``match``; False if that is old news.
+
+        A follower waiting for a snapshot that now holds everything up to ours
+        (``snapshot_index``) has installed it: probe from after ``match``.
+        """
         self.probe_sent = False
         if match <= self.match:
             return False
@@ -76,6 +87,8 @@ class Progress:
             self.inflight.popleft()
         if self.mode is Mode.PROBE:
             self.mode = Mode.REPLICATE
+        elif self.mode is Mode.SNAPSHOT and match >= snapshot_index:
+            self.restart_probe(match + 1, now_ms)
         return True
 
     def reject(self, rejected: int, hint: int, now_ms: int) -> bool:
@@ -105,6 +118,11 @@ class Progress:
         self.inflight.clear()
         self.snapshot_ms = now_ms
 
+    def snapshot_overdue(self, now_ms: int, lease_ms: int) -> bool:
+        """A snapshot needed for a lease and not installed yet: order it again (a
+        follower that followed nobody when the order came dropped it, PROTOCOL.md §10)."""
+        return self.mode is Mode.SNAPSHOT and now_ms - self.snapshot_ms >= lease_ms
+
     # -- heartbeats --------------------------------------------------------------
 
     def append_sent(self, sent_at_ms: int, reaches: int) -> None:
@@ -118,8 +136,10 @@ class Progress:
         """The highest index a reply may claim: what we sent, or with a snapshot our commit."""
         return max(self.sent_max, commit) if self.snapshot_ordered else self.sent_max
 
-    def acked(self, echo_sent_at_ms: int, now_ms: int) -> None:
+    def acked(self, echo_sent_at_ms: int, fence: int, now_ms: int) -> None:
+        """A reply came, echoing the send time of what it answers and the follower's fence."""
         self.last_heard_ms = now_ms
+        self.fence = fence
         self.refused = False
         if echo_sent_at_ms < 0:
             return
@@ -135,3 +155,44 @@ class Progress:
     def measure_afresh(self) -> None:
         """After a stall of our own, only heartbeats sent from now on may time out."""
         self.unacked.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """What the leader sends one follower now (:func:`to_send`).
+
+    ``append``: an Append goes out, of the entries from ``entries_from`` on
+    (as many as one batch holds) or, with ``entries_from`` None, of none (a
+    heartbeat, from the follower's ``match``). ``snapshot``: order a snapshot,
+    because the entries the follower lacks are compacted away.
+    """
+
+    append: bool = False
+    entries_from: int | None = None
+    snapshot: bool = False
+
+
+NOTHING = Send()
+
+
+def to_send(
+    progress: Progress,
+    first_available: int,
+    last_index: int,
+    max_inflight: int,
+    *,
+    heartbeat: bool,
+) -> Send:
+    """The flow-control decision for one follower, over the log's bounds.
+
+    Entries go out when the follower lacks some and its mode lets them
+    (one probe at a time, or up to ``max_inflight`` batches in flight); if the
+    first it lacks is before ``first_available`` (compacted), a snapshot
+    instead. With ``heartbeat`` every follower gets an Append, entries or not.
+    """
+    lacks = progress.next <= last_index and progress.can_send_entries(max_inflight)
+    if lacks and progress.next < first_available:
+        return Send(append=heartbeat, snapshot=True)
+    if lacks:
+        return Send(append=True, entries_from=progress.next)
+    return Send(append=heartbeat)
