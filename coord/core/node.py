@@ -25,6 +25,7 @@ import random
 
 from coord.core import checks
 from coord.core import commit as commit_rule
+from coord.core.append import accept_append, installs_snapshot
 from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
 from coord.core.election import (
     Ballot,
@@ -58,6 +59,7 @@ from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
 from coord.core.status import Status, member_status
+from coord.core.transfer import may_transfer_to, obeys_timeout_now, target_caught_up
 from coord.core.writes import PendingWrites
 
 
@@ -276,7 +278,7 @@ class Node:
         """Hand leadership to an in-sync follower once it holds our whole log (TimeoutNow)."""
         self._advance(now_ms)
         self._require_leader()
-        if target_id == self.id or target_id not in self._view().config.isr:
+        if not may_transfer_to(target_id, self.id, self._view().config.isr):
             raise LocalProtocolError(f"node {target_id} is not an in-sync follower")
         self._transfer_to = target_id
         self._transfer_deadline_ms = now_ms + self.settings.lease_ms
@@ -913,7 +915,7 @@ class Node:
             self._settle(ballot, decision, now_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
-        if msg.term == self.term and msg.sender == self.leader_id and not self._cannot_lead():
+        if obeys_timeout_now(msg, self.term, self.leader_id, may_campaign=not self._cannot_lead()):
             self._campaign(now_ms, pre_vote=False, transfer_from=msg.sender)
 
     # == replication: follower side ==============================================
@@ -923,37 +925,24 @@ class Node:
             self._reply_append(msg, False, 0, msg.prev_index, self.log.last_index())
             return
         self._follow(msg.term, msg.sender, now_ms)
-        entries = [e for e in msg.entries if e.index > self.commit]
-        if msg.prev_index < self.commit:
-            prev_index = self.commit
-        elif self.log.match_term(msg.prev_index, msg.prev_term):
-            prev_index = msg.prev_index
-        else:
+        accepted = accept_append(msg, self.commit, self.log.term)
+        if accepted is None:
             hint = self.log.find_conflict_by_term(
                 min(msg.prev_index, self.log.last_index()), msg.prev_term
             )
             self._reply_append(msg, False, 0, msg.prev_index, hint)
             return
-        last_new = max(prev_index, msg.prev_index + len(msg.entries))
-        self._append_from_leader(entries)
-        self._commit_to(min(msg.commit, last_new))
-        if self.id in msg.isr and msg.epoch <= last_new and msg.fence == self._fence:
+        if accepted.suffix:
+            cut = self.log.append(accepted.suffix)
+            self._refresh_view(cut, accepted.suffix)
+        self.commit = accepted.commit
+        if self.id in msg.isr and msg.epoch <= accepted.match and msg.fence == self._fence:
             self._restart_clear_epoch = msg.epoch
             self._maybe_clear_restarted()
-        self._reply_append(msg, True, last_new, 0, 0)
+        self._reply_append(msg, True, accepted.match, 0, 0)
 
-    def _append_from_leader(self, entries: list[Entry]) -> None:
-        """Skip what we already hold; replace a conflicting suffix (only entries after
-        our commit index are passed in, and :func:`~coord.core.checks.check_append`
-        made sure they connect)."""
-        for position, entry in enumerate(entries):
-            if self.log.term(entry.index) == entry.term:
-                continue
-            cut = self.log.append(entries[position:])
-            self._refresh_view(cut, entries[position:])
-            return
-
-    def _refresh_view(self, cut: int | None, appended: list[Entry]) -> None:
+    def _refresh_view(self, cut: int | None, appended: tuple[Entry, ...]) -> None:
+        """Our view after writing ``appended`` (cut at ``cut``, if it replaced a suffix)."""
         configs = [e for e in appended if e.kind is EntryKind.CONFIG]
         if cut is not None and (self._restart_clear_epoch or 0) >= cut:
             self._restart_clear_epoch = None
@@ -963,10 +952,6 @@ class Node:
             entry = self.log.last_config(cut - 1)
             self.view = View.of(entry) if entry else None
         self._note_soft_state()  # "removed" may have come or gone
-
-    def _commit_to(self, index: int) -> None:
-        if index > self.commit:
-            self.commit = index
 
     def _maybe_clear_restarted(self) -> None:
         """Clear ``restarted`` once we durably hold a config that has us in the ISR."""
@@ -999,14 +984,13 @@ class Node:
         if msg.sender != self.leader_id or self.role is not Role.FOLLOWER:
             return  # our term's leader, whom we do not follow now: dropped, it orders again
         self._follow(msg.term, msg.sender, now_ms)
-        if msg.index > self.commit:
-            if not self.log.match_term(msg.index, msg.index_term):
-                meta = SnapshotMeta(msg.index, msg.index_term, msg.config)
-                self.log.install(meta)
-                self._outputs.install_snapshot(meta)
-                self.view = View.of(msg.config)
-                self._note_soft_state()
-            self._commit_to(msg.index)
+        if installs_snapshot(msg.index, msg.index_term, self.commit, self.log.term):
+            meta = SnapshotMeta(msg.index, msg.index_term, msg.config)
+            self.log.install(meta)
+            self._outputs.install_snapshot(meta)
+            self.view = View.of(msg.config)
+            self._note_soft_state()
+        self.commit = max(self.commit, msg.index)
         reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, -1, self._fence)
         self._outputs.send(msg.sender, reply)
 
@@ -1143,7 +1127,7 @@ class Node:
 
     def _maybe_finish_transfer(self, now_ms: int) -> None:
         progress = self._progress.get(self._transfer_to)
-        if progress is None or progress.match < self.log.last_index():
+        if not target_caught_up(progress.match if progress else None, self.log.last_index()):
             return
         target = self._transfer_to
         self._outputs.send(target, TimeoutNow(self.term, self.id))
