@@ -6,9 +6,12 @@ inputs with the time, and carries out each :class:`Ready` it hands back (see
 node applies live in small pure modules, each readable and tested apart:
 :mod:`~coord.core.election` (the vote decision), :mod:`~coord.core.commit`
 (the commit rule, ISR shrink and grow), :mod:`~coord.core.lease`,
-:mod:`~coord.core.progress`, :mod:`~coord.core.config` (membership),
-:mod:`~coord.core.checks` (what no correct peer sends), :mod:`~coord.core.writes`
-(when a write is a stall) and :mod:`~coord.core.status` (what it reports).
+:mod:`~coord.core.progress` (flow control), :mod:`~coord.core.append` (a
+follower's Append and snapshot), :mod:`~coord.core.transfer` (leadership
+transfer), :mod:`~coord.core.config` (membership), :mod:`~coord.core.checks`
+(what no correct peer sends), :mod:`~coord.core.writes` (when a write is a
+stall) and :mod:`~coord.core.status` (what it reports); :mod:`~coord.core.outputs`
+accumulates what the next :class:`Ready` holds.
 :meth:`Node.inspect` shows its whole state to tests, :meth:`Node.campaign`
 starts an election on demand.
 """

@@ -5,9 +5,9 @@ clock): :meth:`Node.tick`, :meth:`Node.receive`, :meth:`Node.propose`,
 :meth:`Node.persisted`, :meth:`Node.peer_unreachable`, the operator's
 :meth:`Node.transfer_leadership`, :meth:`Node.force_leader`,
 :meth:`Node.propose_config_change`, and the tests' :meth:`Node.campaign`.
-Outputs accumulate until the shell drains them with :meth:`Node.ready` (see
-:mod:`coord.core.ready` for what the shell must do with each
-:class:`~coord.core.ready.Ready`, in which order). Proposals made between
+Outputs accumulate (:mod:`coord.core.outputs`) until the shell drains them
+with :meth:`Node.ready` (see :mod:`coord.core.ready` for what the shell must
+do with each :class:`~coord.core.ready.Ready`, in which order). Proposals made between
 two ``ready()`` calls share one batch, one fsync and one message per follower.
 
 Stalls: every input's ``now_ms`` is compared with the previous input's. A gap
@@ -86,8 +86,10 @@ class Node:
 
     The rules themselves live in pure modules (:mod:`coord.core.election`,
     :mod:`coord.core.commit`, :mod:`coord.core.checks`, :mod:`coord.core.lease`,
-    :mod:`coord.core.progress`); the node holds the role state they are
-    applied to and dispatches each input to them.
+    :mod:`coord.core.progress`, :mod:`coord.core.append`,
+    :mod:`coord.core.transfer`), and what it hands out accumulates in
+    :class:`~coord.core.outputs.Outputs`; the node holds the role state the
+    rules are applied to and dispatches each input to them.
     """
 
     def __init__(
