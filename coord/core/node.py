@@ -328,7 +328,7 @@ class Node:
             self._become_follower(self.term, NO_NODE)
         self._campaign(now_ms, pre_vote=pre_vote, transfer_from=NO_NODE)
 
-    # == validation: nothing below changes any state ============================
+    # == validation: nothing below changes any state =============================
 
     def _check(self, msg: Message) -> None:
         """Raise :class:`RemoteProtocolError` unless ``msg`` is one a correct peer could send."""
@@ -916,10 +916,6 @@ class Node:
             # hundred seeds).
             self._settle(ballot, decision, now_ms)
 
-    def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
-        if obeys_timeout_now(msg, self.term, self.leader_id, may_campaign=not self._cannot_lead()):
-            self._campaign(now_ms, pre_vote=False, transfer_from=msg.sender)
-
     # == replication: follower side ==============================================
 
     def _on_append(self, msg: Append, now_ms: int) -> None:
@@ -1127,14 +1123,7 @@ class Node:
         else:
             progress.reject(msg.reject_index, msg.hint_index, now_ms)
 
-    def _maybe_finish_transfer(self, now_ms: int) -> None:
-        progress = self._progress.get(self._transfer_to)
-        if not target_caught_up(progress.match if progress else None, self.log.last_index()):
-            return
-        target = self._transfer_to
-        self._outputs.send(target, TimeoutNow(self.term, self.id))
-        self._become_follower(self.term, NO_NODE)
-        self._lease.grant(self.id, now_ms, self.settings.lease_ms)
+    # == flow control: what each follower is sent ================================
 
     def _has_unsent_entries(self) -> bool:
         return any(self._to_send(p, heartbeat=False) != NOTHING for p in self._progress.values())
@@ -1198,3 +1187,18 @@ class Node:
             progress.snapshot_ordered = True
             self._snapshot_peers.add(peer)
             self._outputs.order_snapshot(SnapshotOrder(peer, self.term))
+
+    # == leadership transfer =====================================================
+
+    def _maybe_finish_transfer(self, now_ms: int) -> None:
+        progress = self._progress.get(self._transfer_to)
+        if not target_caught_up(progress.match if progress else None, self.log.last_index()):
+            return
+        target = self._transfer_to
+        self._outputs.send(target, TimeoutNow(self.term, self.id))
+        self._become_follower(self.term, NO_NODE)
+        self._lease.grant(self.id, now_ms, self.settings.lease_ms)
+
+    def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
+        if obeys_timeout_now(msg, self.term, self.leader_id, may_campaign=not self._cannot_lead()):
+            self._campaign(now_ms, pre_vote=False, transfer_from=msg.sender)
