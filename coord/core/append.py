@@ -5,7 +5,8 @@ of them it already holds, where a conflicting suffix starts (it is replaced
 from there), what its ack claims and how far its commit index moves; and
 whether a snapshot is news to it. They see the log only through ``term_of``
 (the term at an index, None if beyond the log or compacted), so each reads and
-tests apart from the :class:`~coord.core.node.Node` that carries them out
+tests apart from the :class:`~coord.core.node.Node` that carries them out, and so does
+the view the follower holds after writing (:func:`view_after_write`)
 (``tests/core/test_append.py`` holds their tables). Nothing at or below the
 follower's commit index is ever replaced: :func:`~coord.core.checks.check_append`
 has refused an Append that would change it.
@@ -16,10 +17,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from coord.core.entry import Entry
+from coord.core.config import View
+from coord.core.entry import Entry, EntryKind
 from coord.core.messages import Append
 
-__all__ = ["Accepted", "TermOf", "accept_append", "installs_snapshot", "new_suffix"]
+__all__ = [
+    "Accepted",
+    "TermOf",
+    "accept_append",
+    "installs_snapshot",
+    "new_suffix",
+    "view_after_write",
+]
 
 TermOf = Callable[[int], int | None]
 """The term of our log at an index; None if the log does not reach it or compacted it."""
@@ -79,3 +88,25 @@ def installs_snapshot(index: int, index_term: int, commit: int, term_of: TermOf)
     and keep our log, the entries after it included.
     """
     return index > commit and term_of(index) != index_term
+
+
+def view_after_write(
+    view: View | None,
+    cut: int | None,
+    written: Sequence[Entry],
+    config_up_to: Callable[[int], Entry | None],
+) -> View | None:
+    """Our view once ``written`` is in the log (from ``cut`` on, if it replaced a suffix).
+
+    A config entry takes effect when written, committed or not: the last one
+    written is the view. Without one, a cut that removed the entry our view
+    came from falls back to the last config before the cut (``config_up_to``,
+    asked only then); otherwise the view stays.
+    """
+    configs = [e for e in written if e.kind is EntryKind.CONFIG]
+    if configs:
+        return View.of(configs[-1])
+    if cut is not None and view is not None and view.epoch >= cut:
+        entry = config_up_to(cut - 1)
+        return View.of(entry) if entry else None
+    return view

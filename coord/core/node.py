@@ -25,7 +25,7 @@ import random
 
 from coord.core import checks
 from coord.core import commit as commit_rule
-from coord.core.append import accept_append, installs_snapshot
+from coord.core.append import accept_append, installs_snapshot, view_after_write
 from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
 from coord.core.election import (
     Ballot,
@@ -941,14 +941,9 @@ class Node:
 
     def _refresh_view(self, cut: int | None, appended: tuple[Entry, ...]) -> None:
         """Our view after writing ``appended`` (cut at ``cut``, if it replaced a suffix)."""
-        configs = [e for e in appended if e.kind is EntryKind.CONFIG]
         if cut is not None and (self._restart_clear_epoch or 0) >= cut:
-            self._restart_clear_epoch = None
-        if configs:
-            self.view = View.of(configs[-1])
-        elif cut is not None and self.view is not None and self.view.epoch >= cut:
-            entry = self.log.last_config(cut - 1)
-            self.view = View.of(entry) if entry else None
+            self._restart_clear_epoch = None  # the config that would clear it was cut
+        self.view = view_after_write(self.view, cut, appended, self.log.last_config)
         self._note_soft_state()  # "removed" may have come or gone
 
     def _maybe_clear_restarted(self) -> None:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from coord.core.append import Accepted, TermOf, accept_append, installs_snapshot, new_suffix
+from coord.core.append import (
+    Accepted,
+    TermOf,
+    accept_append,
+    installs_snapshot,
+    new_suffix,
+    view_after_write,
+)
+from coord.core.config import ClusterConfig, View, config_entry
 from coord.core.entry import Entry, EntryKind
 from coord.core.messages import Append
 
@@ -106,3 +114,31 @@ def test_installs_snapshot(
     ours: list[int], compacted: int, index: int, index_term: int, commit: int, expected: bool
 ) -> None:
     assert installs_snapshot(index, index_term, commit, log(ours, compacted)) is expected
+
+
+CONFIG = ClusterConfig.create({1: "a", 2: "b", 3: "c"})
+OLD = config_entry(2, 1, CONFIG)  # the config our log holds before the writes below
+OURS = View.of(config_entry(4, 1, CONFIG.with_isr(frozenset({1, 2}))))  # our view: epoch 4
+NEW = config_entry(5, 2, CONFIG.with_isr(frozenset({1, 3})))
+
+
+def held_config(up_to: int) -> Entry | None:
+    return OLD if up_to >= OLD.index else None
+
+
+@pytest.mark.parametrize(
+    ("view", "cut", "written", "expected"),
+    [
+        (OURS, None, entries(5, [2]), OURS),  # no config written, nothing cut: unchanged
+        (OURS, None, (NEW,), View.of(NEW)),  # a config takes effect when written
+        (OURS, 5, entries(5, [2]), OURS),  # a cut after our view's entry: unchanged
+        (OURS, 4, entries(4, [2]), View.of(OLD)),  # our view's entry cut: the one before it
+        (OURS, 2, entries(2, [2]), None),  # every config cut: no view
+        (OURS, 4, (*entries(4, [2]), NEW), View.of(NEW)),  # cut, and a new config written
+        (None, None, entries(1, [1]), None),  # no view, no config: still none
+    ],
+)
+def test_view_after_write(
+    view: View | None, cut: int | None, written: tuple[Entry, ...], expected: View | None
+) -> None:
+    assert view_after_write(view, cut, written, held_config) == expected
