@@ -2,14 +2,14 @@
 
 The follower's decisions: where the leader's entries connect to its log, which
 of them it already holds, where a conflicting suffix starts (it is replaced
-from there), what its ack claims and how far its commit index moves; and
-whether a snapshot is news to it. They see the log only through ``term_of``
-(the term at an index, None if beyond the log or compacted), so each reads and
-tests apart from the :class:`~coord.core.node.Node` that carries them out, and so does
-the view the follower holds after writing (:func:`view_after_write`)
-(``tests/core/test_append.py`` holds their tables). Nothing at or below the
-follower's commit index is ever replaced: :func:`~coord.core.checks.check_append`
-has refused an Append that would change it.
+from there), what its ack claims and how far its commit index moves, which
+view it holds after the write; and whether a snapshot is news to it. They see
+the log only through ``term_of`` (the term at an index, None if beyond the log
+or compacted) and ``config_up_to``, so each reads and tests apart from the
+:class:`~coord.core.node.Node` that carries them out (``tests/core/test_append.py``
+holds their tables). Nothing at or below the follower's commit index is ever
+replaced: :func:`~coord.core.checks.check_append` has refused an Append that
+would change it.
 """
 
 from __future__ import annotations
