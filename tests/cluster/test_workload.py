@@ -210,7 +210,7 @@ def test_reading_back_changes_nothing_a_later_readback_sees(chain: Chain) -> Non
 
 @pytest.mark.timeout(240)
 def test_each_replica_inbox_is_the_readback(chain: Chain) -> None:
-    """The helper faults_support shares reads the same messages the leader served."""
+    """The helper tests/support/faults.py shares reads the same messages the leader served."""
     for name in recipient_names(3):
         served = [tuple(m) for m in chain.readback[name]]
         for node_id, path in chain.state_dbs.items():
