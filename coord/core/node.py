@@ -54,7 +54,7 @@ from coord.core.messages import (
     check_shape,
 )
 from coord.core.outputs import Outputs
-from coord.core.progress import NOTHING, Mode, Progress, Send, to_send
+from coord.core.progress import Mode, Progress, Send, lacks_entries, to_send
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
@@ -1121,7 +1121,8 @@ class Node:
     # == flow control: what each follower is sent ================================
 
     def _has_unsent_entries(self) -> bool:
-        return any(self._to_send(p, heartbeat=False) != NOTHING for p in self._progress.values())
+        last, inflight = self.log.last_index(), self.settings.max_inflight_batches
+        return any(lacks_entries(p, last, inflight) for p in self._progress.values())
 
     def _to_send(self, progress: Progress, *, heartbeat: bool) -> Send:
         first, last = self.log.first_available(), self.log.last_index()

@@ -175,6 +175,12 @@ class Send:
 NOTHING = Send()
 
 
+def lacks_entries(progress: Progress, last_index: int, max_inflight: int) -> bool:
+    """Whether the follower lacks entries its mode lets us send now (:func:`to_send`'s first
+    question, asked alone on every ``has_ready``, so it stays cheap)."""
+    return progress.next <= last_index and progress.can_send_entries(max_inflight)
+
+
 def to_send(
     progress: Progress,
     first_available: int,
@@ -190,7 +196,7 @@ def to_send(
     first it lacks is before ``first_available`` (compacted), a snapshot
     instead. With ``heartbeat`` every follower gets an Append, entries or not.
     """
-    lacks = progress.next <= last_index and progress.can_send_entries(max_inflight)
+    lacks = lacks_entries(progress, last_index, max_inflight)
     if lacks and progress.next < first_available:
         return Send(append=heartbeat, snapshot=True)
     if lacks:
