@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
-from proto.cli import Parser, parse_cluster
+from proto.cli import Parser, add_version_flag, parse_cluster
 from proto.credentials import ClusterSecret, SecretError
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "chat"
@@ -44,6 +44,7 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="chatnode", description="Run one node of the replicated chat service.")
+    add_version_flag(p)
     p.add_argument("--id", type=int, default=_env("NODE_ID"), help="this node's id (CHAT_NODE_ID)")
     p.add_argument(
         "--cluster",

@@ -23,6 +23,7 @@ from coord.core.settings import Settings
 from coord.shell.auth import Authenticator, PeerAuthInterceptor
 from coord.shell.driver import CompactionSettings, PeerSettings, ReplicatedCoordinator
 from coord.shell.metrics import PEER_REFUSED
+from proto import release
 from proto.credentials import ClusterSecret, node_role
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,12 @@ class ChatNode:
         if config.metrics_listen:
             host, _, port = config.metrics_listen.rpartition(":")
             prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
-        log.info("node %d serving on %s", config.node_id, config.listen or config.address)
+        log.info(
+            "node %d serving on %s, version %s",
+            config.node_id,
+            config.listen or config.address,
+            release.version(),
+        )
 
     @property
     def coordinator(self) -> ReplicatedCoordinator:

@@ -59,6 +59,7 @@ from chatnode.session_stream import SessionStream
 from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
+from proto import release
 from proto.errors import (
     AlreadyExists,
     AuthError,
@@ -652,6 +653,7 @@ def cluster_status_pb(status: Status) -> pb.ClusterStatus:
         min_insync=status.min_insync,
         mode=status.mode,
         fault=status.fault,
+        version=release.version(),
     )
 
 

@@ -71,6 +71,7 @@ def status_rows(views: Views) -> list[Row]:
                 "commit": view.commit_index,
                 "epoch": view.config_epoch,
                 "mode": view.mode,
+                "version": view.version or "-",
             }
             if view.fault:
                 row["fault"] = view.fault

@@ -18,6 +18,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import grpc
+
+try:
+    import prompt_toolkit  # noqa: F401  (the client extra; server nodes install without it)
+except ModuleNotFoundError:
+    sys.exit("chat: the terminal client needs prompt_toolkit: pip install 'leased-chat[client]'")
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
@@ -39,7 +44,7 @@ from prompt_toolkit.widgets import TextArea
 from client.app_controller import Controller
 from client.cli import add_cluster_flag, add_tls_flags, tls_from_args, user_data_dir
 from client.library import ChatClient, ChatError, RetryPolicy
-from proto.cli import Parser, member_addresses
+from proto.cli import Parser, add_version_flag, member_addresses
 
 STYLE = Style.from_dict(
     {
@@ -159,6 +164,7 @@ class ChatView:
 
 def _parser() -> Parser:
     parser = Parser(prog="chat", description="Chat in a terminal, through any cluster member.")
+    add_version_flag(parser)
     add_cluster_flag(parser)
     add_tls_flags(parser)
     parser.add_argument("--user", default="", help="log in as USER (asks only for the password)")

@@ -25,7 +25,7 @@ from pathlib import Path
 import bench
 from client.admin import AdminError, ClusterAdmin, Row
 from client.cli import add_cluster_flag, add_tls_flags, tls_from_args
-from proto.cli import Parser, member_addresses, member_ids
+from proto.cli import Parser, add_version_flag, member_addresses, member_ids
 from proto.credentials import ADMIN_ROLE, ClusterSecret, write_new_secret
 
 FORCE_LEADER_RISK = (
@@ -41,7 +41,7 @@ class CtlError(Exception):
 
 COLUMNS = (
     "id", "address", "role", "term", "leader", "commit", "epoch", "member", "in_sync", "match",
-    "lag", "mode",
+    "lag", "mode", "version",
 )  # fmt: skip
 
 
@@ -305,6 +305,7 @@ def _add_bench_parser(verbs: Verbs) -> None:
 
 def _parser() -> Parser:
     parser = Parser(prog="chatctl", description="Operate a chat cluster.")
+    add_version_flag(parser)
     add_cluster_flag(parser)
     add_tls_flags(parser)
     parser.add_argument(

@@ -18,8 +18,8 @@
 #
 # The one seam is the remote exec: CHAT_SSH (default `ssh -o BatchMode=yes`) is called as
 # `$CHAT_SSH REACH COMMAND` with stdin passed through, exactly like ssh. Every machine
-# needs python3 with venv and, unless --wheels DIR gives a wheelhouse
-# (`pip wheel --wheel-dir DIR .`), access to PyPI. Every verb is safe to re-run.
+# needs python3 with venv and, unless --wheels DIR gives a wheelhouse of the locked
+# versions (deploy/venv.sh: ensure_wheelhouse), access to PyPI. Every verb is safe to re-run.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 read -r -a ssh_cmd <<<"${CHAT_SSH:-ssh -o BatchMode=yes}"

@@ -8,7 +8,9 @@
 #   virtualenv, and /opt/chat is switched to it in one rename. A running node keeps the
 #   release it started from; the next (re)start runs the new one. The two newest
 #   earlier releases are kept for a rollback (point /opt/chat back and restart).
-#   --wheels DIR installs the dependencies from a wheelhouse, with no index (offline).
+#   Dependencies are the locked ones (deploy/node-requirements.txt, exported from uv.lock,
+#   hash-checked), so every node runs the same versions; --wheels DIR installs them from
+#   a wheelhouse, with no index (offline). The release's digest covers the lock.
 # - The `chat` user owns /var/lib/chat (the node's data) and the secret and TLS key.
 # - /etc/chat/chatnode.env: --id, --cluster, --min-insync, --join and the secret and TLS
 #   paths set their lines; other lines are kept, so local settings survive re-runs.
@@ -62,10 +64,13 @@ build_release() {
   mkdir -p "$dir"
   release_tar "$src" | tar -x -C "$dir" --no-same-owner --no-same-permissions
   chmod -R u+rwX,go+rX-w "$dir"  # whatever the copy's modes, the chat user reads it
+  echo "$1" >"$dir/RELEASE"  # what `chatnode --version` and `chatctl status` report
   python3 -m venv "$dir/.venv"
   local pip=("$dir/.venv/bin/pip" install --quiet --disable-pip-version-check)
   [ -n "$wheels" ] && pip+=(--no-index --find-links "$wheels")
-  "${pip[@]}" "$dir" >"$dir/.install.log" 2>&1 || {
+  # The locked versions, hash-checked, then the project over them with nothing more.
+  { "${pip[@]}" --require-hashes --no-deps -r "$dir/deploy/node-requirements.txt" \
+      && "${pip[@]}" --no-deps --no-build-isolation "$dir"; } >"$dir/.install.log" 2>&1 || {
     tail -5 "$dir/.install.log" >&2; echo "install.sh: pip install failed" >&2; exit 1; }
   touch "$dir/.complete"
 }

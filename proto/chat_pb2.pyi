@@ -203,7 +203,7 @@ class Member(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., in_sync: _Optional[bool] = ..., match_index: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("node_id", "role", "term", "leader_id", "leader_address", "commit_index", "members", "config_epoch", "min_insync", "mode", "fault")
+    __slots__ = ("node_id", "role", "term", "leader_id", "leader_address", "commit_index", "members", "config_epoch", "min_insync", "mode", "fault", "version")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +215,7 @@ class ClusterStatus(_message.Message):
     MIN_INSYNC_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     role: str
     term: int
@@ -226,7 +227,8 @@ class ClusterStatus(_message.Message):
     min_insync: int
     mode: str
     fault: str
-    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ..., mode: _Optional[str] = ..., fault: _Optional[str] = ...) -> None: ...
+    version: str
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ..., mode: _Optional[str] = ..., fault: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
     __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe")

@@ -10,10 +10,21 @@ import the client and the client may not import server code; both import
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
-__all__ = ["Member", "Parser", "member_addresses", "member_ids", "parse_cluster", "parse_members"]
+from proto.release import version
+
+__all__ = [
+    "Member",
+    "Parser",
+    "add_version_flag",
+    "member_addresses",
+    "member_ids",
+    "parse_cluster",
+    "parse_members",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,6 +32,24 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+class _PrintVersion(argparse.Action):
+    """``--version``: the program and :func:`proto.release.version`, worked out only when
+    asked (a checkout's answer runs git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(parser.prog, version())
+        parser.exit()
+
+
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--version", action=_PrintVersion, help="print the version and the release, then exit"
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ import pytest
 
 from chatnode.local_cluster import Cluster, free_port, local_cluster
 from client.sync import SyncChatClient
+from proto import release
 from tests.support.nodes import PASSWORD
 
 Rows = list[dict[str, Any]]
@@ -111,9 +112,10 @@ def test_status_shows_three_members_one_leader_and_an_isr_of_three(cluster: Clus
     header, *table = ok("--cluster", cluster.spec, "status").strip().splitlines()
     assert header.split() == [
         "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "EPOCH", "MEMBER", "IN-SYNC",
-        "MATCH", "LAG", "MODE",
+        "MATCH", "LAG", "MODE", "VERSION",
     ]  # fmt: skip
     assert {row["mode"] for row in rows} == {"fail-stop"}
+    assert {row["version"] for row in rows} == {release.version()}
     assert len(table) == 3 and [line.split()[2] for line in table].count("leader") == 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from chatnode.local_cluster import free_port, local_cluster
 from chatnode.main import config_from_args
+from proto import release
 from proto.credentials import write_new_secret
 
 
@@ -43,6 +45,19 @@ def test_chatnode_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "program"),
+    [("chatnode.main", "chatnode"), ("client.app", "chat"), ("client.chatctl", "chatctl")],
+)
+def test_version_names_the_package_and_where_its_files_came_from(module: str, program: str) -> None:
+    result = run(module, "--version")
+    assert result.returncode == 0, result.stderr
+    name, version = result.stdout.split()
+    assert name == program
+    assert re.fullmatch(r"\d+\.\d+\.\d+\+(git\.[0-9a-f]{7,}(\.dirty)?|release\.\w+)", version)
+    assert version == release.version()
 
 
 @pytest.mark.parametrize(

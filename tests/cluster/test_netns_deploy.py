@@ -81,6 +81,24 @@ def test_up_installs_every_machine_as_the_unit_says(lab: Lab, hosts_file: Path) 
         assert f"{VENV_BIN}/chatnode" in cmdline
         verify = host.run("systemd-analyze verify /etc/systemd/system/chatnode.service 2>&1")
         assert verify.stdout.strip() == "", verify.stdout
+    assert len(versions(rows)) == 1, "every node runs the one release, from the one lock"
+
+
+def versions(rows: list[dict]) -> set[str]:
+    return {row["version"] for row in rows if row["up"]}
+
+
+def test_a_node_names_its_release_and_runs_without_the_terminal_client(lab: Lab) -> None:
+    host = lab.host(1)
+    rev = host.run('basename "$(readlink /opt/chat)"').stdout.strip()
+    shown = host.run(f"{VENV_BIN}/chatnode --version").stdout.split()
+    assert shown == ["chatnode", f"{shown[1].split('+')[0]}+release.{rev}"]
+    assert versions(status_rows(host)) == {shown[1]}
+    chat = host.run(f"{VENV_BIN}/chat --version", check=False)
+    assert chat.returncode == 1 and chat.stdout == ""
+    assert chat.stderr.strip().splitlines() == [
+        "chat: the terminal client needs prompt_toolkit: pip install 'leased-chat[client]'"
+    ]
 
 
 def test_up_again_changes_nothing(lab: Lab, hosts_file: Path) -> None:
@@ -132,6 +150,7 @@ def test_rolling_upgrade_restarts_one_node_at_a_time_while_writes_go_on(
     shutil.copytree(REPO, newer, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__"))
     (newer / "RELEASE-NOTE").write_text("a new release\n")
     before = {i: main_pid(lab.host(i)) for i in range(1, SIZE + 1)}
+    old_version = versions(status_rows(lab.host(1)))
     leader = next(r["id"] for r in status_rows(lab.host(1)) if r["role"] == "leader")
     writers = Writers(lab, tmp_path, "upgrade", tls_args(hosts_file), range(1, SIZE + 1))
     writers.start(secs=300)
@@ -144,6 +163,8 @@ def test_rolling_upgrade_restarts_one_node_at_a_time_while_writes_go_on(
     after = {i: main_pid(lab.host(i)) for i in range(1, SIZE + 1)}
     assert all(after[i] != before[i] for i in after)
     wait_settled(lab, range(1, SIZE + 1))
+    new_version = versions(status_rows(lab.host(1)))
+    assert len(new_version) == 1 and new_version != old_version, (old_version, new_version)
     verdict = writers.judge(history)
     assert verdict.ok, verdict.summary()
     acks = sorted(op.completed for op in history.ops if op.outcome == "ok")
