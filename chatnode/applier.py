@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from chatnode import ops
+from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
 from chatnode.session_cache import SessionCache
 from chatnode.state import ChatState, StoredMessage
@@ -28,11 +29,16 @@ from proto.errors import Unavailable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Small batches apply on the event loop: with synchronous=NORMAL and checkpoints
-# off the hot path, applying one op is CPU work of tens of microseconds, less
-# than a hop to a worker thread. Large batches (catch-up after a restart) go to
-# the worker so the loop keeps serving heartbeats and calls meanwhile.
-INLINE_APPLY_ENTRIES = 256
+# Small, cheap batches apply on the event loop: with synchronous=NORMAL and
+# checkpoints off the hot path, applying one such op is CPU work of tens of
+# microseconds, less than a hop to a worker thread. Anything else goes to the
+# worker, so the loop keeps serving heartbeats and lease renewals meanwhile: large
+# batches (catch-up after a restart), large payloads, and the ops whose work grows
+# with the user's data (a first ReadMessages reads up to its limit of rows, a
+# DeleteAccount deletes every message to the account).
+INLINE_APPLY_ENTRIES = 64
+INLINE_APPLY_BYTES = 64 << 10
+_UNBOUNDED_OPS = (ops.ReadMessages, ops.DeleteAccount)
 
 
 @dataclass(slots=True)
@@ -51,9 +57,13 @@ class Applier:
         hub: LiveHub,
         disk: DiskGuard,
         sessions: SessionCache,
+        clock: ClusterClock,
+        monotonic_clock_ms: Callable[[], int],
     ) -> None:
         self._coord = coordinator
         self._state = state
+        self._clock = clock
+        self._mono_ms = monotonic_clock_ms
         self._hub = hub
         self._sessions = sessions
         self._disk = disk
@@ -62,6 +72,7 @@ class Applier:
         self._applied = asyncio.Condition()
         self._state_lock = asyncio.Lock()  # applies, checkpoints and snapshots take turns
         self.applied_index = state.applied_index
+        self._observe_clock()
 
     async def run(self) -> None:
         """Apply committed entries until the coordinator stops streaming them."""
@@ -101,6 +112,7 @@ class Applier:
     async def restore(self, path: Path) -> int:
         async with self._state_lock:
             index = await self._in_worker(self._state.restore_from, path)
+            self._observe_clock()
             self._sessions.clear()
             await self._mark_applied(index)
             return index
@@ -114,35 +126,51 @@ class Applier:
             self._applied.notify_all()
 
     async def _apply(self, batch: Sequence[Entry]) -> None:
-        decoded = [(entry.index, _decode(entry)) for entry in batch]
-
-        async def apply_batch() -> list[ops.Result]:
-            if len(decoded) <= INLINE_APPLY_ENTRIES:
-                return self._state.apply(decoded)
-            return await self._in_worker(self._state.apply, decoded)
-
         async with self._state_lock:
+            # Entries a snapshot install already covered (it may land while this batch
+            # waited for the lock) are skipped: their effects are in the state, but their
+            # replies are not to be had, so whoever waits on one retries.
+            fresh = [entry for entry in batch if entry.index > self._state.applied_index]
+            for entry in batch[: len(batch) - len(fresh)]:
+                self._resolve(entry, None)
+            if not fresh:
+                return
+            decoded = [(entry.index, _decode(entry)) for entry in fresh]
+
+            async def apply_batch() -> list[ops.Result]:
+                if _cheap(decoded):
+                    return self._state.apply(decoded)
+                return await self._in_worker(self._state.apply, decoded)
+
             # A full disk rolls the batch back; it is applied again once space returns.
             results = await self._disk.write("state", apply_batch)
-        for entry, (_, op), result in zip(batch, decoded, results, strict=True):
+            self._observe_clock()
+        for entry, (_, op), result in zip(fresh, decoded, results, strict=True):
             self._resolve(entry, result)
             if op is not None and result.ok:
                 self._sessions.applied(op)
                 self._notify_live(entry, op, result)
-        await self._mark_applied(max(self.applied_index, batch[-1].index))
+        await self._mark_applied(max(self.applied_index, fresh[-1].index))
 
-    def _resolve(self, entry: Entry, result: ops.Result) -> None:
+    def _observe_clock(self) -> None:
+        """The newest cluster time applied was stamped no later than now: a bound on what
+        this node may stamp if it leads (chatnode.cluster_clock). A state that holds no
+        time yet bounds nothing."""
+        if self._state.clock_ms:
+            self._clock.observe(self._state.clock_ms, self._mono_ms())
+
+    def _resolve(self, entry: Entry, result: ops.Result | None) -> None:
         waiter = self._waiting.pop(entry.index, None)
         if waiter is None or waiter.future.done():
             return
-        if waiter.term == entry.term:
+        if waiter.term == entry.term and result is not None:
             waiter.future.set_result(result)
         else:
             waiter.future.set_exception(Unavailable("leadership changed; retry"))
 
     def _notify_live(self, entry: Entry, op: ops.Op, result: ops.Result) -> None:
         match op:
-            case ops.SendMessage() if result.value["message_id"] == entry.index:
+            case ops.SendMessage() if result.value.get("message_id") == entry.index:
                 # A retried request answers with the first message's id: nothing new to deliver.
                 self._hub.deliver(
                     StoredMessage(
@@ -150,20 +178,33 @@ class Applier:
                         sender=result.value["sender"],
                         recipient=op.recipient,
                         body=op.body,
-                        sent_at_ms=op.now_ms,
+                        sent_at_ms=result.value["sent_at_ms"],
                         read=False,
-                    )
+                    ),
+                    result.value["recipient_id"],
                 )
             case ops.Logout():
                 self._hub.close_session(op.token_hash)
-            case ops.DeleteAccount():
-                self._hub.close_user(result.value["username"])
+            case ops.DeleteAccount() if "account_id" in result.value:
+                self._hub.close_account(result.value["account_id"])
 
     def _fail_waiters(self, reason: str) -> None:
         waiting, self._waiting = self._waiting, {}
         for waiter in waiting.values():
             if not waiter.future.done():
                 waiter.future.set_exception(Unavailable(reason))
+
+
+def _cheap(decoded: Sequence[tuple[int, ops.Op | None]]) -> bool:
+    """Whether a batch may apply on the event loop (see INLINE_APPLY_ENTRIES)."""
+    if len(decoded) > INLINE_APPLY_ENTRIES:
+        return False
+    size = 0
+    for _, op in decoded:
+        if isinstance(op, _UNBOUNDED_OPS):
+            return False
+        size += len(getattr(op, "body", ""))
+    return size <= INLINE_APPLY_BYTES
 
 
 def _decode(entry: Entry) -> ops.Op | None:

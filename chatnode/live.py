@@ -1,7 +1,9 @@
 """Open streams on this node, and fan-out of applied messages to the subscribed ones.
 
-Memory here grows with the number of *open streams*, never with users or
-messages, and a user can hold at most :data:`STREAMS_PER_USER` of each kind
+Streams are keyed by account id, not username: a name can be deleted and
+registered again, and the new owner's messages must never reach a stream the
+old owner opened. Memory here grows with the number of *open streams*, never
+with users or messages, and a user can hold at most :data:`STREAMS_PER_USER` of each kind
 (the hub counts both: live subscriptions and Session streams). Each
 stream's queue is bounded by count and by bytes of message bodies: a stream
 that falls behind (a client that stops reading stalls its gRPC writes, and
@@ -59,6 +61,7 @@ def _is_leader_event(event: Event) -> bool:
 class Subscriber:
     """One open Subscribe stream: a bounded queue of events for its handler."""
 
+    account_id: int
     username: str
     token_hash: str
     _events: deque[Event] = field(default_factory=deque)
@@ -116,35 +119,40 @@ class Subscriber:
 
 
 class LiveHub:
-    """Who holds which streams, by username, and delivery to the subscribed ones."""
+    """Who holds which streams, by account id, and delivery to the subscribed ones."""
 
     def __init__(self) -> None:
-        self._by_user: defaultdict[str, set[Subscriber]] = defaultdict(set)
-        self._open: Counter[tuple[str, str]] = Counter()  # (kind, username): streams open
+        self._by_account: defaultdict[int, set[Subscriber]] = defaultdict(set)
+        self._online: Counter[str] = Counter()  # subscriptions by username: presence only
+        self._open: Counter[tuple[str, int]] = Counter()  # (kind, account id): streams open
         self._sessions: set[asyncio.Future[str]] = set()  # one per open Session stream
 
-    def subscribe(self, username: str, token_hash: str) -> Subscriber:
+    def subscribe(self, account_id: int, username: str, token_hash: str) -> Subscriber:
         """Register a subscription, or ResourceExhausted if the user has too many open."""
-        self._admit("Subscribe", username)
-        subscriber = Subscriber(username, token_hash)
-        self._by_user[username].add(subscriber)
+        self._admit("Subscribe", account_id)
+        subscriber = Subscriber(account_id, username, token_hash)
+        self._by_account[account_id].add(subscriber)
+        self._online[username] += 1
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        streams = self._by_user.get(subscriber.username)
+        streams = self._by_account.get(subscriber.account_id)
         if streams is None or subscriber not in streams:
             return
         streams.discard(subscriber)
-        self._release("Subscribe", subscriber.username)
+        self._release("Subscribe", subscriber.account_id)
+        self._online[subscriber.username] -= 1
+        if not self._online[subscriber.username]:
+            del self._online[subscriber.username]
         if not streams:
-            del self._by_user[subscriber.username]
+            del self._by_account[subscriber.account_id]
 
     @contextlib.contextmanager
-    def session_stream(self, username: str) -> Iterator[asyncio.Future[str]]:
+    def session_stream(self, account_id: int) -> Iterator[asyncio.Future[str]]:
         """Hold one of the user's Session stream slots while the block runs, or raise
         ResourceExhausted if all are taken. The future it gives resolves to a reason
         when :meth:`close_all` ends every stream (the node is stopping)."""
-        self._admit("Session", username)
+        self._admit("Session", account_id)
         closing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._sessions.add(closing)
         try:
@@ -152,48 +160,50 @@ class LiveHub:
         finally:
             self._sessions.discard(closing)
             closing.cancel()
-            self._release("Session", username)
+            self._release("Session", account_id)
 
     def is_online(self, username: str) -> bool:
-        return bool(self._by_user.get(username))
+        """Whether someone subscribed under this name: the hint SendMessage replies with."""
+        return username in self._online
 
-    def deliver(self, message: StoredMessage) -> None:
-        for subscriber in self._by_user.get(message.recipient, ()):
+    def deliver(self, message: StoredMessage, recipient_id: int) -> None:
+        """Offer message to the streams of the account it was sent to (recipient_id)."""
+        for subscriber in self._by_account.get(recipient_id, ()):
             subscriber.offer(message)
 
     def announce_leader(self, view: LeaderView | None) -> None:
-        for streams in self._by_user.values():
+        for streams in self._by_account.values():
             for subscriber in streams:
                 subscriber.offer(view)
 
     def close_session(self, token_hash: str) -> None:
-        for streams in self._by_user.values():
+        for streams in self._by_account.values():
             for subscriber in streams:
                 if subscriber.token_hash == token_hash:
                     subscriber.offer(Closed("session ended"))
 
     def close_all(self, reason: str) -> None:
         """End every stream with UNAVAILABLE (try the leader again), idle ones included."""
-        for streams in self._by_user.values():
+        for streams in self._by_account.values():
             for subscriber in streams:
                 subscriber.offer(Closed(reason, unavailable=True))
         for closing in self._sessions:
             if not closing.done():
                 closing.set_result(reason)
 
-    def close_user(self, username: str) -> None:
-        for subscriber in self._by_user.get(username, ()):
+    def close_account(self, account_id: int) -> None:
+        for subscriber in self._by_account.get(account_id, ()):
             subscriber.offer(Closed("account deleted"))
 
-    def _admit(self, kind: str, username: str) -> None:
+    def _admit(self, kind: str, account_id: int) -> None:
         limit = STREAMS_PER_USER[kind]
-        if self._open[kind, username] >= limit:
+        if self._open[kind, account_id] >= limit:
             raise ResourceExhausted(
                 f"at most {limit} open {kind} streams per user; close one first"
             )
-        self._open[kind, username] += 1
+        self._open[kind, account_id] += 1
 
-    def _release(self, kind: str, username: str) -> None:
-        self._open[kind, username] -= 1
-        if not self._open[kind, username]:
-            del self._open[kind, username]
+    def _release(self, kind: str, account_id: int) -> None:
+        self._open[kind, account_id] -= 1
+        if not self._open[kind, account_id]:
+            del self._open[kind, account_id]

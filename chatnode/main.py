@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatnode.admission import DEFAULT_RATE
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
 from proto.cli import Parser, add_version_flag, parse_cluster
 from proto.credentials import ClusterSecret, SecretError
@@ -105,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         "(CHAT_SESSION_TTL; default 30d)",
     )
     p.add_argument(
+        "--ops-per-s",
+        type=float,
+        default=_env("OPS_PER_S", str(DEFAULT_RATE)),
+        help="proposals a second the leader admits from all accounts together, split evenly "
+        f"between the active ones (CHAT_OPS_PER_S; default {DEFAULT_RATE:g})",
+    )
+    p.add_argument(
         "--metrics-listen",
         default=_env("METRICS_LISTEN", ""),
         help="serve Prometheus metrics over HTTP at HOST:PORT (CHAT_METRICS_LISTEN; off if empty)",
@@ -130,6 +138,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         parser.error("--heartbeat-ms must be positive and shorter than --lease-ms")
     if args.log_keep_entries < 1:
         parser.error("--log-keep-entries must be at least 1")
+    if not args.ops_per_s > 0:
+        parser.error("--ops-per-s must be positive")
     try:
         session_ttl_ms = parse_duration_ms(args.session_ttl)
     except ValueError as exc:
@@ -170,6 +180,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         metrics_listen=args.metrics_listen,
         cluster_secret=secret,
         session_ttl_ms=session_ttl_ms,
+        ops_per_s=args.ops_per_s,
     )
 
 

@@ -14,10 +14,18 @@ import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from chatnode.admission import DEFAULT_RATE, ProposalBudget
 from chatnode.applier import Applier
+from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
 from chatnode.rpc import SERVICE, chat_handler
-from chatnode.service import DEFAULT_SESSION_TTL_MS, ChatService, ReadPool, system_clock_ms
+from chatnode.service import (
+    DEFAULT_SESSION_TTL_MS,
+    ChatService,
+    ReadPool,
+    monotonic_ms,
+    system_clock_ms,
+)
 from chatnode.state import ChatReader, ChatState
 from coord.core.settings import Settings
 from coord.shell.auth import Authenticator, PeerAuthInterceptor
@@ -55,7 +63,10 @@ class NodeConfig:
     metrics_listen: str = ""
     cluster_secret: ClusterSecret | None = None
     session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
-    wall_clock_ms: Callable[[], int] = system_clock_ms  # the leader's time for sessions
+    ops_per_s: float = DEFAULT_RATE  # proposals a second admitted, split between accounts
+    # This machine's clocks, as the cluster clock reads them (chatnode.cluster_clock).
+    wall_clock_ms: Callable[[], int] = system_clock_ms
+    monotonic_clock_ms: Callable[[], int] = monotonic_ms
 
     @property
     def address(self) -> str:
@@ -114,16 +125,26 @@ class ChatNode:
         state = await asyncio.to_thread(ChatState, config.data_dir / "state.db")
         self._hub = LiveHub()
         self._reads = ReadPool(config.data_dir / "state.db")
+        clock = ClusterClock()
         self._applier = Applier(
-            self._coord, state, self._hub, self._coord.disk, self._reads.sessions
+            self._coord,
+            state,
+            self._hub,
+            self._coord.disk,
+            self._reads.sessions,
+            clock,
+            config.monotonic_clock_ms,
         )
         self._service = ChatService(
             self._coord,
             self._applier,
             self._reads,
             self._hub,
+            clock,
             config.session_ttl_ms,
             config.wall_clock_ms,
+            config.monotonic_clock_ms,
+            ProposalBudget(config.ops_per_s),
         )
         self._server = self._make_server(self._service)
         self._coord.add_to_server(self._server)

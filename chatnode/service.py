@@ -12,6 +12,10 @@ beyond its bound a Login, CreateAccount or DeleteAccount gets RESOURCE_EXHAUSTED
 at once, so a flood of them neither queues without limit nor slows the event
 loop that carries heartbeats.
 
+Time is the cluster clock's (:mod:`chatnode.cluster_clock`): every op carries the
+cluster time the leader stamped, the wall clock within bounds that keep it from
+going backwards or running faster than real time across leaders.
+
 Sessions expire after the TTL without use, with sliding renewal. Recording
 every use would turn every read into a log write, so a session row holds a
 deadline instead, and a use renews it only when the deadline has come within
@@ -20,9 +24,12 @@ renews at most once per hundredth of the TTL (7.2 hours at 30 days), is valid
 for at least the TTL after its last use and at most 1% longer. A mutating call
 carries the renewal in its own op (it goes through the log anyway); a
 read-only call (ListAccounts, Subscribe) proposes a small Touch op only when a
-renewal is due. The leader decides deadlines with its clock and TTL and they
+renewal is due. The leader decides deadlines with the cluster clock and its TTL and they
 travel in the ops, so nodes whose ``--session-ttl`` or clocks differ still
 agree on every session.
+
+Each account's proposals draw on a token bucket (:mod:`chatnode.admission`): one
+user's flood gets RESOURCE_EXHAUSTED rather than the log.
 
 Every mutating call honours its request_id (API.md section 2, "Exactly once"):
 a retry is proposed like any call and, when it applies, finds the reply
@@ -51,7 +58,9 @@ from typing import Any, TypeVar
 import grpc
 
 from chatnode import ops, passwords, validation
+from chatnode.admission import ProposalBudget
 from chatnode.applier import Applier
+from chatnode.cluster_clock import ClusterClock
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.pending import Pending, ready
 from chatnode.session_cache import SessionCache
@@ -79,8 +88,14 @@ RENEW_STEPS_PER_TTL = 100
 
 
 def system_clock_ms() -> int:
-    """The wall clock sessions are judged by, in Unix milliseconds."""
+    """This machine's wall clock, in Unix milliseconds: what a leader stamps ops with, within
+    the cluster clock's bounds (chatnode.cluster_clock)."""
     return time.time_ns() // 1_000_000
+
+
+def monotonic_ms() -> int:
+    """This machine's monotonic clock: the only clock whose durations are trusted."""
+    return time.monotonic_ns() // 1_000_000
 
 
 # A real hash of a password nobody knows, at the current parameters: a Login for
@@ -155,15 +170,21 @@ class ChatService:
         applier: Applier,
         reads: ReadPool,
         hub: LiveHub,
+        clock: ClusterClock,
         session_ttl_ms: int = DEFAULT_SESSION_TTL_MS,
         wall_clock_ms: Callable[[], int] = system_clock_ms,
+        monotonic_clock_ms: Callable[[], int] = monotonic_ms,
+        budget: ProposalBudget | None = None,
     ) -> None:
         self._coord = coordinator
         self._applier = applier
         self._reads = reads
         self._hub = hub
         self._session_ttl_ms = session_ttl_ms
-        self._now_ms = wall_clock_ms
+        self._clock = clock
+        self._wall_ms = wall_clock_ms
+        self._mono_ms = monotonic_clock_ms
+        self._budget = budget or ProposalBudget()
         self._hashes = passwords.HashPool()
 
     @property
@@ -367,15 +388,21 @@ class ChatService:
             )
 
         pending = await self._once(context, ops.ReadMessages.kind, request.request_id, read)
+        return self._read_reply(pending)
 
-        def unread(result: ops.Result) -> pb.ReadMessagesResponse:
-            messages, remaining = _fields(result, "messages", "remaining_unread")
-            return pb.ReadMessagesResponse(
-                messages=[_message_pb(StoredMessage(**m)) for m in messages],
-                remaining_unread=remaining,
-            )
-
-        return _reply(pending, unread)
+    async def _read_reply(self, pending: Awaitable[ops.Result]) -> pb.ReadMessagesResponse:
+        """A ReadMessages reply; a retry's result names the first batch by id, and its
+        messages are read again here, in a reader thread, not by every replica."""
+        result = await pending
+        if "message_ids" in result.value:
+            reader, ids = _fields(result, "reader", "message_ids")
+            messages = await self._reads.run(lambda r: r.messages_by_id(reader, ids))
+        else:
+            messages = [StoredMessage(**m) for m in result.value["messages"]]
+        return pb.ReadMessagesResponse(
+            messages=[_message_pb(m) for m in messages],
+            remaining_unread=result.value["remaining_unread"],
+        )
 
     async def start_mark_read(self, request: pb.MarkReadRequest, context) -> Pending:
         pending = await self._on_messages(context, ops.MarkRead, request)
@@ -415,9 +442,13 @@ class ChatService:
         self, request: pb.SubscribeRequest, context
     ) -> AsyncIterator[pb.SubscribeEvent]:
         caller = await self.authenticate(context)
-        await self._touch(caller)
-        subscriber = self._hub.subscribe(caller.session.username, caller.token_hash)
+        # Registered before anything awaits: a Logout or DeleteAccount that applies from
+        # here on finds the stream and ends it (authenticate saw the session live).
+        subscriber = self._hub.subscribe(
+            caller.session.account_id, caller.session.username, caller.token_hash
+        )
         try:
+            await self._touch(caller)
             yield _leader_event(self._current_leader())
             async for event in self.live_events(subscriber, request.after_id):
                 yield event
@@ -459,8 +490,9 @@ class ChatService:
     ) -> AsyncIterator[pb.ServerFrame]:
         """One stream for a logged-in client's calls (see chatnode.session_stream)."""
         caller = await self.authenticate(context)
-        with self._hub.session_stream(caller.session.username) as closing:
-            stream = SessionStream(self, context, caller.session.username, closing)
+        owner = (caller.session.account_id, caller.session.username)
+        with self._hub.session_stream(caller.session.account_id) as closing:
+            stream = SessionStream(self, context, owner, closing)
             first = pb.ServerFrame(leader=_leader_event(self._current_leader()).leader)
             async for frame in stream.frames(requests, first):
                 yield frame
@@ -530,7 +562,12 @@ class ChatService:
             if stored is None:
                 raise AuthError(NO_SESSION)
             return _settled(ready(stored))
+        self._budget.admit(session.account_id)
         return self._propose(await make_op(self._caller(session, token_hash, now)))
+
+    def _now_ms(self) -> int:
+        """The cluster time for a decision made now (chatnode.cluster_clock)."""
+        return self._clock.stamp(self._wall_ms(), self._mono_ms())
 
     def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
         """The caller of a live session, with its renewal if one is due."""

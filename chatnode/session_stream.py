@@ -101,13 +101,13 @@ class SessionStream:
         self,
         service: StreamHost,
         context: grpc.aio.ServicerContext,
-        username: str,
+        owner: tuple[int, str],
         closing: asyncio.Future[str],
     ) -> None:
         self._service = service
         self._closing = closing
         self._context = context
-        self._username = username
+        self._owner = owner  # the account id and username the stream was opened for
         self._outbox: asyncio.Queue[pb.ServerFrame | _End] = asyncio.Queue(OUTBOX_FRAMES)
         self._started: asyncio.Queue[_Started | _End | None] = asyncio.Queue()
         self._in_flight = 0
@@ -187,7 +187,7 @@ class SessionStream:
         if self._subscriber is not None:
             raise InvalidArgument("this stream is already subscribed")
         caller = await self._service.authenticate(self._context)
-        self._subscriber = self._service.hub.subscribe(self._username, caller.token_hash)
+        self._subscriber = self._service.hub.subscribe(*self._owner, caller.token_hash)
         self._after_id = request.after_id
         return ready(pb.Subscribed())
 

@@ -16,10 +16,16 @@ of API.md section 3 (username syntax, lengths) is the service's, checked before
 proposing; re-checking it here would make the result of an old log entry depend
 on which release replays it.
 
+Time is the cluster clock (:mod:`chatnode.cluster_clock`): each op carries the
+time its leader stamped, and is judged at the later of that and the newest time
+already applied (``meta.clock_ms``), so time in the state never goes backwards
+and ``sent_at`` never decreases in id order, whatever order concurrent stamps
+were proposed in.
+
 Sessions expire. Each session row holds its deadline, decided by the leader
-(its clock plus its ``--session-ttl``) and carried in the op, so replicas whose
-flags or clocks differ still agree. An op on a session is judged by the op's
-own ``now_ms``: at or after the deadline the session is gone, exactly as if it
+(the cluster time plus its ``--session-ttl``) and carried in the op, so replicas whose
+flags or clocks differ still agree. An op on a session is judged by its time:
+at or after the deadline the session is gone, exactly as if it
 had been logged out. A renewal (``session_deadline_ms`` on the op) only ever
 moves the deadline later. Expired sessions are deleted in bounded chunks as
 new ones are opened, like expired request results; until then they only take
@@ -32,9 +38,10 @@ used for two kinds of call names two different requests. An op on a session
 also stores the session's token hash with its reply: a retry whose session is
 gone (its first attempt was a Logout or DeleteAccount that ended it) is found
 by that instead, and gets the first reply rather than UNAUTHENTICATED. A
-ReadMessages reply is stored as its message ids and read again by id on a
-retry: the retry returns the same batch, and no copy of a message's text
-outlives its deletion.
+ReadMessages reply is stored as its message ids; a retry is answered with
+those ids (applying it costs the same whatever the batch held) and the leader
+reads them again by id: the retry returns the same batch, and no copy of a
+message's text outlives its deletion.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, assert_never, get_type_hints
@@ -201,17 +208,20 @@ class _Queries:
         return self._replied(row[0], row[1], kind) if row else None
 
     def _replied(self, username: str, stored: str, kind: str) -> Result:
-        """A stored reply as first answered: a ReadMessages batch is read again by id
-        (see _storable), less any message deleted since."""
+        """A stored reply, as stored: O(1) however large the first reply was, since every
+        replica answers a retry this way as it applies it. A ReadMessages batch is its
+        message ids and the reader's name; the leader reads those messages again
+        (:meth:`messages_by_id`) off the state machine's path."""
         result = Result.from_json(stored)
-        if kind != ReadMessages.kind or not result.ok:
-            return result
-        ids: list[int] = result.value["message_ids"]  # in id order, as first returned
+        if kind == ReadMessages.kind and result.ok:
+            return Result(value=result.value | {"reader": username})
+        return result
+
+    def messages_by_id(self, username: str, ids: Sequence[int]) -> list[StoredMessage]:
+        """The messages among ids (in that order) still addressed to username, marked read:
+        a retried ReadMessages batch as first returned, less any message deleted since."""
         rows = (self._db.execute(_MESSAGE_TO, (id_, username)).fetchone() for id_ in ids)
-        messages = [asdict(_message(row)) | {"read": True} for row in rows if row]
-        return Result(
-            value={"messages": messages, "remaining_unread": result.value["remaining_unread"]}
-        )
+        return [replace(_message(row), read=True) for row in rows if row]
 
     def list_accounts(self, pattern: str, after: str, limit: int) -> list[str]:
         """Usernames above ``after`` matching the shell wildcard ``pattern`` (empty: all).
@@ -286,6 +296,8 @@ class ChatReader(_Queries):
 
 _APPLIED_INDEX = "SELECT value FROM meta WHERE key = 'applied_index'"
 _SET_APPLIED_INDEX = "UPDATE meta SET value = ? WHERE key = 'applied_index'"
+_CLOCK = "SELECT value FROM meta WHERE key = 'clock_ms'"
+_SET_CLOCK = "UPDATE meta SET value = ? WHERE key = 'clock_ms'"
 _INSERT_ACCOUNT = (
     "INSERT INTO accounts (id, username, password_hash, created_ms) VALUES (?, ?, ?, ?)"
 )
@@ -339,11 +351,18 @@ class ChatState(_Queries):
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         _create_schema(self._db)
         self._applied_index: int = self._db.execute(_APPLIED_INDEX).fetchone()[0]
+        self._clock_ms: int = self._db.execute(_CLOCK).fetchone()[0]
 
     @property
     def applied_index(self) -> int:
         """The last log index applied; committed in the same transaction as its effects."""
         return self._applied_index
+
+    @property
+    def clock_ms(self) -> int:
+        """The cluster time of the newest op applied: every op is judged at the later of
+        its own time and this one, so time in the state never goes backwards."""
+        return self._clock_ms
 
     def checkpoint(self) -> int | None:
         """Copy the WAL into the database file and fsync it; return the applied index that
@@ -384,6 +403,7 @@ class ChatState(_Queries):
         finally:
             self._db.execute("PRAGMA synchronous = NORMAL")
         self._applied_index = self._db.execute(_APPLIED_INDEX).fetchone()[0]
+        self._clock_ms = self._db.execute(_CLOCK).fetchone()[0]
         return self._applied_index
 
     def apply(self, entries: Sequence[tuple[int, Op | None]]) -> list[Result]:
@@ -394,16 +414,21 @@ class ChatState(_Queries):
         may replay the log from any point at or before applied_index.
         """
         results: list[Result] = []
-        applied = self._applied_index
+        applied, clock = self._applied_index, self._clock_ms
         self._db.execute("BEGIN IMMEDIATE")
-        with self._db:  # commits, or rolls the whole batch back on any exception
-            for index, op in entries:
-                if index <= applied:
-                    results.append(Result())
-                    continue
-                results.append(Result() if op is None else self._apply_op(index, op))
-                applied = index
-            self._db.execute(_SET_APPLIED_INDEX, (applied,))
+        try:
+            with self._db:  # commits, or rolls the whole batch back on any exception
+                for index, op in entries:
+                    if index <= applied:
+                        results.append(Result())
+                        continue
+                    results.append(Result() if op is None else self._apply_op(index, op))
+                    applied = index
+                self._db.execute(_SET_APPLIED_INDEX, (applied,))
+                self._db.execute(_SET_CLOCK, (self._clock_ms,))
+        except BaseException:
+            self._clock_ms = clock
+            raise
         self._applied_index = applied
         return results
 
@@ -411,6 +436,10 @@ class ChatState(_Queries):
         problem = _malformed(op)
         if problem:
             return error("INVALID_ARGUMENT", problem)
+        if op.now_ms:  # 0: an entry from before its kind carried a time, judged as it was
+            if op.now_ms < self._clock_ms:
+                op = replace(op, now_ms=self._clock_ms)
+            self._clock_ms = op.now_ms
         match op:
             case CreateAccount():
                 return self._once(op.username, "", op, lambda: self._create_account(index, op))
@@ -533,7 +562,8 @@ class ChatState(_Queries):
         return Result()
 
     def _send_message(self, index: int, session: Session, op: SendMessage) -> Result:
-        if self.account(op.recipient) is None:
+        recipient = self.account(op.recipient)
+        if recipient is None:
             return error("NOT_FOUND", f"no user named {op.recipient!r}")
         self._db.execute(
             _INSERT_MESSAGE,
@@ -544,6 +574,8 @@ class ChatState(_Queries):
                 "message_id": index,
                 "recipient_online": op.recipient_online,
                 "sender": session.username,
+                "recipient_id": recipient.id,
+                "sent_at_ms": op.now_ms,
             }
         )
 
@@ -589,7 +621,7 @@ class ChatState(_Queries):
         self._db.execute(_DELETE_MESSAGES_TO, (session.username,))
         self._db.execute(_DELETE_SESSIONS_OF, (session.account_id,))
         self._db.execute(_DELETE_ACCOUNT, (session.account_id,))
-        return Result(value={"username": session.username})
+        return Result(value={"username": session.username, "account_id": session.account_id})
 
 
 def _storable(kind: str, result: Result) -> str:
@@ -679,6 +711,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
         _create_tables(db)
         _create_indexes(db)
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('applied_index', 0)")
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('clock_ms', 0)")
 
 
 _KIND_UNKINDED_RESULTS = f"""

@@ -8,8 +8,10 @@ returns the first result and changes nothing: one after the other, two at once
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -18,11 +20,18 @@ import grpc
 import pytest
 
 from chatnode import ops
-from chatnode.server import ChatNode
+from chatnode.local_cluster import free_port
+from chatnode.server import ChatNode, NodeConfig
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
-from tests.support.nodes import PASSWORD, elected, in_process_cluster, signup
+from tests.support.nodes import (
+    PASSWORD,
+    elected,
+    in_process_cluster,
+    signup,
+    wait_until_serving,
+)
 
 Stub = chat_pb2_grpc.ChatServiceStub
 Auth = tuple[tuple[str, str], ...]
@@ -267,3 +276,55 @@ async def test_a_read_retried_on_a_new_leader_returns_the_same_messages(tmp_path
             assert [m.id for m in first.messages] == ids[:2]
             rest = await stub.ReadMessages(pb.ReadMessagesRequest(), metadata=bob)
             assert [m.id for m in rest.messages] == ids[2:]
+
+
+async def test_a_replay_flood_is_refused_beyond_the_accounts_share_and_others_go_on(
+    tmp_path: Path,
+) -> None:
+    """One account replaying a large read from many tasks: its excess is refused in one
+    line, at once, while another account's sends all go through."""
+    config = NodeConfig(
+        node_id=1,
+        cluster={1: f"127.0.0.1:{free_port()}"},
+        data_dir=tmp_path / "n1",
+        ops_per_s=200.0,
+    )
+    node = ChatNode(config)
+    await node.start()
+    try:
+        await wait_until_serving(node)
+        async with grpc.aio.insecure_channel(config.address) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            mallory, alice = await signup(stub, "mallory"), await signup(stub, "alice")
+            for i in range(50):
+                await stub.SendMessage(
+                    pb.SendMessageRequest(recipient="mallory", body=f"m{i}"), metadata=mallory
+                )
+            replay = pb.ReadMessagesRequest(limit=1000, request_id="R")
+            first = await stub.ReadMessages(replay, metadata=mallory)
+            assert len(first.messages) == 50
+
+            async def replay_once() -> grpc.StatusCode:
+                try:
+                    assert await stub.ReadMessages(replay, metadata=mallory) == first
+                except grpc.aio.AioRpcError as exc:
+                    assert "\n" not in (exc.details() or "")
+                    return exc.code()
+                return grpc.StatusCode.OK
+
+            started = time.monotonic()
+            flood = await asyncio.gather(*(replay_once() for _ in range(600)))
+            elapsed = time.monotonic() - started
+            sends = [
+                stub.SendMessage(
+                    pb.SendMessageRequest(recipient="alice", body="hi"), metadata=alice
+                )
+                for _ in range(20)
+            ]
+            assert len(await asyncio.gather(*sends)) == 20
+        codes = collections.Counter(flood)
+        assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        # At most one burst of its share and the refill meanwhile.
+        assert codes[grpc.StatusCode.OK] <= 200 + 200 * elapsed + 1, (codes, elapsed)
+    finally:
+        await node.stop()

@@ -20,6 +20,7 @@ from tests.support.nodes import signup
 
 Stub = chat_pb2_grpc.ChatServiceStub
 CODE = grpc.StatusCode
+ALICE, BOB, BOB_AGAIN = 1, 2, 3  # account ids; BOB_AGAIN took the name after BOB's deletion
 
 
 def message(id_: int, body: str = "hi") -> StoredMessage:
@@ -34,7 +35,7 @@ async def drain(subscriber: Subscriber) -> list[object]:
 
 
 async def test_a_stream_that_is_not_read_keeps_at_most_the_limit_of_messages() -> None:
-    subscriber = Subscriber("bob", "t")
+    subscriber = Subscriber(BOB, "bob", "t")
     for i in range(1, 10 * live.QUEUE_LIMIT):
         subscriber.offer(message(i))
     assert subscriber.queued == live.QUEUE_LIMIT + 1  # the messages, then one marker
@@ -44,7 +45,7 @@ async def test_a_stream_that_is_not_read_keeps_at_most_the_limit_of_messages() -
 
 
 async def test_a_stream_keeps_at_most_the_byte_limit_of_message_bodies() -> None:
-    subscriber = Subscriber("bob", "t")
+    subscriber = Subscriber(BOB, "bob", "t")
     big = "x" * 65_536
     for i in range(1, 200):
         subscriber.offer(message(i, big))
@@ -56,7 +57,7 @@ async def test_a_stream_keeps_at_most_the_byte_limit_of_message_bodies() -> None
 
 
 async def test_after_the_marker_is_taken_live_messages_queue_again() -> None:
-    subscriber = Subscriber("bob", "t")
+    subscriber = Subscriber(BOB, "bob", "t")
     for i in range(1, live.QUEUE_LIMIT + 5):
         subscriber.offer(message(i))
     await drain(subscriber)
@@ -65,7 +66,7 @@ async def test_after_the_marker_is_taken_live_messages_queue_again() -> None:
 
 
 async def test_leader_changes_do_not_pile_up_and_nothing_follows_a_close() -> None:
-    subscriber = Subscriber("bob", "t")
+    subscriber = Subscriber(BOB, "bob", "t")
     subscriber.offer(message(1))
     for term in range(1, 10_000):
         subscriber.offer(LeaderView(1 + term % 3, f"host:{term}", term))
@@ -87,7 +88,7 @@ async def test_leader_changes_do_not_pile_up_and_nothing_follows_a_close() -> No
 
 
 async def test_get_waits_for_an_event() -> None:
-    subscriber = Subscriber("bob", "t")
+    subscriber = Subscriber(BOB, "bob", "t")
     waiting = asyncio.ensure_future(subscriber.get())
     await asyncio.sleep(0)
     assert not waiting.done()
@@ -98,28 +99,45 @@ async def test_get_waits_for_an_event() -> None:
 
 def test_the_hub_caps_streams_per_user() -> None:
     hub = LiveHub()
-    streams = [hub.subscribe("bob", f"t{i}") for i in range(live.STREAMS_PER_USER["Subscribe"])]
+    limit = live.STREAMS_PER_USER["Subscribe"]
+    streams = [hub.subscribe(BOB, "bob", f"t{i}") for i in range(limit)]
     with pytest.raises(ResourceExhausted) as refused:
-        hub.subscribe("bob", "one more")
+        hub.subscribe(BOB, "bob", "one more")
     assert "\n" not in str(refused.value)
-    hub.subscribe("alice", "t")  # another user is not affected
+    hub.subscribe(ALICE, "alice", "t")  # another user is not affected
     hub.unsubscribe(streams[0])
-    hub.subscribe("bob", "again")
+    hub.subscribe(BOB, "bob", "again")
+
+
+def test_delivery_goes_by_account_not_by_name() -> None:
+    """A name deleted and registered again is a new account: the old owner's streams
+    never see the new owner's messages, and closing one account leaves the other's."""
+    hub = LiveHub()
+    old = hub.subscribe(BOB, "bob", "old")
+    new = hub.subscribe(BOB_AGAIN, "bob", "new")
+    hub.deliver(message(1), BOB_AGAIN)
+    assert (old.queued, new.queued) == (0, 1)
+    hub.close_account(BOB)
+    assert (old.queued, new.queued) == (1, 1)
+    assert hub.is_online("bob")
+    hub.unsubscribe(new)
+    hub.unsubscribe(old)
+    assert not hub.is_online("bob")
 
 
 async def test_the_hub_caps_session_streams_apart_and_ends_them_when_closing_all() -> None:
     hub = LiveHub()
     with contextlib.ExitStack() as held:
         limit = live.STREAMS_PER_USER["Session"]
-        closings = [held.enter_context(hub.session_stream("bob")) for _ in range(limit)]
-        with pytest.raises(ResourceExhausted) as refused, hub.session_stream("bob"):
+        closings = [held.enter_context(hub.session_stream(BOB)) for _ in range(limit)]
+        with pytest.raises(ResourceExhausted) as refused, hub.session_stream(BOB):
             pass
         assert "\n" not in str(refused.value)
-        hub.subscribe("bob", "t")  # a subscription is counted apart
+        hub.subscribe(BOB, "bob", "t")  # a subscription is counted apart
         assert not any(closing.done() for closing in closings)
         hub.close_all("stopping")
         assert [closing.result() for closing in closings] == ["stopping"] * limit
-    with hub.session_stream("bob"):  # the slots are free again
+    with hub.session_stream(BOB):  # the slots are free again
         pass
 
 

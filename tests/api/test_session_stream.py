@@ -358,6 +358,7 @@ async def test_a_long_lived_stream_ends_when_its_session_expires(tmp_path: Path)
             data_dir=tmp_path / "n1",
             session_ttl_ms=ttl_ms,
             wall_clock_ms=lambda: clock[0],
+            monotonic_clock_ms=lambda: clock[0],
         )
     )
     await node.start()

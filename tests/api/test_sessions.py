@@ -87,6 +87,7 @@ async def clocked(tmp_path: Path) -> AsyncIterator[tuple[ChatNode, Clock]]:
         data_dir=tmp_path / "n1",
         session_ttl_ms=TTL_MS,
         wall_clock_ms=clock,
+        monotonic_clock_ms=clock,  # real time passes: both clocks move
     )
     node = ChatNode(config)
     await node.start()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pytest
@@ -223,9 +223,16 @@ def test_a_logged_out_token_no_longer_authenticates(chat: Chat) -> None:
 def test_send_message_stores_it_under_the_log_index(chat: Chat) -> None:
     alice = chat.user("alice")
     chat.register("bob")
+    bob_id = chat.index
     result = chat.one(SendMessage(alice, "bob", "hello", "", NOW + 5, True))
     assert result == Result(
-        value={"message_id": chat.index, "recipient_online": True, "sender": "alice"}
+        value={
+            "message_id": chat.index,
+            "recipient_online": True,
+            "sender": "alice",
+            "recipient_id": bob_id,
+            "sent_at_ms": NOW + 5,
+        }
     )
     assert chat.state.messages_after("bob", 0, 10) == [
         StoredMessage(chat.index, "alice", "bob", "hello", NOW + 5, False)
@@ -360,7 +367,9 @@ def test_delete_account_removes_account_sessions_and_inbox_but_not_sent_mail(
     chat.send(bob, "alice", "unread one")
     chat.send(alice, "alice", "note to self")
     chat.send(alice, "bob", "from alice")
-    assert chat.one(DeleteAccount(alice, alice_id)) == Result(value={"username": "alice"})
+    assert chat.one(DeleteAccount(alice, alice_id)) == Result(
+        value={"username": "alice", "account_id": alice_id}
+    )
     assert chat.state.account("alice") is None
     assert chat.state.session(alice) is None
     assert chat.state.session(other_alice_session) is None
@@ -410,7 +419,24 @@ def test_a_session_stops_authenticating_at_its_deadline_by_the_ops_clock(chat: C
     expired = chat.one(make(alice, DEADLINE))
     assert expired.code == "UNAUTHENTICATED" and expired.message == NO_SESSION
     assert chat.state.account("alice") is not None
-    assert chat.one(make(alice, DEADLINE - 1)).ok
+    # Stamped earlier, applied later: judged at the newest time applied, still expired.
+    assert chat.one(make(alice, DEADLINE - 1)) == expired
+    assert chat.state.clock_ms == DEADLINE
+
+
+def test_time_in_the_state_never_goes_backwards(chat: Chat) -> None:
+    """Two leaders' stamps applied out of order (or a leader whose clock is behind): each
+    op is judged at the later of its time and the newest applied, so sent_at never
+    decreases in id order, and the clock survives a reopen."""
+    alice = chat.user("alice")
+    stamps = [NOW + 50, NOW + 10, NOW + 70, 1, NOW + 70]
+    for stamp in stamps:
+        assert chat.send(alice, "alice", now=stamp).ok
+    sent = [m.sent_at_ms for m in chat.state.messages_after("alice", 0, 10)]
+    assert sent == [NOW + 50, NOW + 50, NOW + 70, NOW + 70, NOW + 70]
+    chat.reopen()
+    assert chat.state.clock_ms == NOW + 70
+    assert chat.send(alice, "alice", now=NOW).value["sent_at_ms"] == NOW + 70
 
 
 def test_a_renewal_moves_the_deadline_later_and_never_earlier(chat: Chat) -> None:
@@ -516,6 +542,27 @@ def test_a_retried_send_returns_the_first_result_and_sends_nothing(chat: Chat) -
     assert retry == first
     assert len(chat.state.messages_after("bob", 0, 10)) == 1
     assert chat.state.stored_result("alice", "r1", "send_message") == first
+
+
+def test_a_retried_read_costs_the_same_to_apply_whatever_the_first_batch_held(
+    chat: Chat,
+) -> None:
+    """Every replica applies a retry: it answers with the stored ids and the reader's name
+    (the leader reads the messages again), never by reading the batch's rows."""
+    alice = chat.user("alice")
+    for i in range(300):
+        chat.send(alice, "alice", f"note {i}")
+    first = chat.one(ReadMessages(alice, 1000, 1 << 30, NOW, 0, "r1"))
+    assert len(first.value["messages"]) == 300
+    statements: list[str] = []
+    chat.state.connection.set_trace_callback(statements.append)
+    retry = chat.one(ReadMessages(alice, 1000, 1 << 30, NOW + 1, 0, "r1"))
+    chat.state.connection.set_trace_callback(None)
+    ids = [m["id"] for m in first.value["messages"]]
+    assert retry.value == {"message_ids": ids, "remaining_unread": 0, "reader": "alice"}
+    assert len(statements) <= 8, statements
+    again = chat.state.messages_by_id("alice", ids)
+    assert [asdict(m) for m in again] == first.value["messages"]
 
 
 def test_a_retried_login_returns_the_first_token_and_opens_no_session(chat: Chat) -> None:
@@ -887,8 +934,9 @@ def test_a_retried_read_returns_the_same_batch_and_marks_nothing_more(chat: Chat
     ids = [chat.send(alice, "alice", f"m{i}").value["message_id"] for i in range(3)]
     first = chat.one(ReadMessages(alice, 2, 1000, NOW, 0, "r"))
     assert [m["id"] for m in first.value["messages"]] == ids[:2]
-    assert chat.one(ReadMessages(alice, 2, 1000, NOW + 1, 0, "r")) == first
-    assert chat.state.stored_result("alice", "r", ReadMessages.kind) == first
+    replay = Result(value={"message_ids": ids[:2], "remaining_unread": 1, "reader": "alice"})
+    assert chat.one(ReadMessages(alice, 2, 1000, NOW + 1, 0, "r")) == replay
+    assert chat.state.stored_result("alice", "r", ReadMessages.kind) == replay
     assert chat.state.unread_count("alice") == 1
     rest = chat.one(ReadMessages(alice, 2, 1000, NOW, 0, "r2"))
     assert [m["id"] for m in rest.value["messages"]] == ids[2:]
@@ -905,7 +953,8 @@ def test_a_retried_read_leaves_out_what_was_deleted_since_and_stores_no_text(
     assert "secret" not in stored
     assert chat.one(DeleteMessages(alice, (ids[0],), NOW)).value == {"deleted_count": 1}
     retry = chat.one(ReadMessages(alice, 10, 1000, NOW, 0, "r"))
-    assert retry.value == first.value | {"messages": first.value["messages"][1:]}
+    again = chat.state.messages_by_id("alice", retry.value["message_ids"])
+    assert [asdict(m) for m in again] == first.value["messages"][1:]
 
 
 @pytest.mark.parametrize(

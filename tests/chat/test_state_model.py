@@ -130,6 +130,7 @@ def failed(code: str) -> Result:
 class Model:
     def __init__(self) -> None:
         self.applied = 0
+        self.clock = 0  # the newest op time applied
         self.accounts: dict[str, tuple[int, str]] = {}  # name -> (id, password hash)
         self.sessions: dict[str, tuple[int, int]] = {}  # token hash -> (account id, deadline)
         self.messages: dict[int, ModelMessage] = {}
@@ -144,6 +145,9 @@ class Model:
             return Result()
         if not well_formed(op):
             return failed("INVALID_ARGUMENT")
+        if op.now_ms:  # judged at the later of its time and the newest applied
+            op = replace(op, now_ms=max(op.now_ms, self.clock))
+            self.clock = op.now_ms
         if isinstance(op, CreateAccount):
             return self.once(op.username, "", op, lambda: self.create(index, op))
         if isinstance(op, Login):
@@ -179,7 +183,7 @@ class Model:
             return run()
         stored = self.replies.get((name, op.request_id, op.kind))
         if stored is not None and stored[0] > op.now_ms - RESULT_TTL_MS:
-            return self.replied(stored[2])
+            return self.replied(name, stored[2])
         result = run()
         self.replies[(name, op.request_id, op.kind)] = (op.now_ms, token, result)
         # Pruning removes every expired reply here: the model never holds more
@@ -201,14 +205,24 @@ class Model:
             for (name, r, k), (created, t, result) in self.replies.items()
             if (t, r, k) == (token, rid, kind) and (now is None or created > now - RESULT_TTL_MS)
         ]
-        return self.replied(max(found)[2]) if found else None
+        if not found:
+            return None
+        _, name, result = max(found)
+        return self.replied(name, result)
 
-    def replied(self, stored: Result) -> Result:
-        """A stored ReadMessages batch comes back without the messages deleted since."""
+    def replied(self, name: str, stored: Result) -> Result:
+        """A stored ReadMessages batch comes back as its message ids and the reader's name
+        (the leader reads them again: see batch_read_again)."""
         if "messages" not in stored.value:
             return stored
-        kept = [m for m in stored.value["messages"] if m["id"] in self.messages]
-        return Result(value=stored.value | {"messages": kept})
+        ids = [m["id"] for m in stored.value["messages"]]
+        value = {"message_ids": ids, "remaining_unread": stored.value["remaining_unread"]}
+        return Result(value=value | {"reader": name})
+
+    def batch_read_again(self, name: str, ids: list[int]) -> list[StoredMessage]:
+        """A retried batch as the leader reads it: without the messages deleted since."""
+        kept = [self.messages[i] for i in ids if i in self.messages]
+        return [replace(m.stored(), read=True) for m in kept if m.recipient == name]
 
     def logout(self, token: str) -> Result:
         del self.sessions[token]
@@ -256,7 +270,13 @@ class Model:
             index, account_id, name, op.recipient, op.body, op.now_ms, False
         )
         return Result(
-            value={"message_id": index, "recipient_online": op.recipient_online, "sender": name}
+            value={
+                "message_id": index,
+                "recipient_online": op.recipient_online,
+                "sender": name,
+                "recipient_id": self.accounts[op.recipient][0],
+                "sent_at_ms": op.now_ms,
+            }
         )
 
     def read(self, name: str, limit: int, max_bytes: int) -> Result:
@@ -313,7 +333,7 @@ class Model:
         del self.accounts[name]
         self.sessions = {t: s for t, s in self.sessions.items() if s[0] != account_id}
         self.messages = {i: m for i, m in self.messages.items() if m.recipient != name}
-        return Result(value={"username": name})
+        return Result(value={"username": name, "account_id": account_id})
 
     # -- queries -----------------------------------------------------------------------
 
@@ -454,6 +474,11 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
             if not same(a, e)
         ]
         assert mismatches == []
+        for result in actual:
+            if "message_ids" in result.value:
+                reader, ids = result.value["reader"], result.value["message_ids"]
+                again = self.state.messages_by_id(reader, ids)
+                assert again == self.model.batch_read_again(reader, ids)
 
     # -- rules ---------------------------------------------------------------------------
 
@@ -545,7 +570,7 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
             for kind in OP_TYPES:
                 for name in NAMES:
                     stored = self.model.replies.get((name, rid, kind))
-                    expected = self.model.replied(stored[2]) if stored else None
+                    expected = self.model.replied(name, stored[2]) if stored else None
                     actual = self.reader.stored_result(name, rid, kind)
                     assert (actual is None) == (expected is None)
                     if expected is not None:
