@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from chatnode.state import StoredMessage
 from coord.boundary import LeaderView
-from proto.errors import ResourceExhausted
+from proto.errors import ResourceExhausted, Unavailable
 
 QUEUE_LIMIT = 1024
 """Messages queued per stream at most."""
@@ -125,7 +125,7 @@ class LiveHub:
         self._by_account: defaultdict[int, set[Subscriber]] = defaultdict(set)
         self._online: Counter[str] = Counter()  # subscriptions by username: presence only
         self._open: Counter[tuple[str, int]] = Counter()  # (kind, account id): streams open
-        self._sessions: set[asyncio.Future[str]] = set()  # one per open Session stream
+        self._sessions: set[asyncio.Future[Unavailable]] = set()  # one per Session stream
 
     def subscribe(self, account_id: int, username: str, token_hash: str) -> Subscriber:
         """Register a subscription, or ResourceExhausted if the user has too many open."""
@@ -148,12 +148,13 @@ class LiveHub:
             del self._by_account[subscriber.account_id]
 
     @contextlib.contextmanager
-    def session_stream(self, account_id: int) -> Iterator[asyncio.Future[str]]:
+    def session_stream(self, account_id: int) -> Iterator[asyncio.Future[Unavailable]]:
         """Hold one of the user's Session stream slots while the block runs, or raise
         ResourceExhausted if all are taken. The future it gives resolves to a reason
-        when :meth:`close_all` ends every stream (the node is stopping)."""
+        to the error to end with when :meth:`close_all` ends every stream (the node is
+        stopping, or no longer leads)."""
         self._admit("Session", account_id)
-        closing: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        closing: asyncio.Future[Unavailable] = asyncio.get_running_loop().create_future()
         self._sessions.add(closing)
         try:
             yield closing
@@ -182,14 +183,15 @@ class LiveHub:
                 if subscriber.token_hash == token_hash:
                     subscriber.offer(Closed("session ended"))
 
-    def close_all(self, reason: str) -> None:
-        """End every stream with UNAVAILABLE (try the leader again), idle ones included."""
+    def close_all(self, reason: str, leader_address: str = "") -> None:
+        """End every stream with UNAVAILABLE (try the leader again, at leader_address when
+        known), idle ones included."""
         for streams in self._by_account.values():
             for subscriber in streams:
                 subscriber.offer(Closed(reason, unavailable=True))
         for closing in self._sessions:
             if not closing.done():
-                closing.set_result(reason)
+                closing.set_result(Unavailable(reason, leader_address))
 
     def close_account(self, account_id: int) -> None:
         for subscriber in self._by_account.get(account_id, ()):

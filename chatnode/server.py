@@ -216,6 +216,12 @@ class ChatNode:
             leading = view is not None and view.leader_id == self.config.node_id
             if not leading:
                 self._applier.abandon_pending("this node stopped leading; retry on the leader")
+                # Streams opened while this node led would otherwise idle on a node
+                # that cannot answer their next call: they end now and follow.
+                self._hub.close_all(
+                    "this node no longer leads; reconnect to the leader",
+                    view.leader_address if view is not None else "",
+                )
             await self._health.set(
                 SERVICE.full_name,
                 health_pb2.HealthCheckResponse.SERVING

@@ -28,7 +28,6 @@ first.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -102,7 +101,7 @@ class SessionStream:
         service: StreamHost,
         context: grpc.aio.ServicerContext,
         owner: tuple[int, str],
-        closing: asyncio.Future[str],
+        closing: asyncio.Future[Unavailable],
     ) -> None:
         self._service = service
         self._closing = closing
@@ -234,20 +233,20 @@ class SessionStream:
             self._started.put_nowait(_End(exc))  # after the replies already due
 
     async def _end_on_closing(self) -> None:
-        """The node is stopping (LiveHub.close_all): end with UNAVAILABLE after the
-        replies already due, subscribed or not, so the client moves to the leader."""
-        reason = await self._closing
-        self._started.put_nowait(_End(Unavailable(reason)))
+        """The node is stopping or no longer leads (LiveHub.close_all): end with UNAVAILABLE
+        after the replies already due, subscribed or not, so the client moves on."""
+        self._started.put_nowait(_End(await self._closing))
 
     # -- plumbing -----------------------------------------------------------------
 
     def _discard_unfinished(self) -> None:
-        """Close the calls nobody will wait for now: their ops still apply (or not) as
-        the log decides, and a client re-sending them is answered exactly once."""
+        """Let the calls nobody will wait for now run out on their own: their ops still
+        apply (or not) as the log decides, and a client re-sending them is answered
+        exactly once. (Closing them instead would orphan the awaitables they wrap.)"""
         while not self._started.empty():
             started = self._started.get_nowait()
-            if isinstance(started, _Started) and inspect.iscoroutine(started.pending):
-                started.pending.close()
+            if isinstance(started, _Started):
+                asyncio.ensure_future(started.pending).add_done_callback(_unobserved)
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         """Run work for this stream; a bug in it ends the stream with INTERNAL, never a
@@ -266,6 +265,12 @@ class SessionStream:
                 await self._outbox.put(_End(internal))
 
         self._tasks.append(asyncio.create_task(guarded(), name=f"session-{name}"))
+
+
+def _unobserved(done: asyncio.Future[Any]) -> None:
+    """The outcome of a call whose stream is gone: nobody is told, so nothing is logged."""
+    if not done.cancelled():
+        done.exception()
 
 
 def _error_frame(request_id: str, error: ChatError) -> pb.ServerFrame:

@@ -49,7 +49,7 @@ import grpc
 from google.protobuf.message import Message as ProtoMessage
 
 from client.connect import Channels, find_leader, leader_hint
-from client.session_link import SessionLink
+from client.session_link import SendOrder, SessionLink
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.errors import (
@@ -239,6 +239,8 @@ class ChatClient:
         self.username = ""
         self._unary = unary
         self._link: SessionLink | None = None
+        self._links_opened = 0
+        self._order = SendOrder()  # streamed calls are (re-)sent in the order they were made
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -347,7 +349,7 @@ class ChatClient:
             address = self._leader or await self._locate(retry)
             if address:
                 request = pb.SubscribeRequest(after_id=last_id)
-                call = self._stub(address).Subscribe(request, metadata=self._metadata())
+                call = self._stub(address).Subscribe(request, metadata=_metadata(self._token))
                 watchdog = asyncio.create_task(self._watch_stream(address, call))
                 try:
                     async for event in call:
@@ -417,19 +419,47 @@ class ChatClient:
     # -- retry core ---------------------------------------------------------------
 
     async def _call(self, method: str, request: ProtoMessage) -> Any:
-        """Run one unary method on the leader; see :meth:`_on_leader` for the retry rules."""
+        """Run one method on the leader; see :meth:`_on_leader` for the retry rules.
+
+        The call is the caller's who made it: its request id and its session token
+        are fixed before the first attempt, and every retry carries both, whatever
+        login or logout happened meanwhile. It goes on the Session stream while its
+        session is the client's current one, and as a unary call otherwise.
+        """
         request = with_request_id(request)
         retry = self._new_retry()
-        field = STREAMED_CALLS.get(method) if self._token and not self._unary else None
+        token = self._token
+        field = STREAMED_CALLS.get(method) if token and not self._unary else None
+        if field is None:
+            return await self._on_leader(self._unary_attempt(method, request, token, retry), retry)
+        ticket = self._order.ticket()
 
+        async def attempt(address: str) -> Any:
+            if token != self._token:  # the client moved to another session meanwhile:
+                await self._order.done(ticket)  # out of the stream's order for good
+                return await self._unary_attempt(method, request, token, retry)(address)
+            link = self._link_to(address)
+            await self._order.turn(ticket, link.generation)
+
+            async def written() -> None:
+                await self._order.written(ticket, link.generation)
+
+            return await link.call(field, request, self._attempt_timeout(retry), written)
+
+        try:
+            return await self._on_leader(attempt, retry)
+        finally:
+            await self._order.done(ticket)
+
+    def _unary_attempt(
+        self, method: str, request: ProtoMessage, token: str, retry: _Retry
+    ) -> Callable[[str], Awaitable[Any]]:
         def attempt(address: str) -> Awaitable[Any]:
-            if field is not None:
-                link = self._link_to(address)
-                return link.call(field, request, self._attempt_timeout(retry))
             rpc = getattr(self._stub(address), method)
-            return rpc(request, metadata=self._metadata(), timeout=self._attempt_timeout(retry))
+            timeout = self._attempt_timeout(retry)
+            return rpc(request, metadata=_metadata(token), timeout=timeout)
 
-        return await self._on_leader(attempt, retry)
+        return attempt
 
     def _attempt_timeout(self, retry: _Retry) -> float:
         return max(min(retry.remaining(), self._policy.attempt_timeout_s), 0.001)
@@ -439,11 +469,13 @@ class ChatClient:
         link = self._link
         if link is None or link.address != address or link.done():
             self._drop_link()
+            self._links_opened += 1
             link = self._link = SessionLink(
                 self._stub(address),
                 address,
-                self._metadata(),
+                _metadata(self._token),
                 lambda info: self._note_leader(address, info),
+                self._links_opened,
             )
         return link
 
@@ -547,12 +579,13 @@ class ChatClient:
     def _stub(self, address: str) -> chat_pb2_grpc.ChatServiceStub:
         return chat_pb2_grpc.ChatServiceStub(self._channels.get(address))
 
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", f"Bearer {self._token}"),) if self._token else ()
-
     def _forget_session(self) -> None:
         self._drop_link()
         self._token = self.username = ""
+
+
+def _metadata(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 def with_request_id(request: ProtoMessage) -> ProtoMessage:

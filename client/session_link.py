@@ -10,13 +10,16 @@ acts on it once).
 Calls are written in the order they are made and the server answers them in
 that order; a link never has more than the server's bound in flight, so it is
 never refused for flow control: a caller beyond the bound waits its turn.
+When a link breaks, the calls it carried are re-sent on the next one in the
+order they were first made (:class:`SendOrder`), so a failover cannot reorder
+what the caller pipelined.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -43,8 +46,52 @@ def _copy(error: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
     return _rpc_error(error.code(), error.details() or "", error.trailing_metadata())
 
 
+class SendOrder:
+    """Which calls may be written on a link now: in the order the calls were first made.
+
+    Each call takes a ticket before its first attempt and returns it when it ends.
+    Before writing on a link of generation ``g`` (links are numbered as they are
+    opened), a call waits until every call with an earlier ticket that is still
+    going has been written on a link of generation ``g`` or later. On one link
+    that is the order calls are made anyway; after a failover it makes the
+    re-sent calls go out as they first did, whichever woke from its back-off first.
+    """
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._written_on: dict[int, int] = {}  # ticket -> generation last written on (-1)
+        self._changed = asyncio.Condition()
+
+    def ticket(self) -> int:
+        ticket, self._next = self._next, self._next + 1
+        self._written_on[ticket] = -1
+        return ticket
+
+    async def done(self, ticket: int) -> None:
+        async with self._changed:
+            self._written_on.pop(ticket, None)
+            self._changed.notify_all()
+
+    async def turn(self, ticket: int, generation: int) -> None:
+        """Wait until every earlier call still going was written on generation or later."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: all(
+                    written >= generation
+                    for earlier, written in self._written_on.items()
+                    if earlier < ticket
+                )
+            )
+
+    async def written(self, ticket: int, generation: int) -> None:
+        async with self._changed:
+            if ticket in self._written_on:
+                self._written_on[ticket] = max(self._written_on[ticket], generation)
+            self._changed.notify_all()
+
+
 class SessionLink:
-    """One open Session stream to address."""
+    """One open Session stream to address; ``generation`` numbers it among a client's links."""
 
     def __init__(
         self,
@@ -52,8 +99,10 @@ class SessionLink:
         address: str,
         metadata: tuple[tuple[str, str], ...],
         on_leader: Callable[[pb.LeaderInfo], None],
+        generation: int = 0,
     ) -> None:
         self.address = address
+        self.generation = generation
         self._call = stub.Session(metadata=metadata)
         self._on_leader = on_leader
         self._waiting: dict[str, asyncio.Future[pb.ServerFrame]] = {}
@@ -63,11 +112,17 @@ class SessionLink:
         self.ended: grpc.aio.AioRpcError | None = None
         self._reader = asyncio.create_task(self._read(), name=f"session-link-{address}")
 
-    async def call(self, field: str, request: Any, timeout_s: float) -> Any:
+    async def call(
+        self,
+        field: str,
+        request: Any,
+        timeout_s: float,
+        written: Callable[[], Awaitable[None]] | None = None,
+    ) -> Any:
         """Send request as the frame's `field` call; its reply, or raise: the ChatError of
         an error frame (proto.errors), the stream's AioRpcError when it ended first,
         DEADLINE_EXCEEDED (and the link closed: its node is hung) when no reply came
-        within timeout_s."""
+        within timeout_s. ``written`` is awaited once the frame is on the stream."""
         request_id = getattr(request, "request_id", "") or uuid.uuid4().hex
         async with self._slots:
             self._raise_if_ended()
@@ -76,6 +131,8 @@ class SessionLink:
             try:
                 async with self._writing:
                     await self._write(pb.ClientFrame(request_id=request_id, **{field: request}))
+                if written is not None:
+                    await written()
                 async with asyncio.timeout(timeout_s):
                     frame = await reply
             except TimeoutError:

@@ -73,3 +73,15 @@ def leader_lease_holds(
             return False
         basis.append(acked[members_needed - 1])
     return not basis or now_ms < min(basis) + leader_lease_ms
+
+
+def quorum_heard(now_ms: int, heard_ms: Sequence[int | None], needed: int, window_ms: int) -> bool:
+    """Whether at least ``needed`` of the other members spoke to the leader within the last
+    ``window_ms`` (``heard_ms``: when each last did, None: never).
+
+    Check-quorum: in quorum mode a leader that a majority has not heard from within
+    a lease cannot commit, and the majority may already have elected another; it
+    steps down rather than answer its clients as if it led.
+    """
+    recent = sum(1 for heard in heard_ms if heard is not None and now_ms - heard < window_ms)
+    return recent >= needed

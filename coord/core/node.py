@@ -40,7 +40,7 @@ from coord.core.election import (
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import LocalProtocolError, Redirect, RemoteProtocolError
 from coord.core.inspection import BallotState, NodeState, PeerState
-from coord.core.lease import FollowerLease, leader_lease_holds
+from coord.core.lease import FollowerLease, leader_lease_holds, quorum_heard
 from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
 from coord.core.messages import (
     MAX_INT64,
@@ -133,6 +133,7 @@ class Node:
         # since: a candidate whose pre-votes keep failing gets no second yield.
         self._yielded_to: set[int] = set()
         self._term_start = 0
+        self._term_started_ms = now_ms
         self._last_broadcast_ms = now_ms
         self._transfer_to = NO_NODE
         self._transfer_deadline_ms = 0
@@ -295,8 +296,13 @@ class Node:
         self._advance(now_ms)
         if self.role is Role.LEADER:
             raise LocalProtocolError("this node already leads")
-        if self._lease.blocks(self.id, NO_NODE, now_ms) and self._lease.leader_id != NO_NODE:
-            raise LocalProtocolError(f"node {self._lease.leader_id} leads and is alive")
+        if self._lease.live(now_ms):
+            if self._lease.leader_id != NO_NODE:
+                raise LocalProtocolError(f"node {self._lease.leader_id} leads and is alive")
+            raise LocalProtocolError(
+                "this node started less than a lease ago: a leader may still count on the "
+                "promise its previous life made; retry once the lease has run out"
+            )
         alive = sorted(i for i, until in self._leaders_seen.items() if now_ms < until)
         if alive:
             raise LocalProtocolError(
@@ -622,6 +628,9 @@ class Node:
         return election_delay(ids, self.id, window, self._lost_ballots, cap, self._rng.random)
 
     def _tick_leader(self, now_ms: int) -> None:
+        if self._lost_quorum(now_ms):
+            self._become_follower(self.term, NO_NODE)
+            return
         if self._transfer_to != NO_NODE and now_ms >= self._transfer_deadline_ms:
             self._transfer_to = NO_NODE
         for peer, progress in list(self._progress.items()):
@@ -637,6 +646,15 @@ class Node:
         if now_ms - self._last_broadcast_ms >= self.settings.heartbeat_ms:
             self._last_broadcast_ms = now_ms
             self._replicate(now_ms, heartbeat=True)
+
+    def _lost_quorum(self, now_ms: int) -> bool:
+        """Quorum mode: no majority heard from us within a lease (lease.quorum_heard).
+        Fail-stop mode has no such rule: its leader may go on with an ISR of itself."""
+        config = self._view().config
+        if not config.quorum_mode or now_ms - self._term_started_ms < self.settings.lease_ms:
+            return False
+        others = [self._heard_ms.get(i) for i in config.member_ids if i != self.id]
+        return not quorum_heard(now_ms, others, config.majority - 1, self.settings.lease_ms)
 
     # == roles ===================================================================
 
@@ -690,6 +708,7 @@ class Node:
         self._snapshot_peers = set()
         self._progress = {i: Progress(next_index, now_ms) for i in sorted(peers)}
         self._last_broadcast_ms = now_ms
+        self._term_started_ms = now_ms
         self._term_start = self._append_as_leader(EntryKind.NOOP, b"").index
         self._append_config(self._view().config.with_isr(isr))
         self._replicate(now_ms, heartbeat=True)

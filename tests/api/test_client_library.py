@@ -96,6 +96,7 @@ class Proxy:
     drop: str = ""
     seen: list[bytes] = field(default_factory=list)
     replies: list[bytes] = field(default_factory=list)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)  # the one reply was lost
 
     async def __call__(
         self, method: str, request: bytes, context: grpc.aio.ServicerContext
@@ -112,6 +113,7 @@ class Proxy:
             self.seen.append(request)
             self.replies.append(reply)
             if len(self.seen) == 1:
+                self.lost.set()
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "connection lost (simulated)")
         return reply
 
@@ -139,6 +141,7 @@ class Proxy:
                     if field and reply.WhichOneof("event") == field:
                         self.replies.append(getattr(reply, field).SerializeToString())
                         if len(self.replies) == 1:
+                            self.lost.set()
                             await context.abort(
                                 grpc.StatusCode.UNAVAILABLE, "connection lost (simulated)"
                             )
@@ -471,3 +474,64 @@ async def test_a_subscription_resumes_after_a_restart_without_gap_or_duplicate(
         await inbox.close()
         await sender.close()
         await reader.close()
+
+
+# -- a call is its caller's, and pipelined calls keep their order -------------------------
+
+
+SLOW_RETRY = RetryPolicy(deadline_s=10.0, first_backoff_s=1.0, jitter=0.0)
+
+
+@pytest.mark.parametrize("unary", [False, True], ids=["stream", "unary"])
+async def test_a_retry_acts_as_the_session_that_made_the_call(
+    members: list[str], bob: ChatClient, unary: bool
+) -> None:
+    """The app logs in as someone else while a send waits to be retried: the retry still
+    carries the first session, so the message is jane's, once, and nobody else's."""
+    await user(members, "mallory")
+    proxy = Proxy(members[0], drop="SendMessage")
+    async with serving(proxy) as address:
+        jane = await user([address], "jane", policy=SLOW_RETRY, unary=unary)
+        try:
+            sending = asyncio.create_task(jane.send_message("bob", "from jane"))
+            await asyncio.wait_for(proxy.lost.wait(), WAIT_S)  # acted on, reply lost
+            await jane.login("mallory", PASSWORD)  # during the retry's back-off
+            await sending
+        finally:
+            await jane.close()
+    unread = await bob.read_messages()
+    assert [(m.sender, m.body) for m in unread.messages] == [("jane", "from jane")]
+
+
+async def test_a_send_retried_after_logout_returns_its_first_reply(
+    members: list[str], bob: ChatClient
+) -> None:
+    proxy = Proxy(members[0], drop="SendMessage")
+    async with serving(proxy) as address:
+        jane = await user([address], "jane", policy=SLOW_RETRY, unary=True)
+        try:
+            sending = asyncio.create_task(jane.send_message("bob", "before logout"))
+            await asyncio.wait_for(proxy.lost.wait(), WAIT_S)
+            await jane.logout()
+            sent = await sending  # not UNAUTHENTICATED: the first attempt was delivered
+        finally:
+            await jane.close()
+    assert sent.message_id == pb.SendMessageResponse.FromString(proxy.replies[0]).message_id
+    assert [m.body for m in (await bob.read_messages()).messages] == ["before logout"]
+
+
+async def test_pipelined_calls_resent_after_a_broken_stream_keep_their_order(
+    members: list[str], bob: ChatClient
+) -> None:
+    """Twenty sends in flight on one stream; the stream breaks after the first reply. Each
+    re-sent call wakes from its own back-off, yet they go out as first made."""
+    proxy = Proxy(members[0], drop="SendMessage")
+    policy = RetryPolicy(deadline_s=10.0, first_backoff_s=0.2, jitter=1.0)
+    async with serving(proxy) as address:
+        jane = await user([address], "jane", policy=policy)
+        try:
+            await asyncio.gather(*(jane.send_message("bob", f"m{i:02}") for i in range(20)))
+        finally:
+            await jane.close()
+    unread = await bob.read_messages(100)
+    assert [m.body for m in unread.messages] == [f"m{i:02}" for i in range(20)]

@@ -135,8 +135,11 @@ async def test_the_hub_caps_session_streams_apart_and_ends_them_when_closing_all
         assert "\n" not in str(refused.value)
         hub.subscribe(BOB, "bob", "t")  # a subscription is counted apart
         assert not any(closing.done() for closing in closings)
-        hub.close_all("stopping")
-        assert [closing.result() for closing in closings] == ["stopping"] * limit
+        hub.close_all("stopping", "10.0.0.2:7001")
+        ends = [closing.result() for closing in closings]
+        assert [(str(end), end.leader_address) for end in ends] == [
+            ("stopping", "10.0.0.2:7001")
+        ] * limit
     with hub.session_stream(BOB):  # the slots are free again
         pass
 

@@ -48,8 +48,14 @@ def assert_liveness(run: Run) -> None:
     if run.schedule in MAJORITY_KEEPS_WRITING:
         assert run.acked(elected, run.healed_at) > 0, f"the majority stopped: {run.line()}"
     if run.schedule == "client-with-minority":
-        # The clients reach only the old leader, which cannot commit without a majority.
+        # The clients reach only the old leader, which cannot commit without a majority,
+        # and which stops calling itself leader a lease after it last heard one
+        # (check-quorum; the poll and a heartbeat are the margin).
         assert run.acked(run.fault_at + LEASE_S, run.healed_at) == 0, run.line()
+        old = run.fault_leader
+        assert run.claimed_leadership(old, run.fault_at, run.fault_at + 0.5), "no sample"
+        stepped_down = run.fault_at + LEASE_S + 0.5
+        assert not run.claimed_leadership(old, stepped_down, run.healed_at), run.line()
     if run.schedule == "slow-links":
         # Round trips of 50 and 200 ms are well inside the lease: writes go on.
         assert run.acked(run.fault_at, run.fault_at + 2.0) > 0, run.line()

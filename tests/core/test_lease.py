@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coord.core.errors import Redirect
-from coord.core.lease import FollowerLease, leader_lease_holds
+from coord.core.lease import FollowerLease, leader_lease_holds, quorum_heard
 from coord.core.node import Role
 from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
@@ -137,3 +137,46 @@ def test_a_leader_known_dead_is_replaced_within_a_few_heartbeats() -> None:
             cluster.node(node_id).peer_unreachable(leader, cluster.now)
     assert cluster.run_until(lambda: bool(cluster.leaders()) and cluster.leader() != leader)
     assert cluster.now - crashed_at <= 3 * cluster.settings.heartbeat_ms
+
+
+@pytest.mark.parametrize(
+    ("heard", "needed", "holds"),
+    [
+        ([950, 990], 1, True),  # both heard within the window
+        ([None, 990], 1, True),  # one is enough for a majority of three
+        ([None, 100], 1, False),  # the only one heard is older than a lease
+        ([950, None, None, 990], 2, True),  # five members: two others needed
+        ([950, None, None, 100], 2, False),
+        ([], 0, True),  # a cluster of one
+    ],
+)
+def test_quorum_heard_counts_the_others_heard_within_the_window(
+    heard: list[int | None], needed: int, holds: bool
+) -> None:
+    assert quorum_heard(1000, heard, needed, LEASE) is holds
+
+
+def test_a_quorum_leader_cut_from_its_peers_steps_down_within_a_lease() -> None:
+    """Check-quorum: cut off from both followers (its clients may still reach it), the
+    quorum-mode leader stops calling itself leader, while the majority elects anew."""
+    cluster = CoreCluster(3, min_insync=2)
+    old = cluster.elect()
+    cluster.run(3 * LEASE)
+    assert cluster.leaders() == [old]
+    cut_at = cluster.now
+    cluster.isolate(old)
+    assert cluster.run_until(lambda: cluster.node(old).role is not Role.LEADER, 3 * LEASE)
+    assert cluster.now <= cut_at + LEASE + TEST_SETTINGS.heartbeat_ms
+    assert cluster.node(old).leader_id == 0
+    assert cluster.run_until(lambda: [i for i in cluster.leaders() if i != old] != [])
+
+
+def test_a_fail_stop_leader_cut_from_its_peers_leads_on_with_an_isr_of_itself() -> None:
+    """No check-quorum in fail-stop mode: the cut followers drop out of the ISR and the
+    leader goes on (the mode's contract, PROTOCOL.md §6)."""
+    cluster = CoreCluster(3)
+    old = cluster.elect()
+    cluster.run(LEASE)
+    cluster.isolate(old)
+    cluster.run(5 * LEASE)
+    assert cluster.node(old).role is Role.LEADER

@@ -168,3 +168,17 @@ def test_force_leader_is_refused_on_the_leader_itself() -> None:
     with pytest.raises(LocalProtocolError, match="already leads"):
         cluster.node(leader).force_leader(cluster.now)
     assert cluster.node(leader).term == term
+
+
+def test_force_leader_is_refused_in_the_first_lease_after_a_restart() -> None:
+    """A fresh process's lease is on a leader it cannot name: its previous life may have
+    promised one that still counts on it. force-leader waits for it like a vote does."""
+    cluster, _ = survivor_holds_the_only_copy()
+    cluster.restart(2)
+    cluster.restart(3)
+    with pytest.raises(LocalProtocolError, match="started less than a lease ago"):
+        cluster.node(2).force_leader(cluster.now)
+    cluster.run(LEASE)
+    cluster.node(2).force_leader(cluster.now)
+    cluster.flush(2)
+    assert cluster.leader() == 2

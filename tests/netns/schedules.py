@@ -49,6 +49,14 @@ class Run:
     fault_at: float  # time.monotonic(), the clock the workload's ops carry too
     healed_at: float
     settled: bool  # every node back in sync after healing
+    samples: tuple[checker.StatusSample, ...] = ()  # the status the clients saw, by time
+    fault_leader: int = 0  # the node that led when the fault began
+
+    def claimed_leadership(self, node: int, after: float, before: float) -> bool:
+        """Whether a client saw node call itself leader between after and before."""
+        return any(
+            s.node == node and s.role == "leader" and after <= s.at < before for s in self.samples
+        )
 
     def acked(self, after: float, before: float) -> int:
         """Ops invoked after `after` and acknowledged before `before` (same clock)."""
@@ -253,7 +261,7 @@ def run_schedule(lab: Lab, name: str, mode: str, folder: Path) -> Run:
     # A cluster that must heal gets a minute; a fail-stop split brain is seen in less.
     settled = wait_settled(lab, writers.members, SETTLE_TIMEOUT_S if mode == "quorum" else 15)
     run = Run(name, mode, writers.judge(history, settled), [], history.ops, fault_at, healed_at,
-              settled)  # fmt: skip
+              settled, history.samples, leader)  # fmt: skip
     for sample in sorted(history.samples, key=lambda s: s.at):
         if sample.role == "leader" and (sample.node, sample.term) not in run.leaders:
             run.leaders.append((sample.node, sample.term))
