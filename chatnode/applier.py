@@ -21,7 +21,7 @@ from chatnode import ops
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
 from chatnode.session_cache import SessionCache
-from chatnode.state import ChatState, StoredMessage
+from chatnode.state import ChatReader, ChatState, StoredMessage
 from coord.boundary import Coordinator, Entry, EntryKind
 from coord.shell.disk import DiskGuard
 from proto.errors import Unavailable
@@ -70,7 +70,7 @@ class Applier:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="apply")
         self._waiting: dict[int, _Waiter] = {}
         self._applied = asyncio.Condition()
-        self._state_lock = asyncio.Lock()  # applies, checkpoints and snapshots take turns
+        self._state_lock = asyncio.Lock()  # applies, checkpoints and restores take turns
         self.applied_index = state.applied_index
         self._observe_clock()
 
@@ -106,8 +106,10 @@ class Applier:
             return await self._in_worker(self._state.checkpoint)
 
     async def capture(self, path: Path) -> int:
-        async with self._state_lock:
-            return await self._in_worker(self._state.copy_to, path)
+        """Copy the state over a connection of its own, in a thread of its own, without
+        the state lock: a copy of a large state takes seconds, and applies (so every
+        call) go on meanwhile. The copy is the state as of one commit."""
+        return await asyncio.to_thread(_copy_state, self._state.path, path)
 
     async def restore(self, path: Path) -> int:
         async with self._state_lock:
@@ -144,7 +146,9 @@ class Applier:
 
             # A full disk rolls the batch back; it is applied again once space returns.
             results = await self._disk.write("state", apply_batch)
-            self._observe_clock()
+            newest = _newest_stamp(fresh, decoded)
+            if newest and newest not in self._waiting:
+                self._observe_clock()
         for entry, (_, op), result in zip(fresh, decoded, results, strict=True):
             self._resolve(entry, result)
             if op is not None and result.ok:
@@ -155,7 +159,9 @@ class Applier:
     def _observe_clock(self) -> None:
         """The newest cluster time applied was stamped no later than now: a bound on what
         this node may stamp if it leads (chatnode.cluster_clock). A state that holds no
-        time yet bounds nothing."""
+        time yet bounds nothing. Ops this node proposed are not observed again when
+        they apply: it observed each when it stamped it, and a second sighting, later,
+        would slow its clock by the time the op took to commit."""
         if self._state.clock_ms:
             self._clock.observe(self._state.clock_ms, self._mono_ms())
 
@@ -193,6 +199,19 @@ class Applier:
         for waiter in waiting.values():
             if not waiter.future.done():
                 waiter.future.set_exception(Unavailable(reason))
+
+
+def _copy_state(state_path: Path, path: Path) -> int:
+    with ChatReader(state_path) as reader:
+        return reader.copy_to(path)
+
+
+def _newest_stamp(batch: Sequence[Entry], decoded: Sequence[tuple[int, ops.Op | None]]) -> int:
+    """The index of the batch's last op that carries a time (0: none does)."""
+    for entry, (_, op) in zip(reversed(batch), reversed(decoded), strict=True):
+        if op is not None and op.now_ms:
+            return entry.index
+    return 0
 
 
 def _cheap(decoded: Sequence[tuple[int, ops.Op | None]]) -> bool:

@@ -55,12 +55,15 @@ class ClusterClock:
         return self._newest_ms
 
     def observe(self, cluster_ms: int, mono_ms: int) -> None:
-        """cluster_ms was stamped at or before our monotonic time mono_ms.
+        """The newest op stamped cluster_ms, at or before our monotonic time mono_ms.
 
-        Only a newer stamp replaces what is known: rule 2 holds against the newest
-        stamp, and an older one says nothing more.
+        A stamp as new as the newest known replaces it, and so does the same time
+        stamped again later (a leader whose time stood still): rule 2 holds against
+        the latest stamp, whenever it was made, so the clock never advances faster
+        than real time between two consecutive stamps, across any leader change. An
+        older stamp says nothing more.
         """
-        if cluster_ms > self._newest_ms or self._seen_mono_ms is None:
+        if cluster_ms >= self._newest_ms or self._seen_mono_ms is None:
             self._newest_ms = max(self._newest_ms, cluster_ms)
             self._seen_mono_ms = mono_ms
 

@@ -31,6 +31,10 @@ QUEUE_LIMIT = 1024
 QUEUE_BYTES = 1 << 20
 """Bytes of message bodies queued per stream at most (bodies are up to 64 KiB each)."""
 
+STREAMS_TOTAL = 1024
+"""Open streams of both kinds on this node, all users together: what bounds the memory
+their queues and outboxes may hold (chatnode.session_stream.REPLY_BYTES each)."""
+
 STREAMS_PER_USER: dict[str, int] = {"Subscribe": 8, "Session": 8}
 """Open streams per user on this node, by kind: a client has one of each per device or tab.
 A "Subscribe" stream is any live subscription (a Subscribe call, or a Session stream's
@@ -125,6 +129,7 @@ class LiveHub:
         self._by_account: defaultdict[int, set[Subscriber]] = defaultdict(set)
         self._online: Counter[str] = Counter()  # subscriptions by username: presence only
         self._open: Counter[tuple[str, int]] = Counter()  # (kind, account id): streams open
+        self._total = 0  # streams open, all kinds and users
         self._sessions: set[asyncio.Future[Unavailable]] = set()  # one per Session stream
 
     def subscribe(self, account_id: int, username: str, token_hash: str) -> Subscriber:
@@ -203,9 +208,15 @@ class LiveHub:
             raise ResourceExhausted(
                 f"at most {limit} open {kind} streams per user; close one first"
             )
+        if self._total >= STREAMS_TOTAL:
+            raise ResourceExhausted(
+                f"this node holds its most open streams ({STREAMS_TOTAL}); retry later"
+            )
         self._open[kind, account_id] += 1
+        self._total += 1
 
     def _release(self, kind: str, account_id: int) -> None:
+        self._total -= 1
         self._open[kind, account_id] -= 1
         if not self._open[kind, account_id]:
             del self._open[kind, account_id]

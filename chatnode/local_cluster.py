@@ -59,6 +59,7 @@ class NodeProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     metrics_address: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # added to this node's environment
 
     def start(self, detach: bool = False) -> None:
         """Start (or restart, on the same data dir and port) the node's process; with detach,
@@ -69,7 +70,7 @@ class NodeProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 start_new_session=detach,
             )
 

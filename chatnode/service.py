@@ -322,11 +322,9 @@ class ChatService:
 
         async def listed() -> pb.ListAccountsResponse:
             await touched
-            names = await self._reads.run(lambda r: r.list_accounts(pattern, after, size + 1))
-            more = len(names) > size
-            names = names[:size]
-            token = _encode_page_token(names[-1]) if more else ""
-            return pb.ListAccountsResponse(usernames=names, next_page_token=token)
+            page = await self._reads.run(lambda r: r.list_accounts(pattern, after, size))
+            token = _encode_page_token(page.resume_after) if page.resume_after else ""
+            return pb.ListAccountsResponse(usernames=page.names, next_page_token=token)
 
         return listed()
 

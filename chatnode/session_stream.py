@@ -78,6 +78,20 @@ IN_FLIGHT_MAX = 64
 OUTBOX_FRAMES = 256
 """Frames waiting for the writer before the stream's tasks wait for it."""
 
+REPLY_BYTES = 8 << 20
+"""Bytes of replies one stream may hold, written or not yet: a call reserves what its reply
+may take before it starts, and gets it back once the reply is written. A client that
+stops reading holds at most this much of the server's memory per stream."""
+
+RESERVED_BYTES: dict[str, int] = {
+    "read_messages": 4 << 20,  # a ReadMessages reply stays under 3 MiB (chatnode.service)
+    "list_accounts": 64 << 10,  # 1,000 names of at most 32 bytes, and framing
+}
+"""What a reply of each call may take; any other reply is small (SMALL_REPLY_BYTES)."""
+
+SMALL_REPLY_BYTES = 1 << 10
+MESSAGE_FRAME_BYTES = 1 << 10  # a live message's frame, beyond its body
+
 
 @dataclass(frozen=True, slots=True)
 class _End:
@@ -91,6 +105,31 @@ class _Started:
     request_id: str
     call: str  # the frame's field name, which is also the reply's
     pending: Awaitable[Any]
+    reserved: int  # bytes of the stream's budget its reply holds until written
+
+
+class _ByteBudget:
+    """The bytes a stream's replies may hold (REPLY_BYTES): taken before, given back after.
+
+    A reservation larger than the whole budget goes ahead once nothing else holds any.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._changed = asyncio.Condition()
+
+    async def take(self, size: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self._held == 0 or self._held + size <= self._limit
+            )
+            self._held += size
+
+    async def give(self, size: int) -> None:
+        async with self._changed:
+            self._held -= size
+            self._changed.notify_all()
 
 
 class SessionStream:
@@ -107,7 +146,10 @@ class SessionStream:
         self._closing = closing
         self._context = context
         self._owner = owner  # the account id and username the stream was opened for
-        self._outbox: asyncio.Queue[pb.ServerFrame | _End] = asyncio.Queue(OUTBOX_FRAMES)
+        self._outbox: asyncio.Queue[tuple[pb.ServerFrame | _End, int]] = asyncio.Queue(
+            OUTBOX_FRAMES
+        )  # each frame with the bytes of the budget it holds
+        self._budget = _ByteBudget(REPLY_BYTES)
         self._started: asyncio.Queue[_Started | _End | None] = asyncio.Queue()
         self._in_flight = 0
         self._subscriber: Subscriber | None = None
@@ -124,12 +166,13 @@ class SessionStream:
         try:
             yield first
             while True:
-                item = await self._outbox.get()
+                item, reserved = await self._outbox.get()
                 if isinstance(item, _End):
                     if item.error is None:
                         return
                     raise item.error
                 yield item
+                await self._budget.give(reserved)
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -152,17 +195,19 @@ class SessionStream:
                 )
             else:
                 self._in_flight += 1
-                self._started.put_nowait(await self._start(frame))
+                reserved = RESERVED_BYTES.get(frame.WhichOneof("call") or "", SMALL_REPLY_BYTES)
+                await self._budget.take(reserved)
+                self._started.put_nowait(await self._start(frame, reserved))
         self._started.put_nowait(None)  # the client is done sending: end after the replies
 
-    async def _start(self, frame: pb.ClientFrame) -> _Started:
+    async def _start(self, frame: pb.ClientFrame, reserved: int) -> _Started:
         """Start the frame's call; a call that fails to start fails in its place in line."""
         call = frame.WhichOneof("call") or ""
         try:
             pending = await self._start_call(frame, call)
         except ChatError as exc:
             pending = failed(exc)
-        return _Started(frame.request_id, call, pending)
+        return _Started(frame.request_id, call, pending, reserved)
 
     async def _start_call(self, frame: pb.ClientFrame, call: str) -> Awaitable[Any]:
         if not frame.request_id:
@@ -191,24 +236,24 @@ class SessionStream:
         return ready(pb.Subscribed())
 
     async def _refuse(self, request_id: str, error: ChatError) -> None:
-        await self._outbox.put(_error_frame(request_id, error))
+        await self._outbox.put((_error_frame(request_id, error), 0))
 
     # -- the finisher -------------------------------------------------------------
 
     async def _finish(self) -> None:
         while (started := await self._started.get()) is not None:
             if isinstance(started, _End):
-                await self._outbox.put(started)
+                await self._outbox.put((started, 0))
                 return
             frame = await self._reply(started)
             self._in_flight -= 1
             if isinstance(frame, _End):
-                await self._outbox.put(frame)
+                await self._outbox.put((frame, 0))
                 return
-            await self._outbox.put(frame)
+            await self._outbox.put((frame, started.reserved))
             if started.call == "subscribe" and frame.HasField("subscribe"):
                 self._spawn(self._pump(), "pump")
-        await self._outbox.put(_End())
+        await self._outbox.put((_End(), 0))
 
     async def _reply(self, started: _Started) -> pb.ServerFrame | _End:
         try:
@@ -226,9 +271,11 @@ class SessionStream:
         try:
             async for event in self._service.live_events(self._subscriber, self._after_id):
                 if event.HasField("message"):
-                    await self._outbox.put(pb.ServerFrame(message=event.message))
+                    size = len(event.message.body) + MESSAGE_FRAME_BYTES
+                    await self._budget.take(size)
+                    await self._outbox.put((pb.ServerFrame(message=event.message), size))
                 else:
-                    await self._outbox.put(pb.ServerFrame(leader=event.leader))
+                    await self._outbox.put((pb.ServerFrame(leader=event.leader), 0))
         except ChatError as exc:
             self._started.put_nowait(_End(exc))  # after the replies already due
 
@@ -258,11 +305,11 @@ class SessionStream:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError:
-                await self._outbox.put(_End())  # client gone
+                await self._outbox.put((_End(), 0))  # client gone
             except Exception:
                 log.exception("session stream %s failed", name)
                 internal = Internal("internal error; the node's log has the details")
-                await self._outbox.put(_End(internal))
+                await self._outbox.put((_End(internal), 0))
 
         self._tasks.append(asyncio.create_task(guarded(), name=f"session-{name}"))
 

@@ -82,6 +82,9 @@ RESULT_TTL_MS = 24 * 60 * 60 * 1000
 PRUNE_CHUNK = 64
 """Expired rows removed per row stored: more than one, so the table always shrinks back."""
 
+LIST_SCAN_ROWS = 10_000
+"""Names one ListAccounts page examines at most, whatever its pattern matches."""
+
 LEGACY_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
 """The lifetime of sessions opened before sessions had deadlines, counted from their
 creation: for rows of an older database and Login entries without a deadline. Fixed
@@ -116,6 +119,14 @@ class Session:
 
 
 @dataclass(frozen=True, slots=True)
+class NamePage:
+    """A page of usernames, and the name to resume after ('' when none is left)."""
+
+    names: list[str]
+    resume_after: str
+
+
+@dataclass(frozen=True, slots=True)
 class StoredMessage:
     id: int
     sender: str
@@ -144,11 +155,10 @@ _SESSION_RESULT = """
 """
 """Newest first: a token hash names one session at a time, but a log may reuse one
 after its session ended, and the answer must not depend on row order."""
-_LIST_ACCOUNTS = """
-    SELECT username FROM accounts
-    WHERE username >= :low AND username < :high AND username != :after
-      AND username GLOB :pattern
-    ORDER BY username LIMIT :limit
+_SCAN_ACCOUNTS = """
+    SELECT username, username GLOB :pattern FROM accounts
+    WHERE username >= :low AND username < :high AND username > :after
+    ORDER BY username LIMIT :scan
 """
 _MESSAGE_COLUMNS = "id, sender, recipient, body, sent_at_ms, read"
 _MESSAGES_AFTER = f"""
@@ -185,6 +195,17 @@ class _Queries:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    def copy_to(self, path: str | os.PathLike[str]) -> int:
+        """Write a consistent copy of the state (a snapshot) to path; return its applied index.
+
+        One backup step copies every page inside one read transaction, so the copy is
+        the state as of one commit. Over a reader (ChatReader) it runs beside the
+        writer: in WAL mode applies go on meanwhile, unseen by the copy."""
+        with closing(sqlite3.connect(path)) as target:
+            self._db.backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")
+            return target.execute(_APPLIED_INDEX).fetchone()[0]
 
     def session(self, token_hash: str) -> Session | None:
         row = self._db.execute(_SESSION, (token_hash,)).fetchone()
@@ -223,24 +244,36 @@ class _Queries:
         rows = (self._db.execute(_MESSAGE_TO, (id_, username)).fetchone() for id_ in ids)
         return [replace(_message(row), read=True) for row in rows if row]
 
-    def list_accounts(self, pattern: str, after: str, limit: int) -> list[str]:
-        """Usernames above ``after`` matching the shell wildcard ``pattern`` (empty: all).
+    def list_accounts(
+        self, pattern: str, after: str, limit: int, scan: int = LIST_SCAN_ROWS
+    ) -> NamePage:
+        """Up to ``limit`` (at least 1) usernames above ``after`` matching the shell
+        wildcard ``pattern`` (empty: all), examining at most ``scan`` names.
 
-        The pattern's literal prefix narrows the index range, so a page costs the
-        names in that range, not every name after ``after``.
+        The pattern's literal prefix narrows the index range; within it a pattern
+        may match few names (``*z*``), so the scan stops after ``scan`` names
+        however few matched, and the page says where to resume: a page costs the
+        same whatever the pattern, and page tokens continue the scan.
         """
-        if limit <= 0:
-            return []
         pattern = pattern or "*"
         prefix = _literal_prefix(pattern)
         params = {
-            "low": max(prefix, after),
+            "low": prefix,
             "high": _above_prefix(prefix),
             "after": after,
             "pattern": pattern,
-            "limit": limit,
+            "scan": scan,
         }
-        return [name for (name,) in self._db.execute(_LIST_ACCOUNTS, params)]
+        names: list[str] = []
+        examined = 0
+        last = ""
+        for last, matches in self._db.execute(_SCAN_ACCOUNTS, params):
+            examined += 1
+            if matches:
+                names.append(last)
+                if len(names) > limit:  # one more than the page: there are more
+                    return NamePage(names[:limit], names[limit - 1])
+        return NamePage(names, last if examined == params["scan"] else "")
 
     def messages_after(self, username: str, after_id: int, limit: int) -> list[StoredMessage]:
         if limit <= 0:
@@ -348,6 +381,7 @@ class ChatState(_Queries):
     though not necessarily always the same thread."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         _create_schema(self._db)
         self._applied_index: int = self._db.execute(_APPLIED_INDEX).fetchone()[0]
@@ -374,13 +408,6 @@ class ChatState(_Queries):
         """
         busy, wal_pages, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return self._applied_index if not busy and wal_pages == copied else None
-
-    def copy_to(self, path: str | os.PathLike[str]) -> int:
-        """Write a consistent copy of the state (a snapshot) to path; return its applied index."""
-        with closing(sqlite3.connect(path)) as target:
-            self._db.backup(target)
-            target.execute("PRAGMA journal_mode=DELETE")
-            return target.execute(_APPLIED_INDEX).fetchone()[0]
 
     def restore_from(self, path: str | os.PathLike[str]) -> int:
         """Replace the whole state by the snapshot at path, in one transaction, durably.

@@ -196,3 +196,15 @@ async def test_a_stream_that_overflowed_catches_up_from_the_database(
     got = [(await asyncio.wait_for(stream.read(), timeout=5)).message.id for _ in sent]
     assert got == sent
     stream.cancel()
+
+
+def test_the_hub_caps_streams_on_the_node_whatever_the_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(live, "STREAMS_TOTAL", 5)
+    hub = LiveHub()
+    streams = [hub.subscribe(account, f"u{account}", "t") for account in range(5)]
+    with pytest.raises(ResourceExhausted, match="most open streams"):
+        hub.subscribe(99, "u99", "t")
+    hub.unsubscribe(streams[0])
+    hub.subscribe(99, "u99", "t")

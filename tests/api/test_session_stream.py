@@ -19,7 +19,7 @@ import pytest
 from chatnode.live import STREAMS_PER_USER
 from chatnode.local_cluster import free_port
 from chatnode.server import DRAIN_SECONDS, ChatNode, NodeConfig
-from chatnode.session_stream import IN_FLIGHT_MAX
+from chatnode.session_stream import IN_FLIGHT_MAX, REPLY_BYTES, RESERVED_BYTES
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
@@ -442,3 +442,32 @@ async def test_a_stopping_node_ends_idle_streams_with_unavailable_at_once(
 async def login(stub: chat_pb2_grpc.ChatServiceStub, name: str):
     reply = await stub.Login(pb.LoginRequest(username=name, password=PASSWORD))
     return (("authorization", f"Bearer {reply.session_token}"),)
+
+
+async def test_a_stream_that_is_not_read_holds_a_bounded_number_of_large_replies(
+    stub: chat_pb2_grpc.ChatServiceStub,
+) -> None:
+    """Sixteen reads of about 3 MiB each, sent on a stream whose client never reads: the
+    stream starts a read only while its reply budget has room, so the reads wait in the
+    client's frames (HTTP/2 pushes back) instead of in the server's memory."""
+    auth = await signup(stub, "alice")
+    sender = await signup(stub, "bob")
+    reads, batch = 16, 47  # a reply holds at most 3 MiB of bodies: 47 of 64 KiB
+    big = pb.SendMessageRequest(recipient="alice", body="x" * 65_536)
+    for _ in range(reads * batch // 47):
+        await asyncio.gather(*(stub.SendMessage(big, metadata=sender) for _ in range(47)))
+    greedy = Stream(stub, auth)
+    await greedy.opened()
+    for i in range(reads):
+        await greedy.send(f"r{i}", read_messages=pb.ReadMessagesRequest(limit=1000))
+    await asyncio.sleep(2.0)  # let the server take what it will; nothing is read meanwhile
+    second = Stream(stub, auth)
+    await second.opened()
+    await second.send("count", read_messages=pb.ReadMessagesRequest(limit=1))
+    remaining = (await second.read()).read_messages.remaining_unread
+    started = reads * batch - 1 - remaining  # messages the first stream's reads took
+    budget = REPLY_BYTES // RESERVED_BYTES["read_messages"]
+    # The budget's reads, and the few whose replies the transport took off its hands.
+    assert started <= min(budget + 4, reads // 2) * batch, f"{started // batch} reads started"
+    greedy.call.cancel()
+    second.call.cancel()

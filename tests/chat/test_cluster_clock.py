@@ -65,11 +65,19 @@ TABLE: list[tuple[str, list[tuple[str, int, int, int | None]]]] = [
         ],
     ),
     (
-        "the same stamp seen twice keeps the first sighting (the looser, valid bound)",
+        "the same time stamped again later (a leader whose time stood still) counts from then",
         [
             ("observe", T0, 100, None),
             ("observe", T0, 900, None),
-            ("stamp", T0 + H, 1_000, T0 + 900),
+            ("stamp", T0 + H, 1_000, T0 + 100),
+        ],
+    ),
+    (
+        "a leader whose time stood still, then one whose clock is right: no jump",
+        [
+            ("observe", T0, 0, None),  # we stamped T0 ourselves, long ago
+            ("observe", T0, H, None),  # a lagging leader stamped T0 again, an hour later
+            ("stamp", T0 + H, H + 10, T0 + 10),  # by 10 ms, not by the hour
         ],
     ),
     (

@@ -33,6 +33,7 @@ from chatnode.state import (
     Account,
     ChatReader,
     ChatState,
+    NamePage,
     Session,
     StoredMessage,
 )
@@ -379,7 +380,7 @@ def test_delete_account_removes_account_sessions_and_inbox_but_not_sent_mail(
     assert [(m.sender, m.body) for m in chat.state.messages_after("bob", 0, 10)] == [
         ("alice", "from alice")
     ]
-    assert chat.state.list_accounts("", "", 10) == ["bob"]
+    assert chat.state.list_accounts("", "", 10).names == ["bob"]
 
 
 def test_a_deleted_name_can_register_again_with_a_new_id_and_an_empty_inbox(
@@ -796,7 +797,7 @@ def test_a_reader_sees_what_the_writer_committed(chat: Chat) -> None:
         assert reader.unread_count("alice") == 1
         assert reader.last_message_id("alice") == 3
         assert [m.id for m in reader.messages_after("alice", 0, 10)] == [3]
-        assert reader.list_accounts("a*", "", 10) == ["alice"]
+        assert reader.list_accounts("a*", "", 10).names == ["alice"]
         assert reader.stored_result("alice", "r", "send_message") == chat.state.stored_result(
             "alice", "r", "send_message"
         )
@@ -831,26 +832,46 @@ def directory(chat: Chat) -> Chat:
 def test_list_accounts_matches_shell_wildcards_case_sensitively(
     directory: Chat, pattern: str, expected: list[str]
 ) -> None:
-    assert directory.state.list_accounts(pattern, "", 100) == expected
+    assert directory.state.list_accounts(pattern, "", 100) == NamePage(expected, "")
 
 
 def test_list_accounts_pages_after_the_last_name(directory: Chat) -> None:
     state = directory.state
-    assert state.list_accounts("*", "", 3) == ["Albert", "a-b", "a.b"]
-    assert state.list_accounts("*", "a.b", 3) == ["al", "alfred", "alice"]
-    assert state.list_accounts("al*", "al", 10) == ["alfred", "alice"]
-    assert state.list_accounts("al*", "alice", 10) == []
-    assert state.list_accounts("b*", "a", 1) == ["bob"]
-    assert state.list_accounts("*", "", 0) == []
+    assert state.list_accounts("*", "", 3) == NamePage(["Albert", "a-b", "a.b"], "a.b")
+    assert state.list_accounts("*", "a.b", 3) == NamePage(["al", "alfred", "alice"], "alice")
+    assert state.list_accounts("al*", "al", 10) == NamePage(["alfred", "alice"], "")
+    assert state.list_accounts("al*", "alice", 10) == NamePage([], "")
+    assert state.list_accounts("b*", "a", 1) == NamePage(["bob"], "bob")
+
+
+def test_a_page_examines_a_bounded_number_of_names_and_resumes_where_it_stopped(
+    directory: Chat,
+) -> None:
+    """A pattern that matches little costs a page no more than `scan` names: the page
+    may come back short, even empty, with where to resume, until the range is done."""
+    state = directory.state
+    assert state.list_accounts("*o*", "", 10, scan=4) == NamePage([], "al")
+    names, after, pages = [], "", 0
+    while True:
+        page = state.list_accounts("*o*", after, 10, scan=4)
+        names += page.names
+        pages += 1
+        if not page.resume_after:
+            break
+        after = page.resume_after
+    assert names == ["bob", "bobby", "carol"] and pages == 3
+    with traced(state.connection) as statements:
+        state.list_accounts("*zzz*", "", 10, scan=4)
+    assert len(statements) == 1
 
 
 def test_list_accounts_prefix_bounds_hold_at_code_point_edges(chat: Chat) -> None:
     names = ["x\U0010ffff", "x\U0010ffffz", "y", "a\ud7ff", "a\ue000", "a\uffff"]
     for name in names:
         chat.register(name)
-    assert chat.state.list_accounts("x\U0010ffff*", "", 10) == ["x\U0010ffff", "x\U0010ffffz"]
-    assert chat.state.list_accounts("x*", "", 10) == ["x\U0010ffff", "x\U0010ffffz"]
-    assert chat.state.list_accounts("a\ud7ff*", "", 10) == ["a\ud7ff"]
+    assert chat.state.list_accounts("x\U0010ffff*", "", 10).names == ["x\U0010ffff", "x\U0010ffffz"]
+    assert chat.state.list_accounts("x*", "", 10).names == ["x\U0010ffff", "x\U0010ffffz"]
+    assert chat.state.list_accounts("a\ud7ff*", "", 10).names == ["a\ud7ff"]
 
 
 @contextmanager

@@ -14,6 +14,7 @@ same id on two kinds, and retries after the session ended all come up.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
@@ -50,6 +51,7 @@ from chatnode.state import (
     Account,
     ChatReader,
     ChatState,
+    NamePage,
     Session,
     StoredMessage,
 )
@@ -347,9 +349,17 @@ class Model:
             key=lambda m: m.id,
         )
 
-    def list_accounts(self, pattern: str, after: str, limit: int) -> list[str]:
-        names = sorted(n for n in self.accounts if n > after and fnmatchcase(n, pattern or "*"))
-        return names[: max(limit, 0)]
+    def list_accounts(self, pattern: str, after: str, limit: int, scan: int) -> NamePage:
+        """The names after `after` that share the pattern's literal prefix, the first
+        `scan` of them examined, the matches among them paged by limit."""
+        pattern = pattern or "*"
+        prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+        in_range = sorted(n for n in self.accounts if n > after and n.startswith(prefix))
+        examined = in_range[:scan]
+        matches = [n for n in examined if fnmatchcase(n, pattern)]
+        if len(matches) > limit:
+            return NamePage(matches[:limit], matches[limit - 1])
+        return NamePage(matches, examined[-1] if len(examined) == scan else "")
 
 
 # -- the comparison -----------------------------------------------------------------
@@ -524,13 +534,14 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
     @rule(
         parts=st.lists(st.sampled_from(PATTERN_PARTS), max_size=4),
         after=st.sampled_from(["", "B", "al", "alice", "b", "bob", "zz"]),
-        limit=st.integers(min_value=-1, max_value=4),
+        limit=st.integers(min_value=1, max_value=4),
+        scan=st.sampled_from([1, 2, 3, 10_000]),
     )
-    def list_accounts(self, parts: list[str], after: str, limit: int) -> None:
+    def list_accounts(self, parts: list[str], after: str, limit: int, scan: int) -> None:
         pattern = "".join(parts)
-        expected = self.model.list_accounts(pattern, after, limit)
-        assert self.reader.list_accounts(pattern, after, limit) == expected
-        assert self.state.list_accounts(pattern, after, limit) == expected
+        expected = self.model.list_accounts(pattern, after, limit, scan)
+        assert self.reader.list_accounts(pattern, after, limit, scan) == expected
+        assert self.state.list_accounts(pattern, after, limit, scan) == expected
 
     # -- invariants ------------------------------------------------------------------------
 
