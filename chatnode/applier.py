@@ -20,6 +20,7 @@ from typing import TypeVar
 from chatnode import ops
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
+from chatnode.metrics import APPLY_ON_LOOP
 from chatnode.session_cache import SessionCache
 from chatnode.state import ChatReader, ChatState, StoredMessage
 from coord.boundary import Coordinator, Entry, EntryKind
@@ -141,7 +142,8 @@ class Applier:
 
             async def apply_batch() -> list[ops.Result]:
                 if _cheap(decoded):
-                    return self._state.apply(decoded)
+                    with APPLY_ON_LOOP.time():
+                        return self._state.apply(decoded)
                 return await self._in_worker(self._state.apply, decoded)
 
             # A full disk rolls the batch back; it is applied again once space returns.
