@@ -681,6 +681,7 @@ def cluster_status_pb(status: Status) -> pb.ClusterStatus:
                 in_sync=m.in_sync,
                 match_index=m.match_index,
                 reachable=m.reachable,
+                clock_offset_ms=m.clock_offset_ms,
             )
             for m in status.members
         ],

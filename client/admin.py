@@ -84,6 +84,8 @@ def status_rows(views: Views) -> list[Row]:
                 "match": member.match_index,
                 "lag": max(0, leader.commit_index - member.match_index),
             }
+            if member.HasField("clock_offset_ms"):
+                row["clock_ms"] = member.clock_offset_ms
         rows.append(row)
     return rows
 

@@ -41,7 +41,7 @@ class CtlError(Exception):
 
 COLUMNS = (
     "id", "address", "role", "term", "leader", "commit", "epoch", "member", "in_sync", "match",
-    "lag", "mode", "version",
+    "lag", "clock_ms", "mode", "version",
 )  # fmt: skip
 
 

@@ -187,20 +187,22 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("id", "address", "role", "in_sync", "match_index", "reachable")
+    __slots__ = ("id", "address", "role", "in_sync", "match_index", "reachable", "clock_offset_ms")
     ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     IN_SYNC_FIELD_NUMBER: _ClassVar[int]
     MATCH_INDEX_FIELD_NUMBER: _ClassVar[int]
     REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_MS_FIELD_NUMBER: _ClassVar[int]
     id: int
     address: str
     role: str
     in_sync: bool
     match_index: int
     reachable: bool
-    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., in_sync: _Optional[bool] = ..., match_index: _Optional[int] = ..., reachable: _Optional[bool] = ...) -> None: ...
+    clock_offset_ms: int
+    def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., in_sync: _Optional[bool] = ..., match_index: _Optional[int] = ..., reachable: _Optional[bool] = ..., clock_offset_ms: _Optional[int] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("node_id", "role", "term", "leader_id", "leader_address", "commit_index", "members", "config_epoch", "min_insync", "mode", "fault", "version")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17proto/replication.proto\x12\x13\x63hat.replication.v1\"`\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x10\n\x03\x63rc\x18\x05 \x01(\rH\x00\x88\x01\x01\x42\x06\n\x04_crc\"\xcc\x01\n\x06\x41ppend\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x12\n\nprev_index\x18\x03 \x01(\x04\x12\x11\n\tprev_term\x18\x04 \x01(\x04\x12.\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x1d.chat.replication.v1.LogEntry\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x0b\n\x03isr\x18\x08 \x03(\x04\x12\x12\n\nsent_at_ms\x18\t \x01(\x03\x12\r\n\x05\x66\x65nce\x18\n \x01(\x04\"\xa3\x01\n\x0b\x41ppendReply\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\x12\x14\n\x0creject_index\x18\x05 \x01(\x04\x12\x12\n\nhint_index\x18\x06 \x01(\x04\x12\x17\n\x0f\x65\x63ho_sent_at_ms\x18\x07 \x01(\x03\x12\r\n\x05\x66\x65nce\x18\x08 \x01(\x04\"\xb8\x01\n\x0bVoteRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\x04\x12\x15\n\rlast_log_term\x18\x05 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x06 \x01(\x04\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x12\n\nepoch_term\x18\x08 \x01(\x04\x12\x15\n\rtransfer_from\x18\t \x01(\x04\"\xfc\x01\n\tVoteReply\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\x04\x12\x0f\n\x07granted\x18\x05 \x01(\x08\x12\x15\n\rlast_log_term\x18\x06 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x07 \x01(\x04\x12\r\n\x05\x65poch\x18\x08 \x01(\x04\x12\x12\n\nepoch_term\x18\t \x01(\x04\x12\x0b\n\x03isr\x18\n \x03(\x04\x12\x11\n\trestarted\x18\x0b \x01(\x08\x12\x17\n\x0fhas_live_leader\x18\x0c \x01(\x08\x12\x11\n\tleader_id\x18\r \x01(\x04\"*\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\"\xa6\x02\n\x0bPeerMessage\x12-\n\x06\x61ppend\x18\x01 \x01(\x0b\x32\x1b.chat.replication.v1.AppendH\x00\x12\x38\n\x0c\x61ppend_reply\x18\x02 \x01(\x0b\x32 .chat.replication.v1.AppendReplyH\x00\x12\x38\n\x0cvote_request\x18\x03 \x01(\x0b\x32 .chat.replication.v1.VoteRequestH\x00\x12\x34\n\nvote_reply\x18\x04 \x01(\x0b\x32\x1e.chat.replication.v1.VoteReplyH\x00\x12\x36\n\x0btimeout_now\x18\x05 \x01(\x0b\x32\x1f.chat.replication.v1.TimeoutNowH\x00\x42\x06\n\x04kind\"P\n\tPeerBatch\x12\x0f\n\x07\x66rom_id\x18\x01 \x01(\x04\x12\x32\n\x08messages\x18\x02 \x03(\x0b\x32 .chat.replication.v1.PeerMessage\"\x0b\n\tDelivered\"\xb9\x01\n\rSnapshotChunk\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x12\n\nindex_term\x18\x04 \x01(\x04\x12-\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x1d.chat.replication.v1.LogEntry\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x0c\n\x04last\x18\x07 \x01(\x08\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x0e\n\x06sha256\x18\t \x01(\x0c\"\x1d\n\x0bSnapshotAck\x12\x0e\n\x06staged\x18\x01 \x01(\x08\"/\n\x10\x41\x64\x64MemberRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"!\n\x13RemoveMemberRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"#\n\x15TransferLeaderRequest\x12\n\n\x02id\x18\x01 \x01(\x04\".\n\x12\x46orceLeaderRequest\x12\x18\n\x10\x61\x63\x63\x65pt_data_loss\x18\x01 \x01(\x08\",\n\nAdminReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x32\x81\x02\n\x0bReplication\x12L\n\x06Stream\x12\x1e.chat.replication.v1.PeerBatch\x1a\x1e.chat.replication.v1.PeerBatch(\x01\x30\x01\x12I\n\x07\x44\x65liver\x12\x1e.chat.replication.v1.PeerBatch\x1a\x1e.chat.replication.v1.Delivered\x12Y\n\x0fInstallSnapshot\x12\".chat.replication.v1.SnapshotChunk\x1a .chat.replication.v1.SnapshotAck(\x01\x32\xef\x02\n\x05\x41\x64min\x12S\n\tAddMember\x12%.chat.replication.v1.AddMemberRequest\x1a\x1f.chat.replication.v1.AdminReply\x12Y\n\x0cRemoveMember\x12(.chat.replication.v1.RemoveMemberRequest\x1a\x1f.chat.replication.v1.AdminReply\x12]\n\x0eTransferLeader\x12*.chat.replication.v1.TransferLeaderRequest\x1a\x1f.chat.replication.v1.AdminReply\x12W\n\x0b\x46orceLeader\x12\'.chat.replication.v1.ForceLeaderRequest\x1a\x1f.chat.replication.v1.AdminReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17proto/replication.proto\x12\x13\x63hat.replication.v1\"`\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x0c\n\x04kind\x18\x03 \x01(\r\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x10\n\x03\x63rc\x18\x05 \x01(\rH\x00\x88\x01\x01\x42\x06\n\x04_crc\"\xcc\x01\n\x06\x41ppend\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x12\n\nprev_index\x18\x03 \x01(\x04\x12\x11\n\tprev_term\x18\x04 \x01(\x04\x12.\n\x07\x65ntries\x18\x05 \x03(\x0b\x32\x1d.chat.replication.v1.LogEntry\x12\x0e\n\x06\x63ommit\x18\x06 \x01(\x04\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x0b\n\x03isr\x18\x08 \x03(\x04\x12\x12\n\nsent_at_ms\x18\t \x01(\x03\x12\r\n\x05\x66\x65nce\x18\n \x01(\x04\"\xb4\x01\n\x0b\x41ppendReply\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x13\n\x0bmatch_index\x18\x04 \x01(\x04\x12\x14\n\x0creject_index\x18\x05 \x01(\x04\x12\x12\n\nhint_index\x18\x06 \x01(\x04\x12\x17\n\x0f\x65\x63ho_sent_at_ms\x18\x07 \x01(\x03\x12\r\n\x05\x66\x65nce\x18\x08 \x01(\x04\x12\x0f\n\x07wall_ms\x18\t \x01(\x03\"\xb8\x01\n\x0bVoteRequest\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\x04\x12\x15\n\rlast_log_term\x18\x05 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x06 \x01(\x04\x12\r\n\x05\x65poch\x18\x07 \x01(\x04\x12\x12\n\nepoch_term\x18\x08 \x01(\x04\x12\x15\n\rtransfer_from\x18\t \x01(\x04\"\xfc\x01\n\tVoteReply\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\x10\n\x08pre_vote\x18\x03 \x01(\x08\x12\x10\n\x08\x63\x61mpaign\x18\x04 \x01(\x04\x12\x0f\n\x07granted\x18\x05 \x01(\x08\x12\x15\n\rlast_log_term\x18\x06 \x01(\x04\x12\x16\n\x0elast_log_index\x18\x07 \x01(\x04\x12\r\n\x05\x65poch\x18\x08 \x01(\x04\x12\x12\n\nepoch_term\x18\t \x01(\x04\x12\x0b\n\x03isr\x18\n \x03(\x04\x12\x11\n\trestarted\x18\x0b \x01(\x08\x12\x17\n\x0fhas_live_leader\x18\x0c \x01(\x08\x12\x11\n\tleader_id\x18\r \x01(\x04\"*\n\nTimeoutNow\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\"\xa6\x02\n\x0bPeerMessage\x12-\n\x06\x61ppend\x18\x01 \x01(\x0b\x32\x1b.chat.replication.v1.AppendH\x00\x12\x38\n\x0c\x61ppend_reply\x18\x02 \x01(\x0b\x32 .chat.replication.v1.AppendReplyH\x00\x12\x38\n\x0cvote_request\x18\x03 \x01(\x0b\x32 .chat.replication.v1.VoteRequestH\x00\x12\x34\n\nvote_reply\x18\x04 \x01(\x0b\x32\x1e.chat.replication.v1.VoteReplyH\x00\x12\x36\n\x0btimeout_now\x18\x05 \x01(\x0b\x32\x1f.chat.replication.v1.TimeoutNowH\x00\x42\x06\n\x04kind\"P\n\tPeerBatch\x12\x0f\n\x07\x66rom_id\x18\x01 \x01(\x04\x12\x32\n\x08messages\x18\x02 \x03(\x0b\x32 .chat.replication.v1.PeerMessage\"\x0b\n\tDelivered\"\xb9\x01\n\rSnapshotChunk\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0e\n\x06sender\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x12\n\nindex_term\x18\x04 \x01(\x04\x12-\n\x06\x63onfig\x18\x05 \x01(\x0b\x32\x1d.chat.replication.v1.LogEntry\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x0c\n\x04last\x18\x07 \x01(\x08\x12\x0c\n\x04size\x18\x08 \x01(\x04\x12\x0e\n\x06sha256\x18\t \x01(\x0c\"\x1d\n\x0bSnapshotAck\x12\x0e\n\x06staged\x18\x01 \x01(\x08\"/\n\x10\x41\x64\x64MemberRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"!\n\x13RemoveMemberRequest\x12\n\n\x02id\x18\x01 \x01(\x04\"#\n\x15TransferLeaderRequest\x12\n\n\x02id\x18\x01 \x01(\x04\".\n\x12\x46orceLeaderRequest\x12\x18\n\x10\x61\x63\x63\x65pt_data_loss\x18\x01 \x01(\x08\",\n\nAdminReply\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x04\x32\x81\x02\n\x0bReplication\x12L\n\x06Stream\x12\x1e.chat.replication.v1.PeerBatch\x1a\x1e.chat.replication.v1.PeerBatch(\x01\x30\x01\x12I\n\x07\x44\x65liver\x12\x1e.chat.replication.v1.PeerBatch\x1a\x1e.chat.replication.v1.Delivered\x12Y\n\x0fInstallSnapshot\x12\".chat.replication.v1.SnapshotChunk\x1a .chat.replication.v1.SnapshotAck(\x01\x32\xef\x02\n\x05\x41\x64min\x12S\n\tAddMember\x12%.chat.replication.v1.AddMemberRequest\x1a\x1f.chat.replication.v1.AdminReply\x12Y\n\x0cRemoveMember\x12(.chat.replication.v1.RemoveMemberRequest\x1a\x1f.chat.replication.v1.AdminReply\x12]\n\x0eTransferLeader\x12*.chat.replication.v1.TransferLeaderRequest\x1a\x1f.chat.replication.v1.AdminReply\x12W\n\x0b\x46orceLeader\x12\'.chat.replication.v1.ForceLeaderRequest\x1a\x1f.chat.replication.v1.AdminReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,35 +36,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPEND']._serialized_start=147
   _globals['_APPEND']._serialized_end=351
   _globals['_APPENDREPLY']._serialized_start=354
-  _globals['_APPENDREPLY']._serialized_end=517
-  _globals['_VOTEREQUEST']._serialized_start=520
-  _globals['_VOTEREQUEST']._serialized_end=704
-  _globals['_VOTEREPLY']._serialized_start=707
-  _globals['_VOTEREPLY']._serialized_end=959
-  _globals['_TIMEOUTNOW']._serialized_start=961
-  _globals['_TIMEOUTNOW']._serialized_end=1003
-  _globals['_PEERMESSAGE']._serialized_start=1006
-  _globals['_PEERMESSAGE']._serialized_end=1300
-  _globals['_PEERBATCH']._serialized_start=1302
-  _globals['_PEERBATCH']._serialized_end=1382
-  _globals['_DELIVERED']._serialized_start=1384
-  _globals['_DELIVERED']._serialized_end=1395
-  _globals['_SNAPSHOTCHUNK']._serialized_start=1398
-  _globals['_SNAPSHOTCHUNK']._serialized_end=1583
-  _globals['_SNAPSHOTACK']._serialized_start=1585
-  _globals['_SNAPSHOTACK']._serialized_end=1614
-  _globals['_ADDMEMBERREQUEST']._serialized_start=1616
-  _globals['_ADDMEMBERREQUEST']._serialized_end=1663
-  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1665
-  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1698
-  _globals['_TRANSFERLEADERREQUEST']._serialized_start=1700
-  _globals['_TRANSFERLEADERREQUEST']._serialized_end=1735
-  _globals['_FORCELEADERREQUEST']._serialized_start=1737
-  _globals['_FORCELEADERREQUEST']._serialized_end=1783
-  _globals['_ADMINREPLY']._serialized_start=1785
-  _globals['_ADMINREPLY']._serialized_end=1829
-  _globals['_REPLICATION']._serialized_start=1832
-  _globals['_REPLICATION']._serialized_end=2089
-  _globals['_ADMIN']._serialized_start=2092
-  _globals['_ADMIN']._serialized_end=2459
+  _globals['_APPENDREPLY']._serialized_end=534
+  _globals['_VOTEREQUEST']._serialized_start=537
+  _globals['_VOTEREQUEST']._serialized_end=721
+  _globals['_VOTEREPLY']._serialized_start=724
+  _globals['_VOTEREPLY']._serialized_end=976
+  _globals['_TIMEOUTNOW']._serialized_start=978
+  _globals['_TIMEOUTNOW']._serialized_end=1020
+  _globals['_PEERMESSAGE']._serialized_start=1023
+  _globals['_PEERMESSAGE']._serialized_end=1317
+  _globals['_PEERBATCH']._serialized_start=1319
+  _globals['_PEERBATCH']._serialized_end=1399
+  _globals['_DELIVERED']._serialized_start=1401
+  _globals['_DELIVERED']._serialized_end=1412
+  _globals['_SNAPSHOTCHUNK']._serialized_start=1415
+  _globals['_SNAPSHOTCHUNK']._serialized_end=1600
+  _globals['_SNAPSHOTACK']._serialized_start=1602
+  _globals['_SNAPSHOTACK']._serialized_end=1631
+  _globals['_ADDMEMBERREQUEST']._serialized_start=1633
+  _globals['_ADDMEMBERREQUEST']._serialized_end=1680
+  _globals['_REMOVEMEMBERREQUEST']._serialized_start=1682
+  _globals['_REMOVEMEMBERREQUEST']._serialized_end=1715
+  _globals['_TRANSFERLEADERREQUEST']._serialized_start=1717
+  _globals['_TRANSFERLEADERREQUEST']._serialized_end=1752
+  _globals['_FORCELEADERREQUEST']._serialized_start=1754
+  _globals['_FORCELEADERREQUEST']._serialized_end=1800
+  _globals['_ADMINREPLY']._serialized_start=1802
+  _globals['_ADMINREPLY']._serialized_end=1846
+  _globals['_REPLICATION']._serialized_start=1849
+  _globals['_REPLICATION']._serialized_end=2106
+  _globals['_ADMIN']._serialized_start=2109
+  _globals['_ADMIN']._serialized_end=2476
 # @@protoc_insertion_point(module_scope)

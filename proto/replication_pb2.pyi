@@ -45,7 +45,7 @@ class Append(_message.Message):
     def __init__(self, term: _Optional[int] = ..., sender: _Optional[int] = ..., prev_index: _Optional[int] = ..., prev_term: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[LogEntry, _Mapping]]] = ..., commit: _Optional[int] = ..., epoch: _Optional[int] = ..., isr: _Optional[_Iterable[int]] = ..., sent_at_ms: _Optional[int] = ..., fence: _Optional[int] = ...) -> None: ...
 
 class AppendReply(_message.Message):
-    __slots__ = ("term", "sender", "success", "match_index", "reject_index", "hint_index", "echo_sent_at_ms", "fence")
+    __slots__ = ("term", "sender", "success", "match_index", "reject_index", "hint_index", "echo_sent_at_ms", "fence", "wall_ms")
     TERM_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class AppendReply(_message.Message):
     HINT_INDEX_FIELD_NUMBER: _ClassVar[int]
     ECHO_SENT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     FENCE_FIELD_NUMBER: _ClassVar[int]
+    WALL_MS_FIELD_NUMBER: _ClassVar[int]
     term: int
     sender: int
     success: bool
@@ -62,7 +63,8 @@ class AppendReply(_message.Message):
     hint_index: int
     echo_sent_at_ms: int
     fence: int
-    def __init__(self, term: _Optional[int] = ..., sender: _Optional[int] = ..., success: _Optional[bool] = ..., match_index: _Optional[int] = ..., reject_index: _Optional[int] = ..., hint_index: _Optional[int] = ..., echo_sent_at_ms: _Optional[int] = ..., fence: _Optional[int] = ...) -> None: ...
+    wall_ms: int
+    def __init__(self, term: _Optional[int] = ..., sender: _Optional[int] = ..., success: _Optional[bool] = ..., match_index: _Optional[int] = ..., reject_index: _Optional[int] = ..., hint_index: _Optional[int] = ..., echo_sent_at_ms: _Optional[int] = ..., fence: _Optional[int] = ..., wall_ms: _Optional[int] = ...) -> None: ...
 
 class VoteRequest(_message.Message):
     __slots__ = ("term", "sender", "pre_vote", "campaign", "last_log_term", "last_log_index", "epoch", "epoch_term", "transfer_from")

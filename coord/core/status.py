@@ -30,6 +30,7 @@ class MemberStatus:
     in_sync: bool
     match_index: int
     reachable: bool
+    clock_offset_ms: int | None = None  # the shell's to say (coord/shell/clock_offsets.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -243,7 +243,15 @@ class ReplicatedCoordinator:
             self._watchers.remove(queue)
 
     def status(self) -> Status:
-        return replace(self.node.status(now_ms()), fault=self.disk.fault)
+        status = replace(self.node.status(now_ms()), fault=self.disk.fault)
+        if status.role != "leader":
+            return status  # offsets are measured on the leader's heartbeats
+        offsets = self.transport.offsets
+        members = tuple(
+            replace(m, clock_offset_ms=offsets.offset_ms(m.id)) if m.id != self.id else m
+            for m in status.members
+        )
+        return replace(status, members=members)
 
     def leader_address(self) -> str:
         return self._address_of(self.node.leader_id)

@@ -1,6 +1,6 @@
 """Prometheus metrics of the coordinator (scraped from ``chatnode --metrics-listen``)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 LOG_FSYNCS = Counter(
     "chat_log_fsyncs", "Durable log transactions: one fsync each, however many entries"
@@ -30,4 +30,9 @@ DISK_FAULTS = Counter(
     "chat_disk_faults",
     "Durable writes that failed with a full disk or an I/O error and were retried",
     ["store"],
+)
+PEER_CLOCK_OFFSET = Gauge(
+    "chat_peer_clock_offset_seconds",
+    "On the leader: a member's wall clock minus the leader's, from heartbeat round trips",
+    ["peer"],
 )

@@ -35,9 +35,10 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from coord.core.messages import Message
+from coord.core.messages import AppendReply, Message
 from coord.shell import codec
 from coord.shell.auth import authenticated_peer, speaks_for_another
+from coord.shell.clock_offsets import ClockOffsets, estimate
 from coord.shell.metrics import (
     PEER_ENTRIES_SENT,
     PEER_ENTRY_WRITES,
@@ -127,11 +128,13 @@ class Transport:
         self._up_task: asyncio.Task[None] | None = None
         self._closed = False
         self._background: set[asyncio.Task[None]] = set()
+        self.offsets = ClockOffsets()  # the followers' wall clocks, as this leader sees them
 
     # -- membership and routing ----------------------------------------------------
 
     def set_members(self, members: dict[int, str]) -> None:
         """Track the peers of the current view (called whenever the view changes)."""
+        self.offsets.forget(set(members))
         for peer, address in members.items():
             if peer == self.id:
                 continue
@@ -147,6 +150,8 @@ class Transport:
         if link is None or self._closed:
             return
         wire = codec.to_pb(msg)
+        if isinstance(msg, AppendReply):
+            wire.append_reply.wall_ms = _wall_ms()
         if link.down is not None and not link.queue and not link.down.full():
             # The common case on a leader: straight onto the follower's stream, no task hop.
             link.down.put_nowait(rpb.PeerBatch(from_id=self.id, messages=[wire]))
@@ -260,7 +265,17 @@ class Transport:
             return self._refuse(peer, "non_member", refusal)
         for msg in msgs:
             self._deliver_local(msg)
+        self._measure_clock(peer, batch)
         return None
+
+    def _measure_clock(self, peer: int, batch: rpb.PeerBatch) -> None:
+        """Offer each stamped AppendReply's round trip to the offset estimate."""
+        for wire in batch.messages:
+            reply = wire.append_reply if wire.HasField("append_reply") else None
+            if reply is not None and reply.wall_ms > 0 and reply.echo_sent_at_ms > 0:
+                now_mono = time.monotonic_ns() // 1_000_000
+                sample = estimate(reply.wall_ms, reply.echo_sent_at_ms, now_mono, _wall_ms())
+                self.offsets.offer(peer, sample)
 
     @staticmethod
     def _refuse(peer: int, reason: str, message: str) -> str:
@@ -353,6 +368,10 @@ class Transport:
             link.refused = await connection_refused(link.address)
         if link.refused:
             self._unreachable(link.peer)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _count_entries(batch: rpb.PeerBatch) -> None:

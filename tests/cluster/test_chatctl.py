@@ -112,10 +112,12 @@ def test_status_shows_three_members_one_leader_and_an_isr_of_three(cluster: Clus
     header, *table = ok("--cluster", cluster.spec, "status").strip().splitlines()
     assert header.split() == [
         "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "EPOCH", "MEMBER", "IN-SYNC",
-        "MATCH", "LAG", "MODE", "VERSION",
+        "MATCH", "LAG", "CLOCK-MS", "MODE", "VERSION",
     ]  # fmt: skip
     assert {row["mode"] for row in rows} == {"fail-stop"}
     assert {row["version"] for row in rows} == {release.version()}
+    followers = [row for row in rows if row["role"] != "leader"]
+    assert all(abs(row["clock_ms"]) < 1000 for row in followers), "one machine, one clock"
     assert len(table) == 3 and [line.split()[2] for line in table].count("leader") == 1
 
 

@@ -69,10 +69,14 @@ def send(chat: chat_pb2_grpc.ChatServiceStub, auth: Auth, body: str, request_id:
     return chat.SendMessage(request, metadata=auth, timeout=10).message_id
 
 
+SKEWS = {"+2h": 2 * 3_600_000, "-2h": -2 * 3_600_000, "+25h": 25 * 3_600_000}
+
+
 @pytest.fixture(params=[("+2h", "1h"), ("-2h", "1h"), ("+25h", "30d")], ids=str)
 def skewed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
     """Three nodes with --session-ttl TTL; node 3's wall clock OFFSET from real time."""
     offset, ttl = request.param
+    request.node.skew_ms = SKEWS[offset]
     with local_cluster(tmp_path, size=3, extra_args=["--session-ttl", ttl]) as cluster:
         node = cluster.nodes[SKEWED]
         node.kill()
@@ -85,10 +89,27 @@ def skewed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
 
 
-def test_a_leader_hours_off_logs_nobody_out_and_acts_once(skewed: Cluster) -> None:
+def offset_seen(cluster: Cluster, leader: int, member: int) -> int | None:
+    status = cluster.status(leader)
+    for m in status.members if status is not None else ():
+        if m.id == member and m.HasField("clock_offset_ms"):
+            return m.clock_offset_ms
+    return None
+
+
+def test_a_leader_hours_off_logs_nobody_out_and_acts_once(
+    skewed: Cluster, request: pytest.FixtureRequest
+) -> None:
     cluster = skewed
     started_ms = time.time_ns() // 1_000_000
     lead(cluster, 1)
+    deadline = time.monotonic() + WAIT_S
+    while (seen := offset_seen(cluster, 1, SKEWED)) is None or abs(
+        seen - request.node.skew_ms
+    ) > 2000:
+        assert time.monotonic() < deadline, f"node 1 measured node 3's offset as {seen} ms"
+        time.sleep(0.2)
+    assert "wall clock is" in cluster.nodes[1].log_text(), "the offset was not logged"
     one = stub(cluster, 1)
     alice = sign_in(one, "alice")
     sign_in(one, "carol")

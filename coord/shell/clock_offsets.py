@@ -1,0 +1,84 @@
+"""How far each follower's wall clock is from the leader's, measured from heartbeats.
+
+Nothing in the protocol trusts a wall clock (leases and the cluster clock run on
+monotonic clocks), but an operator should know when members disagree by seconds or
+hours: logs and message times are read against them, and a member whose clock is off
+freezes or caps the cluster clock while it leads (chatnode/cluster_clock.py). So, as
+etcd does, the leader estimates each peer's offset from Append round trips: the
+follower stamps its wall clock on its AppendReply (the transport does, on the wire
+only), and the leader, knowing the round trip on its monotonic clock, takes the
+follower's reading to be of the round trip's middle. The estimate is off by at most
+half the round trip; of the recent samples the one with the shortest round trip is
+kept. An offset beyond WARN_MS is logged once (and again after it recovered), shown
+in ``chatctl status`` and exported as a metric.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+from coord.shell.metrics import PEER_CLOCK_OFFSET
+
+log = logging.getLogger(__name__)
+
+WARN_MS = 1000
+SAMPLES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    offset_ms: int  # the follower's wall clock minus the leader's
+    rtt_ms: int
+
+
+@dataclass(slots=True)
+class _Peer:
+    samples: deque[Sample] = field(default_factory=lambda: deque(maxlen=SAMPLES))
+    warned: bool = False
+
+
+def estimate(
+    follower_wall_ms: int, echo_mono_ms: int, now_mono_ms: int, now_wall_ms: int
+) -> Sample:
+    """One sample: the follower read its wall clock at the round trip's middle (we assume)."""
+    rtt = max(0, now_mono_ms - echo_mono_ms)
+    return Sample(follower_wall_ms - (now_wall_ms - rtt // 2), rtt)
+
+
+class ClockOffsets:
+    """The latest estimate per peer (the best of its last SAMPLES round trips)."""
+
+    def __init__(self) -> None:
+        self._peers: dict[int, _Peer] = {}
+
+    def offer(self, peer: int, sample: Sample) -> None:
+        state = self._peers.setdefault(peer, _Peer())
+        state.samples.append(sample)
+        offset = self.offset_ms(peer)
+        assert offset is not None
+        PEER_CLOCK_OFFSET.labels(str(peer)).set(offset / 1000)
+        far = abs(offset) > WARN_MS
+        if far and not state.warned:
+            log.warning(
+                "node %d's wall clock is %+.3f s from this leader's (round trip %d ms): "
+                "check its time sync",
+                peer,
+                offset / 1000,
+                min(s.rtt_ms for s in state.samples),
+            )
+        state.warned = far
+
+    def offset_ms(self, peer: int) -> int | None:
+        """The peer's offset from the sample with the shortest round trip, None if unknown."""
+        state = self._peers.get(peer)
+        if state is None or not state.samples:
+            return None
+        return min(state.samples, key=lambda s: s.rtt_ms).offset_ms
+
+    def forget(self, keep: set[int]) -> None:
+        """Drop the peers that are no longer members."""
+        for peer in set(self._peers) - keep:
+            del self._peers[peer]
+            PEER_CLOCK_OFFSET.remove(str(peer))
