@@ -1,0 +1,93 @@
+"""The applier over a scripted committed stream: entries a snapshot already covered."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatnode import ops
+from chatnode.applier import Applier
+from chatnode.cluster_clock import ClusterClock
+from chatnode.live import LiveHub
+from chatnode.session_cache import SessionCache
+from chatnode.state import ChatState
+from coord.boundary import Entry, EntryKind, Proposal
+from coord.shell.disk import DiskGuard
+from proto.errors import Unavailable
+
+NOW = 1_700_000_000_000
+
+
+class Scripted:
+    """A coordinator whose committed stream is the batches the test queues."""
+
+    def __init__(self) -> None:
+        self.batches: asyncio.Queue[list[Entry] | None] = asyncio.Queue()
+        self.next_index = 1
+
+    def propose(self, payload: bytes) -> Proposal:
+        proposal = Proposal(self.next_index, 1)
+        self.next_index += 1
+        return proposal
+
+    async def committed(self) -> AsyncIterator[list[Entry]]:
+        while (batch := await self.batches.get()) is not None:
+            yield batch
+
+
+def op_entry(index: int, op: ops.Op) -> Entry:
+    return Entry(index, 1, EntryKind.OP, ops.encode(op))
+
+
+async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_retry(
+    tmp_path: Path,
+) -> None:
+    """A snapshot installs while a committed batch waits for the state: the batch's
+    entries are at or below the new applied index. They are skipped without error (the
+    message among them is not delivered again), and whoever waits on one is told to
+    retry, which its request_id makes safe."""
+    log = [
+        op_entry(1, ops.CreateAccount("bob", "h", "", NOW)),
+        op_entry(2, ops.Login("bob", 1, "t", "", "", NOW, "", NOW + 10**9)),
+        op_entry(3, ops.SendMessage("t", "bob", "first", "m1", NOW, True)),
+        op_entry(4, ops.SendMessage("t", "bob", "second", "m2", NOW, True)),
+    ]
+    with ChatState(tmp_path / "donor.db") as donor:
+        donor.apply([(e.index, ops.decode(e.payload)) for e in log])
+        donor.copy_to(tmp_path / "snapshot.db")
+    state = ChatState(tmp_path / "state.db")
+    coordinator = Scripted()
+    hub = LiveHub()
+    applier = Applier(
+        coordinator,  # type: ignore[arg-type]
+        state,
+        hub,
+        DiskGuard(),
+        SessionCache(state.session),
+        ClusterClock(),
+        lambda: 0,
+    )
+    running = asyncio.create_task(applier.run())
+    try:
+        await coordinator.batches.put(log[:3])
+        async with asyncio.timeout(5):
+            await applier.wait_applied(3)
+        subscriber = hub.subscribe(1, "bob", "t")
+        coordinator.next_index = 4
+        waiting = applier.submit(ops.SendMessage("t", "bob", "second", "m2", NOW, True))
+        assert await applier.restore(tmp_path / "snapshot.db") == 4
+        await coordinator.batches.put(log[2:])  # queued before the install: 3 and 4
+        await coordinator.batches.put([op_entry(5, ops.Touch("t", NOW, 0))])
+        async with asyncio.timeout(5):
+            await applier.wait_applied(5)
+            with pytest.raises(Unavailable):
+                await waiting
+        assert subscriber.queued == 0, "a skipped entry was delivered"
+        assert [m.body for m in state.messages_after("bob", 0, 10)] == ["first", "second"]
+    finally:
+        await coordinator.batches.put(None)
+        await running
+        applier.close()
