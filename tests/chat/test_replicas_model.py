@@ -36,7 +36,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from chatnode import ops
 from chatnode.cluster_clock import ClusterClock
-from chatnode.state import PRUNE_CHUNK, RESULT_TTL_MS, ChatState
+from chatnode.state import RESULT_TTL_MS, ChatState
 
 H = 3_600_000
 TTL_MS = H  # the sessions' --session-ttl
@@ -313,6 +313,3 @@ def test_a_planted_clock_bug_fails_it(planted: type[Replicas]) -> None:
     )
     with pytest.raises((AssertionError, Flaky)):
         run_state_machine_as_test(planted, settings=found)
-
-
-assert PRUNE_CHUNK > 0  # the prune the planted replica bypasses is the state's own
