@@ -50,10 +50,6 @@ class ClusterClock:
         self._newest_ms = 0  # the newest cluster time known to have been stamped
         self._seen_mono_ms: int | None = None  # our monotonic time when we first knew it
 
-    @property
-    def newest_ms(self) -> int:
-        return self._newest_ms
-
     def observe(self, cluster_ms: int, mono_ms: int) -> None:
         """The newest op stamped cluster_ms, at or before our monotonic time mono_ms.
 
@@ -67,7 +63,7 @@ class ClusterClock:
             self._newest_ms = max(self._newest_ms, cluster_ms)
             self._seen_mono_ms = mono_ms
 
-    def ceiling_ms(self, mono_ms: int) -> int | None:
+    def _ceiling_ms(self, mono_ms: int) -> int | None:
         """The most a stamp may say at mono_ms, or None before anything was observed."""
         if self._seen_mono_ms is None:
             return None
@@ -79,7 +75,7 @@ class ClusterClock:
         A clock that has observed nothing (a new cluster's first leader, before
         its state was read) has no ceiling: the wall clock is all there is.
         """
-        ceiling = self.ceiling_ms(mono_ms)
+        ceiling = self._ceiling_ms(mono_ms)
         now = max(self._newest_ms, wall_ms if ceiling is None else min(wall_ms, ceiling))
         self.observe(now, mono_ms)
         return now

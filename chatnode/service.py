@@ -80,7 +80,6 @@ from proto.errors import (
 T = TypeVar("T")
 R = TypeVar("R")
 
-READ_REPLY_MAX_BYTES = 3 << 20  # stay under the client's default 4 MiB receive limit
 REPLAY_PAGE = 256
 DEFAULT_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
 RENEW_STEPS_PER_TTL = 100
@@ -379,7 +378,7 @@ class ChatService:
             return ops.ReadMessages(
                 caller.token_hash,
                 limit,
-                READ_REPLY_MAX_BYTES,
+                validation.READ_REPLY_MAX_BYTES,
                 caller.now_ms,
                 caller.renewal_ms,
                 request.request_id,

@@ -84,7 +84,7 @@ may take before it starts, and gets it back once the reply is written. A client 
 stops reading holds at most this much of the server's memory per stream."""
 
 RESERVED_BYTES: dict[str, int] = {
-    "read_messages": 4 << 20,  # a ReadMessages reply stays under 3 MiB (chatnode.service)
+    "read_messages": validation.READ_REPLY_MAX_BYTES + (1 << 20),  # bodies, and the rest
     "list_accounts": 64 << 10,  # 1,000 names of at most 32 bytes, and framing
 }
 """What a reply of each call may take; any other reply is small (SMALL_REPLY_BYTES)."""
@@ -195,14 +195,14 @@ class SessionStream:
                 )
             else:
                 self._in_flight += 1
-                reserved = RESERVED_BYTES.get(frame.WhichOneof("call") or "", SMALL_REPLY_BYTES)
+                call = frame.WhichOneof("call") or ""
+                reserved = RESERVED_BYTES.get(call, SMALL_REPLY_BYTES)
                 await self._budget.take(reserved)
-                self._started.put_nowait(await self._start(frame, reserved))
+                self._started.put_nowait(await self._start(frame, call, reserved))
         self._started.put_nowait(None)  # the client is done sending: end after the replies
 
-    async def _start(self, frame: pb.ClientFrame, reserved: int) -> _Started:
+    async def _start(self, frame: pb.ClientFrame, call: str, reserved: int) -> _Started:
         """Start the frame's call; a call that fails to start fails in its place in line."""
-        call = frame.WhichOneof("call") or ""
         try:
             pending = await self._start_call(frame, call)
         except ChatError as exc:

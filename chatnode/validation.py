@@ -17,6 +17,9 @@ READ_LIMIT_MAX = 1000
 PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1000
 IDS_MAX = 10_000
+READ_REPLY_MAX_BYTES = 3 << 20
+"""Bodies one ReadMessages reply carries at most: under the client's default 4 MiB receive
+limit, and what a Session stream reserves for the reply before the call starts."""
 
 
 def username(value: str, field: str = "username") -> str:
