@@ -38,6 +38,8 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ["--id", "1", "--cluster", "1=h:1", "--min-insync", "2"],
         ["--id", "x", "--cluster", "1=h:1"],
         ["--id", "1", "--cluster", "1=h:1", "--heartbeat-ms", "2000"],
+        ["--id", "1", "--cluster", "1=h:1", "--ops-per-s", "0"],
+        ["--id", "1", "--cluster", "1=h:1", "--ops-per-s", "lots"],
     ],
 )
 def test_chatnode_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
