@@ -22,7 +22,7 @@ from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
 from chatnode.metrics import APPLY_ON_LOOP
 from chatnode.session_cache import SessionCache
-from chatnode.state import ChatReader, ChatState, StoredMessage
+from chatnode.state import ChatReader, ChatState
 from coord.boundary import Coordinator, Entry, EntryKind
 from coord.shell.disk import DiskGuard
 from proto.errors import Unavailable
@@ -117,6 +117,9 @@ class Applier:
             index = await self._in_worker(self._state.restore_from, path)
             self._observe_clock()
             self._sessions.clear()
+            # What a stream sent came from the state replaced: its client subscribes again
+            # after the last id it got and reads the rest from the new state.
+            self._hub.close_all("this node's state was replaced by a snapshot")
             await self._mark_applied(index)
             return index
 
@@ -155,7 +158,7 @@ class Applier:
             self._resolve(entry, result)
             if op is not None and result.ok:
                 self._sessions.applied(op)
-                self._notify_live(entry, op, result)
+                self._hub.applied(entry.index, op, result)
         await self._mark_applied(max(self.applied_index, fresh[-1].index))
 
     def _observe_clock(self) -> None:
@@ -175,26 +178,6 @@ class Applier:
             waiter.future.set_result(result)
         else:
             waiter.future.set_exception(Unavailable("leadership changed; retry"))
-
-    def _notify_live(self, entry: Entry, op: ops.Op, result: ops.Result) -> None:
-        match op:
-            case ops.SendMessage() if result.value.get("message_id") == entry.index:
-                # A retried request answers with the first message's id: nothing new to deliver.
-                self._hub.deliver(
-                    StoredMessage(
-                        id=entry.index,
-                        sender=result.value["sender"],
-                        recipient=op.recipient,
-                        body=op.body,
-                        sent_at_ms=result.value["sent_at_ms"],
-                        read=False,
-                    ),
-                    result.value["recipient_id"],
-                )
-            case ops.Logout():
-                self._hub.close_session(op.token_hash)
-            case ops.DeleteAccount() if "account_id" in result.value:
-                self._hub.close_account(result.value["account_id"])
 
     def _fail_waiters(self, reason: str) -> None:
         waiting, self._waiting = self._waiting, {}

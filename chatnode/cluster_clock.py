@@ -30,15 +30,25 @@ The rules (docs/design.md, "The cluster clock", argues them):
    one whose clock is behind the cluster stamps the floor (time stands still
    until its clock catches up: the safe direction, since sessions then last
    longer and replies are kept longer, never the reverse).
+4. **Real time, when a majority says so.** Rule 2 cannot see time that passed
+   while no node ran: no monotonic clock spans a stop of the whole cluster, so
+   after one the clock would lag real time by the downtime for ever (stamps pinned
+   to the ceiling, a wall clock that never falls back under it). A leader whose
+   wall clock reads the same time as a majority of the members, itself counted
+   (within a second, measured on its heartbeats), takes it for real time and
+   stamps it, above the ceiling if need be. One machine's clock, however wrong,
+   still never moves the cluster clock faster than real time; only a majority
+   agreeing on a wrong time could, and the same majority decides everything else.
 
 What this node learns arrives through :meth:`ClusterClock.observe`: each stamp it
 makes as leader, each stamp it applies, and at start the newest time the state
 holds (read then, so ``m`` is the start: the downtime before it is not counted,
-and the clock may lag real time by it until a leader's wall clock is again
-within the bounds).
+and the clock lags real time by it until rule 4 applies).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 __all__ = ["ClusterClock"]
 
@@ -69,13 +79,17 @@ class ClusterClock:
             return None
         return self._newest_ms + max(0, mono_ms - self._seen_mono_ms)
 
-    def stamp(self, wall_ms: int, mono_ms: int) -> int:
+    def stamp(self, wall_ms: int, mono_ms: int, agreed: Callable[[], bool]) -> int:
         """The cluster time for an op proposed now: the wall clock, within the bounds.
 
-        A clock that has observed nothing (a new cluster's first leader, before
-        its state was read) has no ceiling: the wall clock is all there is.
+        ``agreed`` says whether a majority's wall clocks agree with wall_ms (rule 4);
+        it is asked only when the wall clock is above the ceiling. A clock that has
+        observed nothing (a new cluster's first leader, before its state was read)
+        has no ceiling: the wall clock is all there is.
         """
         ceiling = self._ceiling_ms(mono_ms)
-        now = max(self._newest_ms, wall_ms if ceiling is None else min(wall_ms, ceiling))
+        if ceiling is not None and wall_ms > ceiling and not agreed():
+            wall_ms = ceiling
+        now = max(self._newest_ms, wall_ms)
         self.observe(now, mono_ms)
         return now

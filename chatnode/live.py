@@ -21,6 +21,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from chatnode import ops
 from chatnode.state import StoredMessage
 from coord.boundary import LeaderView
 from proto.errors import ResourceExhausted, Unavailable
@@ -171,6 +172,27 @@ class LiveHub:
     def is_online(self, username: str) -> bool:
         """Whether someone subscribed under this name: the hint SendMessage replies with."""
         return username in self._online
+
+    def applied(self, index: int, op: ops.Op, result: ops.Result) -> None:
+        """What an op that applied (result.ok) at log index means to the open streams:
+        every node calls this in log order, as it applies, so a stream registered
+        before an op applies is always told of it."""
+        match op:
+            case ops.SendMessage() if result.value.get("message_id") == index:
+                # A retried request answers with the first message's id: nothing new to deliver.
+                message = StoredMessage(
+                    id=index,
+                    sender=result.value["sender"],
+                    recipient=op.recipient,
+                    body=op.body,
+                    sent_at_ms=result.value["sent_at_ms"],
+                    read=False,
+                )
+                self.deliver(message, result.value["recipient_id"])
+            case ops.Logout():
+                self.close_session(op.token_hash)
+            case ops.DeleteAccount() if "account_id" in result.value:
+                self.close_account(result.value["account_id"])
 
     def deliver(self, message: StoredMessage, recipient_id: int) -> None:
         """Offer message to the streams of the account it was sent to (recipient_id)."""

@@ -564,7 +564,8 @@ class ChatService:
 
     def _now_ms(self) -> int:
         """The cluster time for a decision made now (chatnode.cluster_clock)."""
-        return self._clock.stamp(self._wall_ms(), self._mono_ms())
+        wall, mono = self._wall_ms(), self._mono_ms()
+        return self._clock.stamp(wall, mono, lambda: self._coord.wall_clock_agreed(wall, mono))
 
     def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
         """The caller of a live session, with its renewal if one is due."""

@@ -360,6 +360,7 @@ _DELETE_MESSAGE = "DELETE FROM messages WHERE id = ? AND (sender_id = ? OR recip
 _DELETE_MESSAGES_TO = "DELETE FROM messages WHERE recipient = ?"
 _DELETE_SESSIONS_OF = "DELETE FROM sessions WHERE account_id = ?"
 _DELETE_ACCOUNT = "DELETE FROM accounts WHERE id = ?"
+_RETIRE_RESULTS = "UPDATE request_results SET username = ? WHERE username = ?"
 _UNEXPIRED_RESULT = _STORED_RESULT + " AND created_ms > ?"
 _UNEXPIRED_SESSION_RESULT = _SESSION_RESULT.format(and_newer=" AND created_ms > ?")
 _STORE_RESULT = """
@@ -486,7 +487,7 @@ class ChatState(_Queries):
                 return self._once(session.username, op.token_hash, op, lambda: self._logout(op))
             case DeleteAccount():
                 return self._once(
-                    session.username, op.token_hash, op, lambda: self._delete_account(session, op)
+                    _former(session), op.token_hash, op, lambda: self._delete_account(session, op)
                 )
         if op.session_deadline_ms:
             self._db.execute(_RENEW_SESSION, (op.session_deadline_ms, op.token_hash))
@@ -648,7 +649,17 @@ class ChatState(_Queries):
         self._db.execute(_DELETE_MESSAGES_TO, (session.username,))
         self._db.execute(_DELETE_SESSIONS_OF, (session.account_id,))
         self._db.execute(_DELETE_ACCOUNT, (session.account_id,))
+        self._db.execute(_RETIRE_RESULTS, (_former(session), session.username))
         return Result(value={"username": session.username, "account_id": session.account_id})
+
+
+def _former(session: Session) -> str:
+    """The name a deleted account's stored replies are kept under: its retries still find
+    them by token hash (``_after_session``), and whoever registers the name next starts
+    with none of them, whatever request ids they choose. ``#`` is in no username, and
+    the account id tells two former owners of one name apart. DeleteAccount's own
+    replies are kept there from the first, so a retry finds them after it succeeded."""
+    return f"{session.username}#{session.account_id}"
 
 
 def _storable(kind: str, result: Result) -> str:

@@ -125,5 +125,11 @@ class Coordinator(Protocol):
     def leader_address(self) -> str:
         """The address of the leader this node knows, or '' when it knows none."""
 
+    def wall_clock_agreed(self, wall_ms: int, mono_ms: int) -> bool:
+        """Whether this node leads and a majority of the members, itself counted, read
+        wall clocks within a second of wall_ms (its own reading at monotonic time
+        mono_ms), by its recent heartbeats: when the cluster clock may take this
+        node's wall clock for real time (chatnode.cluster_clock, rule 4)."""
+
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """Register the peer and admin services on the node's gRPC server."""

@@ -11,6 +11,11 @@ follower's reading to be of the round trip's middle. The estimate is off by at m
 half the round trip; of the recent samples the one with the shortest round trip is
 kept. An offset beyond WARN_MS is logged once (and again after it recovered), shown
 in ``chatctl status`` and exported as a metric.
+
+The same samples tell the cluster clock when this leader's wall clock may be taken
+for real time (:meth:`ClockOffsets.agrees`): when a majority of the members read the
+same time within AGREE_MS. That is the only evidence of real time across a stop of
+the whole cluster, which no monotonic clock spans.
 """
 
 from __future__ import annotations
@@ -25,12 +30,18 @@ log = logging.getLogger(__name__)
 
 WARN_MS = 1000
 SAMPLES = 16
+AGREE_MS = WARN_MS
+"""Wall clocks this close (the estimate's error included) tell the same time."""
+FRESH_MS = 10_000
+"""A sample older than this says nothing of a clock now: it may have been stepped since."""
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
     offset_ms: int  # the follower's wall clock minus the leader's
     rtt_ms: int
+    mono_ms: int  # the leader's clocks when it took the sample
+    wall_ms: int
 
 
 @dataclass(slots=True)
@@ -44,7 +55,7 @@ def estimate(
 ) -> Sample:
     """One sample: the follower read its wall clock at the round trip's middle (we assume)."""
     rtt = max(0, now_mono_ms - echo_mono_ms)
-    return Sample(follower_wall_ms - (now_wall_ms - rtt // 2), rtt)
+    return Sample(follower_wall_ms - (now_wall_ms - rtt // 2), rtt, now_mono_ms, now_wall_ms)
 
 
 class ClockOffsets:
@@ -76,6 +87,23 @@ class ClockOffsets:
         if state is None or not state.samples:
             return None
         return min(state.samples, key=lambda s: s.rtt_ms).offset_ms
+
+    def agrees(self, peer: int, wall_ms: int, mono_ms: int) -> bool:
+        """Whether the peer's wall clock reads within AGREE_MS of wall_ms, this leader's
+        reading at its monotonic time mono_ms, judged by a fresh sample.
+
+        A sample's offset is against the leader's wall clock of its time. If that clock
+        was stepped since (its reading less the monotonic one moved), the step is taken
+        off the offset: a leader whose own clock jumps hours ahead disagrees with its
+        peers at once, not only after new samples arrive.
+        """
+        state = self._peers.get(peer)
+        fresh = [s for s in state.samples if mono_ms - s.mono_ms <= FRESH_MS] if state else []
+        if not fresh:
+            return False
+        best = min(fresh, key=lambda s: s.rtt_ms)
+        stepped = (wall_ms - mono_ms) - (best.wall_ms - best.mono_ms)
+        return abs(best.offset_ms - stepped) + best.rtt_ms // 2 <= AGREE_MS
 
     def forget(self, keep: set[int]) -> None:
         """Drop the peers that are no longer members."""

@@ -256,6 +256,15 @@ class ReplicatedCoordinator:
     def leader_address(self) -> str:
         return self._address_of(self.node.leader_id)
 
+    def wall_clock_agreed(self, wall_ms: int, mono_ms: int) -> bool:
+        view = self.node.view
+        if self.node.role is not Role.LEADER or view is None:
+            return False  # only a leader hears every member's clock
+        members = view.config.member_ids
+        offsets = self.transport.offsets
+        agreeing = 1 + sum(offsets.agrees(m, wall_ms, mono_ms) for m in members if m != self.id)
+        return 2 * agreeing > len(members)
+
     def add_to_server(self, server: grpc.aio.Server) -> None:
         replication_pb2_grpc.add_ReplicationServicer_to_server(ReplicationService(self), server)
         replication_pb2_grpc.add_AdminServicer_to_server(AdminService(self), server)

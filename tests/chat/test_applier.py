@@ -1,4 +1,5 @@
-"""The applier over a scripted committed stream: entries a snapshot already covered."""
+"""The applier over a scripted committed stream: entries a snapshot already covered, and
+the streams open when the snapshot installs."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from chatnode import ops
 from chatnode.applier import Applier
 from chatnode.cluster_clock import ClusterClock
-from chatnode.live import LiveHub
+from chatnode.live import Closed, LiveHub
 from chatnode.session_cache import SessionCache
 from chatnode.state import ChatState
 from coord.boundary import Entry, EntryKind, Proposal
@@ -48,7 +49,8 @@ async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_
     """A snapshot installs while a committed batch waits for the state: the batch's
     entries are at or below the new applied index. They are skipped without error (the
     message among them is not delivered again), and whoever waits on one is told to
-    retry, which its request_id makes safe."""
+    retry, which its request_id makes safe. A stream open on the node is ended with
+    UNAVAILABLE, to subscribe again and read from the new state: none skips a message."""
     log = [
         op_entry(1, ops.CreateAccount("bob", "h", "", NOW)),
         op_entry(2, ops.Login("bob", 1, "t", "", "", NOW, "", NOW + 10**9)),
@@ -85,6 +87,8 @@ async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_
             await applier.wait_applied(5)
             with pytest.raises(Unavailable):
                 await waiting
+        closed = await asyncio.wait_for(subscriber.get(), 5)
+        assert isinstance(closed, Closed) and closed.unavailable
         assert subscriber.queued == 0, "a skipped entry was delivered"
         assert [m.body for m in state.messages_after("bob", 0, 10)] == ["first", "second"]
     finally:

@@ -1,8 +1,10 @@
 """The cluster clock's rules, as a table: what a node stamps, given what it has observed.
 
 Each row is a history of one node: ``observe C@m`` (cluster time C was stamped at or
-before our monotonic time m) and ``stamp wall@m -> expected``. Wall clocks hours ahead
-and behind, leaders that change, idle gaps, a clock that never observed anything.
+before our monotonic time m), ``stamp wall@m -> expected`` by a leader whose wall clock
+no majority vouches for, and ``agreed wall@m -> expected`` by one a majority agrees
+with (rule 4). Wall clocks hours ahead and behind, leaders that change, idle gaps, a
+stop of the whole cluster, a clock that never observed anything.
 """
 
 from __future__ import annotations
@@ -84,7 +86,36 @@ TABLE: list[tuple[str, list[tuple[str, int, int, int | None]]]] = [
         "a monotonic reading that went backwards (a new process) never lowers the floor",
         [("observe", T0, 10_000, None), ("stamp", T0 + H, 50, T0)],
     ),
+    (
+        "after an hour's stop of every node: behind by the hour until a majority agrees",
+        [
+            ("observe", T0, 0, None),  # the state read at start; the stop is not measured
+            ("stamp", T0 + H + 10, 10, T0 + 10),
+            ("agreed", T0 + H + 20, 20, T0 + H + 20),  # real time again
+            ("stamp", T0 + H + 30, 30, T0 + H + 30),  # and the ceiling now starts there
+        ],
+    ),
+    (
+        "a majority agreeing with a clock behind the floor: still never backwards",
+        [("observe", T0, 0, None), ("agreed", T0 - H, 10, T0)],
+    ),
+    (
+        "agreement within the ceiling changes nothing",
+        [("observe", T0, 0, None), ("agreed", T0 + 5, 10, T0 + 5)],
+    ),
 ]
+
+
+def _refused() -> bool:
+    return False
+
+
+def _vouched() -> bool:
+    return True
+
+
+def _not_asked() -> bool:
+    raise AssertionError("agreement asked for a wall clock within the ceiling")
 
 
 @pytest.mark.parametrize(("history"), [row[1] for row in TABLE], ids=[row[0] for row in TABLE])
@@ -94,7 +125,16 @@ def test_stamps(history: list[tuple[str, int, int, int | None]]) -> None:
         if what == "observe":
             clock.observe(value, mono)
         else:
-            assert clock.stamp(value, mono) == expected, f"step {step}"
+            agreed = _vouched if what == "agreed" else _refused
+            assert clock.stamp(value, mono, agreed) == expected, f"step {step}"
+
+
+def test_agreement_is_asked_only_above_the_ceiling() -> None:
+    """Asking costs the leader a look at every member's clock: only when it matters."""
+    clock = ClusterClock()
+    assert clock.stamp(T0, 0, _not_asked) == T0  # nothing observed: no ceiling
+    assert clock.stamp(T0 + 50, 50, _not_asked) == T0 + 50
+    assert clock.stamp(T0 - H, 60, _not_asked) == T0 + 50
 
 
 def test_stamps_never_decrease_and_never_outrun_the_monotonic_clock() -> None:
@@ -105,6 +145,6 @@ def test_stamps_never_decrease_and_never_outrun_the_monotonic_clock() -> None:
     previous = T0
     for mono in range(0, 200_000, 997):
         wall = T0 + mono + ((mono // 7919) % 5 - 2) * 3 * H  # -6 h .. +6 h, changing
-        stamp = clock.stamp(wall, mono)
+        stamp = clock.stamp(wall, mono, _refused)
         assert previous <= stamp <= T0 + mono
         previous = stamp

@@ -602,6 +602,32 @@ def test_the_same_request_id_from_another_user_is_independent(chat: Chat) -> Non
     assert chat.table_rows("messages") == 2
 
 
+def test_whoever_registers_a_deleted_name_starts_with_none_of_its_stored_replies(
+    chat: Chat,
+) -> None:
+    """The same request ids as the name's former owner act afresh; the former owner's
+    retries, on its ended session, still get their first replies."""
+    chat.user("bob")
+    old_id = chat.register("alice", request_id="c1")
+    old = chat.login("alice", request_id="l1")
+    sent = chat.send(old, "bob", "from the old alice", request_id="r1")
+    deleted = chat.one(DeleteAccount(old, old_id, NOW, "d1"))
+    assert deleted.ok
+    assert chat.one(CreateAccount("alice", "h2", "c1", NOW)) == Result()
+    assert chat.state.account("alice").password_hash == "h2"  # created, not replayed
+    new = chat.login("alice", request_id="l1")
+    assert chat.state.session(new) is not None
+    again = chat.send(new, "bob", "from the new alice", request_id="r1")
+    assert again.ok and again.value["message_id"] != sent.value["message_id"]
+    assert chat.one(DeleteAccount(new, chat.state.account("alice").id, NOW, "d1")).ok
+    assert chat.send(old, "bob", "from the old alice", request_id="r1") == sent
+    assert chat.one(DeleteAccount(old, old_id, NOW, "d1")) == deleted
+    assert [m.body for m in chat.state.messages_after("bob", 0, 10)] == [
+        "from the old alice",
+        "from the new alice",
+    ]
+
+
 def test_an_empty_request_id_is_never_deduplicated(chat: Chat) -> None:
     alice = chat.user("alice")
     chat.send(alice, "alice")

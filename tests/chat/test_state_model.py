@@ -161,9 +161,12 @@ class Model:
         token = op.token_hash
         if isinstance(op, Logout):
             return self.once(name, token, op, lambda: self.logout(token))
-        if isinstance(op, DeleteAccount):
+        if isinstance(op, DeleteAccount):  # its replies are kept under the former name
             return self.once(
-                name, token, op, lambda: self.delete_account(account_id, name, op.account_id)
+                f"{name}#{account_id}",
+                token,
+                op,
+                lambda: self.delete_account(account_id, name, op.account_id),
             )
         if op.session_deadline_ms:
             self.sessions[token] = (account_id, max(deadline, op.session_deadline_ms))
@@ -335,6 +338,10 @@ class Model:
         del self.accounts[name]
         self.sessions = {t: s for t, s in self.sessions.items() if s[0] != account_id}
         self.messages = {i: m for i, m in self.messages.items() if m.recipient != name}
+        self.replies = {  # the name's next owner starts with none of them
+            (f"{name}#{account_id}" if n == name else n, r, k): v
+            for (n, r, k), v in self.replies.items()
+        }
         return Result(value={"username": name, "account_id": account_id})
 
     # -- queries -----------------------------------------------------------------------
