@@ -1,14 +1,16 @@
-"""The applier over a scripted committed stream: entries a snapshot already covered, and
-the streams open when the snapshot installs."""
+"""The applier over a scripted committed stream: entries a snapshot already covered, the
+streams open when the snapshot installs, and applies while a snapshot is captured."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from chatnode import applier as applier_module
 from chatnode import ops
 from chatnode.applier import Applier
 from chatnode.cluster_clock import ClusterClock
@@ -43,6 +45,55 @@ def op_entry(index: int, op: ops.Op) -> Entry:
     return Entry(index, 1, EntryKind.OP, ops.encode(op))
 
 
+def applier_over(state: ChatState, coordinator: Scripted, hub: LiveHub) -> Applier:
+    return Applier(
+        coordinator,  # type: ignore[arg-type]
+        state,
+        hub,
+        DiskGuard(),
+        SessionCache(state.session),
+        ClusterClock(),
+        lambda: 0,
+    )
+
+
+async def test_writes_apply_while_a_snapshot_is_captured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of a large state takes seconds; the test holds one copy open for as long
+    as it likes, and a write must apply meanwhile (a capture under the state lock stops
+    every apply, so every call, until the copy ends)."""
+    copying, release = threading.Event(), threading.Event()
+    copy_state = applier_module._copy_state
+
+    def held_copy(state_path: Path, path: Path) -> int:
+        copying.set()
+        release.wait(10)
+        return copy_state(state_path, path)
+
+    monkeypatch.setattr(applier_module, "_copy_state", held_copy)
+    state = ChatState(tmp_path / "state.db")
+    coordinator = Scripted()
+    applier = applier_over(state, coordinator, LiveHub())
+    running = asyncio.create_task(applier.run())
+    try:
+        capture = asyncio.create_task(applier.capture(tmp_path / "snapshot.db"))
+        async with asyncio.timeout(5):
+            await asyncio.to_thread(copying.wait, 5)
+            waiting = applier.submit(ops.CreateAccount("ann", "h", "", NOW))
+            await coordinator.batches.put([op_entry(1, ops.CreateAccount("ann", "h", "", NOW))])
+            assert (await waiting).ok
+        assert not capture.done(), "the copy was not held open"
+        release.set()
+        async with asyncio.timeout(5):
+            await capture
+    finally:
+        release.set()
+        await coordinator.batches.put(None)
+        await running
+        applier.close()
+
+
 async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_retry(
     tmp_path: Path,
 ) -> None:
@@ -63,15 +114,7 @@ async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_
     state = ChatState(tmp_path / "state.db")
     coordinator = Scripted()
     hub = LiveHub()
-    applier = Applier(
-        coordinator,  # type: ignore[arg-type]
-        state,
-        hub,
-        DiskGuard(),
-        SessionCache(state.session),
-        ClusterClock(),
-        lambda: 0,
-    )
+    applier = applier_over(state, coordinator, hub)
     running = asyncio.create_task(applier.run())
     try:
         await coordinator.batches.put(log[:3])
