@@ -2,7 +2,8 @@
 
 Parts, in the order they run on one cluster: ``scale`` (opt-in, first point),
 ``throughput``, ``delivery``, ``memory``, ``failover``, ``scale`` (second
-point); see bench.run. ``--quick`` shrinks every size to a run of seconds.
+point), ``catchup`` (opt-in); see bench.run. ``--quick`` shrinks every size to
+a run of seconds.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import dataclasses
 from dataclasses import dataclass
 
 from bench.load import PATHS
+from chatnode.validation import BODY_MAX_BYTES
 
-PARTS = ("throughput", "delivery", "memory", "failover", "scale")
-LOCAL_ONLY = frozenset({"memory", "failover"})
-OPT_IN = frozenset({"scale"})
+PARTS = ("throughput", "delivery", "memory", "failover", "scale", "catchup")
+LOCAL_ONLY = frozenset({"memory", "failover", "catchup"})
+OPT_IN = frozenset({"scale", "catchup"})
 DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPT_IN)
 
 
@@ -38,6 +40,28 @@ class Plan:
     # Concurrency of bulk loads (memory, scale). More does not load faster: past
     # ~128 the leader's one event loop is saturated (about 1,300 msg/s on 2 cores).
     load_clients: int = 128
+    # catchup: bodies loaded while a follower is down, then its snapshot catch-up timed.
+    catchup_bytes: int = 1 << 30
+    catchup_clients: int = 32  # its load's concurrency: 16 and 64 load 64 KiB bodies alike
+    # The nodes' --log-keep-entries when catchup runs, at most (see catchup_log_keep):
+    # large enough to hold every write made while the snapshot is on its way
+    # (catchup_write_rate times its seconds), or the follower needs another.
+    catchup_keep_entries: int = 5_000
+    catchup_write_rate: float = 100.0  # small writes a second during the catch-up
+    catchup_before_s: float = 5.0  # of writes timed before the restart, to compare with
+    catchup_timeout_s: float = 600.0  # restart -> in sync, at most
+
+    @property
+    def catchup_messages(self) -> int:
+        """Bodies of the largest size that make up catchup_bytes."""
+        return -(-self.catchup_bytes // BODY_MAX_BYTES)
+
+    @property
+    def catchup_log_keep(self) -> int:
+        """catchup_keep_entries, or less for a small load: the leader compacts once its log
+        holds twice what it keeps, and the load must take it past that, with room to spare
+        for the entries before it."""
+        return max(1, min(self.catchup_keep_entries, self.catchup_messages // 3))
 
 
 QUICK = {
@@ -51,6 +75,11 @@ QUICK = {
     "scale_messages": 3_000,
     "scale_samples": 50,
     "load_clients": 32,
+    "catchup_bytes": 32 << 20,
+    "catchup_clients": 8,
+    "catchup_write_rate": 50.0,
+    "catchup_before_s": 1.0,
+    "catchup_timeout_s": 60.0,
 }
 
 
@@ -65,9 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--parts",
-        help="comma-separated: throughput,delivery,memory,failover,scale "
-        "(default: all but scale; with --use-cluster: throughput,delivery, and failover "
-        "with --node-control)",
+        help="comma-separated: throughput,delivery,memory,failover,scale,catchup "
+        "(default: all but scale and catchup; with --use-cluster: throughput,delivery, and "
+        "failover with --node-control)",
     )
     parser.add_argument(
         "--node-control",
@@ -89,6 +118,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-messages", type=int, help="stored messages for RSS (100000)")
     parser.add_argument("--scale-messages", type=int, help="stored messages, scale part (1000000)")
     parser.add_argument("--load-clients", type=int, help="concurrency of bulk loads (128)")
+    parser.add_argument(
+        "--catchup-mib",
+        type=int,
+        help="catchup: MiB of message bodies loaded while a follower is down (1024)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--side-by-side-json",
@@ -130,7 +164,7 @@ def check_usage(
     if args.node_control and not ids:
         parser.error("--node-control needs --cluster with ids (ID=HOST:PORT,...)")
     numbers = ("nodes", "messages", "failover_runs", "memory_messages", "scale_messages")
-    for name in (*numbers, "load_clients"):
+    for name in (*numbers, "load_clients", "catchup_mib"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -172,5 +206,6 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         "memory_messages": args.memory_messages,
         "scale_messages": args.scale_messages,
         "load_clients": args.load_clients,
+        "catchup_bytes": args.catchup_mib << 20 if args.catchup_mib else None,
     }
     return dataclasses.replace(plan, **{k: v for k, v in explicit.items() if v is not None})

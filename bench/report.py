@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bench.catchup import CatchupResult
 from bench.delivery import DeliveryResult
 from bench.failover import FailoverResult, FailoverRuns
 from bench.load import LoadResult
@@ -21,6 +22,7 @@ class Report:
     memory: MemoryResult | None = None
     failover: FailoverResult | None = None
     scale: ScaleResult | None = None
+    catchup: CatchupResult | None = None
 
 
 def as_json(report: Report) -> str:
@@ -121,11 +123,45 @@ def _render_scale(s: ScaleResult) -> list[str]:
     ]
 
 
+def _keep(setup: dict[str, Any]) -> str:
+    keep = setup.get("log_keep_entries")
+    return "" if keep is None else f", --log-keep-entries {keep:,} for catchup"
+
+
+def _render_catchup(c: CatchupResult) -> list[str]:
+    mib = 1 << 20
+    failed = (
+        f"; {c.failed_writes} writes failed, first: {c.first_failure}" if c.failed_writes else ""
+    )
+    return [
+        f"catchup: a follower killed, {c.loaded_bytes / mib:,.0f} MiB of "
+        f"{c.loaded_bytes // c.loaded_messages:,}-byte bodies loaded ({c.loaded_messages:,} "
+        f"messages in {c.load_seconds:.1f} s, {c.load_mib_per_second:.1f} MiB/s); the leader's "
+        f"state {c.leader_state_bytes / mib:,.0f} MiB; the log keeps {c.log_keep_entries:,} "
+        "entries",
+        f"  follower restarted -> snapshot installed {c.restart_to_installed_s:.1f} s -> in sync "
+        f"{c.catch_up_s:.1f} s (snapshot at index {c.snapshot_index:,}, "
+        f"{c.snapshot_bytes / mib:,.0f} MiB; {c.snapshots_installed} installed)",
+        f"  writes ({c.writers} clients, {c.write_rate:g}/s in all), wait for the ack: before "
+        f"p50 {c.before_p50_ms:.2f} ms p99 {c.before_p99_ms:.2f} ms max {c.before_max_ms:.0f} ms "
+        f"({c.writes_before} writes)",
+        f"  during the catch-up: {c.writes_acked_during} acked, p50 {c.during_p50_ms:.2f} ms "
+        f"p99 {c.during_p99_ms:.2f} ms, longest {c.longest_ack_ms:.0f} ms (sent "
+        f"{c.longest_ack_started_s:.1f} s after the restart); longest with no ack at all "
+        f"{c.longest_ack_gap_ms:.0f} ms{failed}",
+        f"  elections: {c.term_changes_before} from the kill to the restart, "
+        f"{c.term_changes_during} during the catch-up; leader's RSS "
+        f"{c.leader_rss_mib_before:,.0f} MiB at the restart, peak "
+        f"{c.leader_rss_mib_peak:,.0f} MiB during the catch-up",
+    ]
+
+
 def render(report: Report) -> str:
     setup = report.setup
     lines = [
         f"chatctl bench: {setup['cluster']} (lease {setup['lease_ms']} ms, heartbeat "
-        f"{setup['heartbeat_ms']} ms, fsync on), {setup['cpus']} CPUs, Python {setup['python']}, "
+        f"{setup['heartbeat_ms']} ms, fsync on{_keep(setup)}), {setup['cpus']} CPUs, "
+        f"Python {setup['python']}, "
         f"load average {setup['load_average_at_start'][0]} at start, "
         f"{setup['load_average_at_end'][0]} at end, took {setup['seconds']} s",
     ]
@@ -135,6 +171,7 @@ def render(report: Report) -> str:
         (report.memory, _render_memory),
         (report.failover, _render_failover),
         (report.scale, _render_scale),
+        (report.catchup, _render_catchup),
     ]
     for result, render_part in sections:
         if result is not None:

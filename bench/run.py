@@ -17,10 +17,15 @@ Parts, in the order they run on one cluster:
 - ``delivery``: send-to-subscriber latency with 8 concurrent senders;
 - ``memory``: RSS of every node once 100,000 messages are stored;
 - ``failover``: kill -9 and SIGSTOP of the leader, median of 5 runs each;
-- ``scale``, second point: sequential latency with 1,000,000 stored.
+- ``scale``, second point: sequential latency with 1,000,000 stored;
+- ``catchup`` (opt-in): the longest stall of acknowledged writes while a
+  follower catches up by snapshot on a state of 1 GiB (see bench.catchup).
 
 Memory runs before failover so RSS is read from processes that lived through
-the whole load, not from freshly restarted ones.
+the whole load, not from freshly restarted ones. Catchup runs last: its
+gigabyte would weigh on every figure taken after it, and its nodes keep a short
+log (``--log-keep-entries``, stated in the report), which the other parts then
+share.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.catchup import measure_catchup
 from bench.delivery import measure_delivery
 from bench.failover import measure_failover
 from bench.load import CpuProbe, Fleet, measure, send_load
@@ -65,12 +71,22 @@ class BenchError(Exception):
     """The bench could not finish: chatctl prints it as one line and exits 1."""
 
 
+def _node_args(plan: Plan) -> tuple[str, ...]:
+    """The bench's own nodes' flags: with catchup, a log short enough that its load
+    compacts it past the follower it stops, so that follower needs a snapshot."""
+    if "catchup" not in plan.parts:
+        return NODE_ARGS
+    return (*NODE_ARGS, "--log-keep-entries", str(plan.catchup_log_keep))
+
+
 def _setup(plan: Plan, nodes: Sequence[NodeProcess] | None, addresses: Sequence[str]) -> dict:
     where = f"local {len(nodes)}-node cluster" if nodes else "--cluster " + ",".join(addresses)
+    keep = plan.catchup_log_keep if nodes and "catchup" in plan.parts else None
     return {
         "cluster": where,
         "lease_ms": LEASE_MS if nodes else None,
         "heartbeat_ms": HEARTBEAT_MS if nodes else None,
+        "log_keep_entries": keep,  # None: the product's default
         "fsync": "on (SQLite synchronous=FULL)",
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
@@ -118,6 +134,8 @@ async def _run_parts(
         report.scale = await measure_scale_large(
             fleet, small, plan.scale_messages, plan.scale_samples, plan.load_clients
         )
+    if "catchup" in plan.parts and nodes:
+        report.catchup = await measure_catchup(nodes, fleet, plan)
 
 
 def _cpu_probe(nodes: Sequence[NodeProcess], fleet: Fleet) -> CpuProbe:
@@ -174,7 +192,7 @@ def main(
         else:
             with (
                 tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp,
-                local_cluster(Path(tmp), args.nodes, NODE_ARGS, metrics=True) as cluster,
+                local_cluster(Path(tmp), args.nodes, _node_args(plan), metrics=True) as cluster,
             ):
                 nodes = list(cluster.nodes.values())
                 report = asyncio.run(run(plan, cluster.addresses, nodes))
