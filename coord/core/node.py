@@ -1191,14 +1191,17 @@ class Node:
         progress.append_sent(now_ms, prev_index + len(entries))
 
     def _order_snapshot(self, peer: int, progress: Progress, now_ms: int) -> None:
-        """Stream a snapshot, once the follower has answered us in this term.
+        """Stream a snapshot, once the follower has answered us in this term, within a lease.
 
         Only then does it follow us, and a follower accepts a snapshot only from
         the leader it follows (:func:`coord.core.checks.check_install_snapshot`); until then the
-        heartbeats make it follow, and its first answer sends the order.
+        heartbeats make it follow, and its first answer sends the order. And a
+        snapshot costs the leader a copy of its whole state: a follower silent for a
+        lease (down, or cut off) could not take it, so it gets none until it
+        answers again, as etcd's raft skips followers that are not recently active.
         """
         progress.need_snapshot(now_ms)
-        if progress.last_heard_ms is not None:
+        if progress.heard_within(now_ms, self.settings.lease_ms):
             progress.snapshot_ordered = True
             self._snapshot_peers.add(peer)
             self._outputs.order_snapshot(SnapshotOrder(peer, self.term))

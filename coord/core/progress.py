@@ -148,6 +148,10 @@ class Progress:
         while self.unacked and self.unacked[0] <= echo_sent_at_ms:
             self.unacked.popleft()
 
+    def heard_within(self, now_ms: int, window_ms: int) -> bool:
+        """Whether the follower answered in this term within the last window_ms."""
+        return self.last_heard_ms is not None and now_ms - self.last_heard_ms < window_ms
+
     def overdue(self, now_ms: int, lease_ms: int) -> bool:
         """A heartbeat sent at ``s`` is still unanswered at ``s + lease_ms``."""
         return bool(self.unacked) and self.unacked[0] + lease_ms <= now_ms

@@ -134,35 +134,49 @@ class LogStore:
         Entries replace any stored suffix from their first index on: that is how
         a conflicting suffix is truncated.
         """
-        last_index = self._last_index
-        with _Transaction(self._writer):
-            if snapshot is not None:
-                self._writer.execute("DELETE FROM log")
-                self._write_snapshot(snapshot, restore_pending)
-                last_index = snapshot.index
-            if hard_state is not None:
-                self._writer.execute(
-                    "INSERT OR REPLACE INTO hard_state (id, term, voted_for) VALUES (0, ?, ?)",
-                    (hard_state.term, hard_state.voted_for),
-                )
-            if entries:
-                first = entries[0].index
-                lowest = (snapshot or self._snapshot).index + 1
-                if not lowest <= first <= last_index + 1:
-                    raise LocalProtocolError(f"entries from {first} do not continue the log")
-                self._writer.execute("DELETE FROM log WHERE idx >= ?", (first,))
-                self._writer.executemany(
-                    "INSERT INTO log (idx, term, kind, payload, crc) VALUES (?, ?, ?, ?, ?)",
-                    [(e.index, e.term, int(e.kind), e.payload, e.checksum) for e in entries],
-                )
-                last_index = entries[-1].index
+        last_index = previous_last = self._last_index
+        previous_snapshot = self._snapshot
+        try:
+            with _Transaction(self._writer):
+                if snapshot is not None:
+                    self._writer.execute("DELETE FROM log")
+                    self._write_snapshot(snapshot, restore_pending)
+                    last_index = snapshot.index
+                    # Published before the COMMIT, as in compact: the log is gone for the
+                    # loop's reader before the COMMIT returns.
+                    self._snapshot, self._last_index = snapshot, last_index
+                last_index = self._save_rest(hard_state, entries, last_index)
+        except BaseException:
+            self._snapshot, self._last_index = previous_snapshot, previous_last
+            raise
         LOG_FSYNCS.inc()
         LOG_ENTRIES.inc(len(entries))
-        if snapshot is not None:
-            self._snapshot = snapshot
         if hard_state is not None:
             self._hard_state = hard_state
         self._last_index = last_index
+
+    def _save_rest(
+        self, hard_state: HardState | None, entries: Sequence[Entry], last_index: int
+    ) -> int:
+        """The hard state and entries of :meth:`save`, inside its transaction; returns the
+        new last index."""
+        if hard_state is not None:
+            self._writer.execute(
+                "INSERT OR REPLACE INTO hard_state (id, term, voted_for) VALUES (0, ?, ?)",
+                (hard_state.term, hard_state.voted_for),
+            )
+        if not entries:
+            return last_index
+        first = entries[0].index
+        lowest = self._snapshot.index + 1
+        if not lowest <= first <= last_index + 1:
+            raise LocalProtocolError(f"entries from {first} do not continue the log")
+        self._writer.execute("DELETE FROM log WHERE idx >= ?", (first,))
+        self._writer.executemany(
+            "INSERT INTO log (idx, term, kind, payload, crc) VALUES (?, ?, ?, ?, ?)",
+            [(e.index, e.term, int(e.kind), e.payload, e.checksum) for e in entries],
+        )
+        return entries[-1].index
 
     def install(self, snapshot: SnapshotMeta) -> None:
         """Start the log after a snapshot received from the leader, marking the state's
@@ -187,19 +201,29 @@ class LogStore:
         """Drop entries up to index: the state machine durably holds their effect."""
         if index <= self._snapshot.index or index > self._last_index:
             return
-        with _Transaction(self._writer):
-            # Read through the writer's own connection: the reader belongs to the loop.
-            term = self._writer.execute("SELECT term FROM log WHERE idx = ?", (index,)).fetchone()
-            row = self._writer.execute(
-                f"SELECT {_ENTRY_COLUMNS} FROM log WHERE kind = ? AND idx <= ?"
-                " ORDER BY idx DESC LIMIT 1",
-                (int(EntryKind.CONFIG), index),
-            ).fetchone()
-            config = _entry(row) if row else self._snapshot.config
-            snapshot = SnapshotMeta(index, term[0], config)
-            self._write_snapshot(snapshot)
-            self._writer.execute("DELETE FROM log WHERE idx <= ?", (index,))
-        self._snapshot = snapshot
+        previous = self._snapshot
+        try:
+            with _Transaction(self._writer):
+                # Read through the writer's own connection: the reader belongs to the loop.
+                term = self._writer.execute(
+                    "SELECT term FROM log WHERE idx = ?", (index,)
+                ).fetchone()
+                row = self._writer.execute(
+                    f"SELECT {_ENTRY_COLUMNS} FROM log WHERE kind = ? AND idx <= ?"
+                    " ORDER BY idx DESC LIMIT 1",
+                    (int(EntryKind.CONFIG), index),
+                ).fetchone()
+                config = _entry(row) if row else previous.config
+                self._write_snapshot(SnapshotMeta(index, term[0], config))
+                self._writer.execute("DELETE FROM log WHERE idx <= ?", (index,))
+                # Published before the COMMIT: the loop's reader sees the rows gone as soon
+                # as the COMMIT writes them, before it returns (it also checkpoints the
+                # WAL, which takes long with large entries), and the loop must never look
+                # for an entry that is gone. Until then it treats them as gone already.
+                self._snapshot = SnapshotMeta(index, term[0], config)
+        except BaseException:
+            self._snapshot = previous
+            raise
 
     def _write_snapshot(self, snapshot: SnapshotMeta, restore_pending: bool = False) -> None:
         config = snapshot.config

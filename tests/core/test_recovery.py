@@ -6,6 +6,7 @@ import pytest
 
 from coord.core.config import AddMember, RemoveMember
 from coord.core.errors import LocalProtocolError, Redirect
+from coord.core.messages import InstallSnapshot, Message
 from coord.core.node import Role
 from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
@@ -117,6 +118,28 @@ def test_a_follower_behind_the_compacted_log_gets_a_snapshot() -> None:
     )
     index, _ = cluster.propose(b"after the snapshot")
     assert cluster.run_until(lambda: cluster.committed_everywhere(index))
+
+
+def test_a_silent_follower_is_sent_no_snapshot_until_it_answers_again() -> None:
+    """A snapshot costs the leader a copy of its whole state: none goes to a follower that
+    has not answered within a lease, however long it is down; its first answer after
+    the restart brings the one it needs."""
+    cluster, _ = steady()
+    cluster.crash(3)
+    cluster.run(2 * LEASE)
+    last = max(cluster.propose(b"%d" % n)[0] for n in range(30))
+    assert cluster.run_until(lambda: cluster.committed_everywhere(last))
+    for node_id in (1, 2):
+        cluster.shells[node_id].compact(0)
+    cluster.run(5 * LEASE)
+
+    def snapshots_to_3() -> list[Message]:
+        return [m for _, to, m in cluster.sent if to == 3 and isinstance(m, InstallSnapshot)]
+
+    assert snapshots_to_3() == []
+    cluster.restart(3)
+    assert cluster.run_until(lambda: cluster.committed_everywhere(last, [3]))
+    assert len(snapshots_to_3()) == 1
 
 
 def test_leadership_transfers_to_a_caught_up_follower_without_waiting_for_leases() -> None:
