@@ -373,7 +373,7 @@ async def _measure(nodes: Sequence[NodeProcess], fleet: Fleet, plan: Plan) -> Ca
         writes_acked_during=sum(1 for _, acked in acks if restarted <= acked <= in_sync),
         during_p50_ms=during_p50,
         during_p99_ms=during_p99,
-        longest_ack_ms=round((longest[1] - longest[0]) * 1000, 1),
+        longest_ack_ms=round((longest[1] - longest[0]) * 1000, 3),  # as the percentiles
         longest_ack_started_s=round(longest[0] - restarted, 2),
         longest_ack_gap_ms=_longest_gap_ms([acked for _, acked in acks], restarted, in_sync),
         failed_writes=len(failures),

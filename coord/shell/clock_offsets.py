@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from coord.shell.metrics import PEER_CLOCK_OFFSET
@@ -58,6 +59,11 @@ def estimate(
     return Sample(follower_wall_ms - (now_wall_ms - rtt // 2), rtt, now_mono_ms, now_wall_ms)
 
 
+def _sharpest(samples: Iterable[Sample]) -> Sample:
+    """The sample with the shortest round trip: the least doubt about the offset."""
+    return min(samples, key=lambda s: s.rtt_ms)
+
+
 class ClockOffsets:
     """The latest estimate per peer (the best of its last SAMPLES round trips)."""
 
@@ -67,17 +73,18 @@ class ClockOffsets:
     def offer(self, peer: int, sample: Sample) -> None:
         state = self._peers.setdefault(peer, _Peer())
         state.samples.append(sample)
-        offset = self.offset_ms(peer)
-        assert offset is not None
-        PEER_CLOCK_OFFSET.labels(str(peer)).set(offset / 1000)
-        far = abs(offset) > WARN_MS
+        best = _sharpest(state.samples)
+        PEER_CLOCK_OFFSET.labels(str(peer)).set(best.offset_ms / 1000)
+        # Off by more than WARN_MS beyond doubt: a reply delayed by seconds (a peer busy
+        # installing a snapshot) says little of its clock, and is no reason to warn.
+        far = abs(best.offset_ms) - best.rtt_ms // 2 > WARN_MS
         if far and not state.warned:
             log.warning(
                 "node %d's wall clock is %+.3f s from this leader's (round trip %d ms): "
                 "check its time sync",
                 peer,
-                offset / 1000,
-                min(s.rtt_ms for s in state.samples),
+                best.offset_ms / 1000,
+                best.rtt_ms,
             )
         state.warned = far
 
@@ -86,7 +93,7 @@ class ClockOffsets:
         state = self._peers.get(peer)
         if state is None or not state.samples:
             return None
-        return min(state.samples, key=lambda s: s.rtt_ms).offset_ms
+        return _sharpest(state.samples).offset_ms
 
     def agrees(self, peer: int, wall_ms: int, mono_ms: int) -> bool:
         """Whether the peer's wall clock reads within AGREE_MS of wall_ms, this leader's
@@ -101,7 +108,7 @@ class ClockOffsets:
         fresh = [s for s in state.samples if mono_ms - s.mono_ms <= FRESH_MS] if state else []
         if not fresh:
             return False
-        best = min(fresh, key=lambda s: s.rtt_ms)
+        best = _sharpest(fresh)
         stepped = (wall_ms - mono_ms) - (best.wall_ms - best.mono_ms)
         return abs(best.offset_ms - stepped) + best.rtt_ms // 2 <= AGREE_MS
 

@@ -92,3 +92,14 @@ def test_a_peer_agrees_when_a_fresh_sample_puts_its_clock_within_a_second_of_our
     for one in samples:
         offsets.offer(2, one)
     assert offsets.agrees(2, wall_ms, mono_ms) is agrees
+
+
+def test_a_reply_delayed_by_seconds_is_no_reason_to_warn(caplog: pytest.LogCaptureFixture) -> None:
+    """A peer busy installing a snapshot answered 10 s late: its offset could be anything
+    within 5 s, so only an offset beyond the round trip's doubt is logged."""
+    offsets = ClockOffsets()
+    with caplog.at_level(logging.WARNING):
+        offsets.offer(2, sample(5_156, 10_319))
+        assert not caplog.records
+        offsets.offer(2, sample(5_156, 4_000))  # at least 3.156 s off whatever the delay
+    assert len(caplog.records) == 1 and "+5.156 s" in caplog.text
