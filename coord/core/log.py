@@ -9,7 +9,6 @@ the core's memory does not grow with the length of the log.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -182,6 +181,9 @@ class RaftLog:
         # Append, so storage is asked again only after a cut or a snapshot.
         self._stable_config: Entry | None = None
         self._stable_config_known = False
+        # The config entries among those in memory (unstable or cached), in index order,
+        # so the question a follower asks on every Append never scans memory's entries.
+        self._memory_configs: list[Entry] = []
 
     # -- reading ---------------------------------------------------------------
 
@@ -230,10 +232,13 @@ class RaftLog:
 
     def last_config(self, up_to: int) -> Entry | None:
         """The latest config entry at or before ``up_to`` (with ``up_to`` last: the view)."""
-        for entry in itertools.chain(reversed(self._unstable), reversed(self._cache)):
-            if entry.index <= up_to and entry.kind is EntryKind.CONFIG:
+        memory_start = self._memory_start()
+        for entry in reversed(self._memory_configs):
+            if entry.index < memory_start:
+                break  # evicted from the cache since: storage has it
+            if entry.index <= up_to:
                 return entry
-        hi = min(up_to, self.stable_last, self._memory_start() - 1)
+        hi = min(up_to, self.stable_last, memory_start - 1)
         latest = self._latest_stable_config()
         if latest is None or latest.index <= hi:
             return latest  # the newest stable one is at or below hi: nothing newer there
@@ -277,6 +282,12 @@ class RaftLog:
         if cut is not None:
             self._truncate(cut)
         self._unstable.extend(entries)
+        configs = [e for e in entries if e.kind is EntryKind.CONFIG]
+        if configs:
+            memory_start = self._memory_start()
+            self._memory_configs = [
+                e for e in self._memory_configs if e.index >= memory_start
+            ] + configs
         return cut
 
     def take_unpersisted(self) -> tuple[Entry, ...]:
@@ -312,6 +323,7 @@ class RaftLog:
         self.stable_last = self._handed_out = meta.index
         self._unstable.clear()
         self._cache.clear()
+        self._memory_configs.clear()
         self._stable_config_known = False
 
     # -- internals -------------------------------------------------------------
@@ -332,6 +344,8 @@ class RaftLog:
         if cut <= self.snapshot.index:
             raise LocalProtocolError(f"cannot cut the log at {cut}: it is in the snapshot")
         self._handed_out = min(self._handed_out, cut - 1)
+        while self._memory_configs and self._memory_configs[-1].index >= cut:
+            self._memory_configs.pop()
         if cut <= self.stable_last:
             self.stable_last = cut - 1
             self._stable_config_known = False  # stored entries from cut on are replaced
