@@ -138,3 +138,73 @@ async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_
         await coordinator.batches.put(None)
         await running
         applier.close()
+
+
+class CountingState(ChatState):
+    """Records the size of each batch applied, and says when one was."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[int] = []
+        self.applied = threading.Event()
+
+    def apply(self, entries):  # type: ignore[no-untyped-def]
+        results = super().apply(entries)
+        self.batches.append(len(entries))
+        self.applied.set()
+        return results
+
+
+def account(index: int) -> Entry:
+    return op_entry(index, ops.CreateAccount(f"user{index}", "h", "", NOW))
+
+
+async def test_a_followers_entries_gather_into_one_batch_until_someone_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody here waits on them: they linger (for as long as the test likes) and apply as
+    one transaction when wait_applied asks, as a new leader's read barrier does."""
+    monkeypatch.setattr(applier_module, "LINGER_S", 3600.0)
+    state = CountingState(tmp_path / "state.db")
+    coordinator = Scripted()
+    applier = applier_over(state, coordinator, LiveHub())
+    running = asyncio.create_task(applier.run())
+    try:
+        for index in (1, 2, 3):
+            await coordinator.batches.put([account(index)])
+        async with asyncio.timeout(5):
+            await applier.wait_applied(3)
+        assert state.batches == [3]
+    finally:
+        await coordinator.batches.put(None)
+        await running
+        applier.close()
+
+
+async def test_a_proposal_applies_at_once_and_lingering_entries_apply_unasked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What this node proposed (a leader's caller waits) applies as soon as it commits,
+    with whatever gathered before it; entries nobody waits on apply after LINGER_S."""
+    monkeypatch.setattr(applier_module, "LINGER_S", 3600.0)
+    state = CountingState(tmp_path / "state.db")
+    coordinator = Scripted()
+    applier = applier_over(state, coordinator, LiveHub())
+    running = asyncio.create_task(applier.run())
+    try:
+        await coordinator.batches.put([account(1)])
+        coordinator.next_index = 2
+        waiting = applier.submit(ops.CreateAccount("user2", "h", "", NOW))
+        await coordinator.batches.put([account(2)])
+        async with asyncio.timeout(5):
+            assert (await waiting).ok
+        assert state.batches == [2]
+        monkeypatch.setattr(applier_module, "LINGER_S", 0.05)
+        state.applied.clear()
+        await coordinator.batches.put([account(3)])
+        assert await asyncio.to_thread(state.applied.wait, 5), "lingering entries never applied"
+        assert state.batches == [2, 1] and applier.applied_index == 3
+    finally:
+        await coordinator.batches.put(None)
+        await running
+        applier.close()
