@@ -4,6 +4,7 @@ streams open when the snapshot installs, and applies while a snapshot is capture
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -45,16 +46,27 @@ def op_entry(index: int, op: ops.Op) -> Entry:
     return Entry(index, 1, EntryKind.OP, ops.encode(op))
 
 
-def applier_over(state: ChatState, coordinator: Scripted, hub: LiveHub) -> Applier:
-    return Applier(
+@contextlib.asynccontextmanager
+async def running(
+    state: ChatState, coordinator: Scripted, hub: LiveHub | None = None
+) -> AsyncIterator[Applier]:
+    """An applier over the scripted stream, running until the block ends."""
+    applier = Applier(
         coordinator,  # type: ignore[arg-type]
         state,
-        hub,
+        hub or LiveHub(),
         DiskGuard(),
         SessionCache(state.session),
         ClusterClock(),
         lambda: 0,
     )
+    task = asyncio.create_task(applier.run())
+    try:
+        yield applier
+    finally:
+        await coordinator.batches.put(None)
+        await task
+        applier.close()
 
 
 async def test_writes_apply_while_a_snapshot_is_captured(
@@ -74,24 +86,20 @@ async def test_writes_apply_while_a_snapshot_is_captured(
     monkeypatch.setattr(applier_module, "_copy_state", held_copy)
     state = ChatState(tmp_path / "state.db")
     coordinator = Scripted()
-    applier = applier_over(state, coordinator, LiveHub())
-    running = asyncio.create_task(applier.run())
-    try:
-        capture = asyncio.create_task(applier.capture(tmp_path / "snapshot.db"))
-        async with asyncio.timeout(5):
-            await asyncio.to_thread(copying.wait, 5)
-            waiting = applier.submit(ops.CreateAccount("ann", "h", "", NOW))
-            await coordinator.batches.put([op_entry(1, ops.CreateAccount("ann", "h", "", NOW))])
-            assert (await waiting).ok
-        assert not capture.done(), "the copy was not held open"
-        release.set()
-        async with asyncio.timeout(5):
-            await capture
-    finally:
-        release.set()
-        await coordinator.batches.put(None)
-        await running
-        applier.close()
+    async with running(state, coordinator) as applier:
+        try:
+            capture = asyncio.create_task(applier.capture(tmp_path / "snapshot.db"))
+            async with asyncio.timeout(5):
+                await asyncio.to_thread(copying.wait, 5)
+                waiting = applier.submit(ops.CreateAccount("ann", "h", "", NOW))
+                await coordinator.batches.put([op_entry(1, ops.CreateAccount("ann", "h", "", NOW))])
+                assert (await waiting).ok
+            assert not capture.done(), "the copy was not held open"
+            release.set()
+            async with asyncio.timeout(5):
+                await capture
+        finally:
+            release.set()
 
 
 async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_retry(
@@ -114,9 +122,7 @@ async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_
     state = ChatState(tmp_path / "state.db")
     coordinator = Scripted()
     hub = LiveHub()
-    applier = applier_over(state, coordinator, hub)
-    running = asyncio.create_task(applier.run())
-    try:
+    async with running(state, coordinator, hub) as applier:
         await coordinator.batches.put(log[:3])
         async with asyncio.timeout(5):
             await applier.wait_applied(3)
@@ -134,10 +140,6 @@ async def test_entries_a_snapshot_already_covered_are_skipped_and_their_callers_
         assert isinstance(closed, Closed) and closed.unavailable
         assert subscriber.queued == 0, "a skipped entry was delivered"
         assert [m.body for m in state.messages_after("bob", 0, 10)] == ["first", "second"]
-    finally:
-        await coordinator.batches.put(None)
-        await running
-        applier.close()
 
 
 class CountingState(ChatState):
@@ -167,18 +169,12 @@ async def test_a_followers_entries_gather_into_one_batch_until_someone_waits(
     monkeypatch.setattr(applier_module, "LINGER_S", 3600.0)
     state = CountingState(tmp_path / "state.db")
     coordinator = Scripted()
-    applier = applier_over(state, coordinator, LiveHub())
-    running = asyncio.create_task(applier.run())
-    try:
+    async with running(state, coordinator) as applier:
         for index in (1, 2, 3):
             await coordinator.batches.put([account(index)])
         async with asyncio.timeout(5):
             await applier.wait_applied(3)
         assert state.batches == [3]
-    finally:
-        await coordinator.batches.put(None)
-        await running
-        applier.close()
 
 
 async def test_a_proposal_applies_at_once_and_lingering_entries_apply_unasked(
@@ -189,9 +185,7 @@ async def test_a_proposal_applies_at_once_and_lingering_entries_apply_unasked(
     monkeypatch.setattr(applier_module, "LINGER_S", 3600.0)
     state = CountingState(tmp_path / "state.db")
     coordinator = Scripted()
-    applier = applier_over(state, coordinator, LiveHub())
-    running = asyncio.create_task(applier.run())
-    try:
+    async with running(state, coordinator) as applier:
         await coordinator.batches.put([account(1)])
         coordinator.next_index = 2
         waiting = applier.submit(ops.CreateAccount("user2", "h", "", NOW))
@@ -204,7 +198,3 @@ async def test_a_proposal_applies_at_once_and_lingering_entries_apply_unasked(
         await coordinator.batches.put([account(3)])
         assert await asyncio.to_thread(state.applied.wait, 5), "lingering entries never applied"
         assert state.batches == [2, 1] and applier.applied_index == 3
-    finally:
-        await coordinator.batches.put(None)
-        await running
-        applier.close()
