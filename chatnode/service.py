@@ -503,7 +503,7 @@ class ChatService:
     async def GetClusterStatus(
         self, request: pb.GetClusterStatusRequest, context
     ) -> pb.ClusterStatus:
-        return cluster_status_pb(self._coord.status())
+        return cluster_status_pb(self._coord.status(), self._applier.applied_index)
 
     # -- plumbing -------------------------------------------------------------
 
@@ -664,8 +664,9 @@ def _message_pb(message: StoredMessage) -> pb.Message:
     )
 
 
-def cluster_status_pb(status: Status) -> pb.ClusterStatus:
-    """The coordinator's status on the wire: the one place its fields meet protobuf's."""
+def cluster_status_pb(status: Status, applied_index: int) -> pb.ClusterStatus:
+    """The coordinator's status, and how far this node's state applied it, on the wire: the
+    one place their fields meet protobuf's."""
     return pb.ClusterStatus(
         node_id=status.node_id,
         role=status.role,
@@ -690,6 +691,7 @@ def cluster_status_pb(status: Status) -> pb.ClusterStatus:
         mode=status.mode,
         fault=status.fault,
         version=release.version(),
+        applied_index=applied_index,
     )
 
 

@@ -205,7 +205,7 @@ class Member(_message.Message):
     def __init__(self, id: _Optional[int] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., in_sync: _Optional[bool] = ..., match_index: _Optional[int] = ..., reachable: _Optional[bool] = ..., clock_offset_ms: _Optional[int] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("node_id", "role", "term", "leader_id", "leader_address", "commit_index", "members", "config_epoch", "min_insync", "mode", "fault", "version")
+    __slots__ = ("node_id", "role", "term", "leader_id", "leader_address", "commit_index", "members", "config_epoch", "min_insync", "mode", "fault", "version", "applied_index")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +218,7 @@ class ClusterStatus(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     role: str
     term: int
@@ -230,7 +231,8 @@ class ClusterStatus(_message.Message):
     mode: str
     fault: str
     version: str
-    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ..., mode: _Optional[str] = ..., fault: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+    applied_index: int
+    def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ..., mode: _Optional[str] = ..., fault: _Optional[str] = ..., version: _Optional[str] = ..., applied_index: _Optional[int] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
     __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe")

@@ -224,7 +224,8 @@ async def wait_in_sync(members: Members, node_id: int, within_s: float = WAIT_S)
 
 
 async def wait_caught_up(members: Members, within_s: float = WAIT_S) -> pb.ClusterStatus:
-    """With writes stopped: wait until every node is in sync, matched and at one commit index.
+    """With writes stopped: wait until every node is in sync, matched, and at one commit index
+    its state has applied.
 
     The leader must list every member in its ISR with a match index at its
     commit index (its own match is its last index, so nothing is pending), and
@@ -240,7 +241,8 @@ async def wait_caught_up(members: Members, within_s: float = WAIT_S) -> pb.Clust
             continue
         matched = all(m.in_sync and m.match_index == top.commit_index for m in top.members)
         same = all(
-            v.leader_id == leader and v.commit_index == top.commit_index for v in views.values()
+            v.leader_id == leader and v.commit_index == v.applied_index == top.commit_index
+            for v in views.values()
         )
         if matched and same and {m.id for m in top.members} == everyone:
             return top
