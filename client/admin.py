@@ -69,6 +69,7 @@ def status_rows(views: Views) -> list[Row]:
                 "term": view.term,
                 "leader": view.leader_id,
                 "commit": view.commit_index,
+                "applied": view.applied_index,
                 "epoch": view.config_epoch,
                 "mode": view.mode,
                 "version": view.version or "-",

@@ -40,8 +40,8 @@ class CtlError(Exception):
 
 
 COLUMNS = (
-    "id", "address", "role", "term", "leader", "commit", "epoch", "member", "in_sync", "match",
-    "lag", "clock_ms", "mode", "version",
+    "id", "address", "role", "term", "leader", "commit", "applied", "epoch", "member",
+    "in_sync", "match", "lag", "clock_ms", "mode", "version",
 )  # fmt: skip
 
 

@@ -111,9 +111,10 @@ def test_status_shows_three_members_one_leader_and_an_isr_of_three(cluster: Clus
     assert all(isinstance(row["match"], int) and row["match"] > 0 for row in rows)
     header, *table = ok("--cluster", cluster.spec, "status").strip().splitlines()
     assert header.split() == [
-        "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "EPOCH", "MEMBER", "IN-SYNC",
-        "MATCH", "LAG", "CLOCK-MS", "MODE", "VERSION",
+        "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "EPOCH", "MEMBER",
+        "IN-SYNC", "MATCH", "LAG", "CLOCK-MS", "MODE", "VERSION",
     ]  # fmt: skip
+    assert all(0 < row["applied"] <= row["commit"] for row in rows), "applied only what committed"
     assert {row["mode"] for row in rows} == {"fail-stop"}
     assert {row["version"] for row in rows} == {release.version()}
     followers = [row for row in rows if row["role"] != "leader"]
