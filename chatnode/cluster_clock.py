@@ -79,16 +79,16 @@ class ClusterClock:
             return None
         return self._newest_ms + max(0, mono_ms - self._seen_mono_ms)
 
-    def stamp(self, wall_ms: int, mono_ms: int, agreed: Callable[[], bool]) -> int:
+    def stamp(self, wall_ms: int, mono_ms: int, agreed: Callable[[int, int], bool]) -> int:
         """The cluster time for an op proposed now: the wall clock, within the bounds.
 
-        ``agreed`` says whether a majority's wall clocks agree with wall_ms (rule 4);
-        it is asked only when the wall clock is above the ceiling. A clock that has
-        observed nothing (a new cluster's first leader, before its state was read)
-        has no ceiling: the wall clock is all there is.
+        ``agreed(wall_ms, mono_ms)`` says whether a majority's wall clocks agree with
+        wall_ms (rule 4); it is asked only when the wall clock is above the ceiling. A
+        clock that has observed nothing (a new cluster's first leader, before its state
+        was read) has no ceiling: the wall clock is all there is.
         """
         ceiling = self._ceiling_ms(mono_ms)
-        if ceiling is not None and wall_ms > ceiling and not agreed():
+        if ceiling is not None and wall_ms > ceiling and not agreed(wall_ms, mono_ms):
             wall_ms = ceiling
         now = max(self._newest_ms, wall_ms)
         self.observe(now, mono_ms)

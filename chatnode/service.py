@@ -564,8 +564,9 @@ class ChatService:
 
     def _now_ms(self) -> int:
         """The cluster time for a decision made now (chatnode.cluster_clock)."""
-        wall, mono = self._wall_ms(), self._mono_ms()
-        return self._clock.stamp(wall, mono, lambda: self._coord.wall_clock_agreed(wall, mono))
+        return self._clock.stamp(
+            self._wall_ms(), self._mono_ms(), self._coord.wall_clock_agreed
+        )
 
     def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
         """The caller of a live session, with its renewal if one is due."""

@@ -106,15 +106,15 @@ TABLE: list[tuple[str, list[tuple[str, int, int, int | None]]]] = [
 ]
 
 
-def _refused() -> bool:
+def _refused(wall_ms: int, mono_ms: int) -> bool:
     return False
 
 
-def _vouched() -> bool:
+def _vouched(wall_ms: int, mono_ms: int) -> bool:
     return True
 
 
-def _not_asked() -> bool:
+def _not_asked(wall_ms: int, mono_ms: int) -> bool:
     raise AssertionError("agreement asked for a wall clock within the ceiling")
 
 

@@ -86,7 +86,7 @@ class Stamper:
         self.clock.observe(cluster_ms, mono_ms)
 
     def stamp(self, wall_ms: int, mono_ms: int, agreed: bool) -> int:
-        return self.clock.stamp(wall_ms, mono_ms, lambda: agreed)
+        return self.clock.stamp(wall_ms, mono_ms, lambda _wall, _mono: agreed)
 
 
 class WallStamper(Stamper):
