@@ -564,9 +564,7 @@ class ChatService:
 
     def _now_ms(self) -> int:
         """The cluster time for a decision made now (chatnode.cluster_clock)."""
-        return self._clock.stamp(
-            self._wall_ms(), self._mono_ms(), self._coord.wall_clock_agreed
-        )
+        return self._clock.stamp(self._wall_ms(), self._mono_ms(), self._coord.wall_clock_agreed)
 
     def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
         """The caller of a live session, with its renewal if one is due."""
