@@ -123,6 +123,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="catchup: MiB of message bodies loaded while a follower is down (1024)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="the bench's own cluster serves mutual TLS only, with a throwaway CA and "
+        "certificates made by openssl; every bench channel uses them (for --use-cluster, give "
+        "chatctl's --tls-ca, --tls-cert and --tls-key instead)",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
         "--side-by-side-json",
@@ -159,6 +166,8 @@ def check_usage(
             f"{', '.join(sorted(needed))} need the bench's own cluster (failover: or "
             "--node-control): drop --use-cluster"
         )
+    if args.tls and args.use_cluster:
+        parser.error("--tls is for the bench's own cluster: for --cluster's, give --tls-ca")
     if args.node_control and not args.use_cluster:
         parser.error("--node-control acts on --cluster's nodes: add --use-cluster")
     if args.node_control and not ids:

@@ -160,7 +160,8 @@ def render(report: Report) -> str:
     setup = report.setup
     lines = [
         f"chatctl bench: {setup['cluster']} (lease {setup['lease_ms']} ms, heartbeat "
-        f"{setup['heartbeat_ms']} ms, fsync on{_keep(setup)}), {setup['cpus']} CPUs, "
+        f"{setup['heartbeat_ms']} ms, fsync on, TLS {'on' if setup['tls'] else 'off'}"
+        f"{_keep(setup)}), {setup['cpus']} CPUs, "
         f"Python {setup['python']}, "
         f"load average {setup['load_average_at_start'][0]} at start, "
         f"{setup['load_average_at_end'][0]} at end, took {setup['seconds']} s",

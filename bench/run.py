@@ -5,7 +5,8 @@ By default it starts its own 3-node cluster in a temporary folder (real
 ``--use-cluster`` measures the ``--cluster`` members instead (throughput,
 delivery and scale; failover too with ``--node-control CMD``, the operator's
 way to signal and start a node, e.g. ``deploy/cluster.sh signal HOSTS_FILE``;
-memory needs the processes).
+memory needs the processes). With ``--tls`` its own cluster serves mutual TLS
+only and every channel of the bench presents a certificate (bench.tls).
 
 Parts, in the order they run on one cluster:
 
@@ -64,6 +65,7 @@ from bench.storage import (
     rss_mib,
     sequential_point,
 )
+from bench.tls import make_tls
 from chatnode.local_cluster import NodeProcess, local_cluster
 
 
@@ -79,7 +81,9 @@ def _node_args(plan: Plan) -> tuple[str, ...]:
     return (*NODE_ARGS, "--log-keep-entries", str(plan.catchup_log_keep))
 
 
-def _setup(plan: Plan, nodes: Sequence[NodeProcess] | None, addresses: Sequence[str]) -> dict:
+def _setup(
+    plan: Plan, nodes: Sequence[NodeProcess] | None, addresses: Sequence[str], tls: bool
+) -> dict:
     where = f"local {len(nodes)}-node cluster" if nodes else "--cluster " + ",".join(addresses)
     keep = plan.catchup_log_keep if nodes and "catchup" in plan.parts else None
     return {
@@ -88,6 +92,7 @@ def _setup(plan: Plan, nodes: Sequence[NodeProcess] | None, addresses: Sequence[
         "heartbeat_ms": HEARTBEAT_MS if nodes else None,
         "log_keep_entries": keep,  # None: the product's default
         "fsync": "on (SQLite synchronous=FULL)",
+        "tls": tls,  # every bench channel, and the nodes' peer streams on its own cluster
         "cpus": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
@@ -160,7 +165,7 @@ async def run(
 ) -> Report:
     """Run the plan's parts on one cluster; `nodes` is None for a cluster we did not start,
     whose nodes `remote` (from --node-control) may act on."""
-    report = Report(_setup(plan, nodes, addresses))
+    report = Report(_setup(plan, nodes, addresses, credentials is not None))
     started = time.monotonic()
     fleet = Fleet(addresses, credentials)
     try:
@@ -173,6 +178,22 @@ async def run(
     report.setup["seconds"] = round(time.monotonic() - started, 1)
     report.setup["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def _run_own_cluster(plan: Plan, size: int, tls: bool) -> Report:
+    """The plan on a cluster of `size` nodes in a temporary folder; with tls, under mutual
+    TLS with certificates made there."""
+    with tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp:
+        root = Path(tmp)
+        credentials, node_args = None, None
+        if tls:
+            certificates = make_tls(root / "tls", range(1, size + 1))
+            credentials, node_args = certificates.credentials(), certificates.node_args()
+        with local_cluster(
+            root, size, _node_args(plan), metrics=True, node_args=node_args, credentials=credentials
+        ) as cluster:
+            nodes = list(cluster.nodes.values())
+            return asyncio.run(run(plan, cluster.addresses, nodes, credentials=credentials))
 
 
 def main(
@@ -190,12 +211,7 @@ def main(
             remote = remote_nodes(ids, args.node_control) if args.node_control else None
             report = asyncio.run(run(plan, addresses, None, remote, credentials))
         else:
-            with (
-                tempfile.TemporaryDirectory(prefix="chat-bench-") as tmp,
-                local_cluster(Path(tmp), args.nodes, _node_args(plan), metrics=True) as cluster,
-            ):
-                nodes = list(cluster.nodes.values())
-                report = asyncio.run(run(plan, cluster.addresses, nodes))
+            report = _run_own_cluster(plan, args.nodes, args.tls)
     except grpc.aio.AioRpcError as exc:
         raise BenchError(f"bench failed: {exc.code().name}: {exc.details()}") from None
     except RuntimeError as exc:

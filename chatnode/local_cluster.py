@@ -132,10 +132,12 @@ class NodeProcess:
 
 @dataclass
 class Cluster:
-    """The nodes of one local cluster and the secret they share."""
+    """The nodes of one local cluster and the secret they share; credentials, when the nodes
+    serve TLS, are how this module's own status and admin calls reach them."""
 
     secret_file: Path
     nodes: dict[int, NodeProcess] = field(default_factory=dict)
+    credentials: grpc.ChannelCredentials | None = field(default=None, repr=False)
 
     @classmethod
     def plan(
@@ -145,10 +147,12 @@ class Cluster:
         extra_args: Sequence[str] = (),
         data_roots: Mapping[int, Path] | None = None,
         metrics: bool = False,
+        node_args: Mapping[int, Sequence[str]] | None = None,
     ) -> Cluster:
         """The nodes (not started) for members: logs and the secret (made if missing) in
-        root, node N's data dir in data_roots[N] (default root); with metrics, each node
-        serves Prometheus metrics on a free port."""
+        root, node N's data dir in data_roots[N] (default root), node N's own flags (its
+        certificate, say) node_args[N]; with metrics, each node serves Prometheus metrics on
+        a free port."""
         cluster = cls(root / "cluster.secret")
         if not cluster.secret_file.exists():
             write_new_secret(cluster.secret_file)
@@ -156,7 +160,7 @@ class Cluster:
         for node_id, address in members.items():
             data_dir = (data_roots or {}).get(node_id, root) / f"node-{node_id}"
             args = ["--id", str(node_id), "--cluster", spec, "--data-dir", str(data_dir)]
-            args += [*cluster.secret_args, *extra_args]
+            args += [*cluster.secret_args, *extra_args, *(node_args or {}).get(node_id, ())]
             metrics_address = f"127.0.0.1:{free_port()}" if metrics else ""
             if metrics:
                 args += ["--metrics-listen", metrics_address]
@@ -181,12 +185,12 @@ class Cluster:
     def admin(self, node_id: int, method: str, request: object, timeout: float = 10.0) -> Any:
         """One Admin call to node_id with the operator's credentials."""
         metadata = ClusterSecret.load(self.secret_file).metadata(ADMIN_ROLE)
-        with grpc.insecure_channel(self.nodes[node_id].address) as channel:
+        with _channel(self.nodes[node_id].address, self.credentials) as channel:
             rpc = getattr(replication_pb2_grpc.AdminStub(channel), method)
             return rpc(request, timeout=timeout, metadata=metadata)
 
     def status(self, node_id: int, timeout: float = 1.0) -> pb.ClusterStatus | None:
-        return status_at(self.nodes[node_id].address, timeout)
+        return status_at(self.nodes[node_id].address, timeout, self.credentials)
 
     def wait_for_leader(self, timeout: float = START_TIMEOUT_S, live_only: bool = True) -> int:
         """Block until some node reports itself leader; return its id. Without live_only,
@@ -215,9 +219,18 @@ class Cluster:
         )
 
 
-def status_at(address: str, timeout: float = 1.0) -> pb.ClusterStatus | None:
+def _channel(address: str, credentials: grpc.ChannelCredentials | None) -> grpc.Channel:
+    """A blocking channel to one node: TLS with credentials, plaintext without."""
+    if credentials is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, credentials)
+
+
+def status_at(
+    address: str, timeout: float = 1.0, credentials: grpc.ChannelCredentials | None = None
+) -> pb.ClusterStatus | None:
     """The node's GetClusterStatus answer, or None when it does not answer in time."""
-    with grpc.insecure_channel(address) as channel:
+    with _channel(address, credentials) as channel:
         stub = chat_pb2_grpc.ChatServiceStub(channel)
         try:
             return stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=timeout)
@@ -232,11 +245,15 @@ def local_cluster(
     extra_args: Sequence[str] = (),
     data_roots: Mapping[int, Path] | None = None,
     metrics: bool = False,
+    node_args: Mapping[int, Sequence[str]] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Iterator[Cluster]:
     """Start `size` nodes on free loopback ports with a fresh cluster secret and wait for a
-    leader; always kill them afterwards. See Cluster.plan for where files go."""
+    leader; always kill them afterwards. See Cluster.plan for where files go and node_args;
+    credentials are for nodes that serve TLS (node_args giving them certificates)."""
     members = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
-    cluster = Cluster.plan(root, members, extra_args, data_roots, metrics)
+    cluster = Cluster.plan(root, members, extra_args, data_roots, metrics, node_args)
+    cluster.credentials = credentials
     try:
         for node in cluster.nodes.values():
             node.start()

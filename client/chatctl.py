@@ -304,7 +304,9 @@ def _add_bench_parser(verbs: Verbs) -> None:
 
 
 def _parser() -> Parser:
-    parser = Parser(prog="chatctl", description="Operate a chat cluster.")
+    # No abbreviated flags: with them, argparse would read the bench's --tls, after the verb,
+    # as an ambiguous prefix of --tls-ca, --tls-cert and --tls-key.
+    parser = Parser(prog="chatctl", description="Operate a chat cluster.", allow_abbrev=False)
     add_version_flag(parser)
     add_cluster_flag(parser)
     add_tls_flags(parser)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -265,6 +266,7 @@ def test_refusals_print_one_line_and_exit_1(cluster: Cluster) -> None:
         ["bench", "--unary", "--paths", "stream"],
         ["bench", "--use-cluster", "--node-control", "true", "--parts", "catchup"],
         ["bench", "--parts", "catchup", "--catchup-mib", "0"],
+        ["bench", "--use-cluster", "--tls"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
@@ -286,6 +288,16 @@ def test_bench_prints_side_by_side_lines_for_the_shared_hook() -> None:
         ("chat-unary", 1), ("chat-unary", 2), ("chat-stream", 1), ("chat-stream", 2)
     ]  # fmt: skip
     assert all(_positive(r[k]) for r in rows for k in ("n", "rate", "p50", "p99"))
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="--tls needs openssl")
+def test_bench_tls_measures_its_own_cluster_under_tls() -> None:
+    result = chatctl("bench", "--tls", "--parts", "throughput", "--clients", "2",
+                     "--messages", "20", "--json", timeout=BENCH_LIMIT_S)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["setup"]["tls"] is True
+    assert _positive(report["throughput"][0]["per_second"])
 
 
 def test_bench_quick_reports_every_part_as_json() -> None:
