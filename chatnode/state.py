@@ -52,7 +52,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, assert_never, get_type_hints
@@ -377,6 +377,36 @@ _PRUNE_RESULTS = """
 """
 
 
+_HOT_OPS = (SendMessage, Touch)
+"""The ops nearly every entry is, and that read and write little: see _Batch."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One apply() transaction's reads remembered and writes held back.
+
+    A hot op (_HOT_OPS) reads its session, its recipient and maybe a stored reply,
+    and writes a message, a renewal and a reply. Held here, each table is written
+    once per run of hot ops (executemany), and each session and recipient is read
+    once. Every other op settles before and after it runs (writes what is held,
+    forgets what was read), so it finds and leaves the database exactly as applying
+    one op at a time would; a hot op whose session is gone settles too.
+    """
+
+    sessions: dict[str, Session | None] = field(default_factory=dict)
+    accounts: dict[str, Account | None] = field(default_factory=dict)
+    messages: list[tuple[int, int, str, str, str, int]] = field(default_factory=list)
+    renewals: dict[str, int] = field(default_factory=dict)  # token hash: deadline
+    replies: dict[tuple[str, str, str], tuple[str, int, str]] = field(default_factory=dict)
+    """(username, request_id, kind): (token_hash, created_ms, stored reply)"""
+    stored: int = 0  # replies stored in the whole batch
+    cutoff: int = 0  # the expiry cutoff of the last of them
+
+    def settle(self) -> None:
+        for held in (self.sessions, self.accounts, self.messages, self.renewals, self.replies):
+            held.clear()
+
+
 class ChatState(_Queries):
     """The writer. Used from one thread at a time (the shell runs it in a worker thread),
     though not necessarily always the same thread."""
@@ -387,6 +417,7 @@ class ChatState(_Queries):
         _create_schema(self._db)
         self._applied_index: int = self._db.execute(_APPLIED_INDEX).fetchone()[0]
         self._clock_ms: int = self._db.execute(_CLOCK).fetchone()[0]
+        self._batch = _Batch()
 
     @property
     def applied_index(self) -> int:
@@ -443,6 +474,7 @@ class ChatState(_Queries):
         """
         results: list[Result] = []
         applied, clock = self._applied_index, self._clock_ms
+        self._batch = _Batch()
         self._db.execute("BEGIN IMMEDIATE")
         try:
             with self._db:  # commits, or rolls the whole batch back on any exception
@@ -452,6 +484,8 @@ class ChatState(_Queries):
                         continue
                     results.append(Result() if op is None else self._apply_op(index, op))
                     applied = index
+                self._settle()
+                self._prune_results()
                 self._db.execute(_SET_APPLIED_INDEX, (applied,))
                 self._db.execute(_SET_CLOCK, (self._clock_ms,))
         except BaseException:
@@ -468,19 +502,26 @@ class ChatState(_Queries):
             if op.now_ms < self._clock_ms:
                 op = replace(op, now_ms=self._clock_ms)
             self._clock_ms = op.now_ms
-        match op:
-            case CreateAccount():
-                return self._once(op.username, "", op, lambda: self._create_account(index, op))
-            case Login():
-                return self._once(op.username, "", op, lambda: self._login(op))
-            case _:
-                return self._on_session(index, op)
+        if isinstance(op, _HOT_OPS):
+            return self._on_session(index, op)
+        self._settle()
+        try:
+            match op:
+                case CreateAccount():
+                    return self._once(op.username, "", op, lambda: self._create_account(index, op))
+                case Login():
+                    return self._once(op.username, "", op, lambda: self._login(op))
+                case _:
+                    return self._on_session(index, op)
+        finally:
+            self._settle()
 
     def _on_session(self, index: int, op: _SessionOp) -> Result:
         """An op on a session: UNAUTHENTICATED unless the session is live by the op's
         clock (or the op retries a request that ended it); a use renews it."""
-        session = self.session(op.token_hash)
+        session = self._session_of(op.token_hash)
         if session is None or session.expired(op.now_ms):
+            self._settle()  # the stored replies it may retry are all in the database
             return self._after_session(op)
         match op:
             case Logout():
@@ -489,8 +530,11 @@ class ChatState(_Queries):
                 return self._once(
                     _former(session), op.token_hash, op, lambda: self._delete_account(session, op)
                 )
-        if op.session_deadline_ms:
-            self._db.execute(_RENEW_SESSION, (op.session_deadline_ms, op.token_hash))
+        if op.session_deadline_ms > session.expires_ms:  # a renewal only moves it later
+            self._batch.sessions[op.token_hash] = replace(
+                session, expires_ms=op.session_deadline_ms
+            )
+            self._batch.renewals[op.token_hash] = op.session_deadline_ms
         if isinstance(op, Touch):
             return Result()
         return self._once(
@@ -529,14 +573,54 @@ class ChatState(_Queries):
             return run()
         cutoff = op.now_ms - RESULT_TTL_MS
         key = (username, op.request_id, op.kind)
-        row = self._db.execute(_UNEXPIRED_RESULT, (*key, cutoff)).fetchone()
-        if row:
-            return self._replied(row[0], row[1], op.kind)
+        held = self._batch.replies.get(key)
+        if held is None:
+            row = self._db.execute(_UNEXPIRED_RESULT, (*key, cutoff)).fetchone()
+            if row:
+                return self._replied(row[0], row[1], op.kind)
+        elif held[1] > cutoff:  # held back in this batch, newer than any stored row
+            return self._replied(username, held[2], op.kind)
         result = run()
-        stored = _storable(op.kind, result)
-        self._db.execute(_STORE_RESULT, (*key, token_hash, op.now_ms, stored))
-        self._db.execute(_PRUNE_RESULTS, (cutoff, PRUNE_CHUNK))
+        self._batch.replies[key] = (token_hash, op.now_ms, _storable(op.kind, result))
+        self._batch.stored += 1
+        self._batch.cutoff = cutoff
         return result
+
+    def _prune_results(self) -> None:
+        """Each reply the batch stored removes up to PRUNE_CHUNK expired ones, at the
+        batch's end. Which expired rows are left may then differ between replicas that
+        batch differently, but no reply depends on them: expiry is judged by each op's
+        own time, which never goes backwards, so a row expired once stays expired."""
+        if self._batch.stored:
+            self._db.execute(_PRUNE_RESULTS, (self._batch.cutoff, PRUNE_CHUNK * self._batch.stored))
+
+    # -- a batch's reads remembered and writes held back ---------------------------------
+
+    def _session_of(self, token_hash: str) -> Session | None:
+        sessions = self._batch.sessions
+        if token_hash not in sessions:
+            sessions[token_hash] = self.session(token_hash)
+        return sessions[token_hash]
+
+    def _account_named(self, username: str) -> Account | None:
+        accounts = self._batch.accounts
+        if username not in accounts:
+            accounts[username] = self.account(username)
+        return accounts[username]
+
+    def _settle(self) -> None:
+        """Write what the batch held back and forget what it read: from here on the
+        database is what applying one op at a time would have made it."""
+        batch = self._batch
+        if batch.messages:
+            self._db.executemany(_INSERT_MESSAGE, batch.messages)
+        if batch.renewals:
+            renewals = ((deadline, token) for token, deadline in batch.renewals.items())
+            self._db.executemany(_RENEW_SESSION, renewals)
+        if batch.replies:
+            replies = ((*key, *held) for key, held in batch.replies.items())
+            self._db.executemany(_STORE_RESULT, replies)
+        batch.settle()
 
     def _after_session(self, op: _SessionOp) -> Result:
         """An op whose session is gone or expired: the stored reply if it retries a request
@@ -590,12 +674,11 @@ class ChatState(_Queries):
         return Result()
 
     def _send_message(self, index: int, session: Session, op: SendMessage) -> Result:
-        recipient = self.account(op.recipient)
+        recipient = self._account_named(op.recipient)
         if recipient is None:
             return error("NOT_FOUND", f"no user named {op.recipient!r}")
-        self._db.execute(
-            _INSERT_MESSAGE,
-            (index, session.account_id, session.username, op.recipient, op.body, op.now_ms),
+        self._batch.messages.append(
+            (index, session.account_id, session.username, op.recipient, op.body, op.now_ms)
         )
         return Result(
             value={
