@@ -69,6 +69,25 @@ async def running(
         applier.close()
 
 
+async def test_an_undecodable_entry_applies_as_a_noop(tmp_path: Path) -> None:
+    """A bug or corruption, never user input: every replica skips it alike, and the log
+    goes on."""
+    state = ChatState(tmp_path / "state.db")
+    coordinator = Scripted()
+    async with running(state, coordinator) as applier:
+        garbage = applier.submit(ops.CreateAccount("ann", "h", "", NOW))
+        after = applier.submit(ops.CreateAccount("bob", "h", "", NOW))
+        undecodable = Entry(1, 1, EntryKind.OP, b'{"op":"create_account","username":7}')
+        bob = op_entry(2, ops.CreateAccount("bob", "h", "", NOW))
+        await coordinator.batches.put([undecodable, bob])
+        async with asyncio.timeout(5):
+            assert await garbage == ops.Result()
+            assert (await after).ok
+        assert state.account("ann") is None
+        assert state.account("bob") is not None
+        assert state.applied_index == 2
+
+
 async def test_writes_apply_while_a_snapshot_is_captured(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
