@@ -64,7 +64,7 @@ from chatnode.cluster_clock import ClusterClock
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.pending import Pending, ready
 from chatnode.session_cache import SessionCache
-from chatnode.session_stream import SessionStream
+from chatnode.session_stream import Envelope, SessionStream
 from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
@@ -142,19 +142,39 @@ class ReadPool:
 
 @dataclass(frozen=True, slots=True)
 class _Caller:
-    """An authenticated call: its session, and the leader's time and renewal for it."""
+    """An authenticated call: its session, its request_id (checked), and the leader's time
+    and renewal for it."""
 
     session: Session
     token_hash: str
     now_ms: int
     renewal_ms: int  # the session's new deadline if this use renews it, else 0
+    request_id: str = ""
 
 
-def _unary(start: Callable[[ChatService, Any, Any], Awaitable[Pending]]) -> Callable[..., Any]:
+@dataclass(frozen=True, slots=True)
+class _Unary:
+    """A unary call's Envelope (chatnode.session_stream): its metadata and its request's
+    request_id, read and checked when the call first asks for them."""
+
+    context: Any
+    raw_request_id: str = ""
+
+    def token_hash(self) -> str:
+        return _token_hash(self.context)
+
+    def request_id(self) -> str:
+        return validation.request_id(self.raw_request_id)
+
+
+def _unary(
+    start: Callable[[ChatService, Any, Envelope], Awaitable[Pending]],
+) -> Callable[..., Any]:
     """The unary handler of a two-step session call: start it, then finish it."""
 
     async def handle(self: ChatService, request: Any, context: Any) -> Any:
-        return await (await start(self, request, context))
+        envelope = _Unary(context, getattr(request, "request_id", ""))
+        return await (await start(self, request, envelope))
 
     handle.__doc__ = start.__doc__
     return handle
@@ -185,6 +205,9 @@ class ChatService:
         self._mono_ms = monotonic_clock_ms
         self._budget = budget or ProposalBudget()
         self._hashes = passwords.HashPool()
+        self._leader_views = 0  # how many the coordinator published (_count_leader_views)
+        self._writable_in: int | None = None  # the view a write last passed the barrier in
+        self._following: asyncio.Task[None] | None = None
 
     @property
     def hash_pool(self) -> passwords.HashPool:
@@ -193,8 +216,11 @@ class ChatService:
         return self._hashes
 
     def close(self) -> None:
-        """Release the hashing threads (after the server stopped calling in)."""
+        """Release the hashing threads and stop counting leader views (after the server
+        stopped calling in)."""
         self._hashes.close()
+        if self._following is not None:
+            self._following.cancel()
 
     # -- accounts -------------------------------------------------------------
 
@@ -304,15 +330,17 @@ class ChatService:
     # later ones start (chatnode.session_stream), so it pipelines without
     # reordering anything.
 
-    async def start_logout(self, request: pb.LogoutRequest, context) -> Pending:
+    async def start_logout(self, request: pb.LogoutRequest, envelope: Envelope) -> Pending:
         async def logout(caller: _Caller) -> ops.Op:
-            return ops.Logout(caller.token_hash, caller.now_ms, request.request_id)
+            return ops.Logout(caller.token_hash, caller.now_ms, caller.request_id)
 
-        pending = await self._once(context, ops.Logout.kind, request.request_id, logout)
-        return _reply(pending, lambda _: pb.LogoutResponse())
+        pending = await self._once(envelope, ops.Logout.kind, logout)
+        return _reply(pending, _logged_out)
 
-    async def start_list_accounts(self, request: pb.ListAccountsRequest, context) -> Pending:
-        touched = self._touch(await self.authenticate(context))
+    async def start_list_accounts(
+        self, request: pb.ListAccountsRequest, envelope: Envelope
+    ) -> Pending:
+        touched = self._touch(await self.authenticate(envelope))
         pattern = validation.pattern(request.pattern) or "*"
         size = validation.clamp(
             request.page_size, validation.PAGE_SIZE_DEFAULT, validation.PAGE_SIZE_MAX
@@ -327,7 +355,9 @@ class ChatService:
 
         return listed()
 
-    async def start_delete_account(self, request: pb.DeleteAccountRequest, context) -> Pending:
+    async def start_delete_account(
+        self, request: pb.DeleteAccountRequest, envelope: Envelope
+    ) -> Pending:
         async def delete_account(caller: _Caller) -> ops.Op:
             """The password is re-checked on a first attempt only: a retry whose first
             attempt succeeded finds no account to check it against."""
@@ -341,36 +371,33 @@ class ChatService:
             ):
                 raise AuthError("wrong password")
             return ops.DeleteAccount(
-                caller.token_hash, account.id, caller.now_ms, request.request_id
+                caller.token_hash, account.id, caller.now_ms, caller.request_id
             )
 
-        pending = await self._once(
-            context, ops.DeleteAccount.kind, request.request_id, delete_account
-        )
-        return _reply(pending, lambda _: pb.DeleteAccountResponse())
+        pending = await self._once(envelope, ops.DeleteAccount.kind, delete_account)
+        return _reply(pending, _account_deleted)
 
-    async def start_send_message(self, request: pb.SendMessageRequest, context) -> Pending:
+    async def start_send_message(
+        self, request: pb.SendMessageRequest, envelope: Envelope
+    ) -> Pending:
         async def send(caller: _Caller) -> ops.Op:
             recipient = validation.username(request.recipient, "recipient")
             return ops.SendMessage(
                 caller.token_hash,
                 recipient,
                 validation.body(request.body),
-                request.request_id,
+                caller.request_id,
                 caller.now_ms,
                 self._hub.is_online(recipient),
                 caller.renewal_ms,
             )
 
-        pending = await self._once(context, ops.SendMessage.kind, request.request_id, send)
+        pending = await self._once(envelope, ops.SendMessage.kind, send)
+        return _reply(pending, _sent)
 
-        def sent(result: ops.Result) -> pb.SendMessageResponse:
-            message_id, online = _fields(result, "message_id", "recipient_online")
-            return pb.SendMessageResponse(message_id=message_id, recipient_online=online)
-
-        return _reply(pending, sent)
-
-    async def start_read_messages(self, request: pb.ReadMessagesRequest, context) -> Pending:
+    async def start_read_messages(
+        self, request: pb.ReadMessagesRequest, envelope: Envelope
+    ) -> Pending:
         async def read(caller: _Caller) -> ops.Op:
             limit = validation.clamp(
                 request.limit, validation.READ_LIMIT_DEFAULT, validation.READ_LIMIT_MAX
@@ -381,16 +408,16 @@ class ChatService:
                 validation.READ_REPLY_MAX_BYTES,
                 caller.now_ms,
                 caller.renewal_ms,
-                request.request_id,
+                caller.request_id,
             )
 
-        pending = await self._once(context, ops.ReadMessages.kind, request.request_id, read)
+        pending = await self._once(envelope, ops.ReadMessages.kind, read)
         return self._read_reply(pending)
 
     async def _read_reply(self, pending: Awaitable[ops.Result]) -> pb.ReadMessagesResponse:
         """A ReadMessages reply; a retry's result names the first batch by id, and its
         messages are read again here, in a reader thread, not by every replica."""
-        result = await pending
+        result = _checked(await pending)
         if "message_ids" in result.value:
             reader, ids = _fields(result, "reader", "message_ids")
             messages = await self._reads.run(lambda r: r.messages_by_id(reader, ids))
@@ -401,15 +428,15 @@ class ChatService:
             remaining_unread=result.value["remaining_unread"],
         )
 
-    async def start_mark_read(self, request: pb.MarkReadRequest, context) -> Pending:
-        pending = await self._on_messages(context, ops.MarkRead, request)
-        return _reply(pending, lambda r: pb.MarkReadResponse(marked_count=r.value["marked_count"]))
+    async def start_mark_read(self, request: pb.MarkReadRequest, envelope: Envelope) -> Pending:
+        pending = await self._on_messages(envelope, ops.MarkRead, request)
+        return _reply(pending, _marked)
 
-    async def start_delete_messages(self, request: pb.DeleteMessagesRequest, context) -> Pending:
-        pending = await self._on_messages(context, ops.DeleteMessages, request)
-        return _reply(
-            pending, lambda r: pb.DeleteMessagesResponse(deleted_count=r.value["deleted_count"])
-        )
+    async def start_delete_messages(
+        self, request: pb.DeleteMessagesRequest, envelope: Envelope
+    ) -> Pending:
+        pending = await self._on_messages(envelope, ops.DeleteMessages, request)
+        return _reply(pending, _messages_deleted)
 
     Logout = _unary(start_logout)
     ListAccounts = _unary(start_list_accounts)
@@ -421,7 +448,7 @@ class ChatService:
 
     async def _on_messages(
         self,
-        context,
+        envelope: Envelope,
         op_type: type[ops.MarkRead] | type[ops.DeleteMessages],
         request: pb.MarkReadRequest | pb.DeleteMessagesRequest,
     ) -> Awaitable[ops.Result]:
@@ -430,15 +457,15 @@ class ChatService:
         async def make(caller: _Caller) -> ops.Op:
             ids = validation.message_ids(list(request.message_ids))
             return op_type(
-                caller.token_hash, ids, caller.now_ms, caller.renewal_ms, request.request_id
+                caller.token_hash, ids, caller.now_ms, caller.renewal_ms, caller.request_id
             )
 
-        return await self._once(context, op_type.kind, request.request_id, make)
+        return await self._once(envelope, op_type.kind, make)
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context
     ) -> AsyncIterator[pb.SubscribeEvent]:
-        caller = await self.authenticate(context)
+        caller = await self.authenticate(_Unary(context))
         # Registered before anything awaits: a Logout or DeleteAccount that applies from
         # here on finds the stream and ends it (authenticate saw the session live).
         subscriber = self._hub.subscribe(
@@ -486,10 +513,10 @@ class ChatService:
         self, requests: AsyncIterator[object], context
     ) -> AsyncIterator[pb.ServerFrame]:
         """One stream for a logged-in client's calls (see chatnode.session_stream)."""
-        caller = await self.authenticate(context)
+        caller = await self.authenticate(_Unary(context))
         owner = (caller.session.account_id, caller.session.username)
         with self._hub.session_stream(caller.session.account_id) as closing:
-            stream = SessionStream(self, context, owner, closing)
+            stream = SessionStream(self, caller.token_hash, owner, closing)
             first = pb.ServerFrame(leader=_leader_event(self._current_leader()).leader)
             async for frame in stream.frames(requests, first):
                 yield frame
@@ -515,11 +542,31 @@ class ChatService:
             raise Unavailable(str(exc), exc.leader_address) from exc
         await self._applier.wait_applied(index)
 
-    async def authenticate(self, context) -> _Caller:
+    async def _writable(self) -> None:
+        """Decide a write only as a leader whose state shows everything committed before its
+        leadership: the first write after each leader view the coordinator publishes
+        passes the read barrier, the others of that view skip it (docs/design.md,
+        "Serving rules", argues why that is enough; proposing refuses a non-leader)."""
+        views = self._leader_views
+        if self._writable_in == views:
+            return
+        if self._following is None:
+            self._following = asyncio.create_task(self._count_leader_views(), name="views")
+        await self._leader_ready()
+        if self._leader_views == views:  # no view came while the barrier waited
+            self._writable_in = views
+
+    async def _count_leader_views(self) -> None:
+        """Count the leader views the coordinator publishes, the first (the view at once)
+        included: each ends the leadership a barrier was passed in, as far as writes know."""
+        async for _ in self._coord.leader_changes():
+            self._leader_views += 1
+
+    async def authenticate(self, envelope: Envelope) -> _Caller:
         """Authenticate the caller by its bearer token, judging expiry by this leader's clock
         (the op it proposes carries that time, so every replica judges the same)."""
         await self._leader_ready()
-        token_hash = _token_hash(context)
+        token_hash = envelope.token_hash()
         session = self._reads.sessions.get(token_hash)
         now = self._now_ms()
         if session is None or session.expired(now):
@@ -528,15 +575,15 @@ class ChatService:
 
     async def _once(
         self,
-        context,
+        envelope: Envelope,
         kind: str,
-        request_id: str,
         make_op: Callable[[_Caller], Awaitable[ops.Op]],
     ) -> Awaitable[ops.Result]:
-        """A mutating call on a session, exactly once: the result of proposing
-        make_op(caller), which the state answers with the stored reply of an earlier
-        attempt with this request_id when there is one (chatnode.state checks every
-        op's request_id as it applies it, which also covers two attempts at once).
+        """A mutating call on a session, exactly once: what proposing make_op(caller) gives
+        (the op's result, an error one included), which the state answers with the stored
+        reply of an earlier attempt with this request_id when there is one
+        (chatnode.state checks every op's request_id as it applies it, which also covers
+        two attempts at once).
 
         Without a live session the stored reply is looked for here, before
         authenticating fails: the first attempt may have ended the session (Logout,
@@ -545,9 +592,9 @@ class ChatService:
         query on the event loop (4 % of a loaded leader) to spare the rare retry a
         log entry. make_op validates the rest of the request.
         """
-        await self._leader_ready()
-        token_hash = _token_hash(context)
-        request_id = validation.request_id(request_id)
+        await self._writable()
+        token_hash = envelope.token_hash()
+        request_id = envelope.request_id()
         session = self._reads.sessions.get(token_hash)
         now = self._now_ms()
         if session is None or session.expired(now):
@@ -558,18 +605,21 @@ class ChatService:
             )
             if stored is None:
                 raise AuthError(NO_SESSION)
-            return _settled(ready(stored))
+            return ready(stored)
         self._budget.admit(session.account_id)
-        return self._propose(await make_op(self._caller(session, token_hash, now)))
+        return self._propose(await make_op(self._caller(session, token_hash, now, request_id)))
 
     def _now_ms(self) -> int:
         """The cluster time for a decision made now (chatnode.cluster_clock)."""
         return self._clock.stamp(self._wall_ms(), self._mono_ms(), self._coord.wall_clock_agreed)
 
-    def _caller(self, session: Session, token_hash: str, now_ms: int) -> _Caller:
+    def _caller(
+        self, session: Session, token_hash: str, now_ms: int, request_id: str = ""
+    ) -> _Caller:
         """The caller of a live session, with its renewal if one is due."""
         due = session.expires_ms < now_ms + self._session_ttl_ms
-        return _Caller(session, token_hash, now_ms, self._deadline(now_ms) if due else 0)
+        renewal = self._deadline(now_ms) if due else 0
+        return _Caller(session, token_hash, now_ms, renewal, request_id)
 
     def _deadline(self, now_ms: int) -> int:
         """When a session opened or renewed at now_ms expires if unused."""
@@ -578,7 +628,8 @@ class ChatService:
     def _touch(self, caller: _Caller) -> Awaitable[object]:
         """Renew the session of a read-only call, when due, through the log."""
         if caller.renewal_ms:
-            return self._propose(ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms))
+            touch = ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms)
+            return _settled(self._propose(touch))
         return ready(None)
 
     async def _replayed(self, username: str, request_id: str, kind: str) -> ops.Result | None:
@@ -589,15 +640,15 @@ class ChatService:
         return _checked(result) if result is not None else None
 
     async def _commit(self, op: ops.Op) -> ops.Result:
-        return await self._propose(op)
+        return _checked(await self._propose(op))
 
     def _propose(self, op: ops.Op) -> Awaitable[ops.Result]:
-        """Propose op now; what it returns waits for the op's result (raised if an error)."""
+        """Propose op now; what it returns waits for the op's result, an error one included
+        (the caller raises it, as _checked does)."""
         try:
-            future = self._applier.submit(op)
+            return self._applier.submit(op)
         except NotLeader as exc:
             raise Unavailable(str(exc), exc.leader_address) from exc
-        return _settled(future)
 
     async def _stored_after(self, username: str, after_id: int) -> AsyncIterator[StoredMessage]:
         while True:
@@ -622,7 +673,29 @@ def _messages_after(reader: ChatReader, username: str, after_id: int) -> list[St
 
 
 async def _reply(pending: Awaitable[ops.Result], build: Callable[[ops.Result], R]) -> R:
-    return build(await pending)
+    """The reply build makes of the result pending gives, or the result's error, raised."""
+    return build(_checked(await pending))
+
+
+def _logged_out(_: ops.Result) -> pb.LogoutResponse:
+    return pb.LogoutResponse()
+
+
+def _account_deleted(_: ops.Result) -> pb.DeleteAccountResponse:
+    return pb.DeleteAccountResponse()
+
+
+def _sent(result: ops.Result) -> pb.SendMessageResponse:
+    message_id, online = _fields(result, "message_id", "recipient_online")
+    return pb.SendMessageResponse(message_id=message_id, recipient_online=online)
+
+
+def _marked(result: ops.Result) -> pb.MarkReadResponse:
+    return pb.MarkReadResponse(marked_count=result.value["marked_count"])
+
+
+def _messages_deleted(result: ops.Result) -> pb.DeleteMessagesResponse:
+    return pb.DeleteMessagesResponse(deleted_count=result.value["deleted_count"])
 
 
 async def _settled(pending: Awaitable[ops.Result]) -> ops.Result:

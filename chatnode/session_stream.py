@@ -57,15 +57,27 @@ class Caller(Protocol):
     token_hash: str
 
 
+class Envelope(Protocol):
+    """What a session call came with besides its request: the hash of its bearer token and
+    its request_id, each read and checked once, when the call first needs it. A unary call
+    reads its metadata then (after the leader check, so a follower answers UNAVAILABLE
+    whatever the metadata); a frame carries the token its stream opened with and the
+    request_id its frame was checked with on arrival."""
+
+    def token_hash(self) -> str: ...
+
+    def request_id(self) -> str: ...
+
+
 class StreamHost(Protocol):
     """What a stream needs of the service that opened it (ChatService). Besides these, each
     call of proto.session_calls starts as the host's ``start_<frame field>(request,
-    context)``, a coroutine returning an awaitable of the reply."""
+    envelope)``, a coroutine returning an awaitable of the reply."""
 
     @property
     def hub(self) -> LiveHub: ...
 
-    async def authenticate(self, context: grpc.aio.ServicerContext) -> Caller: ...
+    async def authenticate(self, envelope: Envelope) -> Caller: ...
 
     def live_events(self, subscriber: Subscriber, after_id: int) -> AsyncIterator[Any]: ...
 
@@ -91,6 +103,28 @@ RESERVED_BYTES: dict[str, int] = {
 
 SMALL_REPLY_BYTES = 1 << 10
 MESSAGE_FRAME_BYTES = 1 << 10  # a live message's frame, beyond its body
+
+CARRIES_REQUEST_ID = frozenset(
+    field.name
+    for field in pb.ClientFrame.DESCRIPTOR.oneofs_by_name["call"].fields
+    if "request_id" in field.message_type.fields_by_name
+)
+"""The calls whose request has a request_id of its own, which must be empty or the frame's."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Framed:
+    """A frame's Envelope: the stream's token hash, and the request_id the frame arrived
+    with, already checked."""
+
+    token: str
+    checked_request_id: str
+
+    def token_hash(self) -> str:
+        return self.token
+
+    def request_id(self) -> str:
+        return self.checked_request_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,13 +172,13 @@ class SessionStream:
     def __init__(
         self,
         service: StreamHost,
-        context: grpc.aio.ServicerContext,
+        token_hash: str,
         owner: tuple[int, str],
         closing: asyncio.Future[Unavailable],
     ) -> None:
         self._service = service
         self._closing = closing
-        self._context = context
+        self._token_hash = token_hash  # of the bearer token the stream was opened with
         self._owner = owner  # the account id and username the stream was opened for
         self._outbox: asyncio.Queue[tuple[pb.ServerFrame | _End, int]] = asyncio.Queue(
             OUTBOX_FRAMES
@@ -210,27 +244,31 @@ class SessionStream:
         return _Started(frame.request_id, call, pending, reserved)
 
     async def _start_call(self, frame: pb.ClientFrame, call: str) -> Awaitable[Any]:
-        if not frame.request_id:
+        """Check the frame's request_id, the one check it gets, and start its call with it:
+        the frame's is the call's (a call's own may only repeat it)."""
+        request_id = frame.request_id
+        if not request_id:
             raise InvalidArgument("every frame needs a request_id")
-        validation.request_id(frame.request_id)
+        validation.request_id(request_id)
         if not call:
             raise InvalidArgument("the frame carries no call")
         request = getattr(frame, call)
+        envelope = _Framed(self._token_hash, request_id)
         if call == "subscribe":
-            return await self._subscribe(request)
-        if "request_id" in request.DESCRIPTOR.fields_by_name:
-            if request.request_id not in ("", frame.request_id):
-                raise InvalidArgument("the call's request_id differs from its frame's")
-            request.request_id = frame.request_id
+            return await self._subscribe(request, envelope)
+        if call in CARRIES_REQUEST_ID and request.request_id not in ("", request_id):
+            raise InvalidArgument("the call's request_id differs from its frame's")
         # Every call of proto.session_calls starts as ChatService.start_<its frame field>.
-        return await getattr(self._service, f"start_{call}")(request, self._context)
+        return await getattr(self._service, f"start_{call}")(request, envelope)
 
-    async def _subscribe(self, request: pb.SubscribeRequest) -> Awaitable[pb.Subscribed]:
+    async def _subscribe(
+        self, request: pb.SubscribeRequest, envelope: Envelope
+    ) -> Awaitable[pb.Subscribed]:
         """Register for live delivery now (the user's stream limit applies); the finisher
         starts the pump once the reply is in the outbox, so messages follow it."""
         if self._subscriber is not None:
             raise InvalidArgument("this stream is already subscribed")
-        caller = await self._service.authenticate(self._context)
+        caller = await self._service.authenticate(envelope)
         self._subscriber = self._service.hub.subscribe(*self._owner, caller.token_hash)
         self._after_id = request.after_id
         return ready(pb.Subscribed())

@@ -261,6 +261,45 @@ async def test_retries_on_a_new_leader_return_the_first_results(tmp_path: Path) 
             assert list(listed.usernames) == ["alice", "bob"]
 
 
+async def led_again(node: ChatNode, leader: ChatNode) -> None:
+    """Move leadership from leader back to node, which led before; return once node leads."""
+    leader.coordinator.transfer_leadership(node.config.node_id)
+    async with asyncio.timeout(10):
+        async for view in node.coordinator.leader_changes():
+            if view is not None and view.leader_id == node.config.node_id:
+                return
+
+
+async def test_a_node_leading_again_shows_the_other_leaders_writes_before_its_first_write(
+    tmp_path: Path,
+) -> None:
+    """Writes pass the read barrier once per leadership (docs/design.md, "Serving rules"),
+    so a node that led, followed another leader and leads again must pass it anew: its
+    state may not have applied yet what the other leader committed (a follower's applies
+    linger), here the login whose session the first write comes on. Unary, as a Session
+    stream opens with a read barrier of its own."""
+    async with three_nodes(tmp_path) as (nodes, leader):
+        async with channel_to(leader) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            await signup(stub, "bob")
+            alice = await signup(stub, "alice")
+            await inbox(stub, "bob", alice, 2)  # writes on this leadership, past its barrier
+        other = await new_leader(nodes, leader)
+        async with channel_to(other) as channel:
+            reply = await chat_pb2_grpc.ChatServiceStub(channel).Login(
+                pb.LoginRequest(username="alice", password=PASSWORD)
+            )
+        again = (("authorization", f"Bearer {reply.session_token}"),)
+        await led_again(leader, other)
+        async with channel_to(leader) as channel:
+            stub = chat_pb2_grpc.ChatServiceStub(channel)
+            sent = await stub.SendMessage(
+                pb.SendMessageRequest(recipient="bob", body="back"), metadata=again
+            )
+            read = await stub.ReadMessages(pb.ReadMessagesRequest(), metadata=alice)
+        assert sent.message_id > 0 and list(read.messages) == []
+
+
 async def test_a_read_retried_on_a_new_leader_returns_the_same_messages(tmp_path: Path) -> None:
     async with three_nodes(tmp_path) as (nodes, leader):
         async with channel_to(leader) as channel:

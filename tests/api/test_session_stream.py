@@ -105,6 +105,30 @@ async def test_pipelined_calls_take_effect_and_are_answered_in_the_order_sent(
     assert message_ids == sorted(message_ids) and len(set(message_ids)) == len(ids)
 
 
+async def test_writes_on_one_leadership_pass_the_read_barrier_once_not_per_frame(
+    node: ChatNode, alice: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write's reply comes from applying its own entry, so the leader checks its lease and
+    its state's catch-up once per leadership for writes (docs/design.md, "Serving
+    rules"), not once per frame."""
+    await alice.send("first", **send("bob"))
+    assert (await alice.read()).WhichOneof("event") == "send_message"
+    barriers = 0
+    read_barrier = node.coordinator.read_barrier
+
+    async def counted() -> int:
+        nonlocal barriers
+        barriers += 1
+        return await read_barrier()
+
+    monkeypatch.setattr(node.coordinator, "read_barrier", counted)
+    for i in range(8):
+        await alice.send(f"w{i}", **send("bob"))
+    replies = [await alice.read() for _ in range(8)]
+    assert [r.WhichOneof("event") for r in replies] == ["send_message"] * 8
+    assert barriers <= 1
+
+
 async def test_closing_the_sending_side_ends_the_stream_once_every_reply_is_written(
     alice: Stream,
 ) -> None:
