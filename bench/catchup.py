@@ -30,44 +30,44 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
-import re
-import signal
-import sqlite3
-import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import closing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import grpc
 
 from bench.load import BODY, PASSWORD, SINK, Fleet, p50_p99_ms, sender_names
 from bench.nodes import wait_until_healthy
 from bench.plan import Plan
+from bench.watch import (
+    POLL_S,
+    file_size,
+    first_log_index,
+    in_sync,
+    installed_indexes,
+    kill_out_of_sync,
+    last_log_index,
+    leader_view,
+    naming_the_dead,
+    progress,
+    start_with,
+    state_bytes,
+    until,
+    until_leader,
+)
 from chatnode.local_cluster import NodeProcess
 from chatnode.validation import BODY_MAX_BYTES
-from client.admin import ClusterAdmin, reference_view
+from client.admin import ClusterAdmin
 from client.library import ChatClient, RetryPolicy
-from proto import chat_pb2 as pb
 from proto.errors import AlreadyExists
 
 MIB = 1 << 20
 LARGE_BODY = "x" * BODY_MAX_BYTES  # one byte a character: the largest body a message may have
 COMPACT_TIMEOUT_S = 60.0  # the leader compacts on its checkpoint, every 2 s
-OUT_OF_SYNC_TIMEOUT_S = 30.0  # the killed follower leaves the ISR after about one lease
 AFTER_S = 1.0  # writes past the catch-up, so a stall at its very end is seen whole
-POLL_S = 0.05
 WRITERS = 2
 # A writer keeps retrying one write (one request id) this long before it counts it failed:
 # longer than any stall worth measuring, so a stall shows as a long wait, not as an error.
 WRITE_DEADLINE_S = 120.0
-# The state's size as of its last commit, its WAL included: the file alone lags until the
-# next checkpoint.
-STATE_BYTES = "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()"
-INSTALLED = re.compile(r"installed snapshot at index (\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,65 +138,17 @@ class _Writer:
             due = max(due + self.period_s, time.monotonic())
 
 
-def _sqlite_value(path: Path, query: str) -> int:
-    """One integer from a node's database, read-only: the node may be running."""
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
-        return db.execute(query).fetchone()[0]
-
-
-def _first_log_index(node: NodeProcess) -> int:
-    return _sqlite_value(node.data_dir / "log.db", "SELECT coalesce(min(idx), 0) FROM log")
-
-
-def _last_log_index(node: NodeProcess) -> int:
-    return _sqlite_value(node.data_dir / "log.db", "SELECT coalesce(max(idx), 0) FROM log")
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 def _staged_bytes(nodes: Sequence[NodeProcess], lagger: NodeProcess) -> int:
     """The largest snapshot file there is now: a leader's copy going out, the follower's
     coming in or staged."""
     files = [n.data_dir / f"snapshot-out-{lagger.node_id}.db" for n in nodes]
     files += lagger.data_dir.glob("snapshot-*.staged")
     files += lagger.data_dir.glob("snapshot-from-*.incoming")
-    return max((_file_size(p) for p in files), default=0)
+    return max((file_size(p) for p in files), default=0)
 
 
 def _progress(text: str) -> None:
-    print(f"bench: catchup: {text}", file=sys.stderr, flush=True)
-
-
-async def _leader_view(admin: ClusterAdmin) -> pb.ClusterStatus | None:
-    """The leader's view of the cluster; None while no node answers as leader within a
-    second (an election, or a leader held up copying a large state)."""
-    view = reference_view(await admin.views(admin.addresses))
-    return view if view is not None and view.role == "leader" else None
-
-
-def _in_sync(view: pb.ClusterStatus | None, node_id: int) -> bool | None:
-    if view is None:
-        return None
-    return any(m.id == node_id and m.in_sync for m in view.members)
-
-
-async def _until(what: str, timeout_s: float, check: Callable[[], bool | Awaitable[bool]]) -> None:
-    """Poll check() until it holds: the nodes announce none of these moments.
-    RuntimeError after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(POLL_S * 4)
-    raise RuntimeError(f"{what}: not within {timeout_s:g} s")
+    progress("catchup", text)
 
 
 async def _load(fleet: Fleet, messages: int, clients: int) -> float:
@@ -267,25 +219,7 @@ async def measure_catchup(nodes: Sequence[NodeProcess], fleet: Fleet, plan: Plan
     """Kill a follower, load, restart it and time the writers through its snapshot catch-up;
     the cluster is whole again after. A node that dies meanwhile is named, with its last
     words: the calls that failed because of it only say a connection broke."""
-    try:
-        return await _measure(nodes, fleet, plan)
-    except (grpc.aio.AioRpcError, RuntimeError, TimeoutError) as exc:
-        if dead := _died(nodes):
-            raise RuntimeError(f"during the catchup part {dead}") from exc
-        raise
-
-
-def _died(nodes: Sequence[NodeProcess]) -> str:
-    """Which nodes exited on their own (not by the part's kill -9), and why, or ''."""
-    dead = [n for n in nodes if n.proc is not None and n.proc.poll() not in (None, -signal.SIGKILL)]
-    return "; ".join(
-        f"node {n.node_id} exited: "
-        + next(
-            (line for line in reversed(n.log_text().splitlines()) if "fatal" in line),
-            f"exit status {n.proc.returncode if n.proc else None}",
-        )
-        for n in dead
-    )
+    return await naming_the_dead("catchup", nodes, _measure(nodes, fleet, plan))
 
 
 async def _measure(nodes: Sequence[NodeProcess], fleet: Fleet, plan: Plan) -> CatchupResult:
@@ -295,15 +229,9 @@ async def _measure(nodes: Sequence[NodeProcess], fleet: Fleet, plan: Plan) -> Ca
     lagger = next(n for n in nodes if n.node_id != leader_id)
     admin = ClusterAdmin([n.address for n in nodes], credentials=fleet.credentials)
 
-    lagger.signal(signal.SIGKILL)
-    lagger.wait(timeout=10)
-    behind = _last_log_index(lagger)
-    await _until(
-        "the killed follower leaves the ISR",
-        OUT_OF_SYNC_TIMEOUT_S,
-        lambda: _left_isr(admin, lagger.node_id),
-    )
-    term_at_kill = (await _until_leader(admin)).term
+    await kill_out_of_sync(admin, lagger)
+    behind = last_log_index(lagger)
+    term_at_kill = (await until_leader(admin)).term
 
     messages = plan.catchup_messages
     _progress(f"node {lagger.node_id} killed; loading {messages:,} bodies of {BODY_MAX_BYTES:,} B")
@@ -311,17 +239,17 @@ async def _measure(nodes: Sequence[NodeProcess], fleet: Fleet, plan: Plan) -> Ca
     _progress(f"loaded in {load_s:.1f} s; waiting for the leader to compact its log")
 
     async def compacted() -> bool:
-        view = await _leader_view(admin)
-        return view is not None and _first_log_index(by_id[view.node_id]) > behind + 1
+        view = await leader_view(admin)
+        return view is not None and first_log_index(by_id[view.node_id]) > behind + 1
 
-    await _until(
+    await until(
         f"the leader compacts its log past the killed follower's index {behind}",
         COMPACT_TIMEOUT_S,
         compacted,
     )
-    leader = by_id[(await _until_leader(admin)).node_id]
-    state_bytes = _sqlite_value(leader.data_dir / "state.db", STATE_BYTES)
-    _progress(f"compacted; the leader's state is {state_bytes / MIB:,.0f} MiB")
+    leader = by_id[(await until_leader(admin)).node_id]
+    leader_state = state_bytes(leader)
+    _progress(f"compacted; the leader's state is {leader_state / MIB:,.0f} MiB")
 
     writers = await _writers(fleet, plan.catchup_write_rate)
     tasks = [asyncio.create_task(w.run()) for w in writers]
@@ -343,9 +271,9 @@ async def _measure(nodes: Sequence[NodeProcess], fleet: Fleet, plan: Plan) -> Ca
 
     acks = sorted(a for w in writers for a in w.acks)
     failures = [f for w in writers for f in w.failures]
-    restarted, in_sync = timeline.restarted, timeline.in_sync
+    restarted, synced = timeline.restarted, timeline.in_sync
     before = [acked - sent for sent, acked in acks if started <= sent and acked < restarted]
-    overlapping = [(sent, acked) for sent, acked in acks if sent <= in_sync and acked >= restarted]
+    overlapping = [(sent, acked) for sent, acked in acks if sent <= synced and acked >= restarted]
     during = [acked - sent for sent, acked in overlapping]
     if not before or not during:
         raise RuntimeError("no write acknowledged before or during the catch-up")
@@ -358,24 +286,24 @@ async def _measure(nodes: Sequence[NodeProcess], fleet: Fleet, plan: Plan) -> Ca
         loaded_bytes=messages * BODY_MAX_BYTES,
         load_seconds=round(load_s, 1),
         load_mib_per_second=round(messages * BODY_MAX_BYTES / MIB / load_s, 1),
-        leader_state_bytes=state_bytes,
+        leader_state_bytes=leader_state,
         snapshot_index=timeline.snapshot_index,
         snapshot_bytes=timeline.snapshot_bytes,
         snapshots_installed=timeline.snapshots_installed,
         restart_to_installed_s=round(timeline.installed - restarted, 2),
-        catch_up_s=round(in_sync - restarted, 2),
+        catch_up_s=round(synced - restarted, 2),
         writers=WRITERS,
         write_rate=plan.catchup_write_rate,
         writes_before=len(before),
         before_p50_ms=before_p50,
         before_p99_ms=before_p99,
         before_max_ms=round(max(before) * 1000, 1),
-        writes_acked_during=sum(1 for _, acked in acks if restarted <= acked <= in_sync),
+        writes_acked_during=sum(1 for _, acked in acks if restarted <= acked <= synced),
         during_p50_ms=during_p50,
         during_p99_ms=during_p99,
         longest_ack_ms=round((longest[1] - longest[0]) * 1000, 3),  # as the percentiles
         longest_ack_started_s=round(longest[0] - restarted, 2),
-        longest_ack_gap_ms=_longest_gap_ms([acked for _, acked in acks], restarted, in_sync),
+        longest_ack_gap_ms=_longest_gap_ms([acked for _, acked in acks], restarted, synced),
         failed_writes=len(failures),
         term_changes_before=timeline.term_at_restart - term_at_kill,
         term_changes_during=timeline.term_at_sync - timeline.term_at_restart,
@@ -389,23 +317,6 @@ def _longest_gap_ms(acked: Sequence[float], since: float, until: float) -> float
     """The longest stretch of [since, until] in which no write was acknowledged."""
     marks = [since, *sorted(t for t in acked if since < t < until), until]
     return round(max(b - a for a, b in itertools.pairwise(marks)) * 1000, 1)
-
-
-async def _left_isr(admin: ClusterAdmin, node_id: int) -> bool:
-    return _in_sync(await _leader_view(admin), node_id) is False
-
-
-async def _until_leader(admin: ClusterAdmin) -> pb.ClusterStatus:
-    view: pb.ClusterStatus | None = None
-
-    async def found() -> bool:
-        nonlocal view
-        view = await _leader_view(admin)
-        return view is not None
-
-    await _until("a leader answers", OUT_OF_SYNC_TIMEOUT_S, found)
-    assert view is not None
-    return view
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,20 +340,14 @@ async def _restart_and_catch_up(
     until the leader counts it in sync, sampling the snapshot's files and the RSS of
     whichever node leads."""
     by_id = {n.node_id: n for n in nodes}
-    view = await _until_leader(admin)
+    view = await until_leader(admin)
     term_at_restart = view.term
     rss_before = rss_peak = by_id[view.node_id].rss_bytes() / MIB
-    log_from = _file_size(lagger.log_path)
-    quiet_args = lagger.args
-    lagger.args = [*quiet_args, "--log-level", "INFO"]
+    log_from = file_size(lagger.log_path)
     snapshot_bytes = 0
     installed: float | None = None
     snapshot_index = 0
-    restarted = time.monotonic()
-    try:
-        lagger.start()
-    finally:
-        lagger.args = quiet_args
+    restarted = start_with(lagger, "--log-level", "INFO")
     _progress(f"node {lagger.node_id} restarted; waiting for its snapshot")
     deadline = restarted + plan.catchup_timeout_s
     while True:
@@ -453,34 +358,27 @@ async def _restart_and_catch_up(
                 f"of its restart (snapshot installed: {installed is not None})"
             )
         snapshot_bytes = max(snapshot_bytes, _staged_bytes(nodes, lagger))
-        if installed is None and (found := _installed_indexes(lagger, log_from)):
+        if installed is None and (found := installed_indexes(lagger, log_from)):
             installed, snapshot_index = now, found[0]
             _progress(f"snapshot at index {found[0]:,} installed after {now - restarted:.1f} s")
         if not lagger.running:
             raise RuntimeError(f"node {lagger.node_id} exited during its catch-up")
-        view = await _leader_view(admin)
+        view = await leader_view(admin)
         if view is not None:
             rss_peak = max(rss_peak, by_id[view.node_id].rss_bytes() / MIB)
-            if _in_sync(view, lagger.node_id):
-                in_sync = time.monotonic()
+            if in_sync(view, lagger.node_id):
+                synced = time.monotonic()
                 break
         await asyncio.sleep(POLL_S)
-    installs = _installed_indexes(lagger, log_from)
+    installs = installed_indexes(lagger, log_from)
     if not installs:
         raise RuntimeError(f"node {lagger.node_id} caught up without a snapshot")
     if installed is None:  # its line came just before the leader's answer
-        installed, snapshot_index = in_sync, installs[0]
+        installed, snapshot_index = synced, installs[0]
     # A copy small enough to come and go between two looks is the size the follower's
     # state took when it installed it.
-    snapshot_bytes = snapshot_bytes or _file_size(lagger.data_dir / "state.db")
+    snapshot_bytes = snapshot_bytes or file_size(lagger.data_dir / "state.db")
     return _Timeline(
-        restarted, installed, in_sync, snapshot_index, snapshot_bytes, len(installs),
+        restarted, installed, synced, snapshot_index, snapshot_bytes, len(installs),
         term_at_restart, view.term, round(rss_before, 1), round(rss_peak, 1),
     )  # fmt: skip
-
-
-def _installed_indexes(node: NodeProcess, offset: int) -> list[int]:
-    """The index of each snapshot the node's log says it installed, past offset."""
-    with node.log_path.open("rb") as log:
-        log.seek(offset)
-        return [int(m) for m in INSTALLED.findall(log.read().decode(errors="replace"))]

@@ -2,8 +2,8 @@
 
 Parts, in the order they run on one cluster: ``scale`` (opt-in, first point),
 ``throughput``, ``delivery``, ``memory``, ``failover``, ``scale`` (second
-point), ``catchup`` (opt-in); see bench.run. ``--quick`` shrinks every size to
-a run of seconds.
+point), ``catchup`` (opt-in), ``recovery`` (opt-in); see bench.run. ``--quick``
+shrinks every size to a run of seconds.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from bench.load import PATHS
 from chatnode.validation import BODY_MAX_BYTES
 
-PARTS = ("throughput", "delivery", "memory", "failover", "scale", "catchup")
-LOCAL_ONLY = frozenset({"memory", "failover", "catchup"})
-OPT_IN = frozenset({"scale", "catchup"})
+PARTS = ("throughput", "delivery", "memory", "failover", "scale", "catchup", "recovery")
+LOCAL_ONLY = frozenset({"memory", "failover", "catchup", "recovery"})
+OPT_IN = frozenset({"scale", "catchup", "recovery"})
 DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPT_IN)
 
 
@@ -50,6 +50,12 @@ class Plan:
     catchup_write_rate: float = 100.0  # small writes a second during the catch-up
     catchup_before_s: float = 5.0  # of writes timed before the restart, to compare with
     catchup_timeout_s: float = 600.0  # restart -> in sync, at most
+    # recovery: a follower restarted on this many stored messages with at least
+    # recovery_log_entries in its log (the nodes' --log-keep-entries), then wiped and
+    # added back empty.
+    recovery_messages: int = 1_000_000
+    recovery_log_entries: int = 100_000
+    recovery_timeout_s: float = 600.0  # each restart -> in sync, at most
 
     @property
     def catchup_messages(self) -> int:
@@ -62,6 +68,15 @@ class Plan:
         holds twice what it keeps, and the load must take it past that, with room to spare
         for the entries before it."""
         return max(1, min(self.catchup_keep_entries, self.catchup_messages // 3))
+
+    @property
+    def log_keep_entries(self) -> int | None:
+        """The nodes' --log-keep-entries for the parts chosen; None: the product's default."""
+        if "catchup" in self.parts:
+            return self.catchup_log_keep
+        if "recovery" in self.parts:
+            return self.recovery_log_entries
+        return None
 
 
 QUICK = {
@@ -80,6 +95,9 @@ QUICK = {
     "catchup_write_rate": 50.0,
     "catchup_before_s": 1.0,
     "catchup_timeout_s": 60.0,
+    "recovery_messages": 3_000,
+    "recovery_log_entries": 1_000,
+    "recovery_timeout_s": 60.0,
 }
 
 
@@ -94,9 +112,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--parts",
-        help="comma-separated: throughput,delivery,memory,failover,scale,catchup "
-        "(default: all but scale and catchup; with --use-cluster: throughput,delivery, and "
-        "failover with --node-control)",
+        help="comma-separated: throughput,delivery,memory,failover,scale,catchup,recovery "
+        "(default: all but scale, catchup and recovery; with --use-cluster: "
+        "throughput,delivery, and failover with --node-control)",
     )
     parser.add_argument(
         "--node-control",
@@ -122,6 +140,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--catchup-mib",
         type=int,
         help="catchup: MiB of message bodies loaded while a follower is down (1024)",
+    )
+    parser.add_argument(
+        "--recovery-messages",
+        type=int,
+        help="recovery: stored messages when a follower is restarted (1000000)",
+    )
+    parser.add_argument(
+        "--recovery-log-entries",
+        type=int,
+        help="recovery: log entries the nodes keep, its --log-keep-entries (100000)",
     )
     parser.add_argument(
         "--tls",
@@ -173,7 +201,8 @@ def check_usage(
     if args.node_control and not ids:
         parser.error("--node-control needs --cluster with ids (ID=HOST:PORT,...)")
     numbers = ("nodes", "messages", "failover_runs", "memory_messages", "scale_messages")
-    for name in (*numbers, "load_clients", "catchup_mib"):
+    recovery = ("recovery_messages", "recovery_log_entries")
+    for name in (*numbers, "load_clients", "catchup_mib", *recovery):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -185,6 +214,22 @@ def check_usage(
         parser.error(f"unknown path(s) {', '.join(sorted(unknown_paths))}: choose {PATHS}")
     if args.unary and args.paths:
         parser.error("--unary is --paths unary: give one of them")
+    _check_recovery(parser, args)
+
+
+def _check_recovery(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The recovery part's sizes must make the wiped node need a snapshot, and its log
+    cannot share a cluster with catchup's short one."""
+    plan = plan_from_args(args)
+    if "recovery" not in plan.parts:
+        return
+    if "catchup" in plan.parts:
+        parser.error("catchup and recovery need different --log-keep-entries: run them apart")
+    if plan.recovery_messages <= 2 * plan.recovery_log_entries:
+        parser.error(
+            "--recovery-messages must be more than twice --recovery-log-entries: only then "
+            "do the nodes compact their logs, and the wiped node needs a snapshot"
+        )
 
 
 def _paths(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -216,5 +261,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         "scale_messages": args.scale_messages,
         "load_clients": args.load_clients,
         "catchup_bytes": args.catchup_mib << 20 if args.catchup_mib else None,
+        "recovery_messages": args.recovery_messages,
+        "recovery_log_entries": args.recovery_log_entries,
     }
     return dataclasses.replace(plan, **{k: v for k, v in explicit.items() if v is not None})

@@ -11,6 +11,7 @@ from bench.catchup import CatchupResult
 from bench.delivery import DeliveryResult
 from bench.failover import FailoverResult, FailoverRuns
 from bench.load import LoadResult
+from bench.recovery import RecoveryResult, WayBack
 from bench.storage import MemoryResult, ScalePoint, ScaleResult
 
 
@@ -23,6 +24,7 @@ class Report:
     failover: FailoverResult | None = None
     scale: ScaleResult | None = None
     catchup: CatchupResult | None = None
+    recovery: RecoveryResult | None = None
 
 
 def as_json(report: Report) -> str:
@@ -125,7 +127,7 @@ def _render_scale(s: ScaleResult) -> list[str]:
 
 def _keep(setup: dict[str, Any]) -> str:
     keep = setup.get("log_keep_entries")
-    return "" if keep is None else f", --log-keep-entries {keep:,} for catchup"
+    return "" if keep is None else f", --log-keep-entries {keep:,}"
 
 
 def _render_catchup(c: CatchupResult) -> list[str]:
@@ -156,6 +158,32 @@ def _render_catchup(c: CatchupResult) -> list[str]:
     ]
 
 
+def _way_back(w: WayBack) -> str:
+    installed = "" if w.installed_s is None else f" -> snapshot installed {w.installed_s:.2f} s"
+    return (
+        f"serves {w.serves_s:.2f} s{installed} -> in sync {w.in_sync_s:.2f} s; its peak RSS "
+        f"{w.peak_rss_mib:,.0f} MiB ({w.rss_mib_in_sync:,.0f} MiB in sync)"
+    )
+
+
+def _render_recovery(r: RecoveryResult) -> list[str]:
+    mib = 1 << 20
+    wiped = r.wiped
+    loaded = f"loaded at {r.load_per_second:,.0f} msg/s" if r.load_per_second else "loaded before"
+    return [
+        f"recovery: a follower on {r.stored_messages:,} stored messages ({loaded}); its state "
+        f"{r.state_bytes / mib:,.0f} MiB, its log {r.log_entries:,} entries (the nodes keep "
+        f"{r.log_keep_entries:,}); RSS {r.rss_mib_before:,.0f} MiB before; times from its "
+        "process's start",
+        f"  kill -9, restart:          {_way_back(r.restart)}",
+        f"  wiped, added back, --join: {_way_back(wiped.way_back)}",
+        f"  snapshot at index {wiped.snapshot_index:,} ({wiped.snapshots_installed} installed), "
+        f"the leader's state {wiped.leader_state_bytes / mib:,.0f} MiB; the leader's RSS "
+        f"{wiped.leader_rss_mib_before:,.0f} MiB at the start, peak "
+        f"{wiped.leader_peak_rss_mib:,.0f} MiB until in sync; elections: {r.elections}",
+    ]
+
+
 def render(report: Report) -> str:
     setup = report.setup
     lines = [
@@ -173,6 +201,7 @@ def render(report: Report) -> str:
         (report.failover, _render_failover),
         (report.scale, _render_scale),
         (report.catchup, _render_catchup),
+        (report.recovery, _render_recovery),
     ]
     for result, render_part in sections:
         if result is not None:

@@ -20,13 +20,17 @@ Parts, in the order they run on one cluster:
 - ``failover``: kill -9 and SIGSTOP of the leader, median of 5 runs each;
 - ``scale``, second point: sequential latency with 1,000,000 stored;
 - ``catchup`` (opt-in): the longest stall of acknowledged writes while a
-  follower catches up by snapshot on a state of 1 GiB (see bench.catchup).
+  follower catches up by snapshot on a state of 1 GiB (see bench.catchup);
+- ``recovery`` (opt-in): how long a follower takes to serve and to be in sync
+  again, and its peak RSS, restarted on 1,000,000 stored messages and 100,000
+  log entries, and wiped and added back empty (see bench.recovery).
 
 Memory runs before failover so RSS is read from processes that lived through
 the whole load, not from freshly restarted ones. Catchup runs last: its
 gigabyte would weigh on every figure taken after it, and its nodes keep a short
 log (``--log-keep-entries``, stated in the report), which the other parts then
-share.
+share. Recovery's nodes keep a long log instead, so it cannot share a run with
+catchup; it runs last as it leaves a member rebuilt from a snapshot.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from bench.nodes import (
     wait_until_healthy,
 )
 from bench.plan import Plan, plan_from_args
+from bench.recovery import measure_recovery
 from bench.report import Report, as_json, render, side_by_side_lines
 from bench.storage import (
     ScalePoint,
@@ -67,6 +72,7 @@ from bench.storage import (
 )
 from bench.tls import make_tls
 from chatnode.local_cluster import NodeProcess, local_cluster
+from proto.credentials import ADMIN_ROLE, ClusterSecret, Metadata
 
 
 class BenchError(Exception):
@@ -75,17 +81,18 @@ class BenchError(Exception):
 
 def _node_args(plan: Plan) -> tuple[str, ...]:
     """The bench's own nodes' flags: with catchup, a log short enough that its load
-    compacts it past the follower it stops, so that follower needs a snapshot."""
-    if "catchup" not in plan.parts:
+    compacts it past the follower it stops, so that follower needs a snapshot; with
+    recovery, a log as long as the restarted node is to hold."""
+    if plan.log_keep_entries is None:
         return NODE_ARGS
-    return (*NODE_ARGS, "--log-keep-entries", str(plan.catchup_log_keep))
+    return (*NODE_ARGS, "--log-keep-entries", str(plan.log_keep_entries))
 
 
 def _setup(
     plan: Plan, nodes: Sequence[NodeProcess] | None, addresses: Sequence[str], tls: bool
 ) -> dict:
     where = f"local {len(nodes)}-node cluster" if nodes else "--cluster " + ",".join(addresses)
-    keep = plan.catchup_log_keep if nodes and "catchup" in plan.parts else None
+    keep = plan.log_keep_entries if nodes else None
     return {
         "cluster": where,
         "lease_ms": LEASE_MS if nodes else None,
@@ -107,6 +114,7 @@ async def _run_parts(
     nodes: Sequence[NodeProcess] | None,
     controlled: Sequence[Controllable] | None,
     report: Report,
+    operator: Metadata,
 ) -> None:
     metrics = {n.address: n.metrics_url for n in nodes or ()}
     cpu = _cpu_probe(nodes, fleet) if nodes else None
@@ -141,6 +149,8 @@ async def _run_parts(
         )
     if "catchup" in plan.parts and nodes:
         report.catchup = await measure_catchup(nodes, fleet, plan)
+    if "recovery" in plan.parts and nodes:
+        report.recovery = await measure_recovery(nodes, fleet, plan, operator)
 
 
 def _cpu_probe(nodes: Sequence[NodeProcess], fleet: Fleet) -> CpuProbe:
@@ -162,9 +172,11 @@ async def run(
     nodes: Sequence[NodeProcess] | None,
     remote: Sequence[RemoteNode] | None = None,
     credentials: grpc.ChannelCredentials | None = None,
+    operator: Metadata = (),
 ) -> Report:
     """Run the plan's parts on one cluster; `nodes` is None for a cluster we did not start,
-    whose nodes `remote` (from --node-control) may act on."""
+    whose nodes `remote` (from --node-control) may act on. operator is the admin role's
+    call metadata on our own cluster (recovery removes and adds a member)."""
     report = Report(_setup(plan, nodes, addresses, credentials is not None))
     started = time.monotonic()
     fleet = Fleet(addresses, credentials)
@@ -172,7 +184,7 @@ async def run(
         await fleet.follow_leader()
         if nodes:
             await wait_until_healthy(nodes, credentials)  # measure with every node in the ISR
-        await _run_parts(plan, fleet, nodes, nodes or remote, report)
+        await _run_parts(plan, fleet, nodes, nodes or remote, report, operator)
     finally:
         await fleet.close()
     report.setup["seconds"] = round(time.monotonic() - started, 1)
@@ -193,7 +205,10 @@ def _run_own_cluster(plan: Plan, size: int, tls: bool) -> Report:
             root, size, _node_args(plan), metrics=True, node_args=node_args, credentials=credentials
         ) as cluster:
             nodes = list(cluster.nodes.values())
-            return asyncio.run(run(plan, cluster.addresses, nodes, credentials=credentials))
+            operator = ClusterSecret.load(cluster.secret_file).metadata(ADMIN_ROLE)
+            return asyncio.run(
+                run(plan, cluster.addresses, nodes, credentials=credentials, operator=operator)
+            )
 
 
 def main(

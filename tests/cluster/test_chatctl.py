@@ -267,6 +267,10 @@ def test_refusals_print_one_line_and_exit_1(cluster: Cluster) -> None:
         ["bench", "--use-cluster", "--node-control", "true", "--parts", "catchup"],
         ["bench", "--parts", "catchup", "--catchup-mib", "0"],
         ["bench", "--use-cluster", "--tls"],
+        ["bench", "--use-cluster", "--parts", "recovery"],
+        ["bench", "--parts", "catchup,recovery"],
+        ["bench", "--parts", "recovery", "--recovery-log-entries", "0"],
+        ["bench", "--parts", "recovery", "--recovery-messages", "200000"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
@@ -329,13 +333,20 @@ def test_bench_quick_reports_every_part_as_json() -> None:
     assert report["scale"] is None
 
 
-def test_bench_quick_catchup_times_writes_through_a_snapshot_catch_up() -> None:
+def quick_part(part: str) -> dict[str, Any]:
+    """The JSON report of `bench --parts PART --quick`, which must finish within the limit
+    on a cluster keeping the log the part asks for."""
     started = time.monotonic()
-    result = chatctl("bench", "--parts", "catchup", "--quick", "--json", timeout=BENCH_LIMIT_S)
+    result = chatctl("bench", "--parts", part, "--quick", "--json", timeout=BENCH_LIMIT_S)
     assert time.monotonic() - started < BENCH_LIMIT_S
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["setup"]["parts"] == ["catchup"]
+    assert report["setup"]["parts"] == [part]
+    return report
+
+
+def test_bench_quick_catchup_times_writes_through_a_snapshot_catch_up() -> None:
+    report = quick_part("catchup")
     assert report["setup"]["log_keep_entries"] == 512 // 3
     catchup = report["catchup"]
     assert catchup["loaded_messages"] == 512 and catchup["loaded_bytes"] == 32 << 20
@@ -346,3 +357,18 @@ def test_bench_quick_catchup_times_writes_through_a_snapshot_catch_up() -> None:
     assert catchup["during_p50_ms"] <= catchup["during_p99_ms"] <= catchup["longest_ack_ms"]
     assert catchup["failed_writes"] == 0, catchup["first_failure"]
     assert _positive(catchup["leader_rss_mib_peak"])
+
+
+def test_bench_quick_recovery_times_a_restart_and_a_rebuild_by_snapshot() -> None:
+    report = quick_part("recovery")
+    assert report["setup"]["log_keep_entries"] == 1_000
+    recovery = report["recovery"]
+    assert recovery["stored_messages"] >= 3_000 and recovery["log_keep_entries"] == 1_000
+    assert recovery["log_entries"] >= 1_000 and _positive(recovery["state_bytes"])
+    restart, wiped = recovery["restart"], recovery["wiped"]
+    assert 0 < restart["serves_s"] <= restart["in_sync_s"] and restart["installed_s"] is None
+    back = wiped["way_back"]
+    assert 0 < back["serves_s"] <= back["installed_s"] <= back["in_sync_s"]
+    assert wiped["snapshots_installed"] >= 1 and _positive(wiped["snapshot_index"])
+    for mib in (restart["peak_rss_mib"], back["peak_rss_mib"], wiped["leader_peak_rss_mib"]):
+        assert _positive(mib)
