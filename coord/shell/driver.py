@@ -61,6 +61,12 @@ from proto.credentials import Metadata
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# A Ready with at most this many entries is written on the event loop, not in the log's
+# worker thread: for a small write the two thread hops cost more CPU and latency than its
+# fsync blocks the loop (docs/performance.md, "Fewer hops"). Larger ones, a loaded node's,
+# go to the worker so the loop reads the next frames meanwhile.
+INLINE_SAVE_ENTRIES = 8
+
 
 def now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
@@ -109,6 +115,7 @@ class ReplicatedCoordinator:
         self._compaction = compaction or CompactionSettings()
         self._join = join
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"log-{node_id}")
+        self._in_worker_now = 0  # log-store writes handed to the worker and not yet returned
         self._wake = asyncio.Event()
         self._advanced = asyncio.Event()  # set after each Ready: commit or lease may have moved
         self._committed: asyncio.Queue[list[Entry] | None] = asyncio.Queue()
@@ -371,9 +378,27 @@ class ReplicatedCoordinator:
             if durable - self._store.first_index() > 2 * keep:
                 await self._write_log(self._store.compact, durable - keep)
 
+    async def _save(self, ready: Ready) -> None:
+        """Write a Ready's entries and hard state durably: a small one on the loop, unless
+        the worker holds the store (a compaction, an install), whose transaction it must
+        not interleave with."""
+        save = functools.partial(self._store.save, ready.hard_state, None, ready.entries)
+        if len(ready.entries) > INLINE_SAVE_ENTRIES or self._in_worker_now:
+            await self._write_log(save)
+            return
+
+        async def on_the_loop() -> None:
+            save()
+
+        await self.disk.write("log", on_the_loop)
+
     async def _write_log(self, fn: Callable[..., T], *args: object) -> T:
         """A log-store write on its thread, waiting out a full or failing disk."""
-        return await self.disk.write("log", functools.partial(self._in_worker, fn, *args))
+        self._in_worker_now += 1
+        try:
+            return await self.disk.write("log", functools.partial(self._in_worker, fn, *args))
+        finally:
+            self._in_worker_now -= 1
 
     async def _in_worker(self, fn: Callable[..., T], *args: object) -> T:
         """Run blocking log-store work on the store's own thread."""
@@ -454,7 +479,7 @@ class ReplicatedCoordinator:
             await self._write_log(self._store.install, ready.install_snapshot)
             await self._restore(ready.install_snapshot.index)
         if ready.must_sync():
-            await self._write_log(self._store.save, ready.hard_state, None, ready.entries)
+            await self._save(ready)
             now = now_ms()
             self.node.synced(ready, now)  # a write slower than stall_ms counts as a stall
             if ready.entries:
