@@ -127,10 +127,13 @@ async def _run_parts(
         )
     if "throughput" in plan.parts:
         leader = await fleet.follow_leader()
+        # Each client count for every path before the next count: the leader splits its
+        # proposal budget between the accounts active in the last 10 s, so a level after a
+        # larger one would find its few senders held to the larger one's share.
         report.throughput = [
             await measure(fleet, c, max(plan.messages, c), metrics.get(leader), path, cpu)
-            for path in plan.paths
             for c in plan.clients
+            for path in plan.paths
         ]
     if "delivery" in plan.parts:
         await fleet.follow_leader()

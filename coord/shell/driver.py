@@ -61,9 +61,9 @@ from proto.credentials import Metadata
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# A Ready with at most this many entries is written on the event loop, not in the log's
-# worker thread: for a small write the two thread hops cost more CPU and latency than its
-# fsync blocks the loop (docs/performance.md, "Fewer hops"). Larger ones, a loaded node's,
+# A follower writes a Ready with at most this many entries on the event loop, not in the
+# log's worker thread: for a small write the two thread hops cost more CPU and latency
+# than its fsync blocks the loop (docs/performance.md, "Small log writes"). Larger ones
 # go to the worker so the loop reads the next frames meanwhile.
 INLINE_SAVE_ENTRIES = 8
 
@@ -379,11 +379,14 @@ class ReplicatedCoordinator:
                 await self._write_log(self._store.compact, durable - keep)
 
     async def _save(self, ready: Ready) -> None:
-        """Write a Ready's entries and hard state durably: a small one on the loop, unless
-        the worker holds the store (a compaction, an install), whose transaction it must
-        not interleave with."""
+        """Write a Ready's entries and hard state durably: a follower's small one on the
+        loop, unless the worker holds the store (a compaction, an install), whose
+        transaction it must not interleave with. A leader always writes in the worker:
+        the proposals that arrive while its fsync runs are its next Ready's batch, and
+        on the loop none would (unary calls then went one entry to an fsync)."""
         save = functools.partial(self._store.save, ready.hard_state, None, ready.entries)
-        if len(ready.entries) > INLINE_SAVE_ENTRIES or self._in_worker_now:
+        leading = self.node.role is Role.LEADER
+        if leading or len(ready.entries) > INLINE_SAVE_ENTRIES or self._in_worker_now:
             await self._write_log(save)
             return
 

@@ -289,7 +289,7 @@ def test_bench_prints_side_by_side_lines_for_the_shared_hook() -> None:
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["system"], r["conc"]) for r in rows] == [
-        ("chat-unary", 1), ("chat-unary", 2), ("chat-stream", 1), ("chat-stream", 2)
+        ("chat-unary", 1), ("chat-stream", 1), ("chat-unary", 2), ("chat-stream", 2)
     ]  # fmt: skip
     assert all(_positive(r[k]) for r in rows for k in ("n", "rate", "p50", "p99"))
 
