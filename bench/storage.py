@@ -14,10 +14,12 @@ state keeps are the same as any load would make.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.load import Fleet, fill, p50_p99_ms, send_load
+from chatnode.admission import ACTIVE_WINDOW_S
 from chatnode.local_cluster import NodeProcess
 
 MIB = 1024 * 1024
@@ -67,9 +69,15 @@ async def measure_memory(
 async def sequential_point(
     fleet: Fleet, stored: int, samples: int, load_clients: int
 ) -> ScalePoint:
-    """Fill to `stored`, then time `samples` writes one after another from one client."""
+    """Fill to `stored`, then time `samples` writes one after another from one client.
+
+    The leader splits its proposal budget between the accounts active in the last
+    ACTIVE_WINDOW_S (chatnode.admission), so the samples wait that long after the fill:
+    at once, their one sender would be held to a share of the fill's many, and refused.
+    """
     await fleet.follow_leader()
     await fill(fleet, stored, load_clients)
+    await asyncio.sleep(ACTIVE_WINDOW_S + 1)  # past it: forgotten only beyond the window
     before = fleet.stored
     _, latencies = await send_load(fleet, 1, samples)
     p50, p99 = p50_p99_ms(latencies)
