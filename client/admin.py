@@ -91,6 +91,26 @@ def status_rows(views: Views) -> list[Row]:
     return rows
 
 
+def health_problems(rows: list[Row]) -> list[str]:
+    """Why the cluster is degraded, a phrase each; none when it is healthy: a leader
+    answers, and every member answers, is in the leader's ISR and can write to its disk
+    (a member that stopped answering stays in the ISR for up to a lease)."""
+    if not any(row["up"] for row in rows):
+        return ["no member answered"]
+    problems = [] if any(row.get("role") == "leader" for row in rows) else ["no leader"]
+    for row in rows:
+        if row.get("member") is False:  # an address given that is not a member
+            continue
+        name = f"node {row.get('id', row['address'])}"
+        if not row["up"]:
+            problems.append(f"{name} down")
+        elif row.get("in_sync") is False:
+            problems.append(f"{name} not in sync")
+        if "fault" in row:
+            problems.append(f"{name}: {row['fault']}")
+    return problems
+
+
 class ClusterAdmin:
     """Operator calls on the cluster at ``addresses``.
 

@@ -1,6 +1,7 @@
 """``chatctl``: operate a cluster (API.md section 4).
 
-Verbs: ``status`` (the member table, optionally refreshed with ``--watch``),
+Verbs: ``status`` (the member table, optionally refreshed with ``--watch``, or one
+line and an exit code for scripts with ``--check``),
 ``add-member``, ``remove-member``, ``transfer-leader`` (sent to the leader,
 found by asking the members), ``force-leader`` (sent to the node that is to
 lead), ``secret new``, ``backup`` and ``restore`` (a node's files, offline:
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bench
-from client.admin import AdminError, ClusterAdmin, Row
+from client.admin import AdminError, ClusterAdmin, Row, health_problems
 from client.cli import add_cluster_flag, add_tls_flags, tls_from_args
 from proto.cli import Parser, add_version_flag, member_addresses, member_ids
 from proto.credentials import ADMIN_ROLE, ClusterSecret, write_new_secret
@@ -73,6 +74,15 @@ def print_status(rows: list[Row], as_json: bool) -> None:
     print(json.dumps(rows, indent=2) if as_json else render_table(rows))
     if not any(row["up"] for row in rows):
         raise CtlError("no member answered")
+
+
+def check_status(rows: list[Row]) -> str:
+    """One line for a script: healthy (exit 0), or CtlError saying why not (exit 1)."""
+    if problems := health_problems(rows):
+        raise CtlError(f"degraded: {'; '.join(problems)}")
+    leader = next(row for row in rows if row.get("role") == "leader")
+    members = sum(1 for row in rows if row.get("member") is not False)
+    return f"healthy: {members} members in sync, leader {leader['id']}, term {leader['term']}"
 
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -155,6 +165,12 @@ def _add_status_parser(verbs: Verbs) -> None:
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="one line; exit 0 when healthy, 1 when degraded (no leader, a member down, "
+        "out of sync or with a disk fault)",
+    )
     status.add_argument(
         "--interval", type=_positive_float, default=1.0, help="seconds between refreshes"
     )
@@ -331,6 +347,8 @@ def _run_verb(args: argparse.Namespace, admin: ClusterAdmin) -> None:
         case "status" if args.watch:
             with contextlib.suppress(KeyboardInterrupt):
                 asyncio.run(watch_status(admin, args.interval, args.count, args.json))
+        case "status" if args.check:
+            print(check_status(asyncio.run(admin.status())))
         case "status":
             print_status(asyncio.run(admin.status()), args.json)
         case "add-member":
@@ -375,6 +393,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(exc))
     except OSError as exc:
         parser.exit(1, f"chatctl: {exc}\n")
+    if args.verb == "status" and args.check and (args.watch or args.json):
+        parser.error("--check prints one line: it takes neither --watch nor --json")
     if args.verb == "force-leader" and not args.accept_data_loss:
         parser.exit(2, f"chatctl: {FORCE_LEADER_RISK.format(id=args.id)}\n")
     if args.verb == "bench":

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from chatnode.local_cluster import Cluster, free_port, local_cluster
+from client.admin import health_problems
 from client.sync import SyncChatClient
 from proto import release
 from tests.support.nodes import PASSWORD
@@ -121,6 +122,46 @@ def test_status_shows_three_members_one_leader_and_an_isr_of_three(cluster: Clus
     followers = [row for row in rows if row["role"] != "leader"]
     assert all(abs(row["clock_ms"]) < 1000 for row in followers), "one machine, one clock"
     assert len(table) == 3 and [line.split()[2] for line in table].count("leader") == 1
+
+
+def row(node_id: int, role: str = "follower", **fields: Any) -> dict[str, Any]:
+    """A member's status row as ClusterAdmin.status gives it, up and in sync unless told."""
+    return {"id": node_id, "address": f"h{node_id}", "up": True, "role": role,
+            "term": 4, "member": True, "in_sync": True} | fields  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rows", "problems"),
+    [
+        ([row(1, "leader"), row(2), row(3)], []),
+        ([row(1), row(2), row(3)], ["no leader"]),
+        ([row(1, "leader"), row(2, up=False), row(3)], ["node 2 down"]),
+        ([row(1, "leader"), row(2, up=False, in_sync=False), row(3)], ["node 2 down"]),
+        ([row(1, "leader"), row(2, in_sync=False), row(3)], ["node 2 not in sync"]),
+        ([row(1, "leader", fault="log: disk full"), row(2), row(3)], ["node 1: log: disk full"]),
+        ([row(1, "leader"), row(2), row(9, member=False)], []),  # given, but not a member
+        ([row(1, up=False), row(2, up=False)], ["no member answered"]),
+        (
+            [row(1, "leader"), row(2, up=False), row(3, in_sync=False)],
+            ["node 2 down", "node 3 not in sync"],
+        ),
+    ],
+)
+def test_health_names_each_problem(rows: Rows, problems: list[str]) -> None:
+    assert health_problems(rows) == problems
+
+
+def test_check_says_healthy_then_degraded_when_a_member_dies(cluster: Cluster) -> None:
+    """`status --check` is for scripts: one line, exit 0 healthy, 1 degraded."""
+    rows = wait_for_status(cluster, whole)
+    leader = next(r for r in rows if r["role"] == "leader")
+    line = ok("--cluster", cluster.spec, "status", "--check").strip()
+    assert line == f"healthy: 3 members in sync, leader {leader['id']}, term {leader['term']}"
+    follower = next(r["id"] for r in rows if r["role"] != "leader")
+    cluster.nodes[follower].kill()
+    assert fails("--cluster", cluster.spec, "status", "--check").startswith(
+        f"chatctl: degraded: node {follower} down"
+    )
 
 
 def test_watch_redraws_the_table_until_its_count(cluster: Cluster) -> None:
@@ -271,6 +312,8 @@ def test_refusals_print_one_line_and_exit_1(cluster: Cluster) -> None:
         ["bench", "--parts", "catchup,recovery"],
         ["bench", "--parts", "recovery", "--recovery-log-entries", "0"],
         ["bench", "--parts", "recovery", "--recovery-messages", "200000"],
+        ["status", "--check", "--json"],
+        ["status", "--check", "--watch"],
     ],
 )
 def test_bad_usage_exits_2_with_one_line(argv: list[str]) -> None:
