@@ -64,8 +64,7 @@ T = TypeVar("T")
 # A follower writes a Ready with at most this many entries on the event loop, not in the
 # log's worker thread: for a small write the two thread hops cost more CPU and latency
 # than its fsync blocks the loop (docs/performance.md, "Small log writes on a follower's
-# event loop"). Larger ones
-# go to the worker so the loop reads the next frames meanwhile.
+# event loop"). Larger ones go to the worker so the loop reads the next frames meanwhile.
 INLINE_SAVE_ENTRIES = 8
 
 
