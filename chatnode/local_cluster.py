@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc, replication_pb2_grpc
+from proto.addresses import client_address, peer_address
 from proto.credentials import ADMIN_ROLE, ClusterSecret, write_new_secret
 
 __all__ = ["Cluster", "NodeProcess", "free_port", "local_cluster"]
@@ -180,17 +181,18 @@ class Cluster:
 
     @property
     def addresses(self) -> list[str]:
-        return [n.address for n in self.nodes.values()]
+        """Where chat clients call the nodes."""
+        return [client_address(n.address) for n in self.nodes.values()]
 
     def admin(self, node_id: int, method: str, request: object, timeout: float = 10.0) -> Any:
         """One Admin call to node_id with the operator's credentials."""
         metadata = ClusterSecret.load(self.secret_file).metadata(ADMIN_ROLE)
-        with _channel(self.nodes[node_id].address, self.credentials) as channel:
+        with _channel(peer_address(self.nodes[node_id].address), self.credentials) as channel:
             rpc = getattr(replication_pb2_grpc.AdminStub(channel), method)
             return rpc(request, timeout=timeout, metadata=metadata)
 
     def status(self, node_id: int, timeout: float = 1.0) -> pb.ClusterStatus | None:
-        return status_at(self.nodes[node_id].address, timeout, self.credentials)
+        return status_at(client_address(self.nodes[node_id].address), timeout, self.credentials)
 
     def wait_for_leader(self, timeout: float = START_TIMEOUT_S, live_only: bool = True) -> int:
         """Block until some node reports itself leader; return its id. Without live_only,

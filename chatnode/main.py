@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chatnode.admission import DEFAULT_RATE
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
+from proto.addresses import MemberAddress
 from proto.cli import Parser, add_version_flag, parse_cluster
 from proto.credentials import ClusterSecret, SecretError
 
@@ -50,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cluster",
         default=_env("CLUSTER"),
-        help="all members: 1=HOST:PORT,2=HOST:PORT,... (CHAT_CLUSTER)",
+        help="all members: 1=HOST:PORT,2=HOST:PORT,... or, with a peer and a client "
+        "listener each, 1=PEER_HOST:PORT/CLIENT_HOST:PORT,... (CHAT_CLUSTER)",
     )
     p.add_argument(
         "--data-dir",
@@ -61,6 +63,18 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         default=_env("LISTEN", ""),
         help="bind address if not the one in --cluster, e.g. 0.0.0.0:7001 (CHAT_LISTEN)",
+    )
+    p.add_argument(
+        "--listen-peer",
+        default=_env("LISTEN_PEER", ""),
+        help="with PEER/CLIENT addresses in --cluster: where the peer listener (replication "
+        "and admin) binds, if not at PEER (CHAT_LISTEN_PEER)",
+    )
+    p.add_argument(
+        "--listen-client",
+        default=_env("LISTEN_CLIENT", ""),
+        help="with PEER/CLIENT addresses in --cluster: where the client listener (the chat "
+        "API, health, reflection) binds, if not at CLIENT (CHAT_LISTEN_CLIENT)",
     )
     p.add_argument("--lease-ms", type=int, default=_env("LEASE_MS", "1000"), help="(CHAT_LEASE_MS)")
     p.add_argument(
@@ -90,6 +104,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", default=_env("TLS_KEY"), help="PEM private key (CHAT_TLS_KEY)")
     p.add_argument(
         "--tls-ca", default=_env("TLS_CA"), help="CA that signs clients and peers (CHAT_TLS_CA)"
+    )
+    p.add_argument(
+        "--client-tls-cert",
+        default=_env("CLIENT_TLS_CERT"),
+        help="PEM certificate of the client listener: chat users verify it and present none "
+        "(CHAT_CLIENT_TLS_CERT)",
+    )
+    p.add_argument(
+        "--client-tls-key",
+        default=_env("CLIENT_TLS_KEY"),
+        help="its private key (CHAT_CLIENT_TLS_KEY)",
     )
     p.add_argument(
         "--cluster-secret-file",
@@ -146,11 +171,19 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         parser.error(f"--session-ttl: {exc}")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
+    if bool(args.client_tls_cert) != bool(args.client_tls_key):
+        parser.error("--client-tls-cert and --client-tls-key go together")
+    why = _listener_misuse(args, MemberAddress.parse(cluster[args.id]))
+    if why:
+        parser.error(why)
     tls = None
     if args.tls_cert:
         tls = TlsFiles(
             Path(args.tls_cert), Path(args.tls_key), Path(args.tls_ca) if args.tls_ca else None
         )
+    client_tls = None
+    if args.client_tls_cert:
+        client_tls = TlsFiles(Path(args.client_tls_cert), Path(args.client_tls_key))
     secret = None
     if args.cluster_secret_file:
         try:
@@ -171,17 +204,42 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         cluster=cluster,
         data_dir=Path(args.data_dir) if args.data_dir else DEFAULT_DATA_DIR / f"node-{args.id}",
         listen=args.listen,
+        listen_peer=args.listen_peer,
+        listen_client=args.listen_client,
         lease_ms=args.lease_ms,
         heartbeat_ms=args.heartbeat_ms,
         min_insync=args.min_insync,
         log_keep_entries=args.log_keep_entries,
         join=args.join,
         tls=tls,
+        client_tls=client_tls,
         metrics_listen=args.metrics_listen,
         cluster_secret=secret,
         session_ttl_ms=session_ttl_ms,
         ops_per_s=args.ops_per_s,
     )
+
+
+def _listener_misuse(args: argparse.Namespace, member: MemberAddress) -> str:
+    """Why the listener flags do not fit this node's address in --cluster, or ''."""
+    binds = {
+        "--listen": args.listen,
+        "--listen-peer": args.listen_peer,
+        "--listen-client": args.listen_client,
+    }
+    two = [f for f, v in binds.items() if v and f != "--listen"]
+    two += ["--client-tls-cert"] if args.client_tls_cert else []
+    if not member.split and two:
+        return f"{two[0]} needs two listeners: give this node PEER/CLIENT in --cluster"
+    if member.split and args.listen:
+        return "--listen is for one listener: use --listen-peer and --listen-client"
+    for flag, value in binds.items():
+        try:
+            if value and MemberAddress.parse(value).split:
+                raise ValueError(f"bad address {value!r}: expected HOST:PORT")
+        except ValueError as exc:
+            return f"{flag}: {exc}"
+    return ""
 
 
 class Fatal(Exception):

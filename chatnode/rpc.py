@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from proto import chat_pb2 as pb
+from proto.addresses import client_address
 from proto.errors import LEADER_ADDRESS, ChatError, Internal, InvalidArgument, Unavailable
 
 log = logging.getLogger(__name__)
@@ -105,5 +106,5 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
         exc = Internal("internal error; the node's log has the details")
     trailing: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, Unavailable) and exc.leader_address:
-        trailing = ((LEADER_ADDRESS, exc.leader_address),)
+        trailing = ((LEADER_ADDRESS, client_address(exc.leader_address)),)
     await context.abort(exc.code, str(exc), trailing_metadata=trailing)

@@ -32,6 +32,7 @@ from coord.shell.auth import Authenticator, PeerAuthInterceptor
 from coord.shell.driver import CompactionSettings, PeerSettings, ReplicatedCoordinator
 from coord.shell.metrics import PEER_REFUSED
 from proto import release
+from proto.addresses import MemberAddress
 from proto.credentials import ClusterSecret, node_role
 
 log = logging.getLogger(__name__)
@@ -53,13 +54,16 @@ class NodeConfig:
     node_id: int
     cluster: dict[int, str]
     data_dir: Path
-    listen: str = ""
+    listen: str = ""  # where the one listener binds, if not at its address
+    listen_peer: str = ""  # with two listeners: where each binds, if not at its address
+    listen_client: str = ""
     lease_ms: int = 1000
     heartbeat_ms: int = 100
     min_insync: int = 1
     log_keep_entries: int = 10_000
     join: bool = False
-    tls: TlsFiles | None = None
+    tls: TlsFiles | None = None  # the peer listener's (the only listener's, if one)
+    client_tls: TlsFiles | None = None  # the client listener's: server-only TLS
     metrics_listen: str = ""
     cluster_secret: ClusterSecret | None = None
     session_ttl_ms: int = DEFAULT_SESSION_TTL_MS
@@ -71,6 +75,15 @@ class NodeConfig:
     @property
     def address(self) -> str:
         return self.cluster[self.node_id]
+
+    @property
+    def listeners(self) -> MemberAddress:
+        """Where this node's listeners bind: the client listener is the peer one, unless
+        its address names two."""
+        member = MemberAddress.parse(self.address)
+        if not member.split:
+            return MemberAddress(self.listen or member.peer, self.listen or member.peer)
+        return MemberAddress(self.listen_peer or member.peer, self.listen_client or member.client)
 
     @property
     def peer_mtls(self) -> bool:
@@ -115,7 +128,7 @@ class ChatNode:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self._tasks: list[asyncio.Task[None]] = []
-        self._server: grpc.aio.Server | None = None
+        self._servers: list[grpc.aio.Server] = []
         self._health = health.aio.HealthServicer()
 
     async def start(self) -> None:
@@ -146,11 +159,11 @@ class ChatNode:
             config.monotonic_clock_ms,
             ProposalBudget(config.ops_per_s),
         )
-        self._server = self._make_server(self._service)
-        self._coord.add_to_server(self._server)
+        self._servers = self._make_servers(self._service)
         # The coordinator first: peers and clients reach us only once it can answer.
         await self._coord.start(state.applied_index, self._applier)
-        await self._server.start()
+        for server in self._servers:
+            await server.start()
         self._tasks = [
             asyncio.create_task(self._applier.run(), name="applier"),
             asyncio.create_task(self._follow_leadership(), name="leadership"),
@@ -160,10 +173,13 @@ class ChatNode:
         if config.metrics_listen:
             host, _, port = config.metrics_listen.rpartition(":")
             prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
+        listeners = config.listeners
         log.info(
-            "node %d serving on %s, version %s",
+            "node %d serving %s, version %s",
             config.node_id,
-            config.listen or config.address,
+            f"peers on {listeners.peer} and clients on {listeners.client}"
+            if listeners.split
+            else f"on {listeners.peer}",
             release.version(),
         )
 
@@ -198,8 +214,7 @@ class ChatNode:
             # would cancel calls it had accepted but not dispatched (CANCELLED).
             await asyncio.sleep(HANDOVER_DRAIN_S)
         self._hub.close_all("this node is shutting down; reconnect to the leader")
-        if self._server is not None:
-            await self._server.stop(DRAIN_SECONDS)
+        await asyncio.gather(*(server.stop(DRAIN_SECONDS) for server in self._servers))
         await self._coord.stop()
         for task in self._tasks:
             task.cancel()
@@ -229,36 +244,58 @@ class ChatNode:
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
 
-    def _make_server(self, service: ChatService) -> grpc.aio.Server:
-        authenticator = Authenticator(self.config.cluster_secret, self.config.peer_mtls)
+    def _make_servers(self, service: ChatService) -> list[grpc.aio.Server]:
+        """One listener for everyone, or a peer listener (replication and admin, behind peer
+        authentication) and a client listener (the chat API, health and reflection)."""
+        config = self.config
+        authenticator = Authenticator(config.cluster_secret, config.peer_mtls)
         refused = PeerAuthInterceptor(authenticator, lambda why: PEER_REFUSED.labels(why).inc())
-        server = grpc.aio.server(
-            interceptors=[refused],
-            options=[
-                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
-                ("grpc.max_send_message_length", 64 << 20),
-                # grpc sets SO_REUSEPORT by default: a second node on the same address
-                # (a stale process, a mistyped --id) would bind too and silently take
-                # half of the connections. Refuse instead, and exit.
-                ("grpc.so_reuseport", 0),
-            ],
-        )
+        listeners = config.listeners
+        if not listeners.split:
+            server = _server([refused])
+            self._serve_clients(server, service)
+            self._coord.add_to_server(server)
+            _bind(server, listeners.peer, config.tls)
+            return [server]
+        peers, clients = _server([refused]), _server([])
+        self._coord.add_to_server(peers)
+        self._serve_clients(clients, service)
+        _bind(peers, listeners.peer, config.tls)
+        _bind(clients, listeners.client, config.client_tls)
+        return [peers, clients]
+
+    def _serve_clients(self, server: grpc.aio.Server, service: ChatService) -> None:
         server.add_generic_rpc_handlers((chat_handler(service),))
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        listen = self.config.listen or self.config.address
-        try:
-            if self.config.tls is None:
-                port = server.add_insecure_port(listen)
-            else:
-                port = server.add_secure_port(listen, _server_credentials(self.config.tls))
-        except RuntimeError:  # grpc's "Failed to bind", e.g. the address is in use
-            port = 0
-        if port == 0:
-            raise ConfigError(f"cannot listen on {listen} (in use, or not an address here)")
-        return server
+
+
+def _server(interceptors: list[grpc.aio.ServerInterceptor]) -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ("grpc.max_send_message_length", 64 << 20),
+            # grpc sets SO_REUSEPORT by default: a second node on the same address
+            # (a stale process, a mistyped --id) would bind too and silently take
+            # half of the connections. Refuse instead, and exit.
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+
+
+def _bind(server: grpc.aio.Server, listen: str, tls: TlsFiles | None) -> None:
+    try:
+        if tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, _server_credentials(tls))
+    except RuntimeError:  # grpc's "Failed to bind", e.g. the address is in use
+        port = 0
+    if port == 0:
+        raise ConfigError(f"cannot listen on {listen} (in use, or not an address here)")
 
 
 def _peer_credentials(tls: TlsFiles | None) -> grpc.ChannelCredentials | None:

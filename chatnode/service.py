@@ -69,6 +69,7 @@ from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, S
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
 from proto import release
+from proto.addresses import client_address
 from proto.errors import (
     AlreadyExists,
     AuthError,
@@ -744,7 +745,7 @@ def cluster_status_pb(status: Status, applied_index: int) -> pb.ClusterStatus:
         role=status.role,
         term=status.term,
         leader_id=status.leader_id,
-        leader_address=status.leader_address,
+        leader_address=client_address(status.leader_address),
         commit_index=status.commit_index,
         members=[
             pb.Member(
@@ -772,7 +773,9 @@ def _leader_event(view: LeaderView | None) -> pb.SubscribeEvent:
         return pb.SubscribeEvent(leader=pb.LeaderInfo())
     return pb.SubscribeEvent(
         leader=pb.LeaderInfo(
-            leader_id=view.leader_id, leader_address=view.leader_address, term=view.term
+            leader_id=view.leader_id,
+            leader_address=client_address(view.leader_address),
+            term=view.term,
         )
     )
 

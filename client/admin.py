@@ -20,6 +20,7 @@ from client.connect import RETRY_PAUSE_S, find_leader, leader_hint, open_channel
 from proto import chat_pb2 as pb
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
+from proto.addresses import client_address, peer_address
 from proto.credentials import Metadata
 
 __all__ = ["AdminError", "ClusterAdmin", "Row", "Views", "reference_view", "status_rows"]
@@ -54,7 +55,7 @@ def status_rows(views: Views) -> list[Row]:
     membership and ISR fall back to the freshest config when no leader answers.
     """
     reference = reference_view(views)
-    members = {m.address: m for m in reference.members} if reference else {}
+    members = {client_address(m.address): m for m in reference.members} if reference else {}
     leader = reference if reference is not None and reference.role == "leader" else None
     rows = []
     for address, view in views.items():
@@ -111,6 +112,13 @@ def health_problems(rows: list[Row]) -> list[str]:
     return problems
 
 
+def _peer_of(view: pb.ClusterStatus, address: str) -> str:
+    """Where the member that answered view at (client) address takes Admin calls: its peer
+    listener, as its own configuration names it."""
+    mine = next((m.address for m in view.members if m.id == view.node_id), "")
+    return peer_address(mine) if mine else address
+
+
 class ClusterAdmin:
     """Operator calls on the cluster at ``addresses``.
 
@@ -155,9 +163,8 @@ class ClusterAdmin:
         node added with add-member shows even when the address list predates it."""
         views = await self.views(self.addresses)
         reference = reference_view(views)
-        extra = (
-            [m.address for m in reference.members if m.address not in views] if reference else []
-        )
+        members = [client_address(m.address) for m in reference.members] if reference else []
+        extra = [address for address in members if address not in views]
         return views | await self.views(extra) if extra else views
 
     async def status(self) -> list[Row]:
@@ -165,9 +172,12 @@ class ClusterAdmin:
         return status_rows(await self.discover())
 
     async def leader(self) -> str:
-        """The address of a member that says it leads, or '' if none does right now."""
+        """The peer address of a member that says it leads (where Admin calls go), or '' if
+        none does right now."""
         search = await find_leader(self.addresses, self._status, STATUS_TIMEOUT_S, first=True)
-        return search.leader.address if search.leader else ""
+        if search.leader is None or search.leader.status is None:
+            return ""
+        return _peer_of(search.leader.status, search.leader.address)
 
     # -- membership and leadership ----------------------------------------------------------
 
@@ -204,12 +214,13 @@ class ClusterAdmin:
         return reply.message
 
     async def address_of(self, node_id: int) -> str:
-        """Node node_id's address: from ``ids`` if it is there, else from the members' views."""
+        """Node node_id's peer address: from ``ids`` if it is there, else from the members'
+        views."""
         if address := self.ids.get(node_id):
-            return address
+            return peer_address(address)
         for address, view in (await self.discover()).items():
             if view is not None and view.node_id == node_id:
-                return address
+                return _peer_of(view, address)
         raise AdminError(f"node {node_id} is not in --cluster and no member answered for it")
 
     # -- plumbing -------------------------------------------------------------------------

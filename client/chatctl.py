@@ -26,6 +26,7 @@ from pathlib import Path
 import bench
 from client.admin import AdminError, ClusterAdmin, Row, health_problems
 from client.cli import add_cluster_flag, add_tls_flags, tls_from_args
+from proto.addresses import MemberAddress
 from proto.cli import Parser, add_version_flag, member_addresses, member_ids
 from proto.credentials import ADMIN_ROLE, ClusterSecret, write_new_secret
 
@@ -120,9 +121,9 @@ def _positive_id(text: str) -> int:
     return int(text)
 
 
-def _host_port(text: str) -> str:
+def _member_address(text: str) -> str:
     try:
-        return member_addresses(text)[0]
+        return str(MemberAddress.parse(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -187,7 +188,12 @@ def _add_admin_parsers(verbs: Verbs) -> None:
         "chatctl --cluster ... add-member 4 10.0.0.4:7001",
     )
     add.add_argument("id", type=_positive_id)
-    add.add_argument("address", type=_host_port, metavar="HOST:PORT")
+    add.add_argument(
+        "address",
+        type=_member_address,
+        metavar="ADDRESS",
+        help="HOST:PORT, or PEER_HOST:PORT/CLIENT_HOST:PORT for a node with two listeners",
+    )
     remove = _verb(
         verbs,
         "remove-member",
@@ -286,7 +292,11 @@ def _add_backup_parsers(verbs: Verbs) -> None:
     )
     restore.add_argument("--id", type=_positive_id, required=True, help="the restored node's id")
     restore.add_argument(
-        "--address", type=_host_port, required=True, metavar="HOST:PORT", help="its address"
+        "--address",
+        type=_member_address,
+        required=True,
+        metavar="ADDRESS",
+        help="its address, as in --cluster",
     )
     restore.add_argument(
         "--mode",

@@ -21,7 +21,8 @@ def add_cluster_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cluster",
         default=os.environ.get("CHAT_CLUSTER", LOCAL_CLUSTER),
-        help="members as ID=HOST:PORT (or HOST:PORT), comma-separated (CHAT_CLUSTER; "
+        help="members as ID=ADDRESS (or ADDRESS), comma-separated, where ADDRESS is HOST:PORT "
+        "or PEER_HOST:PORT/CLIENT_HOST:PORT (CHAT_CLUSTER; "
         f"default {LOCAL_CLUSTER})",
     )
 

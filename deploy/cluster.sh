@@ -11,8 +11,11 @@
 #   deploy/cluster.sh restore HOSTS_FILE FILE     # rebuild the whole cluster from a backup
 #   deploy/cluster.sh signal HOSTS_FILE ID SIGNAL|start   # for benchmarks and drills
 #
-# HOSTS_FILE has one line per machine: `ID ADDRESS:PORT REACH`, where REACH is how ssh
-# logs in as root (root@10.0.0.1, or a Host from ~/.ssh/config); '#' starts a comment.
+# HOSTS_FILE has one line per machine: `ID ADDRESS REACH`, where ADDRESS is HOST:PORT (one
+# listener for everyone) or PEER_HOST:PORT/CLIENT_HOST:PORT (peers and operators on the
+# first, chat users on the second; with --tls the second is server-only TLS, so chat users
+# need only ca.pem), and REACH is how ssh logs in as root (root@10.0.0.1, or a Host from
+# ~/.ssh/config); '#' starts a comment.
 # The cluster's secret, its CA and certificates (--tls), and the settings `up` was given
 # live in HOSTS_FILE.d/ (CHAT_DEPLOY_DIR overrides it): keep that folder private.
 #
@@ -31,6 +34,9 @@ say() { echo "cluster.sh: $*"; }
 
 # -- the hosts file and the deploy folder ----------------------------------------------
 
+ADDRESS_FORM="HOST:PORT or PEER_HOST:PORT/CLIENT_HOST:PORT"
+member_address() { [[ "$1" =~ ^[^:/]+:[0-9]+(/[^:/]+:[0-9]+)?$ ]]; }
+
 ids=()
 declare -A address=() reach=()
 load_hosts() {
@@ -42,7 +48,7 @@ load_hosts() {
   while read -r id addr how extra; do
     case "$id" in ''|'#'*) continue ;; esac
     [[ "$id" =~ ^[1-9][0-9]*$ ]] || die "$hosts_file: bad id '$id' (a positive integer)"
-    [[ "$addr" =~ ^[^:]+:[0-9]+$ ]] || die "$hosts_file: node $id: bad address '$addr' (HOST:PORT)"
+    member_address "$addr" || die "$hosts_file: node $id: bad address '$addr' ($ADDRESS_FORM)"
     [ -n "$how" ] && [ -z "$extra" ] || die "$hosts_file: node $id: want 'ID HOST:PORT REACH'"
     [ -z "${address[$id]+x}" ] || die "$hosts_file: node $id is listed twice"
     ids+=("$id"); address[$id]="$addr"; reach[$id]="$how"
@@ -112,16 +118,22 @@ issue() {
   rm -f "$dir/$name.csr" "$dir/$name.ext"
 }
 
-host_san() {
-  local host="${1%:*}"
-  if [[ "$host" =~ ^[0-9.]+$ ]]; then echo "IP:$host"; else echo "DNS:$host"; fi
+# host_sans ADDRESS: the subjectAltName entries of the hosts in a member address.
+host_sans() {
+  local part host out=""
+  for part in ${1/\// }; do
+    host="${part%:*}"
+    if [[ "$host" =~ ^[0-9.]+$ ]]; then host="IP:$host"; else host="DNS:$host"; fi
+    [[ ",$out," == *",$host,"* ]] || out="${out:+$out,}$host"
+  done
+  echo "$out"
 }
 
 make_certificates() {
   local id
   issue admin "URI:chat://admin"
   issue client "DNS:chat-client"   # for chat users: opens the chat API only
-  for id in "${ids[@]}"; do issue "node-$id" "URI:chat://node/$id,$(host_san "${address[$id]}")"; done
+  for id in "${ids[@]}"; do issue "node-$id" "URI:chat://node/$id,$(host_sans "${address[$id]}")"; done
 }
 
 # -- installing one machine -------------------------------------------------------------
@@ -173,7 +185,7 @@ reconfigure() {
 # it is in sync (ids must already include it).
 join_node() {
   local id="$1" out
-  [ "$tls" = 1 ] && issue "node-$id" "URI:chat://node/$id,$(host_san "${address[$id]}")"
+  [ "$tls" = 1 ] && issue "node-$id" "URI:chat://node/$id,$(host_sans "${address[$id]}")"
   out="$(install_on "$id" --join)" || die "node $id: install failed"
   say "node $id: ${out##*$'\n'}"
   is_member "$id" || ctl add-member "$id" "${address[$id]}" >/dev/null
@@ -305,7 +317,7 @@ cmd_add() {
   load_hosts "$1"
   local id="${2:?usage: add HOSTS_FILE ID ADDRESS REACH}" addr="${3:?}" how="${4:?}"
   [[ "$id" =~ ^[1-9][0-9]*$ ]] || die "bad id '$id'"
-  [[ "$addr" =~ ^[^:]+:[0-9]+$ ]] || die "bad address '$addr' (HOST:PORT)"
+  member_address "$addr" || die "bad address '$addr' ($ADDRESS_FORM)"
   if [ -n "${address[$id]+x}" ]; then
     [ "${address[$id]}" = "$addr" ] || die "node $id is already in $hosts_file at ${address[$id]}"
   else

@@ -97,6 +97,9 @@ set_key() {
   fi
 }
 
+# member_address: this node's address in the cluster spec (empty without --id).
+member_address() { tr ',' '\n' <<<"$cluster" | sed -n "s/^$node_id=//p"; }
+
 configure() {
   mkdir -p /etc/chat
   [ -f "$env_file" ] || cp "$src/deploy/chatnode.env.example" "$env_file"
@@ -129,6 +132,12 @@ configure() {
     set_key "$env_file" CHAT_TLS_CA /etc/chat/tls/ca.pem
     set_key "$env_file" CHAT_TLS_CERT /etc/chat/tls/node.pem
     set_key "$env_file" CHAT_TLS_KEY /etc/chat/tls/node.key
+    # A node with a client listener of its own (PEER/CLIENT in the cluster spec) serves chat
+    # users server-only TLS with the same certificate: they present none.
+    if [[ "$(member_address)" == */* ]]; then
+      set_key "$env_file" CHAT_CLIENT_TLS_CERT /etc/chat/tls/node.pem
+      set_key "$env_file" CHAT_CLIENT_TLS_KEY /etc/chat/tls/node.key
+    fi
   fi
   if grep -qE '^CHAT_TLS_CA=' "$env_file"; then
     grep -E '^CHAT_TLS_CA=' "$env_file" >>"$ctl_env.new"

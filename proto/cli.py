@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from proto.addresses import MemberAddress, client_address
 from proto.release import version
 
 __all__ = [
@@ -54,7 +55,8 @@ def add_version_flag(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """One item of a member list: ``ID=HOST:PORT``, or ``HOST:PORT`` (id None)."""
+    """One item of a member list: ``ID=ADDRESS``, or ``ADDRESS`` (id None), where ADDRESS is
+    ``HOST:PORT`` or ``PEER_HOST:PORT/CLIENT_HOST:PORT`` (:mod:`proto.addresses`)."""
 
     id: int | None
     address: str
@@ -63,14 +65,12 @@ class Member:
 def parse_members(spec: str) -> list[Member]:
     """Every item of a comma-separated member list, in order.
 
-    Raises ValueError naming the first item that is not ``[ID=]HOST:PORT`` with ID >= 1.
+    Raises ValueError naming the first item that is not ``[ID=]ADDRESS`` with ID >= 1.
     """
     members = []
     for item in filter(None, (part.strip() for part in spec.split(","))):
         node_id, sep, address = item.rpartition("=")
-        host, colon, port = address.rpartition(":")
-        if not (host and colon and port.isdigit()):
-            raise ValueError(f"bad member address {address!r}: expected HOST:PORT")
+        MemberAddress.parse(address)
         if sep and not (node_id.isdigit() and int(node_id) > 0):
             raise ValueError(f"bad member id in {item!r}: expected ID=HOST:PORT with ID >= 1")
         members.append(Member(int(node_id) if sep else None, address))
@@ -78,15 +78,17 @@ def parse_members(spec: str) -> list[Member]:
 
 
 def member_addresses(spec: str) -> list[str]:
-    """The addresses in a member list; a client needs no ids to find the leader."""
-    addresses = [member.address for member in parse_members(spec)]
+    """Where a chat client calls the members (their client listeners); it needs no ids to
+    find the leader."""
+    addresses = [client_address(member.address) for member in parse_members(spec)]
     if not addresses:
         raise ValueError("the member list is empty")
     return addresses
 
 
 def member_ids(spec: str) -> dict[int, str]:
-    """The addresses of the items that name an id, by id (items without one are left out)."""
+    """The member addresses of the items that name an id, by id (items without one are
+    left out)."""
     return {m.id: m.address for m in parse_members(spec) if m.id is not None}
 
 

@@ -13,6 +13,7 @@ from coord.shell import snapshots
 from coord.shell.auth import Denied, authenticated_peer
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
+from proto.addresses import MemberAddress, peer_address
 
 
 class PeerEndpoint(Protocol):
@@ -83,8 +84,12 @@ class AdminService(replication_pb2_grpc.AdminServicer):
     async def AddMember(
         self, request: rpb.AddMemberRequest, context: grpc.aio.ServicerContext
     ) -> rpb.AdminReply:
+        try:
+            address = str(MemberAddress.parse(request.address))
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         index = await self._guard(
-            context, lambda: self._coord.change_members(AddMember(request.id, request.address))
+            context, lambda: self._coord.change_members(AddMember(request.id, address))
         )
         return rpb.AdminReply(message=f"member {request.id} added at index {index}", index=index)
 
@@ -117,7 +122,7 @@ class AdminService(replication_pb2_grpc.AdminServicer):
         try:
             return action()
         except core_errors.Redirect as exc:
-            address = self._coord.leader_address()
+            address = peer_address(self._coord.leader_address())
             trailing = (("leader-address", address),) if address else ()
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=trailing)
         except core_errors.LocalProtocolError as exc:

@@ -47,6 +47,7 @@ from coord.shell.metrics import (
 )
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
+from proto.addresses import peer_address
 from proto.credentials import Metadata
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,13 @@ class Transport:
     # -- membership and routing ----------------------------------------------------
 
     def set_members(self, members: dict[int, str]) -> None:
-        """Track the peers of the current view (called whenever the view changes)."""
+        """Track the peers of the current view (called whenever the view changes), at their
+        peer listeners."""
         self.offsets.forget(set(members))
-        for peer, address in members.items():
+        for peer, member_address in members.items():
             if peer == self.id:
                 continue
+            address = peer_address(member_address)
             link = self._links.get(peer)
             if link is None:
                 link = self._links[peer] = _Link(peer, address)

@@ -1,10 +1,13 @@
 """deploy/cluster.sh end to end on machines made of network namespaces.
 
 One cluster is deployed with ``--tls`` onto hosts h1-h3 (h4 waits to be
-added), and the tests walk the operator's path in order: up, a re-run that
-changes nothing, the unit as systemd would run it, clients in their own
-namespace across failovers, a rolling upgrade under writes, adding and removing
-a machine, down and up again with the data kept.
+added), each with two listeners: peers and operators on :7001 behind mutual
+TLS, chat users on :7000 behind server-only TLS (the fault schedules,
+tests/netns/schedules.py, deploy the one-listener layout). The tests walk the
+operator's path in order: up, a re-run that changes nothing, the unit as
+systemd would run it, clients in their own namespace across failovers, a
+rolling upgrade under writes, adding and removing a machine, down and up
+again with the data kept.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from tests.netns.deploy import (
     skip_unless_possible,
     status_rows,
 )
-from tests.netns.hosts import REPO, Lab
+from tests.netns.hosts import CLIENT_PORT, REPO, Lab
 from tests.netns.schedules import Writers, wait_settled
 from tests.support.nodes import PASSWORD
 from tests.support.terminal import Terminal
@@ -42,7 +45,7 @@ MAX_WRITE_GAP_S = 5.0  # a restart moves leadership first: writes pause about a 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    with Lab(tmp_path_factory.mktemp("lab"), SIZE + 1) as made:
+    with Lab(tmp_path_factory.mktemp("lab"), SIZE + 1, two_listeners=True) as made:
         yield made
 
 
@@ -54,9 +57,8 @@ def hosts_file(lab: Lab) -> Path:
 
 
 def tls_args(hosts_file: Path) -> list[str]:
-    """What a chat user on the client machine passes: the CA and a user certificate."""
-    tls = Path(f"{hosts_file}.d/tls")
-    return [f"--tls-ca={tls}/ca.pem", f"--tls-cert={tls}/client.pem", f"--tls-key={tls}/client.key"]
+    """What a chat user on the client machine passes: the CA, and no certificate."""
+    return [f"--tls-ca={hosts_file}.d/tls/ca.pem"]
 
 
 def tls_flags(hosts_file: Path) -> str:
@@ -74,6 +76,7 @@ def test_up_installs_every_machine_as_the_unit_says(lab: Lab, hosts_file: Path) 
         env = host.file("/etc/chat/chatnode.env").read_text()
         assert f"CHAT_NODE_ID={node_id}\n" in env
         assert "CHAT_TLS_CA=/etc/chat/tls/ca.pem\n" in env
+        assert "CHAT_CLIENT_TLS_CERT=/etc/chat/tls/node.pem\n" in env
         pid = main_pid(host)
         owner = host.run(f"stat -c %U /proc/{pid}")
         assert owner.stdout.strip() == "chat", "the node must run as User=chat"
@@ -115,23 +118,31 @@ def test_chatctl_on_the_client_machine_shows_every_host(lab: Lab, hosts_file: Pa
         f"{REPO}/.venv/bin/chatctl --cluster {spec} {tls_flags(hosts_file)} status"
     ).stdout
     for node_id in range(1, SIZE + 1):
-        assert f"{lab.host(node_id).address}:7001" in table
+        assert f"{lab.host(node_id).address}:{CLIENT_PORT}" in table
     assert table.count(" yes ") >= SIZE  # member and in sync, each
 
 
-def test_without_a_client_certificate_the_cluster_refuses(lab: Lab, hosts_file: Path) -> None:
+def test_peers_listen_apart_from_chat_users(lab: Lab, hosts_file: Path) -> None:
+    """Without a member's or an operator's certificate the peer listeners refuse; a chat
+    user's certificate opens nothing there either; plaintext reaches neither listener."""
     assert lab.client is not None
     spec = lab.spec(range(1, SIZE + 1))
     tls = Path(f"{hosts_file}.d/tls")
-    done = lab.client.run(
-        f"{REPO}/.venv/bin/chatctl --cluster {spec} --tls-ca {tls}/ca.pem status", check=False
-    )
-    assert done.returncode == 1
-    assert "no member answered" in done.stderr
+    chatctl = f"{REPO}/.venv/bin/chatctl --cluster {spec}"
+    for flags in (
+        "",
+        f"--tls-ca {tls}/ca.pem",
+        f"--tls-ca {tls}/ca.pem --tls-cert {tls}/client.pem --tls-key {tls}/client.key",
+    ):
+        done = lab.client.run(f"{chatctl} {flags} transfer-leader 2", check=False)
+        assert done.returncode == 1, done.stdout
+    plain = lab.client.run(f"{chatctl} status", check=False)
+    assert plain.returncode == 1 and "no member answered" in plain.stderr
+    assert lab.client.run(f"{chatctl} --tls-ca {tls}/ca.pem status --check").returncode == 0
 
 
 def test_remove_and_add_a_machine(lab: Lab, hosts_file: Path) -> None:
-    done = cluster_sh(lab, "add", str(hosts_file), "4", f"{lab.host(4).address}:7001",
+    done = cluster_sh(lab, "add", str(hosts_file), "4", lab.member_address(4),
                       lab.host(4).reach)  # fmt: skip
     assert "4 " in hosts_file.read_text().splitlines()[-1]
     rows = {r["id"]: r for r in status_rows(lab.host(4))}
@@ -246,6 +257,7 @@ def test_bad_hosts_files_are_refused_with_one_line(lab: Lab, tmp_path: Path) -> 
         ("1 10.77.0.11:7001\n", "want 'ID HOST:PORT REACH'"),
         ("x 10.77.0.11:7001 root@10.77.0.11\n", "bad id 'x'"),
         ("1 10.77.0.11 root@10.77.0.11\n", "bad address"),
+        ("1 10.77.0.11:7001/10.77.0.11 root@10.77.0.11\n", "bad address"),
         ("1 a:1 r\n1 b:1 r\n", "listed twice"),
         ("# nothing\n", "lists no machines"),
     ]:

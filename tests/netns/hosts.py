@@ -43,6 +43,7 @@ from pathlib import Path
 
 SUBNET = "10.77.0"
 PORT = 7001
+CLIENT_PORT = 7000  # with two listeners: where chat users call, PORT being the peers'
 PROXY_MARK = 0x77  # the delay proxy's own connections carry it and are not redirected
 OVERLAID = ("etc", "var", "opt", "usr/local")  # not /run: /run/netns must stay visible
 HERE = Path(__file__).resolve().parent
@@ -154,6 +155,7 @@ class Lab:
     folder: Path
     size: int
     delays: bool = False
+    two_listeners: bool = False  # members serve chat users on CLIENT_PORT, peers on PORT
     hosts: list[Host] = field(default_factory=list)
     client: Host | None = None
     _switch: str = ""
@@ -269,9 +271,9 @@ class Lab:
         return self.hosts[node_id - 1]
 
     def hosts_file(self, ids: Iterable[int] | None = None, name: str = "hosts") -> Path:
-        """A hosts file for deploy/cluster.sh: ``ID ADDRESS:PORT USER@HOST`` per line."""
+        """A hosts file for deploy/cluster.sh: ``ID ADDRESS USER@HOST`` per line."""
         chosen = list(ids) if ids is not None else list(range(1, self.size + 1))
-        lines = [f"{i} {self.host(i).address}:{PORT} {self.host(i).reach}" for i in chosen]
+        lines = [f"{i} {self.member_address(i)} {self.host(i).reach}" for i in chosen]
         path = self.folder / name
         path.write_text("# id  address  reach\n" + "\n".join(lines) + "\n")
         return path
@@ -282,7 +284,12 @@ class Lab:
 
     def spec(self, ids: Iterable[int] | None = None) -> str:
         chosen = list(ids) if ids is not None else list(range(1, self.size + 1))
-        return ",".join(f"{i}={self.host(i).address}:{PORT}" for i in chosen)
+        return ",".join(f"{i}={self.member_address(i)}" for i in chosen)
+
+    def member_address(self, node_id: int) -> str:
+        """Node node_id's address in --cluster: HOST:PORT, or PEER/CLIENT with two listeners."""
+        host = self.host(node_id).address
+        return f"{host}:{PORT}/{host}:{CLIENT_PORT}" if self.two_listeners else f"{host}:{PORT}"
 
     # -- faults ---------------------------------------------------------------------------
 

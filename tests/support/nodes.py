@@ -37,12 +37,21 @@ async def signup(stub: chat_pb2_grpc.ChatServiceStub, username: str) -> tuple[tu
 
 @contextlib.asynccontextmanager
 async def in_process_cluster(
-    tmp_path: Path, options: Callable[[int], dict[str, Any]], size: int = 3
+    tmp_path: Path,
+    options: Callable[[int], dict[str, Any]],
+    size: int = 3,
+    *,
+    two_listeners: bool = False,
 ) -> AsyncIterator[list[ChatNode]]:
     """`size` nodes in this process on fast leases, NodeConfig fields per node from
     options(node_id) (credentials among them: a cluster with peers needs some); stopped
-    afterwards."""
-    cluster = {i: f"127.0.0.1:{free_port()}" for i in range(1, size + 1)}
+    afterwards. With two_listeners, each node's address is PEER/CLIENT on two ports."""
+
+    def address() -> str:
+        one = f"127.0.0.1:{free_port()}"
+        return f"{one}/127.0.0.1:{free_port()}" if two_listeners else one
+
+    cluster = {i: address() for i in range(1, size + 1)}
     nodes = [
         ChatNode(
             NodeConfig(
