@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -46,22 +47,18 @@ def emit(stream: TextIO, log_format: str, environ: dict[str, str] | None = None)
     return fields
 
 
-class attached:
+@contextlib.contextmanager
+def attached(out: logging.Handler, name: str) -> Iterator[logging.Logger]:
     """The named logger writing only to out, for the time of a with block."""
-
-    def __init__(self, out: logging.Handler, name: str) -> None:
-        self.logger = logging.getLogger(name)
-        self.out = out
-
-    def __enter__(self) -> logging.Logger:
-        self.logger.addHandler(self.out)
-        self.logger.setLevel(logging.DEBUG)
-        self.logger.propagate = False
-        return self.logger
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.removeHandler(self.out)
-        self.logger.propagate = True
+    logger = logging.getLogger(name)
+    logger.addHandler(out)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger
+    finally:
+        logger.removeHandler(out)
+        logger.propagate = True
 
 
 def test_json_lines_parse_and_carry_every_field() -> None:
@@ -193,7 +190,10 @@ class Seen(NodeFields):
 async def test_a_node_keeps_its_stamp_on_its_leadership(tmp_path: Path) -> None:
     secret = ClusterSecret(secrets.token_bytes(32))
     stamps = {i: Seen(i) for i in (1, 2, 3)}
-    options = lambda i: {"cluster_secret": secret, "log_fields": stamps[i]}  # noqa: E731
+
+    def options(node_id: int) -> dict[str, object]:
+        return {"cluster_secret": secret, "log_fields": stamps[node_id]}
+
     async with in_process_cluster(tmp_path, options) as nodes:
         leader = await elected(nodes)
         old = leader.config.node_id
