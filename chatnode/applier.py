@@ -302,5 +302,9 @@ def _decode(entry: Entry) -> ops.Op | None:
     try:
         return ops.decode(entry.payload)
     except ops.MalformedOp:
-        log.error("entry %d holds an undecodable op; applying it as a no-op", entry.index)
+        log.error(
+            "entry %d holds an undecodable op; applying it as a no-op",
+            entry.index,
+            extra={"event": "undecodable_entry"},
+        )
         return None

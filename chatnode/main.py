@@ -16,11 +16,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chatnode import logs
 from chatnode.admission import DEFAULT_RATE
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
 from proto.addresses import MemberAddress
 from proto.cli import Parser, add_version_flag, parse_cluster
 from proto.credentials import ClusterSecret, SecretError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "chat"
 
@@ -143,6 +146,13 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics over HTTP at HOST:PORT (CHAT_METRICS_LISTEN; off if empty)",
     )
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="(CHAT_LOG_LEVEL)")
+    p.add_argument(
+        "--log-format",
+        default=_env("LOG_FORMAT", "text"),
+        metavar="{text,json}",
+        help="text lines, or one JSON object a line for a log pipeline; the fields and events "
+        "are in docs/operations.md (CHAT_LOG_FORMAT; default text)",
+    )
     return p
 
 
@@ -195,10 +205,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
             "a node with peers needs --cluster-secret-file (or mutual TLS: --tls-cert, "
             "--tls-key and --tls-ca with member certificates) so strangers cannot speak for it"
         )
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format=f"%(asctime)s node-{args.id} %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        log_fields = logs.configure(args.log_format, args.log_level, args.id)
+    except ValueError as exc:
+        parser.error(str(exc))
     return NodeConfig(
         node_id=args.id,
         cluster=cluster,
@@ -217,6 +227,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> NodeConfig:
         cluster_secret=secret,
         session_ttl_ms=session_ttl_ms,
         ops_per_s=args.ops_per_s,
+        log_fields=log_fields,
     )
 
 
@@ -260,7 +271,7 @@ async def serve(config: NodeConfig) -> None:
     if failing.done():
         raise Fatal(failing.result())
     failing.cancel()
-    logging.getLogger(__name__).info("stopping: draining calls")
+    log.info("stopping: draining calls", extra={"event": "stopping"})
     await node.stop()
 
 
@@ -269,13 +280,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:
-        print(f"chatnode: {exc}", file=sys.stderr)
+        log.critical("%s", exc, extra={"event": "start_failed"})
         sys.exit(1)
     except sqlite3.Error as exc:
-        print(f"chatnode: cannot use the data in {config.data_dir}: {exc}", file=sys.stderr)
+        log.critical(
+            "cannot use the data in %s: %s", config.data_dir, exc, extra={"event": "start_failed"}
+        )
         sys.exit(1)
     except Fatal as exc:
-        print(f"chatnode: fatal: {exc}; exiting for a restart", file=sys.stderr)
+        log.critical("fatal: %s; exiting for a restart", exc, extra={"event": "fatal"})
         os._exit(1)  # the event loop may be wedged by what failed: do not wait on it
 
 

@@ -102,7 +102,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     if not isinstance(exc, ChatError):
         if isinstance(exc, grpc.aio.AbortError):
             raise exc
-        log.exception("internal error in %s", type(exc).__name__)
+        log.exception("internal error in %s", type(exc).__name__, extra={"event": "internal_error"})
         exc = Internal("internal error; the node's log has the details")
     trailing: tuple[tuple[str, str], ...] = ()
     if isinstance(exc, Unavailable) and exc.leader_address:

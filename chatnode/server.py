@@ -18,6 +18,7 @@ from chatnode.admission import DEFAULT_RATE, ProposalBudget
 from chatnode.applier import Applier
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
+from chatnode.logs import NodeFields
 from chatnode.rpc import SERVICE, chat_handler
 from chatnode.service import (
     DEFAULT_SESSION_TTL_MS,
@@ -71,6 +72,7 @@ class NodeConfig:
     # This machine's clocks, as the cluster clock reads them (chatnode.cluster_clock).
     wall_clock_ms: Callable[[], int] = system_clock_ms
     monotonic_clock_ms: Callable[[], int] = monotonic_ms
+    log_fields: NodeFields | None = None  # told the term and role the node's log stamps
 
     @property
     def address(self) -> str:
@@ -170,6 +172,7 @@ class ChatNode:
         ]
         for task in self._tasks:
             self._coord.supervise(task)
+        self._stamp_leadership()
         if config.metrics_listen:
             host, _, port = config.metrics_listen.rpartition(":")
             prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
@@ -181,6 +184,7 @@ class ChatNode:
             if listeners.split
             else f"on {listeners.peer}",
             release.version(),
+            extra={"event": "serving"},
         )
 
     @property
@@ -227,6 +231,7 @@ class ChatNode:
     async def _follow_leadership(self) -> None:
         """Tell subscribers about leader changes; fail proposals a lost leadership orphaned."""
         async for view in self._coord.leader_changes():
+            self._stamp_leadership()
             self._hub.announce_leader(view)
             leading = view is not None and view.leader_id == self.config.node_id
             if not leading:
@@ -243,6 +248,13 @@ class ChatNode:
                 if leading
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
+
+    def _stamp_leadership(self) -> None:
+        """Keep the term and role the log stamps current, from the coordinator's status: a
+        leader view alone does not tell a follower from a candidate."""
+        if self.config.log_fields is not None:
+            status = self._coord.status()
+            self.config.log_fields.follow(status.term, status.role)
 
     def _make_servers(self, service: ChatService) -> list[grpc.aio.Server]:
         """One listener for everyone, or a peer listener (replication and admin, behind peer

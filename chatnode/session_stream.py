@@ -345,7 +345,7 @@ class SessionStream:
             except grpc.aio.AioRpcError:
                 await self._outbox.put((_End(), 0))  # client gone
             except Exception:
-                log.exception("session stream %s failed", name)
+                log.exception("session stream %s failed", name, extra={"event": "internal_error"})
                 internal = Internal("internal error; the node's log has the details")
                 await self._outbox.put((_End(internal), 0))
 

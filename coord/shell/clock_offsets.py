@@ -85,6 +85,7 @@ class ClockOffsets:
                 peer,
                 best.offset_ms / 1000,
                 best.rtt_ms,
+                extra={"event": "clock_offset"},
             )
         state.warned = far
 

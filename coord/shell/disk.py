@@ -80,11 +80,18 @@ class DiskGuard:
                 delay = min(2 * delay, LAST_RETRY_S)
                 continue
             if self._failing.pop(what, None) is not None:
-                log.warning("the %s is writable again; catching up", what)
+                log.warning(
+                    "the %s is writable again; catching up", what, extra={"event": "disk_recovered"}
+                )
             return result
 
     def _note(self, what: str, exc: BaseException) -> None:
         DISK_FAULTS.labels(what).inc()
         if what not in self._failing:
-            log.error("cannot write the %s: %s; waiting until it can be written", what, exc)
+            log.error(
+                "cannot write the %s: %s; waiting until it can be written",
+                what,
+                exc,
+                extra={"event": "disk_fault"},
+            )
             self._failing[what] = (str(exc), time.monotonic())

@@ -190,7 +190,7 @@ class ReplicatedCoordinator:
         if exc is None and finite:
             return
         if exc is not None and not isinstance(exc, OSError | sqlite3.OperationalError):
-            log.error("%s died", task.get_name(), exc_info=exc)
+            log.error("%s died", task.get_name(), exc_info=exc, extra={"event": "task_died"})
         reason = f"{type(exc).__name__}: {exc}" if exc else "returned"
         self.failed.set_result(f"{task.get_name()} stopped ({reason})")
 
@@ -325,7 +325,7 @@ class ReplicatedCoordinator:
         applied = await self._hooks.restore(staged)
         await self._write_log(self._store.restored)
         staged.unlink(missing_ok=True)
-        log.info("installed snapshot at index %d", index)
+        log.info("installed snapshot at index %d", index, extra={"event": "snapshot_installed"})
         return applied
 
     def _spawn_snapshot(self, order: SnapshotOrder) -> None:
@@ -347,13 +347,24 @@ class ReplicatedCoordinator:
                 return
             offer = snapshots.Offer(order.term, self.id, index, store.term(index), config)
             await self.transport.send_snapshot(order.to, snapshots.chunks(path, offer))
-            log.info("sent snapshot at index %d to node %d", index, order.to)
+            log.info(
+                "sent snapshot at index %d to node %d",
+                index,
+                order.to,
+                extra={"event": "snapshot_sent"},
+            )
         except grpc.aio.AioRpcError as exc:
             log.warning(
-                "snapshot to node %d failed: %s %s", order.to, exc.code().name, exc.details()
+                "snapshot to node %d failed: %s %s",
+                order.to,
+                exc.code().name,
+                exc.details(),
+                extra={"event": "snapshot_failed"},
             )
         except (OSError, core_errors.CoordError) as exc:
-            log.warning("snapshot to node %d failed: %s", order.to, exc)
+            log.warning(
+                "snapshot to node %d failed: %s", order.to, exc, extra={"event": "snapshot_failed"}
+            )
         finally:
             path.unlink(missing_ok=True)
 
@@ -431,7 +442,12 @@ class ReplicatedCoordinator:
         try:
             self.node.receive(msg, now)
         except core_errors.RemoteProtocolError as exc:
-            log.warning("rejected message %s: %s", type(msg).__name__, exc)
+            log.warning(
+                "rejected message %s: %s",
+                type(msg).__name__,
+                exc,
+                extra={"event": "message_rejected"},
+            )
         self._wake.set()
 
     def _time_heartbeat(self, msg: Append, now: int) -> None:
@@ -495,7 +511,8 @@ class ReplicatedCoordinator:
         if ready.committed:
             self._committed.put_nowait(list(ready.committed))
         for election in ready.elections:
-            log.info("node %d: %s", self.id, election)
+            outcome = "election_won" if election.won else "election_lost"
+            log.info("node %d: %s", self.id, election, extra={"event": outcome})
         if ready.soft_state is not None:
             self._publish(ready.soft_state)
         self._sync_members()
@@ -505,7 +522,26 @@ class ReplicatedCoordinator:
         for watcher in self._watchers:
             watcher.put_nowait(view)
         self.transport.follow(soft.leader_id if soft.leader_id != self.id else 0)
-        log.info("role %s, leader %d, term %d", soft.role, soft.leader_id, soft.term)
+        event = (
+            "leader_elected"
+            if soft.role == Role.LEADER
+            else "leader_known"
+            if soft.leader_id
+            else "leader_lost"
+        )
+        log.info(
+            "role %s, leader %d, term %d",
+            soft.role,
+            soft.leader_id,
+            soft.term,
+            # The log stamps the term and role once the node hears of this change: this
+            # line, which tells it, carries the new ones itself.
+            extra={
+                "event": event,
+                "term": soft.term,
+                "role": soft.role,
+            },
+        )
 
     def _sync_members(self) -> None:
         """Point the transport at the members of the current view, when it changed.

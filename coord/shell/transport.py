@@ -283,7 +283,9 @@ class Transport:
     @staticmethod
     def _refuse(peer: int, reason: str, message: str) -> str:
         PEER_REFUSED.labels(reason).inc()
-        log.warning("refused a batch from node %d: %s", peer, message)
+        log.warning(
+            "refused a batch from node %d: %s", peer, message, extra={"event": "peer_refused"}
+        )
         return message
 
     # -- client side -------------------------------------------------------------------
