@@ -1,7 +1,8 @@
 """The alert rules and the Grafana dashboard in deploy/monitoring/.
 
 promtool (from Debian's prometheus package; .ci/run installs it) loads the rules, runs
-their unit tests (alerts_test.yml) and parses every dashboard query. Every metric the
+their unit tests (alerts_test.yml) and parses every dashboard query; Prometheus itself
+evaluates the rules against a live three-node cluster. Every metric the
 rules and the dashboard read must be one the node exposes: ``EXPOSED`` lists them, as
 the node's metrics modules name them, so a misspelt or renamed metric fails here rather
 than as an alert that silently never fires; and every chat metric the node registers
@@ -14,6 +15,9 @@ import json
 import re
 import shutil
 import subprocess
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +25,23 @@ import pytest
 from prometheus_client import REGISTRY
 
 import chatnode.server  # noqa: F401  (registers the node's metrics)
+from chatnode.local_cluster import Cluster, free_port, local_cluster
+from tests.support.waits import wait_until
 
 MONITORING = Path(__file__).resolve().parents[2] / "deploy" / "monitoring"
 ALERTS = MONITORING / "alerts.yml"
 ALERT_TESTS = MONITORING / "alerts_test.yml"
 DASHBOARD = MONITORING / "dashboard.json"
 PROMTOOL = shutil.which("promtool")
+PROMETHEUS = shutil.which("prometheus")
 
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
     reason="promtool is not installed (apt-get install prometheus, or see .ci/run)",
+)
+needs_prometheus = pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="prometheus is not installed (apt-get install prometheus, or see .ci/run)",
 )
 
 # Counters carry their exposed ``_total``; a histogram is named once and its
@@ -254,3 +265,91 @@ def test_the_dashboard_panels_do_not_overlap() -> None:
         assert not cells & taken, panel["title"]
         assert box["x"] + box["w"] <= 24, panel["title"]
         taken |= cells
+
+
+@contextmanager
+def prometheus(root: Path, cluster: Cluster) -> Iterator[str]:
+    """Prometheus scraping every node as job chatnode with alerts.yml loaded, every
+    second; yields its API's base URL and stops it afterwards."""
+    assert PROMETHEUS is not None
+    address = f"127.0.0.1:{free_port()}"
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ALERTS)],
+        "scrape_configs": [
+            {
+                "job_name": "chatnode",
+                "static_configs": [
+                    {"targets": [n.metrics_address for n in cluster.nodes.values()]}
+                ],
+            }
+        ],
+    }
+    (root / "prometheus.yml").write_text(json.dumps(config))
+    with (root / "prometheus.log").open("wb") as log:
+        server = subprocess.Popen(
+            [
+                PROMETHEUS,
+                f"--config.file={root / 'prometheus.yml'}",
+                f"--storage.tsdb.path={root / 'tsdb'}",
+                f"--web.listen-address={address}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://{address}/api/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+def api(base: str, path: str) -> Any:
+    """The data of one Prometheus API answer, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(f"{base}/{path}", timeout=5) as page:
+            return json.load(page)["data"]
+    except OSError:
+        return None
+
+
+def targets_up(base: str) -> int:
+    result = (api(base, "query?query=sum(up)") or {}).get("result", [])
+    return int(result[0]["value"][1]) if result else 0
+
+
+def rule_health(base: str) -> dict[str, str]:
+    """Each rule's health after its latest evaluation: unknown before the first, err
+    when it failed."""
+    groups = (api(base, "rules") or {}).get("groups", [])
+    return {r["name"]: r["health"] for g in groups for r in g["rules"]}
+
+
+def active_alerts(base: str) -> set[tuple[str, str]]:
+    """(alertname, instance) of every pending or firing alert."""
+    alerts = (api(base, "alerts") or {}).get("alerts", [])
+    return {(a["labels"]["alertname"], a["labels"].get("instance", "")) for a in alerts}
+
+
+@needs_prometheus
+def test_prometheus_evaluates_the_rules_on_a_live_cluster(tmp_path: Path) -> None:
+    """Every rule evaluates without error on real series, a healthy cluster raises no
+    alert that its metrics can clear, and a killed node is ChatNodeDown at once."""
+    with (
+        local_cluster(tmp_path, size=3, metrics=True) as cluster,
+        prometheus(tmp_path, cluster) as base,
+    ):
+        wait_until(lambda: targets_up(base) == 3, "Prometheus scrapes the three nodes")
+        healthy = dict.fromkeys(ALERT_NAMES, "ok")
+        wait_until(lambda: rule_health(base) == healthy, "every rule evaluates without error")
+        serves_role = bool(cluster.nodes[1].metric_samples("chat_is_leader"))
+        quiet = set() if serves_role else {("ChatNoLeader", "")}
+        wait_until(lambda: active_alerts(base) == quiet, f"only {quiet} active")
+        follower = next(i for i in cluster.nodes if i != cluster.wait_for_leader())
+        cluster.nodes[follower].kill()
+        down = ("ChatNodeDown", cluster.nodes[follower].metrics_address)
+        wait_until(lambda: active_alerts(base) == quiet | {down}, f"{down} pending")
