@@ -9,8 +9,9 @@ coord/shell/snapshots.py): a log that starts after the backup's index, under a
 single-member config, with the state restored from a staged copy.
 
 Restore also takes a snapshot file (``chatctl snapshot save``,
-client/snapshot_file.py): its state is unpacked beside the data dir once the
-file passed its checksum, and its header stands in for the origin row.
+client/snapshot_file.py): its state is unpacked into a scratch folder while
+the file is checked against its digest, and its header stands in for the
+origin row.
 
 Unlike the rest of ``client``, this module imports server code (``coord`` and
 ``chatnode``): it works on a node's files, on the node's machine, with no
@@ -234,16 +235,15 @@ def restore(backup_file: Path, data_dir: Path, node_id: int, address: str, mode:
     """Make data_dir the data of node_id, the only member of a new cluster holding the backup.
 
     Lines saying what was done and how to start the node. The backup is
-    checked before anything is written; if anything fails afterwards, what
-    was written is removed again.
+    checked whole before the node's files are written; if anything fails,
+    whatever was written is removed again.
     """
-    with readable(backup_file, data_dir.parent) as (state_file, info):
-        config, term = _new_cluster(backup_file, info, node_id, address, mode)
-        try:
-            with _fresh_dir(data_dir):
-                install(state_file, data_dir, info.applied_index, term, config)
-        except sqlite3.Error as exc:
-            raise BackupError(f"cannot restore into {data_dir}: {exc}") from None
+    try:
+        with _fresh_dir(data_dir), readable(backup_file, data_dir) as (state_file, info):
+            config, term = _new_cluster(backup_file, info, node_id, address, mode)
+            install(state_file, data_dir, info.applied_index, term, config)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot restore into {data_dir}: {exc}") from None
     return "\n".join(
         [
             f"restored {backup_file} into {data_dir}: node {node_id} ({address}) alone in a new "
@@ -282,12 +282,12 @@ def readable(backup_file: Path, scratch: Path) -> Iterator[tuple[Path, BackupInf
 
     A backup made by ``chatctl backup`` is that database itself. A snapshot
     file is checked against its digest while its state is unpacked into a
-    folder made in scratch (removed afterwards); the header gives the origin.
+    folder made in scratch (the data dir being restored, which the node's
+    user can write) and removed afterwards; the header gives the origin.
     """
     if not backup_file.is_file() or not snapshot_file.is_snapshot_file(backup_file):
         yield backup_file, check_backup(backup_file)
         return
-    scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".chat-restore-", dir=scratch) as folder:
         state_file = Path(folder) / "state.db"
         try:
@@ -307,7 +307,7 @@ def _snapshot_origin(header: snapshot_file.SnapshotHeader) -> Origin:
         config = ClusterConfig.decode(header.config.encode())
     except CoordError:
         config = None  # as for a backup: restore then asks for --mode
-    return Origin(header.term, config, header.taken_ms)
+    return Origin(header.leader_term, config, header.taken_ms)
 
 
 def install(

@@ -8,8 +8,9 @@ One file, in three parts::
     <32 bytes>                          SHA-256 of everything before it
 
 The header carries what a restore needs besides the state: the index the copy
-was taken at, the term of that entry and the cluster config in force there
-(the config entry's payload, as text). The trailing digest covers the header
+was taken at, the term of that entry, the cluster config in force there (the
+config entry's payload, as text) and the leader's term, which a restored
+cluster starts above. The trailing digest covers the header
 too, so any damaged or truncated byte is found before a restore reads a page.
 
 A save streams into ``FILE.tmp``, checks the leader's size and digest, writes
@@ -48,10 +49,11 @@ class SnapshotHeader:
     """What a snapshot file says of the state it holds."""
 
     index: int
-    term: int
+    term: int  # of the entry at index
     config: str  # the config entry's payload: the cluster's members and mode
     size: int  # bytes of state
     leader: int
+    leader_term: int  # the leader's term when it saved: at least every term the state saw
     taken_ms: int
 
 
@@ -109,6 +111,7 @@ async def receive(partial: Path, chunks: AsyncIterator[rpb.SnapshotChunk]) -> Sn
         config=first.config.payload.decode(errors="replace"),
         size=first.size,
         leader=first.sender,
+        leader_term=first.term,
         taken_ms=int(time.time() * 1000),
     )
     whole = hashlib.sha256()
@@ -226,7 +229,7 @@ def _parse_header(path: Path, line: bytes) -> SnapshotHeader:
         header = SnapshotHeader(**fields)
     except (ValueError, TypeError):
         raise SnapshotFileError(f"{path} is damaged: its header does not parse") from None
-    numbers = (header.index, header.term, header.size, header.leader, header.taken_ms)
+    numbers = [value for name, value in asdict(header).items() if name != "config"]
     if not all(type(n) is int and n >= 0 for n in numbers) or not isinstance(header.config, str):
         raise SnapshotFileError(f"{path} is damaged: its header holds bad values")
     return header
@@ -242,6 +245,6 @@ def describe(info: SnapshotInfo) -> str:
             f"term    {header.term}",
             f"size    {info.file_size} bytes ({header.size} of state)",
             f"sha256  {info.sha256}",
-            f"leader  node {header.leader}, saved {taken}",
+            f"leader  node {header.leader} in term {header.leader_term}, saved {taken}",
         ]
     )

@@ -96,6 +96,7 @@ async def test_a_save_asked_of_a_follower_restores_every_account_and_message(
         f"(term {info.header.term}) to {snap}: {info.file_size} bytes, sha256 {info.sha256}"
     )
     assert info.header.leader == leader and info.file_size == snap.stat().st_size
+    assert info.header.leader_term >= info.header.term > 0
     assert not snap.with_name(snap.name + ".tmp").exists()
     assert sorted(os.listdir(tmp_path)) == ["chat.snapshot", "old"]
 
@@ -106,6 +107,7 @@ async def test_a_save_asked_of_a_follower_restores_every_account_and_message(
     assert fields["sha256"] == info.sha256
 
     async with restored_from(tmp_path, snap) as restored:
+        assert not list(restored.nodes[1].data_dir.glob(".chat-restore-*"))  # scratch removed
         members = Members(restored)
         try:
             await log_in(members, "alice")  # the account and its password came along
