@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from chatnode.local_cluster import Cluster
 from client import snapshot_file
 from proto import chat_pb2 as pb
 from proto import replication_pb2 as rpb
@@ -35,6 +36,7 @@ from tests.support.faults import (
     NODE_ARGS,
     WAIT_S,
     Members,
+    Metadata,
     deadline_loop,
     log_in,
     running_cluster,
@@ -59,10 +61,10 @@ def admin_metadata(secret_file: Path) -> tuple[tuple[str, str], ...]:
     return ClusterSecret.load(secret_file).metadata(ADMIN_ROLE)
 
 
-async def send(members: Members, auth: object, body: str, count: int) -> None:
+async def send(members: Members, auth: Metadata, body: str, count: int) -> None:
     for n in range(count):
         request = pb.SendMessageRequest(recipient="bob", body=f"{body}{n}")
-        await members.call("SendMessage", request, auth)  # type: ignore[arg-type]
+        await members.call("SendMessage", request, auth)
 
 
 # -- the round trip --------------------------------------------------------------------------
@@ -126,8 +128,8 @@ async def test_a_save_asked_of_a_follower_restores_every_account_and_message(
             assert rows[table] == saved[table], table
 
 
-def state_of(cluster: object, node_id: int) -> Path:
-    return cluster.nodes[node_id].data_dir / "state.db"  # type: ignore[attr-defined]
+def state_of(cluster: Cluster, node_id: int) -> Path:
+    return cluster.nodes[node_id].data_dir / "state.db"
 
 
 # -- the leader serves while a save streams ---------------------------------------------------
