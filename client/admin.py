@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
+from client import snapshot_file
 from client.connect import RETRY_PAUSE_S, find_leader, leader_hint, open_channel, status_call
 from proto import chat_pb2 as pb
 from proto import replication_pb2 as rpb
@@ -32,6 +34,7 @@ Views = dict[str, pb.ClusterStatus | None]
 STATUS_TIMEOUT_S = 1.0
 ADMIN_DEADLINE_S = 10.0  # how long a call keeps looking for a leader that takes it
 ADMIN_CALL_TIMEOUT_S = 5.0
+SAVE_TIMEOUT_S = 3600.0  # a whole state streamed, at disk and network speed
 
 
 class AdminError(Exception):
@@ -212,6 +215,29 @@ class ClusterAdmin:
         except grpc.aio.AioRpcError as exc:
             raise AdminError(f"node {node_id} at {address}: {exc.details()}") from None
         return reply.message
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    async def save_snapshot(self, path: Path) -> snapshot_file.SnapshotInfo:
+        """Stream the leader's state into a snapshot file at path (snapshot_file's form).
+
+        A try the leader refuses as UNAVAILABLE, or that breaks off, starts
+        again on the leader it names; the file appears only once whole.
+        """
+        with snapshot_file.claimed(path) as partial:
+            try:
+                info = await self._retry_on_leader(lambda address: self._save(address, partial))
+            except grpc.aio.AioRpcError as exc:
+                raise AdminError(exc.details() or exc.code().name.lower()) from None
+            snapshot_file.publish(partial, path)
+        return info
+
+    async def _save(self, address: str, partial: Path) -> snapshot_file.SnapshotInfo:
+        async with open_channel(address, self.credentials) as channel:
+            call = replication_pb2_grpc.AdminStub(channel).SaveSnapshot(
+                rpb.SaveSnapshotRequest(), timeout=SAVE_TIMEOUT_S, metadata=self.metadata
+            )
+            return await snapshot_file.receive(partial, aiter(call))
 
     async def address_of(self, node_id: int) -> str:
         """Node node_id's peer address: from ``ids`` if it is there, else from the members'

@@ -8,6 +8,11 @@ follower's is after it installed a leader's snapshot (coord/shell/log_store.py,
 coord/shell/snapshots.py): a log that starts after the backup's index, under a
 single-member config, with the state restored from a staged copy.
 
+Restore also takes a snapshot file (``chatctl snapshot save``,
+client/snapshot_file.py): its state is unpacked into a scratch folder while
+the file is checked against its digest, and its header stands in for the
+origin row.
+
 Unlike the rest of ``client``, this module imports server code (``coord`` and
 ``chatnode``): it works on a node's files, on the node's machine, with no
 cluster connection, and must write them exactly as the node itself would.
@@ -17,13 +22,15 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chatnode.state import ChatState
+from client import snapshot_file
 from coord.core.config import ClusterConfig, config_entry
 from coord.core.errors import CoordError
 from coord.core.log import HardState, SnapshotMeta
@@ -228,10 +235,31 @@ def restore(backup_file: Path, data_dir: Path, node_id: int, address: str, mode:
     """Make data_dir the data of node_id, the only member of a new cluster holding the backup.
 
     Lines saying what was done and how to start the node. The backup is
-    checked before anything is written; if anything fails afterwards, what
-    was written is removed again.
+    checked whole before the node's files are written; if anything fails,
+    whatever was written is removed again.
     """
-    info = check_backup(backup_file)
+    try:
+        with _fresh_dir(data_dir), readable(backup_file, data_dir) as (state_file, info):
+            config, term = _new_cluster(backup_file, info, node_id, address, mode)
+            install(state_file, data_dir, info.applied_index, term, config)
+    except sqlite3.Error as exc:
+        raise BackupError(f"cannot restore into {data_dir}: {exc}") from None
+    return "\n".join(
+        [
+            f"restored {backup_file} into {data_dir}: node {node_id} ({address}) alone in a new "
+            f"{config.mode} cluster at index {info.applied_index} (term {term}), {info.accounts} "
+            f"accounts, {info.messages} messages{_mode_note(info.origin, config)}",
+            f"next: chatnode --id {node_id} --cluster {node_id}={address} --data-dir {data_dir} "
+            "--min-insync 1 --cluster-secret-file FILE; then for each other machine, with its "
+            "old data dir moved aside: chatctl add-member ID HOST:PORT and start it with --join",
+        ]
+    )
+
+
+def _new_cluster(
+    backup_file: Path, info: BackupInfo, node_id: int, address: str, mode: str | None
+) -> tuple[ClusterConfig, int]:
+    """The restored node's one-member config and first term, or BackupError saying why not."""
     if info.applied_index < 1:
         raise BackupError(f"{backup_file} holds no applied entries: start a new cluster instead")
     origin = info.origin
@@ -245,22 +273,41 @@ def restore(backup_file: Path, data_dir: Path, node_id: int, address: str, mode:
         config = ClusterConfig.create({node_id: address}, min_insync=1, quorum=mode == "quorum")
     except CoordError as exc:
         raise BackupError(f"node {node_id} at {address}: {exc}") from None
-    term = (origin.term if origin else 0) + 1
+    return config, (origin.term if origin else 0) + 1
+
+
+@contextmanager
+def readable(backup_file: Path, scratch: Path) -> Iterator[tuple[Path, BackupInfo]]:
+    """The backup as a state database to read, and what it holds, checked whole.
+
+    A backup made by ``chatctl backup`` is that database itself. A snapshot
+    file is checked against its digest while its state is unpacked into a
+    folder made in scratch (the data dir being restored, which the node's
+    user can write) and removed afterwards; the header gives the origin.
+    """
+    if not backup_file.is_file() or not snapshot_file.is_snapshot_file(backup_file):
+        yield backup_file, check_backup(backup_file)
+        return
+    with tempfile.TemporaryDirectory(prefix=".chat-restore-", dir=scratch) as folder:
+        state_file = Path(folder) / "state.db"
+        try:
+            header = snapshot_file.extract(backup_file, state_file).header
+        except snapshot_file.SnapshotFileError as exc:
+            raise BackupError(str(exc)) from None
+        info = check_backup(state_file)
+        if info.applied_index != header.index:
+            raise BackupError(
+                f"{backup_file} says index {header.index} but its state is at {info.applied_index}"
+            )
+        yield state_file, replace(info, origin=_snapshot_origin(header))
+
+
+def _snapshot_origin(header: snapshot_file.SnapshotHeader) -> Origin:
     try:
-        with _fresh_dir(data_dir):
-            install(backup_file, data_dir, info.applied_index, term, config)
-    except sqlite3.Error as exc:
-        raise BackupError(f"cannot restore into {data_dir}: {exc}") from None
-    return "\n".join(
-        [
-            f"restored {backup_file} into {data_dir}: node {node_id} ({address}) alone in a new "
-            f"{mode} cluster at index {info.applied_index} (term {term}), {info.accounts} "
-            f"accounts, {info.messages} messages{_mode_note(origin, config)}",
-            f"next: chatnode --id {node_id} --cluster {node_id}={address} --data-dir {data_dir} "
-            "--min-insync 1 --cluster-secret-file FILE; then for each other machine, with its "
-            "old data dir moved aside: chatctl add-member ID HOST:PORT and start it with --join",
-        ]
-    )
+        config = ClusterConfig.decode(header.config.encode())
+    except CoordError:
+        config = None  # as for a backup: restore then asks for --mode
+    return Origin(header.leader_term, config, header.taken_ms)
 
 
 def install(

@@ -4,8 +4,10 @@ Verbs: ``status`` (the member table, optionally refreshed with ``--watch``, or o
 line and an exit code for scripts with ``--check``),
 ``add-member``, ``remove-member``, ``transfer-leader`` (sent to the leader,
 found by asking the members), ``force-leader`` (sent to the node that is to
-lead), ``secret new``, ``backup`` and ``restore`` (a node's files, offline:
-client/backup.py) and ``bench`` (the bench package). Each verb is a few lines
+lead), ``secret new``, ``snapshot save`` (the leader's state over the Admin API)
+and ``snapshot status`` (a saved file, offline: client/snapshot_file.py),
+``backup`` and ``restore`` (a node's files, offline: client/backup.py) and
+``bench`` (the bench package). Each verb is a few lines
 over :class:`client.admin.ClusterAdmin`; this module holds the flags and the
 output. Exit codes: 0 success, 2 bad usage, 1 any other failure with one line
 on stderr, never a traceback for an expected error.
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bench
+from client import snapshot_file
 from client.admin import AdminError, ClusterAdmin, Row, health_problems
 from client.cli import add_cluster_flag, add_tls_flags, tls_from_args
 from proto.addresses import MemberAddress
@@ -254,6 +257,39 @@ def new_secret(path: Path) -> str:
     return f"wrote a new cluster secret to {path} (mode 0600); copy it to every member"
 
 
+def _add_snapshot_parser(verbs: Verbs) -> None:
+    snapshot = _verb(
+        verbs,
+        "snapshot",
+        "save the leader's state to a file over the admin API, or check such a file",
+        "chatctl --cluster ... snapshot save chat-snapshot.db",
+    )
+    actions = snapshot.add_subparsers(dest="snapshot_verb", required=True)
+    save = _verb(
+        actions,
+        "save",
+        "stream a consistent copy of the leader's state to FILE; the leader keeps serving",
+        "chatctl --cluster 1=10.0.0.1:7001 snapshot save chat-snapshot.db",
+    )
+    save.add_argument("file", metavar="FILE", type=Path)
+    status = _verb(
+        actions,
+        "status",
+        "check a saved FILE whole and print its index, term, size and checksum",
+        "chatctl snapshot status chat-snapshot.db",
+    )
+    status.add_argument("file", metavar="FILE", type=Path)
+
+
+async def save_snapshot(admin: ClusterAdmin, path: Path) -> str:
+    info = await admin.save_snapshot(path)
+    header = info.header
+    return (
+        f"saved the state of node {header.leader} at index {header.index} (term {header.term}) "
+        f"to {path}: {info.file_size} bytes, sha256 {info.sha256}"
+    )
+
+
 def _add_backup_parsers(verbs: Verbs) -> None:
     """backup and restore work on a node's data dir on its own machine; no cluster is asked."""
     data_dir = os.environ.get("CHAT_DATA_DIR")
@@ -346,6 +382,7 @@ def _parser() -> Parser:
     _add_status_parser(verbs)
     _add_admin_parsers(verbs)
     _add_secret_parser(verbs)
+    _add_snapshot_parser(verbs)
     _add_backup_parsers(verbs)
     _add_bench_parser(verbs)
     return parser
@@ -371,6 +408,10 @@ def _run_verb(args: argparse.Namespace, admin: ClusterAdmin) -> None:
             print(asyncio.run(admin.force_leader(args.id)))
         case "secret":
             print(new_secret(args.file))
+        case "snapshot" if args.snapshot_verb == "save":
+            print(asyncio.run(save_snapshot(admin, args.file)))
+        case "snapshot":
+            print(snapshot_file.describe(snapshot_file.check(args.file)))
         case "backup" | "restore":
             print(_backup_verb(args))
         case "bench":
@@ -412,7 +453,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     admin = ClusterAdmin(addresses, ids=ids, credentials=credentials, metadata=metadata)
     try:
         _run_verb(args, admin)
-    except (CtlError, AdminError, bench.BenchError, OSError, TimeoutError) as exc:
+    except (
+        CtlError,
+        AdminError,
+        snapshot_file.SnapshotFileError,
+        bench.BenchError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         print(f"chatctl: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@
 #   deploy/cluster.sh remove HOSTS_FILE ID
 #   deploy/cluster.sh down HOSTS_FILE             # stop and disable every node; data kept
 #   deploy/cluster.sh backup HOSTS_FILE FILE [ID] # a consistent copy of the leader's state
-#   deploy/cluster.sh restore HOSTS_FILE FILE     # rebuild the whole cluster from a backup
+#   deploy/cluster.sh restore HOSTS_FILE FILE     # the whole cluster, from a backup or a snapshot
 #   deploy/cluster.sh signal HOSTS_FILE ID SIGNAL|start   # for benchmarks and drills
 #
 # HOSTS_FILE has one line per machine: `ID ADDRESS REACH`, where ADDRESS is HOST:PORT (one
@@ -371,8 +371,9 @@ cmd_backup() {
   say "node $id: backed up to $file"
 }
 
-# restore: the first machine in HOSTS_FILE starts alone from the backup (a new cluster
-# of one), then every other machine joins it empty, one at a time. Every node's old data
+# restore: the first machine in HOSTS_FILE starts alone from the file (a new cluster
+# of one; chatctl restore takes a backup or a `chatctl snapshot save` file), then every
+# other machine joins it empty, one at a time. Every node's old data
 # is moved aside to /var/lib/chat.before-restore-TIME first, never deleted.
 cmd_restore() {
   load_hosts "$1"

@@ -213,3 +213,7 @@ class AdminReply(_message.Message):
     message: str
     index: int
     def __init__(self, message: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class SaveSnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -187,8 +187,8 @@ class Replication:
 
 
 class AdminStub:
-    """Operator verbs (chatctl). Membership changes and transfers go to the leader;
-    ForceLeader goes to the node that is to lead.
+    """Operator verbs (chatctl). Membership changes, transfers and snapshot saves go to the
+    leader; ForceLeader goes to the node that is to lead.
     """
 
     def __init__(self, channel):
@@ -217,11 +217,16 @@ class AdminStub:
                 request_serializer=proto_dot_replication__pb2.ForceLeaderRequest.SerializeToString,
                 response_deserializer=proto_dot_replication__pb2.AdminReply.FromString,
                 _registered_method=True)
+        self.SaveSnapshot = channel.unary_stream(
+                '/chat.replication.v1.Admin/SaveSnapshot',
+                request_serializer=proto_dot_replication__pb2.SaveSnapshotRequest.SerializeToString,
+                response_deserializer=proto_dot_replication__pb2.SnapshotChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
-    """Operator verbs (chatctl). Membership changes and transfers go to the leader;
-    ForceLeader goes to the node that is to lead.
+    """Operator verbs (chatctl). Membership changes, transfers and snapshot saves go to the
+    leader; ForceLeader goes to the node that is to lead.
     """
 
     def AddMember(self, request, context):
@@ -244,6 +249,15 @@ class AdminServicer:
 
     def ForceLeader(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveSnapshot(self, request, context):
+        """A consistent copy of the leader's applied state (chatctl snapshot save), as the
+        chunks a follower's InstallSnapshot gets: index, terms, config and size first, the
+        SHA-256 of the data last. One save streams from a node at a time.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -271,6 +285,11 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=proto_dot_replication__pb2.ForceLeaderRequest.FromString,
                     response_serializer=proto_dot_replication__pb2.AdminReply.SerializeToString,
             ),
+            'SaveSnapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveSnapshot,
+                    request_deserializer=proto_dot_replication__pb2.SaveSnapshotRequest.FromString,
+                    response_serializer=proto_dot_replication__pb2.SnapshotChunk.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'chat.replication.v1.Admin', rpc_method_handlers)
@@ -280,8 +299,8 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """Operator verbs (chatctl). Membership changes and transfers go to the leader;
-    ForceLeader goes to the node that is to lead.
+    """Operator verbs (chatctl). Membership changes, transfers and snapshot saves go to the
+    leader; ForceLeader goes to the node that is to lead.
     """
 
     @staticmethod
@@ -382,6 +401,33 @@ class Admin:
             '/chat.replication.v1.Admin/ForceLeader',
             proto_dot_replication__pb2.ForceLeaderRequest.SerializeToString,
             proto_dot_replication__pb2.AdminReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/chat.replication.v1.Admin/SaveSnapshot',
+            proto_dot_replication__pb2.SaveSnapshotRequest.SerializeToString,
+            proto_dot_replication__pb2.SnapshotChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,7 +24,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -52,6 +52,7 @@ from coord.shell.auth import speaks_for_another
 from coord.shell.disk import DiskGuard
 from coord.shell.log_store import LogStore
 from coord.shell.metrics import HEARTBEAT_GAP
+from coord.shell.saves import OperatorSaves
 from coord.shell.services import AdminService, ReplicationService
 from coord.shell.transport import Transport
 from proto import replication_pb2 as rpb
@@ -124,6 +125,7 @@ class ReplicatedCoordinator:
         self._running = False
         self._sending_snapshot: set[int] = set()
         self._receiving_snapshot: set[int] = set()
+        self._saves = OperatorSaves(data_dir, self._capture)
         self._last_append: tuple[tuple[int, int], int] = ((0, 0), 0)  # (leader, term), time
         self._synced_view: tuple[int, int] | None = None
         self.failed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
@@ -340,16 +342,11 @@ class ReplicatedCoordinator:
         """Capture the applied state and stream it to a follower behind the compacted log."""
         path = self._data_dir / f"snapshot-out-{order.to}.db"
         try:
-            index = await self._hooks.capture(path)
-            store = self._store
-            config = store.last_config(store.first_index(), index) or store.snapshot().config
-            if config is None:
-                return
-            offer = snapshots.Offer(order.term, self.id, index, store.term(index), config)
+            offer = await self._capture(path, order.term)
             await self.transport.send_snapshot(order.to, snapshots.chunks(path, offer))
             log.info(
                 "sent snapshot at index %d to node %d",
-                index,
+                offer.index,
                 order.to,
                 extra={"event": "snapshot_sent"},
             )
@@ -367,6 +364,16 @@ class ReplicatedCoordinator:
             )
         finally:
             path.unlink(missing_ok=True)
+
+    async def _capture(self, path: Path, term: int) -> snapshots.Offer:
+        """Copy the applied state to path (without stopping applies) and say what it is:
+        its index, the term of that entry and the config in force there."""
+        index = await self._hooks.capture(path)
+        store = self._store
+        config = store.last_config(store.first_index(), index) or store.snapshot().config
+        if config is None:
+            raise core_errors.LocalProtocolError(f"no config entry at or before index {index}")
+        return snapshots.Offer(term, self.id, index, store.term(index), config)
 
     async def _compact(self) -> None:
         """Checkpoint the state now and then, and drop log entries it durably holds.
@@ -432,6 +439,13 @@ class ReplicatedCoordinator:
     def force_leader(self) -> None:
         self.node.force_leader(now_ms())
         self._wake.set()
+
+    def save_snapshot(self) -> AsyncGenerator[rpb.SnapshotChunk, None]:
+        """The applied state for an operator, as snapshot chunks; Redirect unless this
+        node leads, SaveBusy while another save streams from it."""
+        if self.node.role is not Role.LEADER:
+            raise core_errors.Redirect(self.node.leader_id)
+        return self._saves.stream(self.node.term)
 
     # -- inputs from the transport --------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 import grpc
@@ -11,6 +12,7 @@ from coord.core import errors as core_errors
 from coord.core.config import AddMember, ConfigChange, RemoveMember
 from coord.shell import snapshots
 from coord.shell.auth import Denied, authenticated_peer
+from coord.shell.saves import SaveBusy
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 from proto.addresses import MemberAddress, peer_address
@@ -42,6 +44,8 @@ class OperatorVerbs(Protocol):
     def transfer_leadership(self, target: int) -> None: ...
 
     def force_leader(self) -> None: ...
+
+    def save_snapshot(self) -> AsyncGenerator[rpb.SnapshotChunk, None]: ...
 
     def leader_address(self) -> str: ...
 
@@ -118,12 +122,30 @@ class AdminService(replication_pb2_grpc.AdminServicer):
         await self._guard(context, self._coord.force_leader)
         return rpb.AdminReply(message=f"node {self._coord.id} now leads with an ISR of itself")
 
+    async def SaveSnapshot(
+        self, request: rpb.SaveSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rpb.SnapshotChunk]:
+        # Closed explicitly, so a stream the operator drops frees the node's one save at once.
+        try:
+            async with contextlib.aclosing(self._coord.save_snapshot()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except core_errors.Redirect as exc:
+            await self._redirect(context, exc)
+        except SaveBusy as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except (OSError, core_errors.CoordError) as exc:
+            await context.abort(grpc.StatusCode.INTERNAL, f"cannot capture the state: {exc}")
+
+    async def _redirect(self, context: grpc.aio.ServicerContext, exc: core_errors.Redirect) -> None:
+        address = peer_address(self._coord.leader_address())
+        trailing = (("leader-address", address),) if address else ()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=trailing)
+
     async def _guard(self, context: grpc.aio.ServicerContext, action):  # type: ignore[no-untyped-def]
         try:
             return action()
         except core_errors.Redirect as exc:
-            address = peer_address(self._coord.leader_address())
-            trailing = (("leader-address", address),) if address else ()
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc), trailing_metadata=trailing)
+            await self._redirect(context, exc)
         except core_errors.LocalProtocolError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
