@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -18,7 +17,9 @@ from chatnode.admission import DEFAULT_RATE, ProposalBudget
 from chatnode.applier import Applier
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
+from chatnode.node_metrics import MetricsServer, NodeCollector, Sources
 from chatnode.rpc import SERVICE, chat_handler
+from chatnode.rpc_metrics import RpcMetricsInterceptor
 from chatnode.service import (
     DEFAULT_SESSION_TTL_MS,
     ChatService,
@@ -117,6 +118,7 @@ class ChatNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        self._metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -158,8 +160,7 @@ class ChatNode:
         for task in self._tasks:
             self._coord.supervise(task)
         if config.metrics_listen:
-            host, _, port = config.metrics_listen.rpartition(":")
-            prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
+            self._metrics = self._serve_metrics(config.metrics_listen)
         log.info(
             "node %d serving on %s, version %s",
             config.node_id,
@@ -200,6 +201,8 @@ class ChatNode:
         self._hub.close_all("this node is shutting down; reconnect to the leader")
         if self._server is not None:
             await self._server.stop(DRAIN_SECONDS)
+        if self._metrics is not None:
+            self._metrics.close()
         await self._coord.stop()
         for task in self._tasks:
             task.cancel()
@@ -229,11 +232,18 @@ class ChatNode:
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
 
+    def _serve_metrics(self, listen: str) -> MetricsServer:
+        """Prometheus metrics at listen: the counters the code updates, and this node's
+        state as a scrape finds it."""
+        sources = Sources(self._coord, self._applier, self._hub, self._service.hash_pool)
+        return MetricsServer(listen, NodeCollector(asyncio.get_running_loop(), sources))
+
     def _make_server(self, service: ChatService) -> grpc.aio.Server:
         authenticator = Authenticator(self.config.cluster_secret, self.config.peer_mtls)
         refused = PeerAuthInterceptor(authenticator, lambda why: PEER_REFUSED.labels(why).inc())
         server = grpc.aio.server(
-            interceptors=[refused],
+            # Outermost first: the calls peer authentication refuses are counted too.
+            interceptors=[RpcMetricsInterceptor(), refused],
             options=[
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
