@@ -7,9 +7,9 @@ calls: ``grpc_server_started_total`` when a call reaches its handler,
 ``grpc_server_handling_seconds`` from one to the other (a stream's whole life).
 
 The Replication service is left out: its calls are the peers' hot path and
-its own ``chat_peer_*`` metrics cover it. The labelled children of each method
-are made once, on its first call, so a call costs two dictionary lookups and
-its observations.
+its own ``chat_peer_*`` metrics cover it. A method's wrapped handler and
+labelled children are made once, on its first call, so a call costs two
+dictionary lookups and its observations.
 """
 
 from __future__ import annotations
@@ -71,7 +71,14 @@ class _MethodMetrics:
 
 
 class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every call outside :data:`UNCOUNTED`, by method and status code."""
+    """Counts and times every call outside :data:`UNCOUNTED`, by method and status code.
+
+    grpc asks for each call's handler; the wrapped one is kept per method and
+    reused while the inner handler is the same object (the chat service's are).
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -79,10 +86,17 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
+        if handler is None:
+            return None
+        known = self._wrapped.get(details.method)
+        if known is not None and known[0] is handler:
+            return known[1]
         service, _, method = details.method.lstrip("/").partition("/")
-        if handler is None or service in UNCOUNTED:
+        if service in UNCOUNTED:
             return handler
-        return _measured(handler, service, method)
+        wrapped = _measured(handler, service, method)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
 
 
 def _measured(handler: grpc.RpcMethodHandler, service: str, method: str) -> grpc.RpcMethodHandler:
