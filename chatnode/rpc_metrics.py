@@ -10,6 +10,10 @@ The Replication service is left out: its calls are the peers' hot path and
 its own ``chat_peer_*`` metrics cover it. A method's wrapped handler and
 labelled children are made once, on its first call, so a call costs two
 dictionary lookups and its observations.
+
+A Session stream is one ``Session`` call to grpc, yet carries most of a
+client's calls: :func:`session_call_done` counts and times each of those by
+its method, as ``chat_session_calls_total`` and ``chat_session_call_seconds``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import grpc
 from prometheus_client import Counter, Histogram
 
 from proto import replication_pb2
+from proto.session_calls import FRAME_FIELDS
 
 STARTED = Counter(
     "grpc_server_started_total",
@@ -39,6 +44,18 @@ HANDLING = Histogram(
     "Time from an RPC's start to its end on the server (a stream's whole life)",
     ["grpc_type", "grpc_service", "grpc_method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 600),
+)
+
+SESSION_CALLS = Counter(
+    "chat_session_calls",
+    "Calls carried by Session streams, by method and status code",
+    ["method", "code"],
+)
+SESSION_CALL_SECONDS = Histogram(
+    "chat_session_call_seconds",
+    "Time from a Session stream call's frame arriving to its reply being ready",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
 UNCOUNTED = frozenset((replication_pb2.DESCRIPTOR.services_by_name["Replication"].full_name,))
@@ -173,3 +190,18 @@ def _code(context: grpc.aio.ServicerContext, failure: BaseException | None) -> g
     if failure is not None:
         return grpc.StatusCode.UNKNOWN
     return grpc.StatusCode.OK
+
+
+_METHOD_OF_FIELD = {field: method for method, field in FRAME_FIELDS.items()}
+_SESSION_CHILDREN: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
+
+
+def session_call_done(field: str, code: grpc.StatusCode, seconds: float) -> None:
+    """A call a Session stream carried (by its frame field) ended with code."""
+    children = _SESSION_CHILDREN.get((field, code))
+    if children is None:
+        method = _METHOD_OF_FIELD.get(field, field or "none")
+        children = (SESSION_CALLS.labels(method, code.name), SESSION_CALL_SECONDS.labels(method))
+        _SESSION_CHILDREN[field, code] = children
+    children[0].inc()
+    children[1].observe(seconds)

@@ -205,3 +205,27 @@ async def test_the_open_streams_gauge_goes_up_and_back_down(
         lambda: rpcs(leader, method, "CANCELLED", grpc_type) == cancelled + 1,
         f"the cancelled {method} is counted",
     )
+
+
+def session_calls(node: NodeProcess, method: str, code: str) -> float:
+    return value(node, "chat_session_calls_total", method=method, code=code) or 0.0
+
+
+async def test_calls_on_a_session_stream_are_counted_by_method_and_code(
+    leader: NodeProcess, stub: chat_pb2_grpc.ChatServiceStub
+) -> None:
+    auth = await signup(stub, "framer")
+    listed = session_calls(leader, "ListAccounts", "OK")
+    unknown = session_calls(leader, "SendMessage", "NOT_FOUND")
+    timed = value(leader, "chat_session_call_seconds_count", method="ListAccounts") or 0
+    call = stub.Session(metadata=auth)
+    await asyncio.wait_for(call.read(), timeout=WAIT_S)  # the stream is open
+    await call.write(pb.ClientFrame(request_id="a", list_accounts=pb.ListAccountsRequest()))
+    nobody = pb.SendMessageRequest(recipient="nobody-here", body="hi")
+    await call.write(pb.ClientFrame(request_id="b", send_message=nobody))
+    replies = [await asyncio.wait_for(call.read(), timeout=WAIT_S) for _ in range(2)]
+    assert [r.WhichOneof("event") for r in replies] == ["list_accounts", "error"]
+    call.cancel()
+    assert session_calls(leader, "ListAccounts", "OK") == listed + 1
+    assert session_calls(leader, "SendMessage", "NOT_FOUND") == unknown + 1
+    assert value(leader, "chat_session_call_seconds_count", method="ListAccounts") == timed + 1
