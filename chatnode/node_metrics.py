@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,9 +70,9 @@ class Sources:
 class NodeCollector(Collector):
     """Serves :func:`families` of a sample the event loop takes at each scrape."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sources: Sources) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sample: Callable[[], Sample]) -> None:
         self._loop = loop
-        self._sources = sources
+        self._sample = sample
 
     def describe(self) -> list[Any]:
         # Without this the registry would collect once to learn the names, on the loop's
@@ -90,7 +90,7 @@ class NodeCollector(Collector):
         yield from families(sample)
 
     async def _take(self) -> Sample:
-        return self._sources.sample()
+        return self._sample()
 
 
 def families(sample: Sample) -> Iterator[GaugeMetricFamily]:

@@ -236,7 +236,7 @@ class ChatNode:
         """Prometheus metrics at listen: the counters the code updates, and this node's
         state as a scrape finds it."""
         sources = Sources(self._coord, self._applier, self._hub, self._service.hash_pool)
-        return MetricsServer(listen, NodeCollector(asyncio.get_running_loop(), sources))
+        return MetricsServer(listen, NodeCollector(asyncio.get_running_loop(), sources.sample))
 
     def _make_server(self, service: ChatService) -> grpc.aio.Server:
         authenticator = Authenticator(self.config.cluster_secret, self.config.peer_mtls)
