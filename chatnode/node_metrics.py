@@ -6,7 +6,8 @@ from that thread, a dict could change size under the reader. So a scrape asks
 the loop for one :class:`Sample` (a copy, taken between two steps of the loop)
 and builds the families from it in the scrape thread. Nothing is counted per
 op. A loop that does not answer within :data:`SAMPLE_TIMEOUT_S` leaves these
-families out of that scrape, and the scrape itself shows the node is stuck.
+families out of that scrape (and logs why): their absence says the loop is stuck,
+while the process and counter metrics are still served.
 """
 
 from __future__ import annotations
