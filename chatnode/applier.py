@@ -20,7 +20,7 @@ from typing import TypeVar
 from chatnode import ops
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
-from chatnode.metrics import APPLY_ON_LOOP
+from chatnode.metrics import APPLY, APPLY_ON_LOOP
 from chatnode.session_cache import SessionCache
 from chatnode.state import ChatReader, ChatState
 from coord.boundary import Coordinator, Entry, EntryKind
@@ -142,6 +142,11 @@ class Applier:
         self._io.shutdown(wait=True)
         self._state.close()
 
+    @property
+    def in_flight(self) -> int:
+        """Ops this node proposed whose callers still wait for them to commit and apply."""
+        return len(self._waiting)
+
     def submit(self, op: ops.Op) -> asyncio.Future[ops.Result]:
         """Propose op; the future resolves with its Result once it is committed and applied."""
         proposal = self._coord.propose(ops.encode(op))
@@ -207,10 +212,11 @@ class Applier:
             decoded = [(entry.index, _decode(entry)) for entry in fresh]
 
             async def apply_batch() -> list[ops.Result]:
-                if _cheap(decoded):
-                    with APPLY_ON_LOOP.time():
-                        return self._state.apply(decoded)
-                return await self._in_worker(self._state.apply, decoded)
+                with APPLY.time():
+                    if _cheap(decoded):
+                        with APPLY_ON_LOOP.time():
+                            return self._state.apply(decoded)
+                    return await self._in_worker(self._state.apply, decoded)
 
             # A full disk rolls the batch back; it is applied again once space returns.
             results = await self._disk.write("state", apply_batch)

@@ -169,6 +169,13 @@ class LiveHub:
             closing.cancel()
             self._release("Session", account_id)
 
+    def open_streams(self) -> Counter[str]:
+        """Streams open now by kind ("Subscribe", "Session"), counted when asked (metrics)."""
+        counts: Counter[str] = Counter()
+        for (kind, _), n in self._open.items():
+            counts[kind] += n
+        return counts
+
     def is_online(self, username: str) -> bool:
         """Whether someone subscribed under this name: the hint SendMessage replies with."""
         return username in self._online

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-import prometheus_client
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -19,7 +18,9 @@ from chatnode.applier import Applier
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import LiveHub
 from chatnode.logs import NodeFields
+from chatnode.node_metrics import MetricsServer, NodeCollector, Sources
 from chatnode.rpc import SERVICE, chat_handler
+from chatnode.rpc_metrics import RpcMetricsInterceptor
 from chatnode.service import (
     DEFAULT_SESSION_TTL_MS,
     ChatService,
@@ -132,6 +133,7 @@ class ChatNode:
         self._tasks: list[asyncio.Task[None]] = []
         self._servers: list[grpc.aio.Server] = []
         self._health = health.aio.HealthServicer()
+        self._metrics: MetricsServer | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -174,8 +176,7 @@ class ChatNode:
             self._coord.supervise(task)
         self._stamp_leadership()
         if config.metrics_listen:
-            host, _, port = config.metrics_listen.rpartition(":")
-            prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
+            self._metrics = self._serve_metrics(config.metrics_listen)
         listeners = config.listeners
         log.info(
             "node %d serving %s, version %s",
@@ -219,6 +220,8 @@ class ChatNode:
             await asyncio.sleep(HANDOVER_DRAIN_S)
         self._hub.close_all("this node is shutting down; reconnect to the leader")
         await asyncio.gather(*(server.stop(DRAIN_SECONDS) for server in self._servers))
+        if self._metrics is not None:
+            self._metrics.close()
         await self._coord.stop()
         for task in self._tasks:
             task.cancel()
@@ -249,6 +252,12 @@ class ChatNode:
                 else health_pb2.HealthCheckResponse.NOT_SERVING,
             )
 
+    def _serve_metrics(self, listen: str) -> MetricsServer:
+        """Prometheus metrics at listen: the counters the code updates, and this node's
+        state as a scrape finds it."""
+        sources = Sources(self._coord, self._applier, self._hub, self._service.hash_pool)
+        return MetricsServer(listen, NodeCollector(asyncio.get_running_loop(), sources.sample))
+
     def _stamp_leadership(self) -> None:
         """Keep the term and role the log stamps current, from the coordinator's status: a
         leader view alone does not tell a follower from a candidate."""
@@ -262,14 +271,15 @@ class ChatNode:
         config = self.config
         authenticator = Authenticator(config.cluster_secret, config.peer_mtls)
         refused = PeerAuthInterceptor(authenticator, lambda why: PEER_REFUSED.labels(why).inc())
+        counted = RpcMetricsInterceptor()  # outermost: the calls refused are counted too
         listeners = config.listeners
         if not listeners.split:
-            server = _server([refused])
+            server = _server([counted, refused])
             self._serve_clients(server, service)
             self._coord.add_to_server(server)
             _bind(server, listeners.peer, config.tls)
             return [server]
-        peers, clients = _server([refused]), _server([])
+        peers, clients = _server([counted, refused]), _server([counted])
         self._coord.add_to_server(peers)
         self._serve_clients(clients, service)
         _bind(peers, listeners.peer, config.tls)

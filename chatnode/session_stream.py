@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,7 @@ from chatnode import validation
 from chatnode.live import LiveHub, Subscriber
 from chatnode.pending import failed, ready
 from chatnode.rpc import Malformed
+from chatnode.rpc_metrics import session_call_done
 from proto import chat_pb2 as pb
 from proto.errors import (
     AuthError,
@@ -140,6 +142,7 @@ class _Started:
     call: str  # the frame's field name, which is also the reply's
     pending: Awaitable[Any]
     reserved: int  # bytes of the stream's budget its reply holds until written
+    at_s: float  # when its frame was read (time.perf_counter)
 
 
 class _ByteBudget:
@@ -237,11 +240,12 @@ class SessionStream:
 
     async def _start(self, frame: pb.ClientFrame, call: str, reserved: int) -> _Started:
         """Start the frame's call; a call that fails to start fails in its place in line."""
+        at_s = time.perf_counter()
         try:
             pending = await self._start_call(frame, call)
         except ChatError as exc:
             pending = failed(exc)
-        return _Started(frame.request_id, call, pending, reserved)
+        return _Started(frame.request_id, call, pending, reserved, at_s)
 
     async def _start_call(self, frame: pb.ClientFrame, call: str) -> Awaitable[Any]:
         """Check the frame's request_id, the one check it gets, and start its call with it:
@@ -296,10 +300,15 @@ class SessionStream:
     async def _reply(self, started: _Started) -> pb.ServerFrame | _End:
         try:
             reply = await started.pending
-        except (Unavailable, AuthError) as exc:
-            return _End(exc)
         except ChatError as exc:
+            _done(started, exc.code)
+            if isinstance(exc, Unavailable | AuthError):
+                return _End(exc)
             return _error_frame(started.request_id, exc)
+        except Exception:
+            _done(started, grpc.StatusCode.INTERNAL)
+            raise
+        _done(started, grpc.StatusCode.OK)
         return pb.ServerFrame(request_id=started.request_id, **{started.call: reply})
 
     # -- the pump -----------------------------------------------------------------
@@ -350,6 +359,10 @@ class SessionStream:
                 await self._outbox.put((_End(internal), 0))
 
         self._tasks.append(asyncio.create_task(guarded(), name=f"session-{name}"))
+
+
+def _done(started: _Started, code: grpc.StatusCode) -> None:
+    session_call_done(started.call, code, time.perf_counter() - started.at_s)
 
 
 def _unobserved(done: asyncio.Future[Any]) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy and run a chat cluster on several machines, one node per machine, over ssh.
 #
-#   deploy/cluster.sh up HOSTS_FILE [--tls] [--min-insync N] [--wheels DIR]
+#   deploy/cluster.sh up HOSTS_FILE [--tls] [--min-insync N] [--metrics HOST:PORT] [--wheels DIR]
 #   deploy/cluster.sh status HOSTS_FILE
 #   deploy/cluster.sh upgrade HOSTS_FILE          # rolling: followers, then the leader
 #   deploy/cluster.sh add HOSTS_FILE ID ADDRESS REACH
@@ -55,7 +55,7 @@ load_hosts() {
   done <"$hosts_file"
   [ ${#ids[@]} -gt 0 ] || die "$hosts_file lists no machines"
   settings="$state/settings"
-  tls=0 min_insync="" wheels=""
+  tls=0 min_insync="" wheels="" metrics=""
   # shellcheck disable=SC1090
   [ -f "$settings" ] && . "$settings"
   return 0
@@ -70,7 +70,8 @@ spec() {
 save_settings() {
   mkdir -p "$state"
   chmod 0700 "$state"
-  printf 'tls=%s\nmin_insync=%s\nwheels=%s\n' "$tls" "$min_insync" "$wheels" >"$settings"
+  printf 'tls=%s\nmin_insync=%s\nwheels=%s\nmetrics=%s\n' "$tls" "$min_insync" "$wheels" "$metrics" \
+    >"$settings"
 }
 
 # -- the seam ---------------------------------------------------------------------------
@@ -163,6 +164,7 @@ install_on() {
   local id="$1"; shift
   local flags=(--id "$id" --cluster "$(spec)" "$@")
   [ -n "$min_insync" ] && flags+=(--min-insync "$min_insync")
+  [ -n "$metrics" ] && flags+=(--metrics-listen "$metrics")
   [ "$tls" = 1 ] && flags+=(--tls-dir '"$t"/secrets/tls')
   if [ -n "$wheels" ]; then
     remote "$id" "rm -rf /var/tmp/chat-wheels && mkdir -p /var/tmp/chat-wheels && tar -x -C /var/tmp/chat-wheels" \
@@ -258,6 +260,8 @@ cmd_up() {
       --tls) tls=1; shift ;;
       --min-insync) min_insync="${2:?--min-insync needs N}"; shift 2 ;;
       --wheels) wheels="$(cd "${2:?--wheels needs DIR}" && pwd)"; shift 2 ;;
+      --metrics) metrics="${2:?--metrics needs HOST:PORT}"; shift 2
+        [[ "$metrics" =~ ^[^:[:space:]]*:[0-9]+$ ]] || die "bad --metrics '$metrics' (HOST:PORT)" ;;
       *) usage ;;
     esac
   done

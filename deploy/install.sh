@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install (or upgrade) the chat service on this machine as a systemd unit. Run as root.
 #   deploy/install.sh [--id N --cluster SPEC] [--secret FILE] [--tls-dir DIR]
-#                     [--min-insync N] [--join] [--wheels DIR] [--config-only]
+#                     [--min-insync N] [--metrics-listen HOST:PORT] [--join] [--wheels DIR]
+#                     [--config-only]
 # deploy/cluster.sh runs it on every machine; it also works alone on one machine.
 #
 # - The project goes to /opt/chat-releases/REV (REV: a digest of its files) with its own
@@ -12,8 +13,9 @@
 #   hash-checked), so every node runs the same versions; --wheels DIR installs them from
 #   a wheelhouse, with no index (offline). The release's digest covers the lock.
 # - The `chat` user owns /var/lib/chat (the node's data) and the secret and TLS key.
-# - /etc/chat/chatnode.env: --id, --cluster, --min-insync, --join and the secret and TLS
-#   paths set their lines; other lines are kept, so local settings survive re-runs.
+# - /etc/chat/chatnode.env: --id, --cluster, --min-insync, --metrics-listen, --join and the
+#   secret and TLS paths set their lines; other lines are kept, so local settings survive
+#   re-runs.
 #   /etc/chat/chatctl.env holds what chatctl on this machine needs; /usr/local/bin/chatctl
 #   reads it, so `chatctl status` works here as root.
 # - /etc/chat/cluster.secret (0600, chat): from --secret, else kept, else made fresh (copy
@@ -30,9 +32,9 @@ releases=/opt/chat-releases
 env_file=/etc/chat/chatnode.env
 ctl_env=/etc/chat/chatctl.env
 
-usage() { echo "usage: $0 [--id N --cluster SPEC] [--secret FILE] [--tls-dir DIR] [--min-insync N] [--join] [--wheels DIR] [--config-only]" >&2; exit 2; }
+usage() { echo "usage: $0 [--id N --cluster SPEC] [--secret FILE] [--tls-dir DIR] [--min-insync N] [--metrics-listen HOST:PORT] [--join] [--wheels DIR] [--config-only]" >&2; exit 2; }
 
-node_id="" cluster="" secret="" tls_dir="" min_insync="" join=0 wheels="" config_only=0
+node_id="" cluster="" secret="" tls_dir="" min_insync="" metrics_listen="" join=0 wheels="" config_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --id) node_id="${2:?}"; shift 2 ;;
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
     --secret) secret="${2:?}"; shift 2 ;;
     --tls-dir) tls_dir="${2:?}"; shift 2 ;;
     --min-insync) min_insync="${2:?}"; shift 2 ;;
+    --metrics-listen) metrics_listen="${2:?}"; shift 2 ;;
     --join) join=1; shift ;;
     --wheels) wheels="${2:?}"; shift 2 ;;
     --config-only) config_only=1; shift ;;
@@ -108,6 +111,7 @@ configure() {
     set_key "$env_file" CHAT_CLUSTER "$cluster"
   fi
   [ -n "$min_insync" ] && set_key "$env_file" CHAT_MIN_INSYNC "$min_insync"
+  [ -n "$metrics_listen" ] && set_key "$env_file" CHAT_METRICS_LISTEN "$metrics_listen"
   if [ "$join" = 1 ]; then set_key "$env_file" CHAT_JOIN 1; fi
   set_key "$env_file" CHAT_CLUSTER_SECRET_FILE /etc/chat/cluster.secret
   if [ -n "$secret" ]; then

@@ -542,6 +542,17 @@ class Node:
             mode=config.mode if config else "",
         )
 
+    def follower_lags(self, now_ms: int) -> dict[int, tuple[int, int]]:
+        """On a leader, each follower's distance behind its log, in entries and in ms
+        (:meth:`coord.core.progress.Progress.lag_ms`); nothing on other nodes."""
+        if self.role is not Role.LEADER:
+            return {}
+        last = self.log.last_index()
+        return {
+            peer: (max(0, last - progress.match), progress.lag_ms(now_ms, last))
+            for peer, progress in self._progress.items()
+        }
+
     # == time ====================================================================
 
     def _note_heard(self, msg: Message, now_ms: int) -> None:
@@ -1134,6 +1145,7 @@ class Node:
                 self._maybe_commit()
                 self._maybe_grow_isr(msg.sender)
                 self._maybe_finish_transfer(now_ms)
+            progress.caught_up(msg.echo_sent_at_ms)
         else:
             progress.reject(msg.reject_index, msg.hint_index, now_ms)
 
@@ -1188,7 +1200,7 @@ class Node:
                 fence=progress.fence,
             ),
         )
-        progress.append_sent(now_ms, prev_index + len(entries))
+        progress.append_sent(now_ms, prev_index + len(entries), self.log.last_index())
 
     def _order_snapshot(self, peer: int, progress: Progress, now_ms: int) -> None:
         """Stream a snapshot, once the follower has answered us in this term, within a lease.

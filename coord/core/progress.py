@@ -12,7 +12,9 @@ What to send a follower at a given moment is one pure decision,
 Heartbeat acks are cumulative: a reply echoes the send time of the message it
 answers, and answers every earlier one too. The oldest unanswered send time
 is what the ISR-shrink timeout measures; the newest answered one is what the
-leader lease counts on.
+leader lease counts on. The same echo tells how far behind in time a follower
+is (``caught_up_ms``): an answer holding every entry the leader had when it
+sent what is answered shows the follower had the leader's whole log then.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
+
+MAX_MARKS = 1024
+"""Send times kept per follower for ``caught_up_ms``; past that (a follower silent for
+long) newer ones are not kept and its lag in time reads high, never low."""
 
 __all__ = ["NOTHING", "Mode", "Progress", "Send", "to_send"]
 
@@ -52,6 +58,10 @@ class Progress:
         self.last_heard_ms: int | None = None
         self.refused = False
         self.fence = 0
+        # The latest send time at which the follower is known to have held our whole
+        # log, and the (send time, our last index then) still unanswered behind it.
+        self.caught_up_ms = now_ms
+        self._marks: deque[tuple[int, int]] = deque()
 
     # -- replication -----------------------------------------------------------
 
@@ -125,12 +135,31 @@ class Progress:
 
     # -- heartbeats --------------------------------------------------------------
 
-    def append_sent(self, sent_at_ms: int, reaches: int) -> None:
-        """An Append sent at ``sent_at_ms`` told the follower about indexes up to ``reaches``."""
+    def append_sent(self, sent_at_ms: int, reaches: int, last_index: int) -> None:
+        """An Append sent at ``sent_at_ms``, when our log ended at ``last_index``, told the
+        follower about indexes up to ``reaches``."""
         self.last_sent_ms = max(self.last_sent_ms, sent_at_ms)
         self.sent_max = max(self.sent_max, reaches)
         if not self.unacked or self.unacked[-1] != sent_at_ms:
             self.unacked.append(sent_at_ms)
+        # One mark per log end is enough: of two with the same end, the earlier is
+        # answered first, and the later gets a mark again once it is gone.
+        if len(self._marks) < MAX_MARKS and (not self._marks or self._marks[-1][1] != last_index):
+            self._marks.append((sent_at_ms, last_index))
+
+    def caught_up(self, echo_sent_at_ms: int) -> None:
+        """A reply echoing ``echo_sent_at_ms`` arrived and ``match`` is up to date: each
+        answered send time at which our log ended within ``match`` is a time the
+        follower is now known to have held our whole log."""
+        while self._marks and self._marks[0][0] <= echo_sent_at_ms:
+            sent_at, last_index = self._marks.popleft()
+            if last_index <= self.match:
+                self.caught_up_ms = max(self.caught_up_ms, sent_at)
+
+    def lag_ms(self, now_ms: int, last_index: int) -> int:
+        """How far behind our log the follower is in time: 0 if it holds all of it, else
+        how long ago our log was no longer than what it holds now (it acked that much)."""
+        return 0 if self.match >= last_index else now_ms - self.caught_up_ms
 
     def ack_bound(self, commit: int) -> int:
         """The highest index a reply may claim: what we sent, or with a snapshot our commit."""

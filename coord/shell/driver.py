@@ -262,6 +262,10 @@ class ReplicatedCoordinator:
         )
         return replace(status, members=members)
 
+    def follower_lags(self) -> dict[int, tuple[int, int]]:
+        """On the leader: each follower's lag behind its log, in entries and in ms."""
+        return self.node.follower_lags(now_ms())
+
     def leader_address(self) -> str:
         return self._address_of(self.node.leader_id)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Sequence
 
 import sqlite_utils
@@ -20,7 +21,7 @@ import sqlite_utils
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import LocalProtocolError
 from coord.core.log import HardState, SnapshotMeta, take_batch
-from coord.shell.metrics import LOG_ENTRIES, LOG_FSYNCS
+from coord.shell.metrics import LOG_ENTRIES, LOG_FSYNC_SECONDS, LOG_FSYNCS
 
 _ENTRY_COLUMNS = "idx, term, kind, payload, crc"
 
@@ -136,6 +137,7 @@ class LogStore:
         """
         last_index = previous_last = self._last_index
         previous_snapshot = self._snapshot
+        started = time.perf_counter()
         try:
             with _Transaction(self._writer):
                 if snapshot is not None:
@@ -149,6 +151,7 @@ class LogStore:
         except BaseException:
             self._snapshot, self._last_index = previous_snapshot, previous_last
             raise
+        LOG_FSYNC_SECONDS.observe(time.perf_counter() - started)
         LOG_FSYNCS.inc()
         LOG_ENTRIES.inc(len(entries))
         if hard_state is not None:

@@ -36,3 +36,8 @@ PEER_CLOCK_OFFSET = Gauge(
     "On the leader: a member's wall clock minus the leader's, from heartbeat round trips",
     ["peer"],
 )
+LOG_FSYNC_SECONDS = Histogram(
+    "chat_log_fsync_seconds",
+    "Time of each durable log write (one transaction and its fsync, however many entries)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)

@@ -77,3 +77,48 @@ def test_snapshot_overdue(mode: Mode, since: int, expected: bool) -> None:
     follower.need_snapshot(now_ms=0)
     follower.mode = mode
     assert follower.snapshot_overdue(since, lease_ms=100) is expected
+
+
+def answered(follower: Progress, echo_sent_at_ms: int, match: int, now_ms: int) -> None:
+    """A successful reply, handled as the node handles one."""
+    follower.acked(echo_sent_at_ms, 0, now_ms)
+    follower.update(match, 0, now_ms)
+    follower.caught_up(echo_sent_at_ms)
+
+
+def test_a_follower_holding_the_whole_log_lags_by_nothing() -> None:
+    follower = Progress(1, 0)
+    follower.append_sent(100, reaches=5, last_index=5)
+    answered(follower, 100, match=5, now_ms=110)
+    assert follower.lag_ms(now_ms=5000, last_index=5) == 0
+
+
+def test_lag_in_time_counts_from_the_newest_send_whose_whole_log_was_acked() -> None:
+    follower = Progress(1, 0)
+    follower.append_sent(100, reaches=5, last_index=5)
+    follower.append_sent(200, reaches=7, last_index=7)
+    follower.append_sent(300, reaches=9, last_index=9)
+    answered(follower, 100, match=5, now_ms=150)
+    assert follower.lag_ms(now_ms=400, last_index=9) == 300  # it held our log as of 100
+    # Pipelined: the answer to the send at 300 holds only what we had at 200.
+    answered(follower, 300, match=7, now_ms=350)
+    assert follower.lag_ms(now_ms=400, last_index=9) == 200
+    answered(follower, 300, match=9, now_ms=360)
+    assert follower.lag_ms(now_ms=400, last_index=9) == 0
+
+
+def test_a_silent_follower_lags_from_when_its_bookkeeping_began() -> None:
+    follower = Progress(1, 1000)
+    for sent_at in range(1000, 3000, 100):
+        follower.append_sent(sent_at, reaches=0, last_index=sent_at // 100)
+    assert follower.lag_ms(now_ms=3000, last_index=30) == 2000
+
+
+def test_heartbeats_over_an_unchanged_log_keep_one_mark() -> None:
+    follower = Progress(1, 0)
+    follower.append_sent(100, reaches=4, last_index=5)
+    follower.append_sent(200, reaches=4, last_index=5)  # a heartbeat: nothing new to mark
+    answered(follower, 200, match=5, now_ms=250)
+    assert follower.caught_up_ms == 100
+    follower.append_sent(300, reaches=5, last_index=6)
+    assert follower.lag_ms(now_ms=400, last_index=6) == 300
