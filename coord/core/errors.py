@@ -28,5 +28,10 @@ class LocalProtocolError(CoordError):
     """The caller drove the core wrongly: a bug or a refused operator request."""
 
 
+class ChangeInFlight(LocalProtocolError):
+    """An earlier membership change is not committed yet. Unlike other refusals this one
+    passes by itself within a round trip or so, so the same request may be retried."""
+
+
 class RemoteProtocolError(CoordError):
     """A peer broke the protocol; the input was not applied."""

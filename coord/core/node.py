@@ -38,7 +38,7 @@ from coord.core.election import (
     silent_voters,
 )
 from coord.core.entry import Entry, EntryKind
-from coord.core.errors import LocalProtocolError, Redirect, RemoteProtocolError
+from coord.core.errors import ChangeInFlight, LocalProtocolError, Redirect, RemoteProtocolError
 from coord.core.inspection import BallotState, NodeState, PeerState
 from coord.core.lease import FollowerLease, leader_lease_holds, quorum_heard
 from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
@@ -214,7 +214,7 @@ class Node:
         self._require_leader()
         view = self._view()
         if view.epoch > self.commit:
-            raise LocalProtocolError(f"config of epoch {view.epoch} is not committed yet")
+            raise ChangeInFlight(f"config of epoch {view.epoch} is not committed yet")
         if isinstance(change, AddMember):
             config = view.config.with_member(change.node_id, change.address)
         elif change.node_id == self.id:

@@ -147,5 +147,7 @@ class AdminService(replication_pb2_grpc.AdminServicer):
             return action()
         except core_errors.Redirect as exc:
             await self._redirect(context, exc)
+        except core_errors.ChangeInFlight as exc:  # retryable: operators' tools try again
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except core_errors.LocalProtocolError as exc:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from coord.core.config import AddMember, RemoveMember
-from coord.core.errors import RemoteProtocolError
+from coord.core.errors import ChangeInFlight, RemoteProtocolError
 from coord.core.messages import Append, AppendReply, VoteRequest
 from coord.core.node import Role
 from coord.testing.harness import TEST_SETTINGS, CoreCluster
@@ -265,3 +265,15 @@ def test_a_higher_term_reply_from_a_member_being_removed_is_ignored_after_steppi
     assert node.term == term
     with pytest.raises(RemoteProtocolError, match="not a member"):
         node.receive(replace(late, sender=9), cluster.now)
+
+
+def test_a_second_change_before_the_first_commits_is_refused_as_retryable() -> None:
+    """One change at a time; the refusal says it will pass by itself (the admin service
+    answers it UNAVAILABLE so that chatctl tries again), and it does once the first commits."""
+    cluster, leader = four()
+    node = cluster.node(leader)
+    index, _ = node.propose_config_change(RemoveMember(4), cluster.now)
+    with pytest.raises(ChangeInFlight, match="not committed yet"):
+        node.propose_config_change(AddMember(5, "node5:7000"), cluster.now)
+    assert cluster.run_until(lambda: node.commit >= index)
+    node.propose_config_change(AddMember(5, "node5:7000"), cluster.now)
