@@ -117,6 +117,17 @@ def test_check_names_a_taken_port(lab: Lab) -> None:
     assert all(line.startswith("PASS") for line in lines_of(done, 1).values())
 
 
+def test_check_names_a_machine_it_cannot_reach(lab: Lab, tmp_path: Path) -> None:
+    path = tmp_path / "hosts"
+    path.write_text(f"1 10.77.0.99:{PORT} root@10.77.0.99\n")
+    done = cluster_sh(lab, "check", str(path), check=False)
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "node 1: FAIL ssh: cannot run a command as root@10.77.0.99 (ssh: connect to host "
+        "10.77.0.99: No route to host); nothing else checked"
+    ]
+
+
 def test_check_names_a_clock_two_hours_ahead(lab: Lab, tmp_path: Path) -> None:
     if shutil.which("faketime") is None:
         pytest.skip("the clock test needs faketime (Debian's faketime package)")
