@@ -19,9 +19,9 @@
 # The cluster's secret, its CA and certificates (--tls), and the settings `up` was given
 # live in HOSTS_FILE.d/ (CHAT_DEPLOY_DIR overrides it): keep that folder private.
 #
-# The one seam is the remote exec: CHAT_SSH (default `ssh -o BatchMode=yes`) is called as
-# `$CHAT_SSH REACH COMMAND` with stdin passed through, exactly like ssh. Every machine
-# needs python3 with venv and, unless --wheels DIR gives a wheelhouse of the locked
+# The one seam is the remote exec: CHAT_SSH (default `ssh -o BatchMode=yes -o
+# ConnectTimeout=10`) is called as `$CHAT_SSH [USER@]HOST COMMAND` with stdin passed
+# through, exactly like ssh. Every machine needs python3 (3.11 or later) with venv and, unless --wheels DIR gives a wheelhouse of the locked
 # versions (deploy/venv.sh: ensure_wheelhouse), access to PyPI. Every verb is safe to re-run.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
