@@ -21,8 +21,9 @@
 #
 # The one seam is the remote exec: CHAT_SSH (default `ssh -o BatchMode=yes -o
 # ConnectTimeout=10`) is called as `$CHAT_SSH [USER@]HOST COMMAND` with stdin passed
-# through, exactly like ssh. Every machine needs python3 (3.11 or later) with venv and, unless --wheels DIR gives a wheelhouse of the locked
-# versions (deploy/venv.sh: ensure_wheelhouse), access to PyPI. Every verb is safe to re-run.
+# through, exactly like ssh. Every machine needs python3 (3.11 or later) with venv and,
+# unless --wheels DIR gives a wheelhouse of the locked versions (deploy/venv.sh:
+# ensure_wheelhouse), access to PyPI. Every verb is safe to re-run.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 read -r -a ssh_cmd <<<"${CHAT_SSH:-ssh -o BatchMode=yes -o ConnectTimeout=10}"
@@ -41,7 +42,7 @@ load_hosts() {
   [ -f "$hosts_file" ] || die "no hosts file $hosts_file"
   state="${CHAT_DEPLOY_DIR:-$hosts_file.d}"
   ids=()
-  local id addr how extra column
+  local id addr how extra columns column
   while read -r id addr how extra; do
     case "$id" in ''|'#'*) continue ;; esac
     [[ "$id" =~ ^[1-9][0-9]*$ ]] || die "$hosts_file: bad id '$id' (a positive integer)"
@@ -49,7 +50,8 @@ load_hosts() {
     [ -n "$how" ] || die "$hosts_file: node $id: want 'ID HOST:PORT REACH'"
     [ -z "${address[$id]+x}" ] || die "$hosts_file: node $id is listed twice"
     ids+=("$id"); address[$id]="$addr"; reach[$id]="$how"; ssh_user[$id]=""
-    for column in $extra; do
+    read -r -a columns <<<"$extra"
+    for column in "${columns[@]}"; do
       case "$column" in
         user=?*) ssh_user[$id]="${column#user=}" ;;
         *) die "$hosts_file: node $id: unknown column '$column' (user=NAME)" ;;

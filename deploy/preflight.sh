@@ -47,6 +47,7 @@ check_machine() {
   user="$(login "$id" 'id -un' 2>&1)" || rc=$?
   if [ "$rc" != 0 ]; then
     [ "$rc" = 124 ] && user="no answer in ${CHECK_TIMEOUT_S}s"
+    [ -n "$user" ] || user="ssh exited $rc"
     verdict "$id" FAIL "ssh: cannot run a command as $(target "$id") (${user##*$'\n'}); nothing else checked"
     return 1
   fi

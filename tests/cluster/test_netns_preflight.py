@@ -7,6 +7,7 @@ sudo deploys a node, every root command going through `sudo -n`.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -125,6 +126,24 @@ def test_check_names_a_machine_it_cannot_reach(lab: Lab, tmp_path: Path) -> None
     assert done.stdout.splitlines() == [
         "node 1: FAIL ssh: cannot run a command as root@10.77.0.99 (ssh: connect to host "
         "10.77.0.99: No route to host); nothing else checked"
+    ]
+
+
+def test_check_gives_up_on_a_machine_that_does_not_answer(tmp_path: Path) -> None:
+    ssh = tmp_path / "ssh"  # connects, then never answers
+    ssh.write_text("#!/bin/sh\nexec sleep 60\n")
+    ssh.chmod(0o755)
+    path = tmp_path / "hosts"
+    path.write_text(f"1 10.77.0.11:{PORT} root@10.77.0.11\n")
+    done = subprocess.run(
+        ["bash", str(REPO / "deploy" / "cluster.sh"), "check", str(path)],
+        env={**os.environ, "CHAT_SSH": str(ssh), "CHAT_CHECK_TIMEOUT_S": "1"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stdout.splitlines() == [
+        "node 1: FAIL ssh: cannot run a command as root@10.77.0.11 (no answer in 1s); "
+        "nothing else checked"
     ]
 
 
