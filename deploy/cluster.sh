@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deploy and run a chat cluster on several machines, one node per machine, over ssh.
 #
+#   deploy/cluster.sh check HOSTS_FILE            # preflight: is each machine ready?
 #   deploy/cluster.sh up HOSTS_FILE [--tls] [--min-insync N] [--metrics HOST:PORT] [--wheels DIR]
 #   deploy/cluster.sh status HOSTS_FILE
 #   deploy/cluster.sh upgrade HOSTS_FILE          # rolling: followers, then the leader
@@ -11,25 +12,28 @@
 #   deploy/cluster.sh restore HOSTS_FILE FILE     # the whole cluster, from a backup or a snapshot
 #   deploy/cluster.sh signal HOSTS_FILE ID SIGNAL|start   # for benchmarks and drills
 #
-# HOSTS_FILE has one line per machine: `ID ADDRESS REACH`, where ADDRESS is HOST:PORT (one
-# listener for everyone) or PEER_HOST:PORT/CLIENT_HOST:PORT (peers and operators on the
-# first, chat users on the second; with --tls the second is server-only TLS, so chat users
-# need only ca.pem), and REACH is how ssh logs in as root (root@10.0.0.1, or a Host from
-# ~/.ssh/config); '#' starts a comment.
+# HOSTS_FILE has one line per machine: `ID ADDRESS REACH [user=NAME]`, where ADDRESS is
+# HOST:PORT (one listener for everyone) or PEER_HOST:PORT/CLIENT_HOST:PORT (peers and
+# operators on the first, chat users on the second; with --tls the second is server-only
+# TLS, so chat users need only ca.pem), and REACH is how ssh reaches it (root@10.0.0.1, or
+# a Host from ~/.ssh/config); '#' starts a comment. The ssh user is the line's user=, else
+# CHAT_SSH_USER, else REACH's own. A user other than root needs passwordless sudo there:
+# every command then runs under `sudo -n`.
 # The cluster's secret, its CA and certificates (--tls), and the settings `up` was given
 # live in HOSTS_FILE.d/ (CHAT_DEPLOY_DIR overrides it): keep that folder private.
 #
-# The one seam is the remote exec: CHAT_SSH (default `ssh -o BatchMode=yes`) is called as
-# `$CHAT_SSH REACH COMMAND` with stdin passed through, exactly like ssh. Every machine
-# needs python3 with venv and, unless --wheels DIR gives a wheelhouse of the locked
-# versions (deploy/venv.sh: ensure_wheelhouse), access to PyPI. Every verb is safe to re-run.
+# The one seam is the remote exec: CHAT_SSH (default `ssh -o BatchMode=yes -o
+# ConnectTimeout=10`) is called as `$CHAT_SSH [USER@]HOST COMMAND` with stdin passed
+# through, exactly like ssh. Every machine needs python3 (3.11 or later) with venv and,
+# unless --wheels DIR gives a wheelhouse of the locked versions (deploy/venv.sh:
+# ensure_wheelhouse), access to PyPI. Every verb is safe to re-run.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-read -r -a ssh_cmd <<<"${CHAT_SSH:-ssh -o BatchMode=yes}"
+read -r -a ssh_cmd <<<"${CHAT_SSH:-ssh -o BatchMode=yes -o ConnectTimeout=10}"
 HEALTHY_TIMEOUT_S="${CHAT_HEALTHY_TIMEOUT_S:-60}"
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
-usage() { sed -n '4,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '4,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 say() { echo "cluster.sh: $*"; }
 
 # -- the hosts file and the deploy folder ----------------------------------------------
@@ -38,26 +42,34 @@ ADDRESS_FORM="HOST:PORT or PEER_HOST:PORT/CLIENT_HOST:PORT"
 member_address() { [[ "$1" =~ ^[^:/]+:[0-9]+(/[^:/]+:[0-9]+)?$ ]]; }
 
 ids=()
-declare -A address=() reach=()
+declare -A address=() reach=() ssh_user=()
 load_hosts() {
   hosts_file="$1"
   [ -f "$hosts_file" ] || die "no hosts file $hosts_file"
   state="${CHAT_DEPLOY_DIR:-$hosts_file.d}"
   ids=()
-  local id addr how extra
+  local id addr how extra columns column
   while read -r id addr how extra; do
     case "$id" in ''|'#'*) continue ;; esac
     [[ "$id" =~ ^[1-9][0-9]*$ ]] || die "$hosts_file: bad id '$id' (a positive integer)"
     member_address "$addr" || die "$hosts_file: node $id: bad address '$addr' ($ADDRESS_FORM)"
-    [ -n "$how" ] && [ -z "$extra" ] || die "$hosts_file: node $id: want 'ID HOST:PORT REACH'"
+    [ -n "$how" ] || die "$hosts_file: node $id: want 'ID ADDRESS REACH'"
     [ -z "${address[$id]+x}" ] || die "$hosts_file: node $id is listed twice"
-    ids+=("$id"); address[$id]="$addr"; reach[$id]="$how"
+    ids+=("$id"); address[$id]="$addr"; reach[$id]="$how"; ssh_user[$id]=""
+    read -r -a columns <<<"$extra"
+    for column in "${columns[@]}"; do
+      case "$column" in
+        user=?*) ssh_user[$id]="${column#user=}" ;;
+        *) die "$hosts_file: node $id: unknown column '$column' (user=NAME)" ;;
+      esac
+    done
   done <"$hosts_file"
   [ ${#ids[@]} -gt 0 ] || die "$hosts_file lists no machines"
   settings="$state/settings"
   tls=0 min_insync="" wheels="" metrics=""
   # shellcheck disable=SC1090
   [ -f "$settings" ] && . "$settings"
+  [ "$verb" = check ] || can_be_root  # check reports it instead
   return 0
 }
 
@@ -65,6 +77,14 @@ spec() {
   local out="" id
   for id in "${ids[@]}"; do out="${out:+$out,}$id=${address[$id]}"; done
   echo "$out"
+}
+
+# node_ports ID: the ports node ID listens on, for `check`.
+node_ports() {
+  local part ports=()
+  for part in ${address[$1]/\// }; do ports+=("${part##*:}"); done
+  [ -n "$metrics" ] && ports+=("${metrics##*:}")
+  echo "${ports[@]}"
 }
 
 save_settings() {
@@ -76,8 +96,45 @@ save_settings() {
 
 # -- the seam ---------------------------------------------------------------------------
 
+# login_user ID: the user ssh logs in as on node ID's machine, or nothing when ssh's
+# config decides (then the machine itself tells whether sudo is needed: as_root).
+login_user() {
+  if [ -n "${ssh_user[$1]:-}" ]; then echo "${ssh_user[$1]}"
+  elif [ -n "${CHAT_SSH_USER:-}" ]; then echo "$CHAT_SSH_USER"
+  elif [[ "${reach[$1]}" == *@* ]]; then echo "${reach[$1]%%@*}"
+  fi
+}
+
+# target ID: what ssh is given for node ID: REACH, under the chosen user.
+target() {
+  local user
+  user="$(login_user "$1")"
+  echo "${user:+$user@}${reach[$1]#*@}"
+}
+
+# login ID COMMAND: run COMMAND with sh on node ID's machine, as the ssh user.
+login() { "${ssh_cmd[@]}" "$(target "$1")" "$2"; }
+
 # remote ID COMMAND: run COMMAND with sh on node ID's machine, as root.
-remote() { "${ssh_cmd[@]}" "${reach[$1]}" "$2"; }
+remote() { login "$1" "$(as_root "$2")"; }
+
+# as_root COMMAND: COMMAND for sh, through `sudo -n` unless the login is root already.
+as_root() {
+  local quoted="'${1//\'/\'\\\'\'}'"
+  printf 'r=; [ "$(id -u)" = 0 ] || r="sudo -n"; exec $r sh -c %s' "$quoted"
+}
+
+# can_be_root: before a verb changes anything, every non-root ssh user must have
+# passwordless sudo; one line names the first machine where it does not.
+can_be_root() {
+  local id user out
+  for id in "${ids[@]}"; do
+    user="$(login_user "$id")"
+    if [ -z "$user" ] || [ "$user" = root ]; then continue; fi
+    out="$(login "$id" 'sudo -n true' 2>&1)" && continue
+    die "node $id: $(target "$id"): sudo -n fails (${out##*$'\n'}): a non-root ssh user needs passwordless sudo"
+  done
+}
 
 # ctl COMMAND...: chatctl on the first machine that answers (it knows the cluster's
 # secret and, with --tls, holds an operator certificate: /etc/chat/chatctl.env).
@@ -90,6 +147,9 @@ ctl() {
   printf '%s\n' "${last:-no machine answered}" >&2
   return 1
 }
+
+# shellcheck source=deploy/preflight.sh
+. "$repo/deploy/preflight.sh"
 
 # -- secrets and certificates -----------------------------------------------------------
 
@@ -419,6 +479,7 @@ verb="${1:-}"
 [ $# -ge 2 ] || usage
 shift
 case "$verb" in
+  check) cmd_check "$@" ;;
   up) cmd_up "$@" ;;
   status) cmd_status "$@" ;;
   upgrade) cmd_upgrade "$@" ;;

@@ -9,7 +9,8 @@ lab's folder, so the test can read a host's files without entering it.
 
 The exec seam is an ssh stand-in (``bin/ssh`` in the lab folder): ``ssh
 root@10.77.0.11 COMMAND...`` runs COMMAND with ``sh -c`` inside that host, with
-stdin and stdout passed through, as ssh would; ``deploy/cluster.sh`` runs
+stdin and stdout passed through, as ssh would (``USER@`` logs in as that user of the
+host, ``runuser``, in its home); ``deploy/cluster.sh`` runs
 unchanged against these hosts with ``CHAT_SSH`` pointing at it. On the hosts,
 ``systemctl`` is ``tests/netns/unit_runner.py``, which runs the unit the way
 systemd does (EnvironmentFile, ExecStart, User=chat).
@@ -241,16 +242,23 @@ class Lab:
               esac
             done
             [ $# -ge 1 ] || {{ echo "ssh: no host" >&2; exit 255; }}
-            target=${{1#*@}}; shift
+            target=${{1#*@}}
+            case "$1" in *@*) user=${{1%%@*}} ;; *) user=root ;; esac
+            shift
             case "$target" in
             {cases}
               *) echo "ssh: connect to host $target: No route to host" >&2; exit 255 ;;
             esac
+            # Any other user logs in as that user of the host, in its home (from the host's
+            # own /etc/passwd), as sshd would.
+            as=
+            [ "$user" = root ] || as="runuser -u $user --"
             # First back into the lab's own mount namespace: inside a host, the others'
             # namespace files are not usable (a bench in the client host runs this).
             exec nsenter --mount=/proc/{owner}/ns/mnt -- \\
-              nsenter --net=/run/netns/$ns --mount=$mnt -- env -i PATH={path} \\
-              HOME=/root LANG=C.UTF-8 sh -c "cd /root; $*"
+              nsenter --net=/run/netns/$ns --mount=$mnt -- $as env -i PATH={path} \\
+              LANG=C.UTF-8 sh -c 'HOME=$(getent passwd "$(id -un)" | cut -d: -f6); export HOME
+                cd "$HOME" 2>/dev/null || cd /; exec sh -c "$0"' "$*"
             """
         ).format(cases=cases, path=f"{SHIM_BIN}:{HOST_PATH}", owner=os.getpid())
         seam = self.seam
