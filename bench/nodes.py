@@ -19,6 +19,7 @@ from typing import Protocol
 import grpc
 
 from client.admin import ClusterAdmin, reference_view
+from proto.addresses import client_address
 
 LEASE_MS = 1000  # the product's defaults, passed explicitly so the report can state them
 HEARTBEAT_MS = 100
@@ -69,7 +70,9 @@ class RemoteNode:
 
 
 def remote_nodes(members: dict[int, str], control: str) -> list[RemoteNode]:
-    return [RemoteNode(i, address, tuple(shlex.split(control))) for i, address in members.items()]
+    """The members --cluster names, at the listeners the bench's chat calls go to."""
+    command = tuple(shlex.split(control))
+    return [RemoteNode(i, client_address(address), command) for i, address in members.items()]
 
 
 async def wait_until_healthy(

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from bench.nodes import remote_nodes
 from chatnode.main import config_from_args
 from chatnode.server import ChatNode, TlsFiles
 from client.connect import leader_hint
@@ -222,3 +223,8 @@ def test_two_listeners_bind_where_told() -> None:
     assert config_from_args(["--id", "1", "--cluster", "1=h:1"]).listeners == MemberAddress(
         "h:1", "h:1"
     )
+
+
+def test_the_bench_sends_chat_calls_to_client_listeners() -> None:
+    nodes = remote_nodes({1: "a:1/b:2", 2: "c:3"}, "ctl signal")
+    assert [(n.node_id, n.address) for n in nodes] == [(1, "b:2"), (2, "c:3")]
