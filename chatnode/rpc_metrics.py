@@ -19,8 +19,9 @@ its method, as ``chat_session_calls_total`` and ``chat_session_call_seconds``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
@@ -141,35 +142,34 @@ def _children(grpc_type: str, service: str, method: str) -> _MethodMetrics:
     return metrics
 
 
+@contextlib.contextmanager
+def _observed(metrics: _MethodMetrics, context: grpc.aio.ServicerContext) -> Iterator[None]:
+    """Count a call as started, then as handled with its code and duration, however it ends."""
+    metrics.started.inc()
+    started = time.perf_counter()
+    failure: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        metrics.handled(_code(context, failure), time.perf_counter() - started)
+
+
 def _answered(inner: Callable[..., Any], metrics: _MethodMetrics) -> Callable[..., Any]:
     async def answered(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        metrics.started.inc()
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
+        with _observed(metrics, context):
             return await inner(request, context)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            metrics.handled(_code(context, failure), time.perf_counter() - started)
 
     return answered
 
 
 def _streamed(inner: Callable[..., Any], metrics: _MethodMetrics) -> Callable[..., Any]:
     async def streamed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        metrics.started.inc()
-        started = time.perf_counter()
-        failure: BaseException | None = None
-        try:
+        with _observed(metrics, context):
             async for response in inner(request, context):
                 yield response
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            metrics.handled(_code(context, failure), time.perf_counter() - started)
 
     return streamed
 
