@@ -204,6 +204,28 @@ def test_backup_then_restore_the_whole_cluster(lab: Lab, hosts_file: Path, tmp_p
     assert again.returncode == 1 and "exists" in again.stderr
 
 
+def test_a_snapshot_saved_over_the_api_restores_the_whole_cluster(
+    lab: Lab, hosts_file: Path, tmp_path: Path
+) -> None:
+    """The operator saves from the client machine, over the peer listeners, with the
+    operator certificate; cluster.sh restore takes that file as it takes a backup."""
+    assert lab.client is not None
+    kept = Writers(lab, tmp_path, "kept", tls_args(hosts_file), range(1, SIZE + 1))
+    history = kept.start(secs=3).stop(timeout=120)
+    tls = Path(f"{hosts_file}.d/tls")
+    operator = f"--tls-ca {tls}/ca.pem --tls-cert {tls}/admin.pem --tls-key {tls}/admin.key"
+    chatctl = f"{REPO}/.venv/bin/chatctl --cluster {lab.spec(range(1, SIZE + 1))} {operator}"
+    snapshot = tmp_path / "chat.snapshot"
+    saved = lab.client.run(f"{chatctl} snapshot save {snapshot}").stdout
+    status = lab.client.run(f"{chatctl} snapshot status {snapshot}").stdout
+    assert "index" in saved and "sha256" in status, (saved, status)
+    done = cluster_sh(lab, "restore", str(hosts_file), str(snapshot))
+    assert "restored from" in done.stdout
+    wait_settled(lab, range(1, SIZE + 1))
+    verdict = kept.judge(history)
+    assert verdict.ok and verdict.counts.ok > 0, verdict.summary()
+
+
 def test_bench_fails_over_across_hosts(lab: Lab, hosts_file: Path) -> None:
     """chatctl bench in the client host, killing and stopping leaders through cluster.sh."""
     assert lab.client is not None
@@ -254,7 +276,7 @@ def test_down_then_up_keeps_the_data(lab: Lab, hosts_file: Path) -> None:
 
 def test_bad_hosts_files_are_refused_with_one_line(lab: Lab, tmp_path: Path) -> None:
     for text, message in [
-        ("1 10.77.0.11:7001\n", "want 'ID HOST:PORT REACH'"),
+        ("1 10.77.0.11:7001\n", "want 'ID ADDRESS REACH'"),
         ("x 10.77.0.11:7001 root@10.77.0.11\n", "bad id 'x'"),
         ("1 10.77.0.11 root@10.77.0.11\n", "bad address"),
         ("1 10.77.0.11:7001/10.77.0.11 root@10.77.0.11\n", "bad address"),
