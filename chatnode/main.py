@@ -18,6 +18,7 @@ from pathlib import Path
 
 from chatnode.admission import DEFAULT_RATE
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
+from chatnode.supervision import Notifier
 from proto.cli import Parser, add_version_flag, parse_cluster
 from proto.credentials import ClusterSecret, SecretError
 
@@ -195,15 +196,26 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    systemd = Notifier.from_environment()
+    pings = asyncio.create_task(systemd.keep_alive(), name="watchdog")
     await node.start()
+    coord = node.coordinator
+    status = asyncio.create_task(
+        systemd.report_leadership(coord.leader_changes(), coord.status), name="systemd-status"
+    )
+    systemd.send(READY=1)
     stopping = asyncio.ensure_future(stop.wait())
     failing = asyncio.ensure_future(node.failure())
     await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
     if failing.done():
         raise Fatal(failing.result())
     failing.cancel()
+    status.cancel()
+    systemd.send(STOPPING=1, STATUS="draining calls")
     logging.getLogger(__name__).info("stopping: draining calls")
     await node.stop()
+    pings.cancel()
+    systemd.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
