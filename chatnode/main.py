@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -220,6 +221,9 @@ async def serve(config: NodeConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = config_from_args(argv)
+    # The watchdog ends a stuck node with SIGABRT: first, every thread's stack to stderr
+    # (the journal), which shows where the event loop was stuck.
+    faulthandler.enable()
     try:
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:

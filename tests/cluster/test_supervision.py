@@ -157,3 +157,30 @@ def test_a_real_node_is_ready_once_it_serves_reports_leadership_and_stops(
         node.kill()
         node.wait()
         node.stderr.close()
+
+
+@pytest.mark.timeout(60)  # the read of its stderr until it serves
+def test_an_aborted_node_writes_its_stacks_to_the_journal(tmp_path: Path) -> None:
+    """What the watchdog's SIGABRT leaves for the operator: where the loop was."""
+    address = f"127.0.0.1:{free_port()}"
+    env = os.environ | {"CHAT_NODE_ID": "1", "CHAT_CLUSTER": f"1={address}"}
+    node = subprocess.Popen(
+        [sys.executable, "-m", "chatnode.main", "--data-dir", str(tmp_path / "data")],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for line in node.stderr:
+            if "serving on" in line:
+                break
+        node.send_signal(signal.SIGABRT)
+        _, journal = node.communicate(timeout=20)
+        assert node.returncode == -signal.SIGABRT
+        assert "Fatal Python error: Aborted" in journal
+        assert 'File "' in journal and "asyncio" in journal, journal
+    finally:
+        node.kill()
+        node.wait()
