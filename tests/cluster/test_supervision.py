@@ -7,6 +7,7 @@ read what the node sends, first from a Notifier, then from a real chatnode proce
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -92,7 +93,7 @@ def test_the_watchdog_watches_only_this_process(env: dict[str, str], period_s: f
 
 def test_pings_come_at_half_the_watchdog_period(abstract: Listener) -> None:
     notifier = Notifier.from_environment(
-        {"NOTIFY_SOCKET": abstract.address, "WATCHDOG_USEC": "200000"}
+        {"NOTIFY_SOCKET": abstract.address, "WATCHDOG_USEC": "1000000"}
     )
 
     async def ping_for(seconds: float) -> None:
@@ -100,12 +101,14 @@ def test_pings_come_at_half_the_watchdog_period(abstract: Listener) -> None:
         await asyncio.sleep(seconds)
         pinging.cancel()
 
-    asyncio.run(ping_for(0.55))
-    pings = [abstract.message(1) for _ in range(6)]  # at 0, 0.1, ..., 0.5 s
-    assert pings == [{"WATCHDOG": "1"}] * 6
-    abstract.sock.settimeout(0.01)
-    with pytest.raises(TimeoutError):
-        abstract.sock.recv(4096)
+    asyncio.run(ping_for(1.75))  # pings due at 0, 0.5, 1 and 1.5 s; a busy loop sends fewer
+    abstract.sock.setblocking(False)
+    pings = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            pings.append(abstract.sock.recv(4096))
+    assert set(pings) == {b"WATCHDOG=1"}
+    assert 3 <= len(pings) <= 4, pings  # a ping every full period would be 2
 
 
 def test_a_send_error_is_logged_once_and_never_raised(
