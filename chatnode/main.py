@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from chatnode import logs
 from chatnode.admission import DEFAULT_RATE
 from chatnode.server import ChatNode, ConfigError, NodeConfig, TlsFiles
+from chatnode.supervision import Notifier
 from proto.addresses import MemberAddress
 from proto.cli import Parser, add_version_flag, parse_cluster
 from proto.credentials import ClusterSecret, SecretError
@@ -264,19 +266,33 @@ async def serve(config: NodeConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    systemd = Notifier.from_environment()
+    pings = asyncio.create_task(systemd.keep_alive(), name="watchdog")
     await node.start()
+    coord = node.coordinator
+    status = asyncio.create_task(
+        systemd.report_leadership(coord.leader_changes(), coord.status), name="systemd-status"
+    )
+    systemd.send(READY=1)
     stopping = asyncio.ensure_future(stop.wait())
     failing = asyncio.ensure_future(node.failure())
     await asyncio.wait((stopping, failing), return_when=asyncio.FIRST_COMPLETED)
     if failing.done():
         raise Fatal(failing.result())
     failing.cancel()
+    status.cancel()
+    systemd.send(STOPPING=1, STATUS="draining calls")
     log.info("stopping: draining calls", extra={"event": "stopping"})
     await node.stop()
+    pings.cancel()
+    systemd.close()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = config_from_args(argv)
+    # The watchdog ends a stuck node with SIGABRT: first, every thread's stack to stderr
+    # (the journal), which shows where the event loop was stuck.
+    faulthandler.enable()
     try:
         asyncio.run(serve(config))
     except (ConfigError, OSError) as exc:

@@ -95,7 +95,8 @@ class NodeConfig:
 
 
 class ConfigError(ValueError):
-    """The node cannot start with this configuration (bad usage, exit status 2)."""
+    """The node cannot start here as configured, e.g. its address is taken (exit status 1:
+    a stale process may let go of it, so systemd tries again)."""
 
 
 def make_coordinator(config: NodeConfig) -> ReplicatedCoordinator:

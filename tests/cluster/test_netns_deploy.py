@@ -18,8 +18,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -40,6 +41,7 @@ skip_unless_possible()
 pytestmark = pytest.mark.timeout(600)
 
 SIZE = 3
+T = TypeVar("T")
 MAX_WRITE_GAP_S = 5.0  # a restart moves leadership first: writes pause about a lease
 
 
@@ -109,6 +111,53 @@ def test_up_again_changes_nothing(lab: Lab, hosts_file: Path) -> None:
     done = cluster_sh(lab, "up", str(hosts_file))
     assert done.stdout.count("changed=0") == SIZE, done.stdout
     assert [main_pid(lab.host(i)) for i in range(1, SIZE + 1)] == before
+
+
+def poll(probe: Callable[[], T], what: str, within_s: float) -> T:
+    """Poll a host until probe() is truthy; what crosses into a namespace host (a restart
+    the runner records, a STATUS= line) carries no event this process could await."""
+    deadline = time.monotonic() + within_s
+    while not (value := probe()):
+        assert time.monotonic() < deadline, f"no {what} within {within_s} s"
+        time.sleep(0.2)
+    return value
+
+
+def test_restart_returns_once_the_node_serves_and_status_names_its_role(
+    lab: Lab, hosts_file: Path
+) -> None:
+    host = lab.host(2)
+    before = main_pid(host)
+    host.run("systemctl restart chatnode")  # Type=notify: it returns after READY=1
+    assert main_pid(host) != before
+    rows = {r["id"]: r for r in status_rows(host)}
+    assert rows[2]["up"], "the node must answer as soon as `systemctl restart` returns"
+    line = poll(
+        lambda: re.search(r'Status: "(.*)"', host.run("systemctl status chatnode").stdout),
+        "Status: line",
+        10,
+    )
+    shown = line.group(1)
+    assert re.fullmatch(r"(leader|follower|candidate), term \d+, (leader \d+|no leader)", shown)
+    assert wait_settled(lab, range(1, SIZE + 1))
+
+
+def test_a_frozen_node_is_aborted_by_the_watchdog_and_restarted(lab: Lab, hosts_file: Path) -> None:
+    """SIGSTOP freezes the whole process, its event loop with it. WatchdogSec=10 then
+    sends SIGABRT with a SIGCONT (as systemd does), so the node dies of SIGABRT."""
+    follower = next(r["id"] for r in status_rows(lab.host(1)) if r["role"] == "follower")
+    host = lab.host(follower)
+    frozen = main_pid(host)
+    restarts = int(host.run("systemctl show -p NRestarts --value chatnode").stdout)
+    host.run("systemctl kill -s STOP chatnode")
+    poll(lambda: main_pid(host) not in (0, frozen), "restarted node", 60)
+    assert int(host.run("systemctl show -p NRestarts --value chatnode").stdout) == restarts + 1
+    journal = host.run("cat /var/log/unit-shim/chatnode.service.log").stdout
+    assert "Watchdog timeout (limit 10s)!" in journal
+    assert f"Killing process {frozen} with signal SIGABRT." in journal
+    assert "code=killed, status=6/ABRT" in journal
+    assert "Fatal Python error: Aborted" in journal  # and the stacks of its threads
+    assert wait_settled(lab, range(1, SIZE + 1))
 
 
 def test_chatctl_on_the_client_machine_shows_every_host(lab: Lab, hosts_file: Path) -> None:

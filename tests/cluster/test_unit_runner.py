@@ -5,7 +5,8 @@ Each process test drives the real wrapper, tests/netns/bin/systemctl, under the 
 directory. The unit's service is a Python script that appends what it was given (uid,
 gids, cwd, umask, the environment it was exec'd with) to $STATE_DIRECTORY/runs.jsonl and
 then waits for signals; environment variables in the unit make it ignore SIGTERM, exit
-cleanly on it, or fail its first run.
+cleanly on it, fail its first run, send READY=1 (from itself or from a child) after a
+delay, or send WATCHDOG=1 at half of WATCHDOG_USEC.
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ needs_root = pytest.mark.skipif(
 )
 
 SERVICE = """\
-import json, os, resource, signal, sys
+import json, os, resource, signal, socket, sys, time
+def notify(text):
+    address = os.environ["NOTIFY_SOCKET"].replace("@", "\\0", 1)
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(text.encode(), address)
 if os.environ.get("IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 if os.environ.get("EXIT_ON_TERM"):
@@ -63,6 +67,16 @@ with open(runs) as f:
     first_run = len(f.readlines()) == 1
 if first_run and os.environ.get("FIRST_RUN_EXIT"):
     sys.exit(int(os.environ["FIRST_RUN_EXIT"]))
+if os.environ.get("READY_AFTER"):
+    time.sleep(float(os.environ["READY_AFTER"]))
+    if not os.environ.get("READY_FROM_CHILD"):
+        notify("READY=1\\nSTATUS=serving, run " + str(len(open(runs).readlines())))
+    elif os.fork() == 0:
+        notify("READY=1")
+        os._exit(0)
+while os.environ.get("PING"):
+    notify("WATCHDOG=1")
+    time.sleep(int(os.environ["WATCHDOG_USEC"]) / 2e6)
 while True:
     signal.pause()
 """
@@ -205,6 +219,13 @@ def test_the_real_chatnode_unit_parses_as_systemd_reads_it(monkeypatch: pytest.M
     assert unit.exec_start == ("/opt/chat/.venv/bin/chatnode",)
     assert (unit.restart, unit.restart_sec) == ("on-failure", 1.0)
     assert (unit.kill_signal, unit.timeout_stop_s) == (signal.SIGTERM, 20.0)
+    assert (unit.type, unit.notify_access, unit.timeout_start_s) == ("notify", "main", 90.0)
+    assert (unit.watchdog_s, unit.watchdog_signal, unit.timeout_abort_s) == (
+        10.0,
+        signal.SIGABRT,
+        10.0,
+    )
+    assert unit.restart_prevent == {("exit", 2)}
     assert unit.state_directories == ("chat",)
     assert unit.limit_nofile == (65536, 65536)
     assert unit.wanted_by == ("multi-user.target",)
@@ -516,3 +537,149 @@ def test_a_dead_supervisor_reads_as_failed_and_stop_ends_its_orphan(host: Host) 
     assert host.systemctl("stop", "demo").returncode == 0
     assert not is_running(pid)
     assert host.systemctl("is-active", "demo").stdout == "inactive\n"
+
+
+# --- Type=notify, the watchdog and RestartPreventExitStatus= ------------------------------
+
+NOTIFY = {"Type": "notify", "Environment": "READY_AFTER=0.5", "TimeoutStartSec": "10"}
+
+
+@needs_root
+def test_notify_start_returns_once_ready_and_status_shows_the_status_text(host: Host) -> None:
+    host.write_unit(**NOTIFY)
+    began = time.monotonic()
+    assert host.systemctl("start", "demo").returncode == 0
+    assert time.monotonic() - began >= 0.5  # the service's delay before READY=1
+    assert host.systemctl("is-active", "demo").stdout == "active\n"
+    record = host.runs()[0]
+    assert record["env"]["NOTIFY_SOCKET"].startswith("@unit-shim/demo.service/")
+    assert "WATCHDOG_USEC" not in record["env"]
+    status = host.systemctl("status", "demo").stdout
+    assert 'Status: "serving, run 1"' in status
+    show = host.systemctl("show", "-p", "StatusText", "--value", "demo")
+    assert show.stdout == "serving, run 1\n"
+
+
+@needs_root
+def test_notify_start_fails_when_the_service_exits_before_ready(host: Host) -> None:
+    host.write_unit(**NOTIFY, Restart="no", ExecStart="/bin/false")
+    result = host.systemctl("start", "demo")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Failed to start demo.service: the main process exited (code=exited, status=1)\n"
+    )
+    assert host.systemctl("show", "-p", "ActiveState,Result", "--value", "demo").stdout == (
+        "failed\nexit-code\n"
+    )
+
+
+@needs_root
+def test_notify_access_main_ignores_ready_from_a_child_until_start_times_out(
+    host: Host,
+) -> None:
+    host.write_unit(
+        **NOTIFY | {"Environment": "READY_AFTER=0 READY_FROM_CHILD=1", "TimeoutStartSec": "1"},
+        Restart="no",
+    )
+    began = time.monotonic()
+    result = host.systemctl("start", "demo")
+    assert 1 <= time.monotonic() - began < 5
+    assert result.returncode == 1
+    assert "a timeout was exceeded (TimeoutStartSec=1s)" in result.stderr
+    assert host.systemctl("show", "-p", "ActiveState,Result", "--value", "demo").stdout == (
+        "failed\ntimeout\n"
+    )
+    assert "Got notification message from PID" in host.log()
+
+
+@needs_root
+def test_notify_access_all_takes_ready_from_a_child(host: Host) -> None:
+    host.write_unit(
+        **NOTIFY | {"Environment": "READY_AFTER=0 READY_FROM_CHILD=1"}, NotifyAccess="all"
+    )
+    assert host.systemctl("start", "demo").returncode == 0
+    assert host.systemctl("is-active", "demo").stdout == "active\n"
+
+
+WATCHDOG = NOTIFY | {"WatchdogSec": "1", "TimeoutStopSec": "1"}
+
+
+@needs_root
+def test_pings_keep_a_watched_service_and_its_watchdog_pid_is_its_own(host: Host) -> None:
+    host.write_unit(**WATCHDOG | {"Environment": "READY_AFTER=0 PING=1"})
+    record = host.started()
+    assert record["env"]["WATCHDOG_USEC"] == "1000000"
+    assert record["env"]["WATCHDOG_PID"] == str(record["pid"]) == str(host.state()["main_pid"])
+    time.sleep(3)  # three watchdog periods: a window for a wrong kill to show
+    state = host.state()
+    assert (state["active"], state["main_pid"], state["restarts"]) == ("active", record["pid"], 0)
+
+
+@needs_root
+def test_a_stopped_service_misses_its_pings_and_is_aborted_and_restarted(host: Host) -> None:
+    host.write_unit(**WATCHDOG | {"Environment": "READY_AFTER=0 PING=1"})
+    first = host.started()["pid"]
+    assert host.systemctl("kill", "-s", "STOP", "demo").returncode == 0
+    state = restarted(host, first)
+    assert state["restarts"] == 1
+    log = host.log()
+    assert "Watchdog timeout (limit 1s)!" in log
+    assert f"Killing process {first} with signal SIGABRT." in log
+    # The SIGCONT after SIGABRT (as systemd sends it) lets the stopped process take it.
+    assert "code=killed, status=6/ABRT" in log
+
+
+@needs_root
+def test_a_watchdog_abort_that_is_ignored_ends_in_sigkill_after_timeout_abort_sec(
+    host: Host,
+) -> None:
+    host.write_unit(
+        **WATCHDOG | {"Environment": "READY_AFTER=0 PING=1 IGNORE_TERM=1"},
+        WatchdogSignal="SIGTERM",
+        TimeoutAbortSec="500ms",
+        Restart="on-watchdog",
+    )
+    first = host.started()["pid"]
+    assert host.systemctl("kill", "-s", "STOP", "demo").returncode == 0
+    restarted(host, first)
+    log = host.log()
+    assert f"Killing process {first} with signal SIGTERM." in log
+    assert "code=killed, status=9/KILL" in log
+
+
+@needs_root
+def test_restart_prevent_exit_status_leaves_a_usage_error_failed(host: Host) -> None:
+    host.write_unit(Environment="FIRST_RUN_EXIT=2", RestartPreventExitStatus="2 SIGUSR1")
+    host.started()
+    assert wait_for(
+        lambda: host.state()["active"] == "failed", "the unit to fail without a restart"
+    )
+    state = host.state()
+    assert (state["result"], state["restarts"], len(host.runs())) == ("exit-code", 0, 1)
+    assert "Scheduled restart job" not in host.log()
+
+
+@needs_root
+def test_the_real_chatnode_exits_2_on_a_bad_flag_and_its_unit_does_not_restart_it(
+    host: Host,
+) -> None:
+    host.write_unit(
+        **NOTIFY,
+        ExecStart=f"{REPO}/.venv/bin/chatnode --no-such-flag",
+        User=None,  # the venv may not be readable by nobody
+        RestartPreventExitStatus=real_unit_setting("RestartPreventExitStatus"),
+    )
+    result = host.systemctl("start", "demo")
+    assert result.stderr == (
+        "Failed to start demo.service: the main process exited (code=exited, status=2)\n"
+    )
+    state = host.state()
+    assert (state["active"], state["result"], state["restarts"]) == ("failed", "exit-code", 0)
+    assert "unrecognized arguments: --no-such-flag" in host.log()
+
+
+def real_unit_setting(key: str) -> str:
+    """One [Service] setting of the shipped unit, deploy/systemd/chatnode.service."""
+    text = (REPO / "deploy" / "systemd" / "chatnode.service").read_text()
+    settings = unit_runner.collect_settings([text])
+    return settings[("Service", key)][-1]

@@ -14,24 +14,37 @@ commands read it and talk to the supervisor through signals and pidfds only.
 
 Emulated, as systemd does it:
   Type=exec/simple (`start` returns once the main process is exec'd, or fails with the
-  reason), ExecStart= (quoting, $VAR and ${VAR} expansion), Environment=,
-  EnvironmentFile= (`-` prefix, KEY=VALUE lines, # and ; comments, surrounding quotes,
+  reason); Type=notify: a NOTIFY_SOCKET per unit (an abstract AF_UNIX datagram socket),
+  `start` returns once READY=1 arrives and fails when the main process exits first or
+  TimeoutStartSec= passes (then KillSignal=, result `timeout`); STATUS= (shown by `status`
+  and `show -p StatusText`); NotifyAccess= (none, main, exec as main, all; senders told
+  apart by SO_PASSCRED); WatchdogSec= (WATCHDOG_USEC and WATCHDOG_PID set, the latter by a
+  /bin/sh that execs ExecStart; armed at READY=1, or at the exec for other types; without
+  WATCHDOG=1 in time: WatchdogSignal= (SIGABRT) plus SIGCONT, SIGKILL after
+  TimeoutAbortSec= (default TimeoutStopSec=), result `watchdog`); RestartPreventExitStatus=
+  (statuses and signal names); ExecStart= (quoting, $VAR and ${VAR} expansion),
+  Environment=, EnvironmentFile= (`-` prefix, KEY=VALUE lines, # and ; comments, surrounding quotes,
   backslash continuations), a clean environment (PATH, and HOME/USER/LOGNAME/SHELL for
   User=; INVOCATION_ID, STATE_DIRECTORY), User=/Group= with supplementary groups, umask
   0022, WorkingDirectory= (`-` and `~`), StateDirectory=/StateDirectoryMode=,
-  Restart= (no, always, on-success, on-failure, on-abnormal, on-abort) and RestartSec=,
+  Restart= (no, always, on-success, on-failure, on-abnormal, on-abort, on-watchdog, with
+  timeouts and watchdog kills counted as systemd counts them) and RestartSec=,
   KillSignal= (followed by SIGCONT) and TimeoutStopSec= (then SIGKILL), LimitNOFILE=,
   WantedBy= for enable/disable, drop-ins in NAME.service.d/*.conf, new session per
   service, stdout+stderr appended to LOG_DIR/NAME.log (our journal).
-Rejected with an error (they would change what runs): Type= other than simple/exec,
-  ExecStart= prefixes (-@:+!), ExecStartPre/Post, ExecCondition, ExecReload, ExecStop,
-  ExecStopPost, DynamicUser=, RootDirectory=, RootImage=.
+Rejected with an error (they would change what runs): Type= other than simple, exec and
+  notify, ExecStart= prefixes (-@:+!), ExecStartPre/Post, ExecCondition, ExecReload,
+  ExecStop, ExecStopPost, DynamicUser=, RootDirectory=, RootImage=.
 Ignored: [Unit] dependencies and ordering (After=, Wants=, Requires=, ...), Description
   beyond `status`, Documentation=; all sandboxing and hardening (NoNewPrivileges=,
   ProtectSystem=, ProtectHome=, PrivateTmp=, ReadWritePaths=, ...); Limit* other than
   LimitNOFILE=; KillMode= (only the main process is signalled: there are no cgroups);
-  SuccessExitStatus=, RestartPreventExitStatus=, StartLimit*; [Install] other than
-  WantedBy=; unit specifiers (%n, %i, ... are taken literally); TimeoutStopSec=infinity
+  SuccessExitStatus=, StartLimit*; notify messages other than READY=1, STATUS=,
+  WATCHDOG=1 (STOPPING=1 is only logged; MAINPID=, WATCHDOG=trigger, WATCHDOG_USEC=,
+  EXTEND_TIMEOUT_USEC= and fd passing are ignored); a start that fails is not retried
+  by the waiting `start` (newer systemd keeps its job across auto-restarts: here `start`
+  reports the first attempt, and the supervisor restarts per Restart=); [Install] other
+  than WantedBy=; unit specifiers (%n, %i, ... are taken literally); TimeoutStopSec=infinity
   waits at most an hour.
 
 Paths come from the environment so tests can run outside namespaces: UNIT_SHIM_UNIT_DIR
@@ -49,6 +62,7 @@ import dataclasses
 import fcntl
 import grp
 import json
+import math
 import os
 import pwd
 import re
@@ -56,6 +70,8 @@ import resource
 import select
 import shlex
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -66,7 +82,17 @@ from pathlib import Path
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CLEAN_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE})
-RESTART_POLICIES = ("no", "always", "on-success", "on-failure", "on-abnormal", "on-abort")
+RESTART_POLICIES = (
+    "no",
+    "always",
+    "on-success",
+    "on-failure",
+    "on-abnormal",
+    "on-abort",
+    "on-watchdog",
+)
+SERVICE_TYPES = ("simple", "exec", "notify")
+NOTIFY_ACCESS = ("none", "main", "exec", "all")
 REJECTED_SETTINGS = frozenset(
     [
         "ExecStartPre",
@@ -85,6 +111,7 @@ SUPERVISE_VERB = "__supervise"
 # The supervisor blocks these and takes them with sigwaitinfo: no handler races.
 SUPERVISOR_SIGNALS = frozenset({signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 REPORT_TIMEOUT_S = 30.0  # the supervisor's interpreter start plus the exec of ExecStart
+TICK_S = 0.05  # how soon a supervisor watching a notify socket sees a stop (SIGTERM)
 KILL_GRACE_S = 5.0  # after SIGKILL: only a process stuck in the kernel takes longer
 STOP_MARGIN_S = 5.0  # the supervisor's own bookkeeping on top of its stop timeout
 LOCK_TIMEOUT_S = 120.0  # another command on the same unit (a stop waits TimeoutStopSec)
@@ -176,8 +203,15 @@ class Unit:
     working_directory: str | None
     restart: str
     restart_sec: float
+    restart_prevent: frozenset[tuple[str, int]]  # ("exit", status) and ("signal", number)
     kill_signal: int
     timeout_stop_s: float
+    type: str
+    notify_access: str
+    timeout_start_s: float
+    watchdog_s: float  # 0: off
+    watchdog_signal: int
+    timeout_abort_s: float
     state_directories: tuple[str, ...]
     state_directory_mode: int
     limit_nofile: tuple[int, int] | None
@@ -240,6 +274,19 @@ def parse_signal(value: str) -> int:
         return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])
     except KeyError:
         raise UnitError(f"Failed to parse signal string {value}.") from None
+
+
+def parse_exit_statuses(words: tuple[str, ...]) -> frozenset[tuple[str, int]]:
+    """RestartPreventExitStatus=: exit statuses (0-255) and signal names."""
+    statuses = set()
+    for word in words:
+        if word.isdigit() and int(word) <= 255:
+            statuses.add(("exit", int(word)))
+        elif word.isdigit():
+            raise UnitError(f"RestartPreventExitStatus={word}: not an exit status")
+        else:
+            statuses.add(("signal", parse_signal(word)))
+    return frozenset(statuses)
 
 
 def parse_limit(value: str) -> tuple[int, int]:
@@ -305,12 +352,19 @@ def build_unit(name: str, path: Path, settings: dict[tuple[str, str], list[str]]
     rejected = sorted(service.keys() & REJECTED_SETTINGS)
     if rejected:
         raise UnitError(f"{rejected[0]}= is not supported by this systemctl stand-in")
-    if (get("Type") or "simple") not in ("simple", "exec"):
-        raise UnitError(f"Type={get('Type')} is not supported (simple and exec are)")
+    kind = get("Type") or "simple"
+    if kind not in SERVICE_TYPES:
+        raise UnitError(f"Type={kind} is not supported (simple, exec and notify are)")
     restart = get("Restart") or "no"
     if restart not in RESTART_POLICIES:
         raise UnitError(f"Failed to parse service restart specifier: {restart}")
     limit = get("LimitNOFILE")
+    timeout_stop_s = parse_seconds(get("TimeoutStopSec") or "90s", "TimeoutStopSec")
+    watchdog_s = parse_seconds(get("WatchdogSec") or "0", "WatchdogSec")
+    # systemd: main when the service notifies (Type=notify or a watchdog), else none.
+    notify_access = get("NotifyAccess") or ("main" if kind == "notify" or watchdog_s else "none")
+    if notify_access not in NOTIFY_ACCESS:
+        raise UnitError(f"Failed to parse notify access specifier: {notify_access}")
     return Unit(
         name=name,
         path=path,
@@ -323,8 +377,17 @@ def build_unit(name: str, path: Path, settings: dict[tuple[str, str], list[str]]
         working_directory=get("WorkingDirectory"),
         restart=restart,
         restart_sec=parse_seconds(get("RestartSec") or "100ms", "RestartSec"),
+        restart_prevent=parse_exit_statuses(words("RestartPreventExitStatus")),
         kill_signal=parse_signal(get("KillSignal") or "SIGTERM"),
-        timeout_stop_s=parse_seconds(get("TimeoutStopSec") or "90s", "TimeoutStopSec"),
+        timeout_stop_s=timeout_stop_s,
+        type=kind,
+        notify_access=notify_access,
+        timeout_start_s=parse_seconds(get("TimeoutStartSec") or "90s", "TimeoutStartSec"),
+        watchdog_s=watchdog_s,
+        watchdog_signal=parse_signal(get("WatchdogSignal") or "SIGABRT"),
+        timeout_abort_s=parse_seconds(get("TimeoutAbortSec"), "TimeoutAbortSec")
+        if get("TimeoutAbortSec")
+        else timeout_stop_s,
         state_directories=words("StateDirectory"),
         state_directory_mode=int(get("StateDirectoryMode") or "0755", 8),
         limit_nofile=parse_limit(limit) if limit else None,
@@ -395,9 +458,12 @@ def credentials(unit: Unit) -> Credentials | None:
     return Credentials(user.pw_uid, gid, groups, user.pw_name, user.pw_dir, user.pw_shell)
 
 
-def service_environment(unit: Unit, creds: Credentials | None) -> dict[str, str]:
-    """systemd's order: its own variables, then Environment=, then EnvironmentFile=."""
-    env = {"PATH": DEFAULT_PATH, "INVOCATION_ID": uuid.uuid4().hex}
+def service_environment(
+    unit: Unit, creds: Credentials | None, notify: dict[str, str]
+) -> dict[str, str]:
+    """systemd's order: its own variables (notify's among them), then Environment=, then
+    EnvironmentFile=."""
+    env = {"PATH": DEFAULT_PATH, "INVOCATION_ID": uuid.uuid4().hex} | notify
     if creds is not None and unit.user is not None:
         env |= {"HOME": creds.home, "USER": creds.name, "LOGNAME": creds.name, "SHELL": creds.shell}
     if unit.state_directories:
@@ -456,16 +522,24 @@ def set_nofile_limit(unit_name: str, wanted: tuple[int, int]) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, capped)
 
 
-def spawn(unit: Unit) -> subprocess.Popen[bytes]:
-    """Exec ExecStart as systemd would; returns once the exec has succeeded (Popen waits
-    for it), raises the reason otherwise."""
+# systemd sets WATCHDOG_PID in the forked child, whose pid Popen cannot know before the
+# exec; a shell that exports its own pid and execs the command keeps that pid. (A command
+# that cannot be exec'd then shows as the shell's exit 126 or 127, not as a failed start.)
+WATCHDOG_PID_SHIM = ("/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "sh")
+
+
+def spawn(unit: Unit, notify: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Exec ExecStart as systemd would, with notify's variables (NOTIFY_SOCKET, ...);
+    returns once the exec has succeeded (Popen waits for it), raises the reason otherwise."""
     creds = credentials(unit)
-    env = service_environment(unit, creds)
+    env = service_environment(unit, creds, notify)
     make_state_directories(unit, creds)
     cwd = working_directory(unit, creds)
     if unit.limit_nofile is not None:  # set here, as root: the child inherits it
         set_nofile_limit(unit.name, unit.limit_nofile)
     argv = expand_command(unit.exec_start, env)
+    if unit.watchdog_s:
+        argv = [*WATCHDOG_PID_SHIM, *argv]
     try:
         return subprocess.Popen(
             argv,
@@ -565,17 +639,24 @@ def is_clean_exit(status: int) -> bool:
     return os.WEXITSTATUS(status) == 0
 
 
-def should_restart(policy: str, status: int) -> bool:
-    clean = is_clean_exit(status)
-    abnormal = os.WIFSIGNALED(status) and not clean
+def should_restart(unit: Unit, result: str, status: int) -> bool:
+    """Restart= for an end with this result (success, exit-code, signal, timeout or
+    watchdog, as ended() and the supervisor name them), unless RestartPreventExitStatus=
+    names the exit status or signal."""
+    if os.WIFSIGNALED(status):
+        if ("signal", os.WTERMSIG(status)) in unit.restart_prevent:
+            return False
+    elif ("exit", os.WEXITSTATUS(status)) in unit.restart_prevent:
+        return False
     return {
         "no": False,
         "always": True,
-        "on-success": clean,
-        "on-failure": not clean,
-        "on-abnormal": abnormal,
-        "on-abort": abnormal,
-    }[policy]
+        "on-success": result == "success",
+        "on-failure": result != "success",
+        "on-abnormal": result in ("signal", "timeout", "watchdog"),
+        "on-abort": result == "signal",
+        "on-watchdog": result == "watchdog",
+    }[unit.restart]
 
 
 # --- state -------------------------------------------------------------------------------
@@ -596,6 +677,7 @@ class State:
     restarts: int = 0
     kill_signal: int = int(signal.SIGTERM)
     timeout_stop_s: float = 90.0
+    status_text: str = ""  # the last STATUS= the service sent
 
 
 def read_state(name: str) -> State:
@@ -657,18 +739,6 @@ def log(name: str, message: str) -> None:
     print(f"{stamp} unit-shim[{os.getpid()}]: {name}: {message}", file=sys.stderr, flush=True)
 
 
-def wait_main(pid: int) -> int | None:
-    """The main process's wait status, or None when a stop (SIGTERM) came first. This is
-    the service's lifetime, so it has no timeout; a stop or the exit ends it."""
-    while True:
-        info = signal.sigwaitinfo({signal.SIGCHLD, signal.SIGTERM})
-        if info.si_signo == signal.SIGTERM:
-            return None
-        reaped, status = os.waitpid(pid, os.WNOHANG)  # SIGCHLD also comes for stop/continue
-        if reaped:
-            return status
-
-
 def stop_requested_within(seconds: float) -> bool:
     """The RestartSec wait: True when a stop (SIGTERM) arrived before it ended."""
     deadline = time.monotonic() + seconds
@@ -704,6 +774,47 @@ def stop_main(unit: Unit, child: subprocess.Popen[bytes], pidfd: int) -> tuple[s
     return ended(status)
 
 
+class NotifySocket:
+    """The unit's NOTIFY_SOCKET: an abstract-namespace datagram socket (no path to grow
+    past 108 bytes or to chmod for User=), kept across restarts. SO_PASSCRED makes the
+    kernel stamp each datagram with its sender's pid, which NotifyAccess= checks."""
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self.name = f"@unit-shim/{unit.name}/{uuid.uuid4().hex}"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.bind(b"\0" + self.name[1:].encode())
+        self.sock.setblocking(False)
+
+    def environment(self) -> dict[str, str]:
+        env = {"NOTIFY_SOCKET": self.name}
+        if self.unit.watchdog_s:
+            env["WATCHDOG_USEC"] = str(round(self.unit.watchdog_s * 1e6))
+        return env
+
+    def receive(self, main_pid: int) -> Iterator[dict[str, str]]:
+        """The queued messages NotifyAccess= lets through, as KEY=VALUE dicts."""
+        while True:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except BlockingIOError:
+                return
+            sender = next(
+                (
+                    struct.unpack("3i", cdata[:12])[0]
+                    for level, kind, cdata in ancillary
+                    if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+                ),
+                0,
+            )
+            if self.unit.notify_access == "all" or sender == main_pid:
+                lines = data.decode(errors="replace").split("\n")
+                yield dict(line.split("=", 1) for line in lines if "=" in line)
+            else:
+                log(self.unit.name, f"Got notification message from PID {sender}, ignoring.")
+
+
 class Supervisor:
     """Runs one unit from its first start until it is stopped or ends for good. It is
     the main process's parent, so it alone waits for it; commands reach it by SIGTERM
@@ -713,10 +824,12 @@ class Supervisor:
         self.unit = unit
         self.report_fd: int | None = report_fd
         self.restarts = 0
+        self.status_text = ""
         self.identity = {
             "supervisor_pid": os.getpid(),
             "supervisor_start": process_start(os.getpid()) or 0,
         }
+        self.notify = NotifySocket(unit) if unit.notify_access != "none" else None
 
     def record(
         self,
@@ -729,12 +842,13 @@ class Supervisor:
         if child is not None:
             fields |= {"main_pid": child.pid, "main_start": process_start(child.pid) or 0}
         limits = {"kill_signal": self.unit.kill_signal, "timeout_stop_s": self.unit.timeout_stop_s}
-        write_state(
-            self.unit.name, State(active, sub, result, restarts=self.restarts, **fields, **limits)
+        state = State(
+            active, sub, result, restarts=self.restarts, status_text=self.status_text, **fields
         )
+        write_state(self.unit.name, dataclasses.replace(state, **limits))
 
     def report(self, line: str) -> None:
-        """Tell the waiting `start` how the first exec went (once; later ones are ours)."""
+        """Tell the waiting `start` how the first start went (once; later ones are ours)."""
         if self.report_fd is not None:
             os.write(self.report_fd, line.encode() + b"\n")
             os.close(self.report_fd)
@@ -744,41 +858,106 @@ class Supervisor:
         while True:
             self.record("activating", "start")
             try:
-                child = spawn(self.unit)
+                child = spawn(self.unit, self.notify.environment() if self.notify else {})
             except (UnitError, OSError, ValueError, subprocess.SubprocessError) as error:
                 log(self.unit.name, f"Failed to start: {error}")
                 self.record("failed", "failed", "resources")
                 self.report(f"error {error}")
                 return 1
-            self.record("active", "running", child=child)
-            log(self.unit.name, f"Started {self.unit.description} (main PID {child.pid}).")
-            self.report("ok")
+            if self.unit.type == "notify":
+                self.record("activating", "start", child=child)
+            else:
+                self.started(child)
             if not self.run_once(child):
                 return 0
             self.restarts += 1
             log(self.unit.name, f"Scheduled restart job, restart counter is at {self.restarts}.")
 
+    def started(self, child: subprocess.Popen[bytes]) -> None:
+        """The exec (Type=exec/simple) or READY=1 (Type=notify): the unit is active."""
+        self.record("active", "running", child=child)
+        log(self.unit.name, f"Started {self.unit.description} (main PID {child.pid}).")
+        self.report("ok")
+
     def run_once(self, child: subprocess.Popen[bytes]) -> bool:
-        """Wait for the main process to end or a stop; True when it is to be restarted."""
+        """Supervise one main process until it ends or a stop; True when it is to be
+        restarted."""
         pidfd = os.pidfd_open(child.pid)  # not reaped yet, so this is surely our child
         try:
-            status = wait_main(child.pid)
-            if status is None:
+            event = self.watch(child, pidfd)
+            if event == "stop":
+                self.report("error it was stopped before it reported READY=1")
                 self.record("deactivating", "stop-sigterm", child=child)
                 self.record(*stop_main(self.unit, child, pidfd))
                 return False
+            if event == "timeout":
+                log(self.unit.name, "start operation timed out. Terminating.")
+                self.report(
+                    f"error a timeout was exceeded (TimeoutStartSec={self.unit.timeout_start_s:g}s)"
+                )
+                terminate(pidfd, self.unit.kill_signal, self.unit.timeout_stop_s)
+            if event == "watchdog":
+                log(self.unit.name, f"Watchdog timeout (limit {self.unit.watchdog_s:g}s)!")
+                sig = signal.Signals(self.unit.watchdog_signal).name
+                log(self.unit.name, f"Killing process {child.pid} with signal {sig}.")
+                terminate(pidfd, self.unit.watchdog_signal, self.unit.timeout_abort_s)
+            _, status = os.waitpid(child.pid, 0)
         finally:
             os.close(pidfd)
         child.returncode = os.waitstatus_to_exitcode(status)  # so Popen never reaps a reused pid
         log(self.unit.name, f"Main process exited, {describe_status(status)}")
-        if not should_restart(self.unit.restart, status):
-            self.record(*ended(status))
+        result = ended(status)[2] if event == "exit" else event
+        self.report(f"error the main process exited ({describe_status(status)})")
+        if not should_restart(self.unit, result, status):
+            self.record(*(ended(status) if result == "success" else ("failed", "failed", result)))
             return False
         self.record("activating", "auto-restart")
         if stop_requested_within(self.unit.restart_sec):
             self.record("inactive", "dead")
             return False
         return True
+
+    def watch(self, child: subprocess.Popen[bytes], pidfd: int) -> str:
+        """Wait for what ends this main process's run: `exit`, `stop` (SIGTERM), `timeout`
+        (no READY=1 within TimeoutStartSec=) or `watchdog` (no WATCHDOG=1 within
+        WatchdogSec=). The service's lifetime, so unbounded; READY=1 makes the unit active."""
+        starting = self.unit.type == "notify"
+        deadline = self.deadline(self.unit.timeout_start_s if starting else self.unit.watchdog_s)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if self.notify is not None:
+            poller.register(self.notify.sock, select.POLLIN)
+        while True:
+            # Signals stay blocked (no handler races), so a stop is polled for each tick.
+            if signal.sigtimedwait({signal.SIGTERM}, 0) is not None:
+                return "stop"
+            if time.monotonic() >= deadline:
+                return "timeout" if starting else "watchdog"
+            wait_s = min(TICK_S, deadline - time.monotonic())
+            events = dict(poller.poll(max(0.0, wait_s) * 1000))
+            if pidfd in events:
+                return "exit"
+            if not events or self.notify is None:
+                continue
+            for message in self.notify.receive(child.pid):
+                if "STATUS" in message:
+                    self.status_text = message["STATUS"]
+                    self.record(
+                        *("activating", "start") if starting else ("active", "running"), child=child
+                    )
+                if message.get("READY") == "1" and starting:
+                    starting = False
+                    self.started(child)
+                    deadline = self.deadline(self.unit.watchdog_s)
+                elif message.get("WATCHDOG") == "1" and not starting:
+                    deadline = self.deadline(self.unit.watchdog_s)
+                if message.get("STOPPING") == "1":
+                    log(self.unit.name, "The service is stopping.")
+
+    @staticmethod
+    def deadline(seconds: float) -> float:
+        """A monotonic deadline seconds from now; 0 seconds is none."""
+        return time.monotonic() + seconds if seconds else math.inf
 
 
 def supervise(name: str, report_fd: int) -> int:
@@ -824,7 +1003,7 @@ def stop_locked(name: str) -> None:
 def start_locked(name: str) -> None:
     """Start a unit whose lock we hold, unless it runs already. A unit waiting to restart
     (or left behind by a dead supervisor) is stopped first, then started right away."""
-    load_unit(name)  # a bad unit fails here, before anything runs
+    unit = load_unit(name)  # a bad unit fails here, before anything runs
     if effective_state(name).active == "active":
         return
     stop_locked(name)
@@ -844,15 +1023,23 @@ def start_locked(name: str) -> None:
     finally:
         os.close(write_fd)
     try:
-        line = read_report(read_fd, REPORT_TIMEOUT_S)
+        line = read_report(read_fd, report_timeout_s(unit))
     finally:
         os.close(read_fd)
     if line == "ok":
         return
     if line is None:
         supervisor.kill()
-        line = f"error its supervisor did not report within {REPORT_TIMEOUT_S:.0f} s"
+        line = f"error its supervisor did not report within {report_timeout_s(unit):.0f} s"
     raise UnitError(line.removeprefix("error ").strip() or "its supervisor exited without a word")
+
+
+def report_timeout_s(unit: Unit) -> float:
+    """How long `start` waits for the supervisor's word: for Type=notify, READY=1 may
+    take TimeoutStartSec=, and a start that timed out is then stopped."""
+    if unit.type != "notify":
+        return REPORT_TIMEOUT_S
+    return REPORT_TIMEOUT_S + unit.timeout_start_s + unit.timeout_stop_s + KILL_GRACE_S
 
 
 def read_report(fd: int, timeout_s: float) -> str | None:
@@ -915,6 +1102,7 @@ def properties(name: str) -> dict[str, str]:
         "Result": state.result,
         "MainPID": str(state.main_pid),
         "NRestarts": str(state.restarts),
+        "StatusText": state.status_text,
         "UnitFileState": enabled_state(name),
     }
 
@@ -933,6 +1121,8 @@ def status(name: str) -> int:
     print(f"     Active: {state.active}{result}")
     if state.main_pid:
         print(f"   Main PID: {state.main_pid}")
+    if state.status_text and state.active in RUNNING_STATES:
+        print(f'     Status: "{state.status_text}"')
     print(f"   Restarts: {state.restarts}")
     return 0 if state.active == "active" else 3
 
