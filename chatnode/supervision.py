@@ -57,7 +57,12 @@ class Notifier:
             # Keep trying (a full queue drains), but say it once: a watchdog ping fails
             # every few seconds and would flood the journal.
             if not self._failed:
-                log.warning("cannot notify systemd at %r: %s", self._address, exc)
+                log.warning(
+                    "cannot notify systemd at %r: %s",
+                    self._address,
+                    exc,
+                    extra={"event": "notify_failed"},
+                )
             self._failed = True
 
     def close(self) -> None:
