@@ -115,12 +115,10 @@ def _node_files(data_dir: Path) -> tuple[Path, Path]:
 
 def _create_exclusive(path: Path) -> None:
     """Claim path (an empty file is an empty SQLite database), so two backups never share it."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
+    if not snapshot_file.create_exclusive(path):
         raise BackupError(
             f"{path} exists: another backup is running, or one was interrupted (remove it)"
-        ) from None
+        )
 
 
 def copy_state(source: Path, target: Path) -> None:

@@ -75,6 +75,16 @@ def is_snapshot_file(path: Path) -> bool:
 # -- writing --------------------------------------------------------------------------------
 
 
+def create_exclusive(path: Path) -> bool:
+    """Create path empty, owner-only, if nothing is there; False if something is: another
+    run holds the name, or an interrupted one left it. Two runs never share a file."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
 @contextmanager
 def claimed(path: Path) -> Iterator[Path]:
     """Claim ``path.tmp`` for a save into path; it is removed on the way out, so only a
@@ -82,12 +92,10 @@ def claimed(path: Path) -> Iterator[Path]:
     if path.exists():
         raise SnapshotFileError(f"{path} exists; choose another name or remove it first")
     partial = path.with_name(path.name + ".tmp")
-    try:
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
+    if not create_exclusive(partial):
         raise SnapshotFileError(
             f"{partial} exists: another save is running, or one was interrupted (remove it)"
-        ) from None
+        )
     try:
         yield partial
     finally:
