@@ -248,10 +248,11 @@ def _listener_misuse(args: argparse.Namespace, member: MemberAddress) -> str:
         return "--listen is for one listener: use --listen-peer and --listen-client"
     for flag, value in binds.items():
         try:
-            if value and MemberAddress.parse(value).split:
-                raise ValueError(f"bad address {value!r}: expected HOST:PORT")
-        except ValueError as exc:
-            return f"{flag}: {exc}"
+            one = not value or not MemberAddress.parse(value).split
+        except ValueError:
+            one = False
+        if not one:
+            return f"{flag}: bad address {value!r}: expected HOST:PORT"
     return ""
 
 

@@ -63,4 +63,4 @@ def _check_host_port(text: str) -> None:
         and port.isdigit()
         and 0 < int(port) < 65536
     ):
-        raise ValueError(f"bad address {text!r}: expected HOST:PORT")
+        raise ValueError(f"bad member address {text!r}: expected HOST:PORT")

@@ -205,7 +205,7 @@ def test_member_addresses_name_one_listener_or_two() -> None:
         ("1=h:1/h:2", ["--listen-peer", "0.0.0.0"], "--listen-peer: bad address"),
         ("1=h:1/h:2", ["--listen-client", "a:1/b:2"], "--listen-client: bad address"),
         ("1=h:1/h:2", ["--client-tls-cert", "c"], "go together"),
-        ("1=h:1/h", [], "bad address 'h'"),
+        ("1=h:1/h", [], "bad member address 'h'"),
     ],
 )
 def test_listener_flags_that_do_not_fit_are_usage_errors(

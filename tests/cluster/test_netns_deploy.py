@@ -259,8 +259,8 @@ def test_a_snapshot_saved_over_the_api_restores_the_whole_cluster(
     """The operator saves from the client machine, over the peer listeners, with the
     operator certificate; cluster.sh restore takes that file as it takes a backup."""
     assert lab.client is not None
-    kept = Writers(lab, tmp_path, "kept", tls_args(hosts_file), range(1, SIZE + 1))
-    history = kept.start(secs=3).stop(timeout=120)
+    saved = Writers(lab, tmp_path, "saved", tls_args(hosts_file), range(1, SIZE + 1))
+    history = saved.start(secs=3).stop(timeout=120)
     tls = Path(f"{hosts_file}.d/tls")
     operator = f"--tls-ca {tls}/ca.pem --tls-cert {tls}/admin.pem --tls-key {tls}/admin.key"
     chatctl = f"{REPO}/.venv/bin/chatctl --cluster {lab.spec(range(1, SIZE + 1))} {operator}"
@@ -271,7 +271,7 @@ def test_a_snapshot_saved_over_the_api_restores_the_whole_cluster(
     done = cluster_sh(lab, "restore", str(hosts_file), str(snapshot))
     assert "restored from" in done.stdout
     wait_settled(lab, range(1, SIZE + 1))
-    verdict = kept.judge(history)
+    verdict = saved.judge(history)
     assert verdict.ok and verdict.counts.ok > 0, verdict.summary()
 
 
