@@ -265,9 +265,9 @@ def test_a_snapshot_saved_over_the_api_restores_the_whole_cluster(
     operator = f"--tls-ca {tls}/ca.pem --tls-cert {tls}/admin.pem --tls-key {tls}/admin.key"
     chatctl = f"{REPO}/.venv/bin/chatctl --cluster {lab.spec(range(1, SIZE + 1))} {operator}"
     snapshot = tmp_path / "chat.snapshot"
-    saved = lab.client.run(f"{chatctl} snapshot save {snapshot}").stdout
+    said = lab.client.run(f"{chatctl} snapshot save {snapshot}").stdout
     status = lab.client.run(f"{chatctl} snapshot status {snapshot}").stdout
-    assert "index" in saved and "sha256" in status, (saved, status)
+    assert "index" in said and "sha256" in status, (said, status)
     done = cluster_sh(lab, "restore", str(hosts_file), str(snapshot))
     assert "restored from" in done.stdout
     wait_settled(lab, range(1, SIZE + 1))
