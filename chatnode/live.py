@@ -198,6 +198,8 @@ class LiveHub:
                 self.deliver(message, result.value["recipient_id"])
             case ops.Logout():
                 self.close_session(op.token_hash)
+            case ops.EndSession():
+                self.close_session(op.ended_token_hash)
             case ops.DeleteAccount() if "account_id" in result.value:
                 self.close_account(result.value["account_id"])
 

@@ -62,6 +62,7 @@ class Login:
     now_ms: int
     password_hash: str = ""
     session_deadline_ms: int = 0
+    client_label: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,20 @@ class Logout:
     token_hash: str
     now_ms: int = 0
     request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class EndSession:
+    """End one of the caller's sessions, named by its token hash (the leader resolved the
+    session id the client gave). The state ends it only if it is the caller's account's:
+    a guessed or foreign id is NOT_FOUND, on every replica alike."""
+
+    kind: ClassVar[str] = "end_session"
+    token_hash: str
+    ended_token_hash: str
+    now_ms: int
+    request_id: str
+    session_deadline_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +162,7 @@ RequestOp = (
     CreateAccount
     | Login
     | Logout
+    | EndSession
     | SendMessage
     | ReadMessages
     | MarkRead
@@ -162,6 +178,7 @@ OP_TYPES: dict[str, type] = {
         CreateAccount,
         Login,
         Logout,
+        EndSession,
         SendMessage,
         ReadMessages,
         MarkRead,

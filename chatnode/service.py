@@ -65,7 +65,14 @@ from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.pending import Pending, ready
 from chatnode.session_cache import SessionCache
 from chatnode.session_stream import Envelope, SessionStream
-from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, StoredMessage
+from chatnode.state import (
+    NO_SESSION,
+    WRONG_CREDENTIALS,
+    ChatReader,
+    Session,
+    SessionRow,
+    StoredMessage,
+)
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
 from proto import release
@@ -245,6 +252,7 @@ class ChatService:
         username = validation.username(request.username)
         password = validation.password(request.password)
         request_id = validation.request_id(request.request_id)
+        label = validation.client_label(request.client_label)
         await self._leader_ready()
         account = self._reads.lookup.account(username)
         stored = (
@@ -266,7 +274,7 @@ class ChatService:
             result, token = _checked(stored), ""
         elif account is not None:
             result, token = await self._open_session(
-                account.id, username, password, request_id, key
+                account.id, username, password, request_id, key, label
             )
         else:
             raise AuthError(WRONG_CREDENTIALS)
@@ -276,7 +284,13 @@ class ChatService:
         return pb.LoginResponse(session_token=token, unread_count=unread, last_message_id=last_id)
 
     async def _open_session(
-        self, account_id: int, username: str, password: str, request_id: str, key: passwords.Hashed
+        self,
+        account_id: int,
+        username: str,
+        password: str,
+        request_id: str,
+        key: passwords.Hashed,
+        label: str,
     ) -> tuple[ops.Result, str]:
         """Propose the Login; its result, and our token ("" when a concurrent attempt
         with the same request_id committed first and its token is the answer).
@@ -298,6 +312,7 @@ class ChatService:
             now,
             key.encoded,
             self._deadline(now),
+            label,
         )
         result = await self._commit(op)
         return result, token if result.value.get("sealed_token") == sealed else ""
@@ -355,6 +370,68 @@ class ChatService:
             return pb.ListAccountsResponse(usernames=page.names, next_page_token=token)
 
         return listed()
+
+    async def start_history(self, request: pb.HistoryRequest, envelope: Envelope) -> Pending:
+        """A read like ListAccounts: no log entry (but a due renewal), served after the
+        barrier, and on a stream only once the calls before it applied."""
+        caller = await self.authenticate(envelope)
+        touched = self._touch(caller)
+        partner = validation.username(request.partner, "partner")
+        before_id = validation.message_id(request.before_id, "before_id")
+        limit = validation.clamp(
+            request.limit, validation.HISTORY_LIMIT_DEFAULT, validation.HISTORY_LIMIT_MAX
+        )
+        me = caller.session
+
+        async def history() -> pb.HistoryResponse:
+            await touched
+            page = await self._reads.run(
+                lambda r: r.history(
+                    me.account_id,
+                    me.username,
+                    partner,
+                    before_id,
+                    limit,
+                    validation.READ_REPLY_MAX_BYTES,
+                )
+            )
+            return pb.HistoryResponse(
+                messages=[_message_pb(m) for m in page.messages],
+                next_before_id=page.next_before_id,
+            )
+
+        return history()
+
+    async def start_list_sessions(
+        self, request: pb.ListSessionsRequest, envelope: Envelope
+    ) -> Pending:
+        caller = await self.authenticate(envelope)
+        touched = self._touch(caller)
+
+        async def listed() -> pb.ListSessionsResponse:
+            await touched
+            account_id, now = caller.session.account_id, caller.now_ms
+            rows = await self._reads.run(lambda r: r.sessions_of(account_id, now))
+            return pb.ListSessionsResponse(
+                sessions=[_session_pb(row, caller.token_hash) for row in rows]
+            )
+
+        return listed()
+
+    async def start_end_session(self, request: pb.EndSessionRequest, envelope: Envelope) -> Pending:
+        async def end_session(caller: _Caller) -> ops.Op:
+            """The id is resolved here, on the leader; an id that names none of the
+            caller's sessions still goes to the log (as ''): the state answers a retry of
+            a request that ended it with the first reply, and anything else NOT_FOUND."""
+            session_id = validation.session_id(request.session_id)
+            account_id = caller.session.account_id
+            ended = self._reads.lookup.session_with_id(account_id, session_id, caller.now_ms)
+            return ops.EndSession(
+                caller.token_hash, ended, caller.now_ms, caller.request_id, caller.renewal_ms
+            )
+
+        pending = await self._once(envelope, ops.EndSession.kind, end_session)
+        return _reply(pending, _session_ended)
 
     async def start_delete_account(
         self, request: pb.DeleteAccountRequest, envelope: Envelope
@@ -446,6 +523,9 @@ class ChatService:
     ReadMessages = _unary(start_read_messages)
     MarkRead = _unary(start_mark_read)
     DeleteMessages = _unary(start_delete_messages)
+    History = _unary(start_history)
+    ListSessions = _unary(start_list_sessions)
+    EndSession = _unary(start_end_session)
 
     async def _on_messages(
         self,
@@ -684,6 +764,20 @@ def _logged_out(_: ops.Result) -> pb.LogoutResponse:
 
 def _account_deleted(_: ops.Result) -> pb.DeleteAccountResponse:
     return pb.DeleteAccountResponse()
+
+
+def _session_ended(_: ops.Result) -> pb.EndSessionResponse:
+    return pb.EndSessionResponse()
+
+
+def _session_pb(row: SessionRow, current_token_hash: str) -> pb.SessionInfo:
+    return pb.SessionInfo(
+        session_id=row.session_id,
+        created_unix_ms=row.created_ms,
+        last_used_unix_ms=row.used_ms,
+        client_label=row.client_label,
+        current=row.token_hash == current_token_hash,
+    )
 
 
 def _sent(result: ops.Result) -> pb.SendMessageResponse:

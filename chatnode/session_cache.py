@@ -50,6 +50,8 @@ class SessionCache:
             self._sessions.clear()  # every session of the account ends; rare enough
         elif isinstance(op, ops.Logout) or getattr(op, "session_deadline_ms", 0):
             self._sessions.pop(op.token_hash, None)
+        if isinstance(op, ops.EndSession):
+            self._sessions.pop(op.ended_token_hash, None)
 
     def clear(self) -> None:
         """The state was replaced (a snapshot was installed)."""

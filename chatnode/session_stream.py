@@ -100,6 +100,8 @@ stops reading holds at most this much of the server's memory per stream."""
 RESERVED_BYTES: dict[str, int] = {
     "read_messages": validation.READ_REPLY_MAX_BYTES + (1 << 20),  # bodies, and the rest
     "list_accounts": 64 << 10,  # 1,000 names of at most 32 bytes, and framing
+    "history": validation.READ_REPLY_MAX_BYTES + (1 << 20),  # like read_messages
+    "list_sessions": 64 << 10,  # 200 sessions of under 200 bytes, and framing
 }
 """What a reply of each call may take; any other reply is small (SMALL_REPLY_BYTES)."""
 

@@ -64,6 +64,7 @@ from chatnode.ops import (
     CreateAccount,
     DeleteAccount,
     DeleteMessages,
+    EndSession,
     Login,
     Logout,
     MarkRead,
@@ -90,11 +91,29 @@ LEGACY_SESSION_TTL_MS = 30 * 24 * 60 * 60 * 1000
 creation: for rows of an older database and Login entries without a deadline. Fixed
 forever, so replaying an old log gives the same state whichever release replays it."""
 
-_SessionOp = Logout | SendMessage | ReadMessages | MarkRead | DeleteMessages | DeleteAccount | Touch
+_SessionOp = (
+    Logout
+    | EndSession
+    | SendMessage
+    | ReadMessages
+    | MarkRead
+    | DeleteMessages
+    | DeleteAccount
+    | Touch
+)
 
 WRONG_CREDENTIALS = "wrong username or password"
 NO_SESSION = "unknown or logged-out session; log in again"
 ACCOUNT_CHANGED = "this session's account no longer exists"
+NO_SUCH_SESSION = "no such session of yours"
+
+SESSION_ID_CHARS = 32
+"""A session id is this many leading hex digits of the session's token hash (128 bits):
+unique in practice, cheap to find by the primary key's order, and no use for logging in
+(the token hash is a one-way hash of a 256-bit token, and the id only a part of it)."""
+
+SESSIONS_LIST_MAX = 200
+"""Sessions one ListSessions reply shows at most, the newest: bounded work per call."""
 
 _INT64 = range(-(2**63), 2**63)
 _ABOVE_ALL_TEXT = b""
@@ -124,6 +143,29 @@ class NamePage:
 
     names: list[str]
     resume_after: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One open session as its owner sees it in ListSessions."""
+
+    token_hash: str
+    created_ms: int
+    used_ms: int  # the cluster time of its last write, login or renewal
+    client_label: str
+
+    @property
+    def session_id(self) -> str:
+        return self.token_hash[:SESSION_ID_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Messages of one conversation, newest first, and the before_id of the next page
+    (0 when this page reaches the first message)."""
+
+    messages: list[StoredMessage]
+    next_before_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +208,23 @@ _MESSAGES_AFTER = f"""
     WHERE recipient = ? AND id > ? ORDER BY id LIMIT ?
 """
 _MESSAGE_TO = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = ? AND recipient = ?"
+_RECEIVED_FROM = f"""
+    SELECT {_MESSAGE_COLUMNS} FROM messages
+    WHERE recipient = ? AND sender = ? AND id < ? ORDER BY id DESC LIMIT ?
+"""
+_SENT_TO = f"""
+    SELECT {_MESSAGE_COLUMNS} FROM messages
+    WHERE sender_id = ? AND recipient = ? AND id < ? ORDER BY id DESC LIMIT ?
+"""
+_SESSIONS_OF = """
+    SELECT token_hash, created_ms, used_ms, client_label FROM sessions
+    WHERE account_id = ? AND expires_ms > ? ORDER BY created_ms DESC, token_hash LIMIT ?
+"""
+_SESSION_WITH_ID = """
+    SELECT token_hash FROM sessions
+    WHERE token_hash >= ? AND token_hash < ? AND account_id = ? AND expires_ms > ?
+    ORDER BY token_hash LIMIT 1
+"""
 _UNREAD_COUNT = "SELECT count(*) FROM messages WHERE recipient = ? AND read = 0"
 _LAST_MESSAGE_ID = "SELECT max(id) FROM messages WHERE recipient = ?"
 
@@ -281,6 +340,47 @@ class _Queries:
         rows = self._db.execute(_MESSAGES_AFTER, (username, after_id, limit))
         return [_message(row) for row in rows]
 
+    def history(
+        self,
+        account_id: int,
+        username: str,
+        partner: str,
+        before_id: int,
+        limit: int,
+        max_bytes: int,
+    ) -> HistoryPage:
+        """Up to ``limit`` messages between username and partner with id < before_id, newest
+        first, stopping before max_bytes of bodies unless that would return nothing.
+
+        Two index range scans (received by sender name, sent by account id, so a
+        re-registered name never sees what its former owner sent), each at most
+        limit + 1 rows, merged: a page costs the same however long the conversation."""
+        before = before_id or 2**63 - 1
+        received = self._db.execute(_RECEIVED_FROM, (username, partner, before, limit + 1))
+        sent = self._db.execute(_SENT_TO, (account_id, partner, before, limit + 1))
+        merged = {row[0]: _message(row) for row in (*received, *sent)}  # to oneself: both
+        candidates = sorted(merged.values(), key=lambda message: message.id, reverse=True)
+        taken: list[StoredMessage] = []
+        total_bytes = 0
+        for message in candidates[:limit]:
+            total_bytes += len(message.body.encode())
+            if taken and total_bytes > max_bytes:
+                break
+            taken.append(message)
+        more = len(candidates) > len(taken)
+        return HistoryPage(taken, taken[-1].id if more else 0)
+
+    def sessions_of(self, account_id: int, now_ms: int) -> list[SessionRow]:
+        """The account's unexpired sessions, newest first, at most SESSIONS_LIST_MAX."""
+        rows = self._db.execute(_SESSIONS_OF, (account_id, now_ms, SESSIONS_LIST_MAX))
+        return [SessionRow(*row) for row in rows]
+
+    def session_with_id(self, account_id: int, session_id: str, now_ms: int) -> str:
+        """The token hash of the account's unexpired session with this id, or ''."""
+        params = (session_id, session_id + "g", account_id, now_ms)  # 'g': above every hex digit
+        row = self._db.execute(_SESSION_WITH_ID, params).fetchone()
+        return row[0] if row else ""
+
     def unread_count(self, username: str) -> int:
         return self._db.execute(_UNREAD_COUNT, (username,)).fetchone()[0]
 
@@ -335,11 +435,15 @@ _INSERT_ACCOUNT = (
     "INSERT INTO accounts (id, username, password_hash, created_ms) VALUES (?, ?, ?, ?)"
 )
 _INSERT_SESSION = """
-    INSERT OR IGNORE INTO sessions (token_hash, account_id, created_ms, expires_ms)
-    VALUES (?, ?, ?, ?)
+    INSERT OR IGNORE INTO sessions
+        (token_hash, account_id, created_ms, expires_ms, used_ms, client_label)
+    VALUES (?, ?, ?, ?, ?, ?)
 """
 _DELETE_SESSION = "DELETE FROM sessions WHERE token_hash = ?"
-_RENEW_SESSION = "UPDATE sessions SET expires_ms = max(expires_ms, ?) WHERE token_hash = ?"
+_USE_SESSION = """
+    UPDATE sessions SET expires_ms = max(expires_ms, ?), used_ms = max(used_ms, ?)
+    WHERE token_hash = ?
+"""
 _PRUNE_SESSIONS = """
     DELETE FROM sessions WHERE rowid IN (
         SELECT rowid FROM sessions WHERE expires_ms <= ? ORDER BY expires_ms, rowid LIMIT ?
@@ -396,14 +500,15 @@ class _Batch:
     sessions: dict[str, Session | None] = field(default_factory=dict)
     accounts: dict[str, Account | None] = field(default_factory=dict)
     messages: list[tuple[int, int, str, str, str, int]] = field(default_factory=list)
-    renewals: dict[str, int] = field(default_factory=dict)  # token hash: deadline
+    uses: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """token hash: (deadline, last used), both only ever moved later"""
     replies: dict[tuple[str, str, str], tuple[str, int, str]] = field(default_factory=dict)
     """(username, request_id, kind): (token_hash, created_ms, stored reply)"""
     stored: int = 0  # replies stored in the whole batch
     cutoff: int = 0  # the expiry cutoff of the last of them
 
     def settle(self) -> None:
-        for held in (self.sessions, self.accounts, self.messages, self.renewals, self.replies):
+        for held in (self.sessions, self.accounts, self.messages, self.uses, self.replies):
             held.clear()
 
 
@@ -531,10 +636,10 @@ class ChatState(_Queries):
                     _former(session), op.token_hash, op, lambda: self._delete_account(session, op)
                 )
         if op.session_deadline_ms > session.expires_ms:  # a renewal only moves it later
-            self._batch.sessions[op.token_hash] = replace(
-                session, expires_ms=op.session_deadline_ms
-            )
-            self._batch.renewals[op.token_hash] = op.session_deadline_ms
+            session = replace(session, expires_ms=op.session_deadline_ms)
+            self._batch.sessions[op.token_hash] = session
+        if op.now_ms:  # 0: an entry from before times, which recorded no use
+            self._batch.uses[op.token_hash] = (session.expires_ms, op.now_ms)
         if isinstance(op, Touch):
             return Result()
         return self._once(
@@ -545,9 +650,11 @@ class ChatState(_Queries):
         self,
         index: int,
         session: Session,
-        op: SendMessage | ReadMessages | MarkRead | DeleteMessages,
+        op: SendMessage | ReadMessages | MarkRead | DeleteMessages | EndSession,
     ) -> Result:
         match op:
+            case EndSession():
+                return self._end_session(session, op)
             case SendMessage():
                 return self._send_message(index, session, op)
             case ReadMessages():
@@ -614,9 +721,9 @@ class ChatState(_Queries):
         batch = self._batch
         if batch.messages:
             self._db.executemany(_INSERT_MESSAGE, batch.messages)
-        if batch.renewals:
-            renewals = ((deadline, token) for token, deadline in batch.renewals.items())
-            self._db.executemany(_RENEW_SESSION, renewals)
+        if batch.uses:
+            uses = ((*use, token) for token, use in batch.uses.items())
+            self._db.executemany(_USE_SESSION, uses)
         if batch.replies:
             replies = ((*key, *held) for key, held in batch.replies.items())
             self._db.executemany(_STORE_RESULT, replies)
@@ -654,7 +761,8 @@ class ChatState(_Queries):
             return error("UNAUTHENTICATED", WRONG_CREDENTIALS)
         deadline = op.session_deadline_ms or op.now_ms + LEGACY_SESSION_TTL_MS
         inserted = self._db.execute(
-            _INSERT_SESSION, (op.token_hash, account.id, op.now_ms, deadline)
+            _INSERT_SESSION,
+            (op.token_hash, account.id, op.now_ms, deadline, op.now_ms, op.client_label),
         )
         if inserted.rowcount == 0:
             return error("INVALID_ARGUMENT", "session token hash is already in use")
@@ -671,6 +779,15 @@ class ChatState(_Queries):
 
     def _logout(self, op: Logout) -> Result:
         self._db.execute(_DELETE_SESSION, (op.token_hash,))
+        return Result()
+
+    def _end_session(self, session: Session, op: EndSession) -> Result:
+        """Only a live session of the caller's own account ends: any other is NOT_FOUND,
+        so the answer tells nothing of other users' sessions."""
+        ended = self._session_of(op.ended_token_hash) if op.ended_token_hash else None
+        if ended is None or ended.account_id != session.account_id or ended.expired(op.now_ms):
+            return error("NOT_FOUND", NO_SUCH_SESSION)
+        self._db.execute(_DELETE_SESSION, (op.ended_token_hash,))
         return Result()
 
     def _send_message(self, index: int, session: Session, op: SendMessage) -> Result:
@@ -868,12 +985,23 @@ def _create_tables(db: sqlite_utils.Database) -> None:
     )
     table(
         "sessions",
-        {"token_hash": str, "account_id": int, "created_ms": int, "expires_ms": int},
+        {
+            "token_hash": str,
+            "account_id": int,
+            "created_ms": int,
+            "expires_ms": int,
+            "used_ms": int,
+            "client_label": str,
+        },
         pk="token_hash",
     )
     if "expires_ms" not in db.table("sessions").columns_dict:  # a database from before expiry
         db.execute("ALTER TABLE sessions ADD COLUMN expires_ms INTEGER NOT NULL DEFAULT 0")
         db.execute("UPDATE sessions SET expires_ms = created_ms + ?", [LEGACY_SESSION_TTL_MS])
+    if "used_ms" not in db.table("sessions").columns_dict:  # from before ListSessions
+        db.execute("ALTER TABLE sessions ADD COLUMN used_ms INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE sessions ADD COLUMN client_label TEXT NOT NULL DEFAULT ''")
+        db.execute("UPDATE sessions SET used_ms = created_ms")
     table(
         "messages",
         {
@@ -912,8 +1040,11 @@ def _create_indexes(db: sqlite_utils.Database) -> None:
     indexes: Iterable[tuple[str, list[str], str, bool]] = (
         ("accounts", ["username"], "accounts_by_username", True),
         ("sessions", ["account_id"], "sessions_by_account", False),
+        ("sessions", ["account_id", "created_ms"], "sessions_by_account_age", False),
         ("sessions", ["expires_ms"], "sessions_by_expiry", False),
         ("messages", ["recipient", "id"], "messages_by_recipient", False),
+        ("messages", ["recipient", "sender", "id"], "messages_received_from", False),
+        ("messages", ["sender_id", "recipient", "id"], "messages_sent_to", False),
         ("request_results", ["created_ms"], "request_results_by_age", False),
         (
             "request_results",

@@ -17,6 +17,10 @@ READ_LIMIT_MAX = 1000
 PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1000
 IDS_MAX = 10_000
+HISTORY_LIMIT_DEFAULT = 50
+HISTORY_LIMIT_MAX = 1000
+CLIENT_LABEL_MAX_CHARS = 64
+SESSION_ID_RE = re.compile(r"[0-9a-f]{32}")
 READ_REPLY_MAX_BYTES = 3 << 20
 """Bodies one ReadMessages reply carries at most: under the client's default 4 MiB receive
 limit, and what a Session stream reserves for the reply before the call starts."""
@@ -47,6 +51,28 @@ def body(value: str) -> str:
 def request_id(value: str) -> str:
     if len(value) > REQUEST_ID_MAX_CHARS:
         raise InvalidArgument(f"request_id must be at most {REQUEST_ID_MAX_CHARS} characters")
+    return value
+
+
+def client_label(value: str) -> str:
+    """Shown to the user in every session list: printable, one line, short."""
+    if len(value) > CLIENT_LABEL_MAX_CHARS or not value.isprintable():
+        raise InvalidArgument(
+            f"client_label must be at most {CLIENT_LABEL_MAX_CHARS} printable characters"
+        )
+    return value
+
+
+def session_id(value: str) -> str:
+    if not SESSION_ID_RE.fullmatch(value):
+        raise InvalidArgument("session_id must be 32 lowercase hex digits, as ListSessions gives")
+    return value
+
+
+def message_id(value: int, field: str) -> int:
+    """A message id bound: ids are log indexes, which SQLite stores as signed 64-bit."""
+    if value >= 2**63:
+        raise InvalidArgument(f"{field} must be below 2**63")
     return value
 
 

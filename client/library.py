@@ -9,10 +9,10 @@ back-off and only until the call's deadline: every other status becomes a
 typed :class:`ChatError` at once, carrying the server's one-line message.
 
 Once logged in, the client sends its session calls (SendMessage, ReadMessages,
-MarkRead, DeleteMessages, ListAccounts) and its subscription on one
+MarkRead, DeleteMessages, ListAccounts, History, ListSessions) and its subscription on one
 ``Session`` stream to the leader (:mod:`client.session_link`), which carries
 several times more calls than one unary call each; ``unary=True`` makes every
-call a unary one. Logout and DeleteAccount stay unary: they end the session a
+call a unary one. Logout, DeleteAccount and EndSession stay unary: they (may) end the session a
 stream belongs to, and a retry after a lost reply must still reach the first
 result, which a new stream on an ended session cannot.
 
@@ -25,7 +25,7 @@ asyncio first; :mod:`client.sync` wraps it for blocking code. Example::
             print(message.sender, message.body)
 
 Every mutating call (CreateAccount, Login, Logout, SendMessage, ReadMessages,
-MarkRead, DeleteMessages, DeleteAccount) is stamped with a fresh request id
+MarkRead, DeleteMessages, DeleteAccount, EndSession) is stamped with a fresh request id
 once, before its first attempt, and every retry of it carries the same id, so
 the cluster acts on it once even when a reply is lost in a failover: a retried
 ``ReadMessages`` returns the batch the lost reply held (less any message
@@ -84,6 +84,7 @@ __all__ = [
     "ClientState",
     "Connection",
     "DeadlineExceeded",
+    "HistoryPage",
     "Internal",
     "InvalidArgument",
     "Message",
@@ -92,6 +93,7 @@ __all__ = [
     "RetryPolicy",
     "Sent",
     "Session",
+    "SessionInfo",
     "StateListener",
     "Unavailable",
     "Unread",
@@ -159,6 +161,26 @@ class Unread:
 
     messages: tuple[Message, ...]
     remaining: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """Messages between the caller and one partner, newest first; pass next_before_id as
+    before_id for the older page (0: this page reaches the first message)."""
+
+    messages: tuple[Message, ...]
+    next_before_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One of the caller's open sessions; ``current`` is the one the call came on."""
+
+    session_id: str
+    created_ms: int
+    last_used_ms: int
+    client_label: str
+    current: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,9 +293,11 @@ class ChatClient:
             "CreateAccount", pb.CreateAccountRequest(username=username, password=password)
         )
 
-    async def login(self, username: str, password: str) -> Session:
-        """Open a session; later calls carry its token (a failover keeps it valid)."""
-        reply = await self._call("Login", pb.LoginRequest(username=username, password=password))
+    async def login(self, username: str, password: str, client_label: str = "") -> Session:
+        """Open a session; later calls carry its token (a failover keeps it valid).
+        client_label names it in :meth:`list_sessions` (at most 64 printable characters)."""
+        request = pb.LoginRequest(username=username, password=password, client_label=client_label)
+        reply = await self._call("Login", request)
         self._drop_link()  # a stream belongs to the session it was opened with
         self._token, self.username = reply.session_token, username
         return Session(username, reply.unread_count, reply.last_message_id)
@@ -294,6 +318,24 @@ class ChatClient:
         )
         reply = await self._call("ListAccounts", request)
         return AccountPage(tuple(reply.usernames), reply.next_page_token)
+
+    async def history(self, partner: str, before_id: int = 0, limit: int = 0) -> HistoryPage:
+        """One page of the conversation with partner, both directions, read or not, newest
+        first: messages with id < before_id (0: the newest), at most limit (0: the
+        server's default, 50; at most 1,000). Marks nothing read."""
+        request = pb.HistoryRequest(partner=partner, before_id=before_id, limit=limit)
+        reply = await self._call("History", request)
+        return HistoryPage(tuple(_message(m) for m in reply.messages), reply.next_before_id)
+
+    async def list_sessions(self) -> tuple[SessionInfo, ...]:
+        """The caller's open sessions, newest first (at most 200)."""
+        reply = await self._call("ListSessions", pb.ListSessionsRequest())
+        return tuple(_session_info(info) for info in reply.sessions)
+
+    async def end_session(self, session_id: str) -> None:
+        """End one of the caller's sessions (a lost device's), once: its token stops
+        working and its streams end. NOT_FOUND for an id that is not the caller's."""
+        await self._call("EndSession", pb.EndSessionRequest(session_id=session_id))
 
     async def send_message(self, recipient: str, body: str) -> Sent:
         """Send once, exactly: retries reuse one request id, so a failover cannot duplicate."""
@@ -611,6 +653,16 @@ def _message(message: pb.Message) -> Message:
         body=message.body,
         sent_at_ms=message.sent_at_unix_ms,
         read=message.read,
+    )
+
+
+def _session_info(info: pb.SessionInfo) -> SessionInfo:
+    return SessionInfo(
+        session_id=info.session_id,
+        created_ms=info.created_unix_ms,
+        last_used_ms=info.last_used_unix_ms,
+        client_label=info.client_label,
+        current=info.current,
     )
 
 

@@ -24,10 +24,12 @@ from client.library import (
     AccountPage,
     ChatClient,
     ClientState,
+    HistoryPage,
     Message,
     RetryPolicy,
     Sent,
     Session,
+    SessionInfo,
     StateListener,
     Unread,
 )
@@ -83,8 +85,17 @@ class SyncChatClient:
     def create_account(self, username: str, password: str) -> None:
         self._run(self._client.create_account(username, password))
 
-    def login(self, username: str, password: str) -> Session:
-        return self._run(self._client.login(username, password))
+    def login(self, username: str, password: str, client_label: str = "") -> Session:
+        return self._run(self._client.login(username, password, client_label))
+
+    def history(self, partner: str, before_id: int = 0, limit: int = 0) -> HistoryPage:
+        return self._run(self._client.history(partner, before_id, limit))
+
+    def list_sessions(self) -> tuple[SessionInfo, ...]:
+        return self._run(self._client.list_sessions())
+
+    def end_session(self, session_id: str) -> None:
+        self._run(self._client.end_session(session_id))
 
     def logout(self) -> None:
         self._run(self._client.logout())

@@ -21,14 +21,16 @@ class CreateAccountResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class LoginRequest(_message.Message):
-    __slots__ = ("username", "password", "request_id")
+    __slots__ = ("username", "password", "request_id", "client_label")
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     PASSWORD_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_LABEL_FIELD_NUMBER: _ClassVar[int]
     username: str
     password: str
     request_id: str
-    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    client_label: str
+    def __init__(self, username: _Optional[str] = ..., password: _Optional[str] = ..., request_id: _Optional[str] = ..., client_label: _Optional[str] = ...) -> None: ...
 
 class LoginResponse(_message.Message):
     __slots__ = ("session_token", "unread_count", "last_message_id")
@@ -164,6 +166,60 @@ class SubscribeRequest(_message.Message):
     after_id: int
     def __init__(self, after_id: _Optional[int] = ...) -> None: ...
 
+class HistoryRequest(_message.Message):
+    __slots__ = ("partner", "before_id", "limit")
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    partner: str
+    before_id: int
+    limit: int
+    def __init__(self, partner: _Optional[str] = ..., before_id: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class HistoryResponse(_message.Message):
+    __slots__ = ("messages", "next_before_id")
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_BEFORE_ID_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    next_before_id: int
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_before_id: _Optional[int] = ...) -> None: ...
+
+class SessionInfo(_message.Message):
+    __slots__ = ("session_id", "created_unix_ms", "last_used_unix_ms", "client_label", "current")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LAST_USED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    created_unix_ms: int
+    last_used_unix_ms: int
+    client_label: str
+    current: bool
+    def __init__(self, session_id: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., last_used_unix_ms: _Optional[int] = ..., client_label: _Optional[str] = ..., current: _Optional[bool] = ...) -> None: ...
+
+class ListSessionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListSessionsResponse(_message.Message):
+    __slots__ = ("sessions",)
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    sessions: _containers.RepeatedCompositeFieldContainer[SessionInfo]
+    def __init__(self, sessions: _Optional[_Iterable[_Union[SessionInfo, _Mapping]]] = ...) -> None: ...
+
+class EndSessionRequest(_message.Message):
+    __slots__ = ("session_id", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class EndSessionResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class LeaderInfo(_message.Message):
     __slots__ = ("leader_id", "leader_address", "term")
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -235,7 +291,7 @@ class ClusterStatus(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., role: _Optional[str] = ..., term: _Optional[int] = ..., leader_id: _Optional[int] = ..., leader_address: _Optional[str] = ..., commit_index: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., config_epoch: _Optional[int] = ..., min_insync: _Optional[int] = ..., mode: _Optional[str] = ..., fault: _Optional[str] = ..., version: _Optional[str] = ..., applied_index: _Optional[int] = ...) -> None: ...
 
 class ClientFrame(_message.Message):
-    __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe")
+    __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe", "history", "list_sessions", "end_session")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEND_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     READ_MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -245,6 +301,9 @@ class ClientFrame(_message.Message):
     LOGOUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    LIST_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    END_SESSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     send_message: SendMessageRequest
     read_messages: ReadMessagesRequest
@@ -254,7 +313,10 @@ class ClientFrame(_message.Message):
     logout: LogoutRequest
     delete_account: DeleteAccountRequest
     subscribe: SubscribeRequest
-    def __init__(self, request_id: _Optional[str] = ..., send_message: _Optional[_Union[SendMessageRequest, _Mapping]] = ..., read_messages: _Optional[_Union[ReadMessagesRequest, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadRequest, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesRequest, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsRequest, _Mapping]] = ..., logout: _Optional[_Union[LogoutRequest, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountRequest, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ...) -> None: ...
+    history: HistoryRequest
+    list_sessions: ListSessionsRequest
+    end_session: EndSessionRequest
+    def __init__(self, request_id: _Optional[str] = ..., send_message: _Optional[_Union[SendMessageRequest, _Mapping]] = ..., read_messages: _Optional[_Union[ReadMessagesRequest, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadRequest, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesRequest, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsRequest, _Mapping]] = ..., logout: _Optional[_Union[LogoutRequest, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountRequest, _Mapping]] = ..., subscribe: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., history: _Optional[_Union[HistoryRequest, _Mapping]] = ..., list_sessions: _Optional[_Union[ListSessionsRequest, _Mapping]] = ..., end_session: _Optional[_Union[EndSessionRequest, _Mapping]] = ...) -> None: ...
 
 class Subscribed(_message.Message):
     __slots__ = ()
@@ -269,7 +331,7 @@ class CallError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ServerFrame(_message.Message):
-    __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe", "error", "message", "leader")
+    __slots__ = ("request_id", "send_message", "read_messages", "mark_read", "delete_messages", "list_accounts", "logout", "delete_account", "subscribe", "error", "message", "leader", "history", "list_sessions", "end_session")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEND_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     READ_MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +344,9 @@ class ServerFrame(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    LIST_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    END_SESSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     send_message: SendMessageResponse
     read_messages: ReadMessagesResponse
@@ -294,4 +359,7 @@ class ServerFrame(_message.Message):
     error: CallError
     message: Message
     leader: LeaderInfo
-    def __init__(self, request_id: _Optional[str] = ..., send_message: _Optional[_Union[SendMessageResponse, _Mapping]] = ..., read_messages: _Optional[_Union[ReadMessagesResponse, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadResponse, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesResponse, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsResponse, _Mapping]] = ..., logout: _Optional[_Union[LogoutResponse, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountResponse, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribed, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., leader: _Optional[_Union[LeaderInfo, _Mapping]] = ...) -> None: ...
+    history: HistoryResponse
+    list_sessions: ListSessionsResponse
+    end_session: EndSessionResponse
+    def __init__(self, request_id: _Optional[str] = ..., send_message: _Optional[_Union[SendMessageResponse, _Mapping]] = ..., read_messages: _Optional[_Union[ReadMessagesResponse, _Mapping]] = ..., mark_read: _Optional[_Union[MarkReadResponse, _Mapping]] = ..., delete_messages: _Optional[_Union[DeleteMessagesResponse, _Mapping]] = ..., list_accounts: _Optional[_Union[ListAccountsResponse, _Mapping]] = ..., logout: _Optional[_Union[LogoutResponse, _Mapping]] = ..., delete_account: _Optional[_Union[DeleteAccountResponse, _Mapping]] = ..., subscribe: _Optional[_Union[Subscribed, _Mapping]] = ..., error: _Optional[_Union[CallError, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., leader: _Optional[_Union[LeaderInfo, _Mapping]] = ..., history: _Optional[_Union[HistoryResponse, _Mapping]] = ..., list_sessions: _Optional[_Union[ListSessionsResponse, _Mapping]] = ..., end_session: _Optional[_Union[EndSessionResponse, _Mapping]] = ...) -> None: ...

@@ -94,6 +94,21 @@ class ChatServiceStub:
                 request_serializer=proto_dot_chat__pb2.ClientFrame.SerializeToString,
                 response_deserializer=proto_dot_chat__pb2.ServerFrame.FromString,
                 _registered_method=True)
+        self.History = channel.unary_unary(
+                '/chat.v1.ChatService/History',
+                request_serializer=proto_dot_chat__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=proto_dot_chat__pb2.HistoryResponse.FromString,
+                _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/chat.v1.ChatService/ListSessions',
+                request_serializer=proto_dot_chat__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=proto_dot_chat__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
+        self.EndSession = channel.unary_unary(
+                '/chat.v1.ChatService/EndSession',
+                request_serializer=proto_dot_chat__pb2.EndSessionRequest.SerializeToString,
+                response_deserializer=proto_dot_chat__pb2.EndSessionResponse.FromString,
+                _registered_method=True)
 
 
 class ChatServiceServicer:
@@ -175,6 +190,27 @@ class ChatServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def History(self, request, context):
+        """The messages between the caller and one other user, both directions, read or
+        unread, newest first; marks nothing read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSessions(self, request, context):
+        """The caller's own open sessions, and ending one of them (a lost device's).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndSession(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChatServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +273,21 @@ def add_ChatServiceServicer_to_server(servicer, server):
                     servicer.Session,
                     request_deserializer=proto_dot_chat__pb2.ClientFrame.FromString,
                     response_serializer=proto_dot_chat__pb2.ServerFrame.SerializeToString,
+            ),
+            'History': grpc.unary_unary_rpc_method_handler(
+                    servicer.History,
+                    request_deserializer=proto_dot_chat__pb2.HistoryRequest.FromString,
+                    response_serializer=proto_dot_chat__pb2.HistoryResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=proto_dot_chat__pb2.ListSessionsRequest.FromString,
+                    response_serializer=proto_dot_chat__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'EndSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndSession,
+                    request_deserializer=proto_dot_chat__pb2.EndSessionRequest.FromString,
+                    response_serializer=proto_dot_chat__pb2.EndSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -563,6 +614,87 @@ class ChatService:
             '/chat.v1.ChatService/Session',
             proto_dot_chat__pb2.ClientFrame.SerializeToString,
             proto_dot_chat__pb2.ServerFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def History(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/History',
+            proto_dot_chat__pb2.HistoryRequest.SerializeToString,
+            proto_dot_chat__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/ListSessions',
+            proto_dot_chat__pb2.ListSessionsRequest.SerializeToString,
+            proto_dot_chat__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/chat.v1.ChatService/EndSession',
+            proto_dot_chat__pb2.EndSessionRequest.SerializeToString,
+            proto_dot_chat__pb2.EndSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ def _frame_fields() -> dict[str, str]:
 FRAME_FIELDS: dict[str, str] = _frame_fields()
 """Every call a frame may carry: the frame field (``send_message``) by method (``SendMessage``)."""
 
-SESSION_ENDING = frozenset({"Logout", "DeleteAccount"})
-"""Calls that end the session their stream belongs to. A client sends these unary: a
+SESSION_ENDING = frozenset({"Logout", "DeleteAccount", "EndSession"})
+"""Calls that end (or may end) the session their stream belongs to. A client sends these unary: a
 retry after a lost reply must still reach the first result, which a new stream on an
 ended session cannot."""

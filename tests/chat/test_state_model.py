@@ -35,6 +35,7 @@ from chatnode.ops import (
     CreateAccount,
     DeleteAccount,
     DeleteMessages,
+    EndSession,
     Login,
     Logout,
     MarkRead,
@@ -102,6 +103,8 @@ FIELD_TYPES: dict[str, type] = {
     "limit": int,
     "max_bytes": int,
     "session_deadline_ms": int,
+    "client_label": str,
+    "ended_token_hash": str,
 }
 
 
@@ -178,6 +181,8 @@ class Model:
             return self.once(name, token, op, lambda: self.read(name, op.limit, op.max_bytes))
         if isinstance(op, MarkRead):
             return self.once(name, token, op, lambda: self.mark_read(name, op.message_ids))
+        if isinstance(op, EndSession):
+            return self.once(name, token, op, lambda: self.end_session(account_id, op))
         assert isinstance(op, DeleteMessages)
         return self.once(
             name, token, op, lambda: self.delete_messages(account_id, name, op.message_ids)
@@ -228,6 +233,24 @@ class Model:
         """A retried batch as the leader reads it: without the messages deleted since."""
         kept = [self.messages[i] for i in ids if i in self.messages]
         return [replace(m.stored(), read=True) for m in kept if m.recipient == name]
+
+    def end_session(self, account_id: int, op: EndSession) -> Result:
+        ended = self.sessions.get(op.ended_token_hash)
+        if ended is None or ended[0] != account_id or op.now_ms >= ended[1]:
+            return failed("NOT_FOUND")
+        del self.sessions[op.ended_token_hash]
+        return Result()
+
+    def conversation(self, account_id: int, name: str, partner: str) -> list[StoredMessage]:
+        """Between name and partner, newest first: received by sender name, sent by
+        account id."""
+        between = [
+            m
+            for m in self.messages.values()
+            if (m.recipient == name and m.sender == partner)
+            or (m.sender_id == account_id and m.recipient == partner)
+        ]
+        return [m.stored() for m in sorted(between, key=lambda m: m.id, reverse=True)]
 
     def logout(self, token: str) -> Result:
         del self.sessions[token]
@@ -434,7 +457,7 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
         deadline = now + lifetime if lifetime else 0
         renewal = data.draw(st.sampled_from([0, 0, deadline]))
         kinds = ["create", "login", "logout", "send", "send", "send", "read", "read", "mark",
-                 "delete", "delete_account", "touch"]  # fmt: skip
+                 "delete", "delete_account", "touch", "end_session"]  # fmt: skip
         kind = data.draw(st.sampled_from(kinds))
         match kind:
             case "create":
@@ -460,6 +483,9 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
                 return DeleteMessages(token, data.draw(self.message_ids()), now, renewal, rid)
             case "touch":
                 return Touch(token, now, renewal)
+            case "end_session":
+                ended = data.draw(st.one_of(self.tokens(), st.just("")))
+                return EndSession(token, ended, now, rid, renewal)
             case _:
                 user = self.model.session_user(token)
                 account_id = data.draw(self.account_ids(user[1] if user else name))
@@ -581,6 +607,29 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
             assert self.reader.unread_count(name) == self.state.unread_count(name) == unread
             last = inbox[-1].id if inbox else 0
             assert self.reader.last_message_id(name) == last
+
+    @invariant()
+    def conversations_and_session_lists_match(self) -> None:
+        for name, (account_id, _) in self.model.accounts.items():
+            for partner in NAMES:
+                expected = self.model.conversation(account_id, name, partner)
+                whole = self.reader.history(account_id, name, partner, 0, 1000, 1 << 20)
+                assert whole.messages == expected and whole.next_before_id == 0
+                page = self.state.history(account_id, name, partner, 0, 1, 1 << 20)
+                assert page.messages == expected[:1]
+                assert page.next_before_id == (expected[0].id if len(expected) > 1 else 0)
+                if len(expected) > 1:
+                    rest = self.reader.history(
+                        account_id, name, partner, page.next_before_id, 1000, 1 << 20
+                    )
+                    assert rest.messages == expected[1:]
+            live = {
+                token
+                for token, (owner, deadline) in self.model.sessions.items()
+                if owner == account_id and deadline > self.clock
+            }
+            listed = self.reader.sessions_of(account_id, self.clock)
+            assert {row.token_hash for row in listed} == live
 
     @invariant()
     def stored_results_match(self) -> None:
