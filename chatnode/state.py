@@ -218,13 +218,17 @@ _SENT_TO = f"""
 """
 _SESSIONS_OF = """
     SELECT token_hash, created_ms, used_ms, client_label FROM sessions
-    WHERE account_id = ? AND expires_ms > ? ORDER BY created_ms DESC, token_hash LIMIT ?
+    WHERE account_id = ? AND expires_ms > ? ORDER BY created_ms DESC, rowid DESC LIMIT ?
 """
+"""Newest first; logins in one millisecond by insertion (their index's order), which is
+a display order only: the replies of ops never depend on it."""
 _SESSION_WITH_ID = """
     SELECT token_hash FROM sessions
-    WHERE token_hash >= ? AND token_hash < ? AND account_id = ? AND expires_ms > ?
-    ORDER BY token_hash LIMIT 1
+    WHERE token_hash >= ? AND token_hash < ? AND +account_id = ? AND expires_ms > ?
+    LIMIT 1
 """
+"""A range of the primary key (``+`` keeps SQLite off the account's index): the id's
+prefix matches one session in practice, and the leader resolves it to a full hash."""
 _UNREAD_COUNT = "SELECT count(*) FROM messages WHERE recipient = ? AND read = 0"
 _LAST_MESSAGE_ID = "SELECT max(id) FROM messages WHERE recipient = ?"
 

@@ -15,6 +15,7 @@ from chatnode.ops import (
     CreateAccount,
     DeleteAccount,
     DeleteMessages,
+    EndSession,
     Login,
     Logout,
     MarkRead,
@@ -532,6 +533,35 @@ def test_a_database_from_before_expiry_is_migrated(tmp_path: Path) -> None:
             assert row.fetchone() == (1000 + LEGACY_SESSION_TTL_MS,)
 
 
+def test_a_database_from_before_session_lists_is_migrated(tmp_path: Path) -> None:
+    """Sessions opened before ListSessions show their creation as their last use and no
+    label, and take uses and EndSession like new ones."""
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as old:
+        old.executescript(
+            """
+            CREATE TABLE accounts (id INTEGER PRIMARY KEY NOT NULL, username TEXT NOT NULL,
+                password_hash TEXT NOT NULL, created_ms INTEGER NOT NULL) STRICT;
+            INSERT INTO accounts VALUES (1, 'alice', 'h', 1000);
+            CREATE TABLE sessions (token_hash TEXT PRIMARY KEY NOT NULL,
+                account_id INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+                expires_ms INTEGER NOT NULL) STRICT;
+            INSERT INTO sessions VALUES ('aa', 1, 1000, 9000000000000);
+            INSERT INTO sessions VALUES ('bb', 1, 2000, 9000000000000);
+            """
+        )
+    with ChatState(path) as state:
+        listed = state.sessions_of(1, NOW)
+        assert [(row.token_hash, row.used_ms, row.client_label) for row in listed] == [
+            ("bb", 2000, ""),
+            ("aa", 1000, ""),
+        ]
+        state.apply([(5, Touch("aa", NOW, 0)), (6, EndSession("aa", "bb", NOW + 1, "r"))])
+        assert [(row.token_hash, row.used_ms) for row in state.sessions_of(1, NOW)] == [
+            ("aa", NOW + 1)
+        ]
+
+
 # -- exactly once ------------------------------------------------------------------
 
 
@@ -950,6 +980,7 @@ def test_every_query_is_served_by_an_index(chat: Chat) -> None:
             ReadMessages("tb", 10, 1000),
             MarkRead("tb", (1, 2)),
             DeleteMessages("ta", (1, 2)),
+            EndSession("ta", "ta2", NOW, "r3"),
             Logout("tb2"),
             DeleteAccount("tb", 2),
         )
@@ -964,6 +995,10 @@ def test_every_query_is_served_by_an_index(chat: Chat) -> None:
         reader.messages_after("alice", 0, 10)
         reader.unread_count("alice")
         reader.last_message_id("alice")
+        reader.history(1, "alice", "bob", 0, 10, 1000)
+        reader.history(1, "alice", "bob", 5, 10, 1000)
+        reader.sessions_of(1, NOW)
+        reader.session_with_id(1, "ta"[:32], NOW)
 
     plans = query_plans(chat.state, exercise_writer)
     with ChatReader(chat.path) as reader:
