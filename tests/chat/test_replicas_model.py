@@ -274,6 +274,9 @@ class Replicas(RuleBasedStateMachine):
             case ops.Logout():
                 self.tokens.pop(op.token_hash, None)
                 self.ended.setdefault(op.token_hash, index)
+            case ops.EndSession():
+                self.tokens.pop(op.ended_token_hash, None)
+                self.ended.setdefault(op.ended_token_hash, index)
             case ops.DeleteAccount():  # or a retry of it, after the name was taken again
                 gone = result.value["account_id"]
                 if self.accounts.get(result.value["username"]) == gone:
@@ -305,6 +308,10 @@ class Replicas(RuleBasedStateMachine):
     def ending(self, token: str, how: str, rid: str) -> ops.Op:
         if how == "logout":
             return ops.Logout(token, 0, rid)
+        if how == "end":  # the user's oldest session: another device's, or this one
+            user = self.tokens[token]
+            oldest = next(t for t, u in self.tokens.items() if u == user)
+            return ops.EndSession(token, oldest, 0, rid, -1)
         return ops.DeleteAccount(token, self.account_of[token], 0, rid)
 
     @rule(ms=st.sampled_from([1, 1000, 30 * 60_000, TTL_MS - 1, 23 * H, RESULT_TTL_MS + 1]))
@@ -334,7 +341,7 @@ class Replicas(RuleBasedStateMachine):
 
     @rule(
         user=st.sampled_from(USERS),
-        kind=st.sampled_from(["send", "read", "touch", "logout", "login", "delete"]),
+        kind=st.sampled_from(["send", "read", "touch", "logout", "login", "delete", "end"]),
         rid=st.sampled_from(REQUEST_IDS),
     )
     def call(self, user: str, kind: str, rid: str) -> None:
@@ -351,10 +358,11 @@ class Replicas(RuleBasedStateMachine):
             "touch": ops.Touch(token, 0, -1),
             "logout": self.ending(token, "logout", rid),
             "delete": self.ending(token, "delete", rid),
+            "end": self.ending(token, "end", rid),
         }[kind]
         self.propose(made)
 
-    @rule(user=st.sampled_from(USERS), how=st.sampled_from(["", "logout", "delete"]))
+    @rule(user=st.sampled_from(USERS), how=st.sampled_from(["", "logout", "delete", "end"]))
     def subscribe(self, user: str, how: str) -> None:
         """A Subscribe stream, as the service opens it: authenticated by the applied state,
         registered, then its Touch proposed; with ``how``, a Logout or DeleteAccount of
