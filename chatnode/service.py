@@ -23,10 +23,10 @@ one TTL of now: the renewal sets it to now + TTL + TTL/100, so a session
 renews at most once per hundredth of the TTL (7.2 hours at 30 days), is valid
 for at least the TTL after its last use and at most 1% longer. A mutating call
 carries the renewal in its own op (it goes through the log anyway); a
-read-only call (ListAccounts, Subscribe) proposes a small Touch op only when a
-renewal is due. The leader decides deadlines with the cluster clock and its TTL and they
-travel in the ops, so nodes whose ``--session-ttl`` or clocks differ still
-agree on every session.
+read-only call (ListAccounts, History, ListSessions, Subscribe) proposes a small
+Touch op only when a renewal is due. The leader decides deadlines with the
+cluster clock and its TTL and they travel in the ops, so nodes whose
+``--session-ttl`` or clocks differ still agree on every session.
 
 Each account's proposals draw on a token bucket (:mod:`chatnode.admission`): one
 user's flood gets RESOURCE_EXHAUSTED rather than the log.
