@@ -1,9 +1,10 @@
 """``chat``: the full-screen terminal client (API.md section 4).
 
 A thin prompt_toolkit view over :class:`client.app_controller.Controller`:
-the message pane draws the controller's lines, the input line answers its
-current question (masked for passwords, with completion and a history file
-for chat commands), and the bottom bar shows user, node, leader, term and
+the message pane draws the controller's lines and then its outbox, the input
+line answers its current question (masked for passwords, with completion, a
+private history file of commands per account, Alt-Enter for a new line and
+bracketed paste), and the bottom bar shows user, node, leader, term and
 connection state, redrawn whenever the controller or the client changes.
 """
 
@@ -30,11 +31,11 @@ from prompt_toolkit.data_structures import Point
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_to_text
-from prompt_toolkit.history import FileHistory, History
+from prompt_toolkit.history import History, InMemoryHistory
 from prompt_toolkit.input import Input
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
 from prompt_toolkit.keys import Keys
-from prompt_toolkit.layout import Float, FloatContainer, HSplit, Layout, Window
+from prompt_toolkit.layout import Dimension, Float, FloatContainer, HSplit, Layout, Window
 from prompt_toolkit.layout.controls import FormattedTextControl
 from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.output import Output
@@ -43,7 +44,8 @@ from prompt_toolkit.widgets import TextArea
 
 from client.app_controller import Controller
 from client.cli import add_cluster_flag, add_tls_flags, tls_from_args, user_data_dir
-from client.library import ChatClient, ChatError, RetryPolicy
+from client.history_file import DIR_MODE, history_path, open_private_history
+from client.library import ChatClient, RetryPolicy
 from proto.cli import Parser, add_version_flag, member_addresses
 
 STYLE = Style.from_dict(
@@ -53,6 +55,7 @@ STYLE = Style.from_dict(
         "echo": "ansibrightblack",
         "incoming": "",
         "outgoing": "ansigreen",
+        "pending": "ansibrightblack italic",
         "rule": "ansibrightblack",
         "status": "reverse",
     }
@@ -71,24 +74,35 @@ class _ControllerCompleter(Completer):
             yield Completion(candidate, start_position=-len(word))
 
 
+INPUT_ROWS = 8  # the input grows with a multi-line message up to this, then scrolls
+
+
 class ChatView:
-    """The screen: message pane, input line, status bar; exits on /quit, Ctrl-C or Ctrl-D."""
+    """The screen: message pane, input line, status bar; exits on /quit, Ctrl-C or Ctrl-D.
+
+    history_prefix names the history files: PREFIX-USERNAME for each account
+    (see :mod:`client.history_file`); nothing is kept before a login.
+    """
 
     def __init__(
         self,
         controller: Controller,
-        history: History,
+        history_prefix: str | Path,
         *,
         input: Input | None = None,
         output: Output | None = None,
     ) -> None:
         self.controller = controller
+        self._history_prefix = history_prefix
+        self._history_user = ""
         self.input_field = TextArea(
-            multiline=False,
+            multiline=True,
+            height=Dimension(min=1, max=INPUT_ROWS),
+            dont_extend_height=True,
             password=Condition(lambda: controller.question.secret),
             prompt=lambda: controller.question.prompt,
             completer=_ControllerCompleter(controller),
-            history=history,
+            history=InMemoryHistory(),
             accept_handler=self._accept,
         )
         pane = FormattedTextControl(self._pane_fragments, get_cursor_position=self._pane_end)
@@ -111,6 +125,7 @@ class ChatView:
             output=output,
         )
         controller.add_listener(self.application.invalidate)
+        controller.add_listener(self._follow_account)
 
     async def run(self) -> None:
         """Show the screen until the user leaves."""
@@ -130,21 +145,45 @@ class ChatView:
         self.application.exit()
 
     def _accept(self, buffer: Buffer) -> bool:
+        """Hand the text over; leave in the buffer only what the history may keep (an empty
+        buffer is not added to it: no names, passwords or message text)."""
         text = buffer.text
-        if not self.controller.question.remember:
-            buffer.reset()  # an empty buffer is not added to the history: no names or passwords
+        entry = self.controller.history_entry(text) if self.controller.question.remember else None
+        buffer.reset(Document(entry or ""))
         self.controller.feed(text)
         return False
+
+    def _follow_account(self) -> None:
+        """Switch to the logged-in account's own history file (none while logged out)."""
+        username = self.controller.client.username
+        if username == self._history_user:
+            return
+        self._history_user = username
+        buffer = self.input_field.buffer
+        buffer.history = self._account_history(username)
+        buffer.reset()  # reloads the history from the new file
+
+    def _account_history(self, username: str) -> History:
+        if not username:
+            return InMemoryHistory()
+        path = history_path(self._history_prefix, username)
+        try:
+            return open_private_history(path)
+        except OSError as exc:
+            self.controller.report(f"no input history: {exc}")
+            return InMemoryHistory()
 
     def _status_fragments(self) -> StyleAndTextTuples:
         return [("class:status", f" {self.controller.status_text()} ")]
 
     def _pane_fragments(self) -> StyleAndTextTuples:
-        return [(f"class:{line.kind}", f"{line.text}\n") for line in self.controller.lines]
+        lines = [*self.controller.lines, *self.controller.pending_lines()]
+        return [(f"class:{line.kind}", f"{line.text}\n") for line in lines]
 
     def _pane_end(self) -> Point:
         """Keep the newest line in view: the pane scrolls to where the 'cursor' is."""
-        return Point(0, sum(line.text.count("\n") + 1 for line in self.controller.lines))
+        lines = [*self.controller.lines, *self.controller.pending_lines()]
+        return Point(0, sum(line.text.count("\n") + 1 for line in lines))
 
     def _key_bindings(self) -> KeyBindings:
         bindings = KeyBindings()
@@ -155,6 +194,14 @@ class ChatView:
         @bindings.add("c-d", filter=empty)
         def _leave(event: KeyPressEvent) -> None:
             event.app.exit()
+
+        @bindings.add("enter")
+        def _send(event: KeyPressEvent) -> None:
+            self.input_field.buffer.validate_and_handle()
+
+        @bindings.add("escape", "enter")  # Alt-Enter, or Esc then Enter
+        def _new_line(event: KeyPressEvent) -> None:
+            self.input_field.buffer.insert_text("\n")
 
         return bindings
 
@@ -170,16 +217,18 @@ def _parser() -> Parser:
     parser.add_argument("--user", default="", help="log in as USER (asks only for the password)")
     parser.add_argument(
         "--history",
-        metavar="FILE",
+        metavar="PREFIX",
         default=os.environ.get("CHAT_HISTORY", str(user_data_dir() / "history")),
-        help="input history file (CHAT_HISTORY; default %(default)s)",
+        help="commands typed are kept in PREFIX-USERNAME, mode 0600, one file per account "
+        "(CHAT_HISTORY; default %(default)s)",
     )
     parser.add_argument(
         "--timeout",
         type=float,
         default=10.0,
         metavar="SECONDS",
-        help="how long one action may wait for a leader (default %(default)s)",
+        help="how long one call waits for a leader before a command says it failed; "
+        "messages and logins wait on (default %(default)s)",
     )
     parser.add_argument(
         "--unary",
@@ -189,28 +238,19 @@ def _parser() -> Parser:
     return parser
 
 
-def _open_history(path: str) -> FileHistory:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return FileHistory(path)
-
-
 async def _run(
     args: argparse.Namespace, members: list[str], credentials: grpc.ChannelCredentials | None
 ) -> int:
     policy = RetryPolicy(deadline_s=args.timeout)
+    if not sys.stdin.isatty():
+        print("chat: standard input is not a terminal; chat is interactive", file=sys.stderr)
+        return 1
+    Path(args.history).parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
     async with ChatClient(
         members, credentials=credentials, policy=policy, unary=args.unary
     ) as client:
-        try:
-            await client.cluster_status()
-        except ChatError as exc:
-            print(f"chat: cannot reach the cluster: {exc}", file=sys.stderr)
-            return 1
-        if not sys.stdin.isatty():
-            print("chat: standard input is not a terminal; chat is interactive", file=sys.stderr)
-            return 1
-        controller = Controller(client, args.user)
-        view = ChatView(controller, _open_history(args.history))
+        controller = Controller(client, args.user)  # an unreachable cluster: it waits and says so
+        view = ChatView(controller, args.history)
         _leave_on_signals(view.application)
         try:
             await view.run()

@@ -17,21 +17,30 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from client.library import (
     AlreadyExists,
     AuthError,
     ChatClient,
     ChatError,
+    ClientState,
     InvalidArgument,
     Message,
+    Sent,
     Session,
+    Unavailable,
 )
+from client.outage import Outage
+from client.outbox import Outbox, Pending
+
+T = TypeVar("T")
 
 LIST_PAGE_SIZE = 50
 KNOWN_USERS_FETCH = 1000  # usernames loaded at login for completion
 MAX_LINES = 5000
-LIVE_RETRY_S = 2.0  # pause before reopening live delivery after the library gave up
+LIVE_RETRY_S = 2.0  # pause before reopening live delivery after an error other than an outage
+MAX_BODY_BYTES = 65_536  # API.md's limit on a message body, checked before anything is queued
 
 
 class Kind(enum.StrEnum):
@@ -42,6 +51,7 @@ class Kind(enum.StrEnum):
     ECHO = "echo"
     INCOMING = "incoming"
     OUTGOING = "outgoing"
+    PENDING = "pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +64,9 @@ class Line:
 class Question:
     """What the input line asks for and who takes the answer.
 
-    secret: hide the typing; remember: keep the answer in the history file
-    (only chat-prompt lines, never names, passwords or yes/no answers).
+    secret: hide the typing; remember: the answer may go to the history file
+    (only chat-prompt commands, see :meth:`Controller.history_entry`; never
+    names, passwords or yes/no answers).
     """
 
     prompt: str
@@ -70,6 +81,7 @@ class Command:
     help: str
     run: Callable[[Controller, str], Awaitable[None]]
     takes_user: bool = False
+    offline: bool = False  # works while the cluster does not answer (queues or is local)
 
 
 class UsageError(Exception):
@@ -90,9 +102,12 @@ class Controller:
         self._known_users: set[str] = set()
         self._more: tuple[str, str] | None = None  # (pattern, page token) for /more
         self._live: asyncio.Task[None] | None = None
+        self._contact: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._listeners: list[Callable[[], None]] = []
-        client.add_state_listener(lambda _state: self._changed())
+        self._outage = Outage(self._changed, lambda: self._say("resumed"))
+        self._outbox = Outbox(client, self._delivered, self._refused)
+        client.add_state_listener(self._state_changed)
         self.question: Question
         self._start_login()
         self._say("Welcome to chat. /quit or Ctrl-D leaves at any time.")
@@ -107,9 +122,25 @@ class Controller:
                 f"node {state.address or '-'}",
                 f"leader {state.leader_id or '-'}",
                 f"term {state.term or '-'}",
-                state.connection,
+                self._outage.label() or state.connection,
             ]
         )
+
+    def pending_lines(self) -> list[Line]:
+        """The outbox, drawn after the pane's lines until each message is sent."""
+        return [
+            Line(f"… to {p.recipient} (pending): {p.body}", Kind.PENDING)
+            for p in self._outbox.pending
+        ]
+
+    def history_entry(self, text: str) -> str | None:
+        """What the history file keeps of a chat-prompt line: commands, never message text.
+
+        Plain lines are messages and are not kept; /send keeps its recipient only."""
+        if not text.startswith("/"):
+            return None
+        name, _, rest = text.partition(" ")
+        return f"{name} {rest.split(' ')[0]}".rstrip() if name == "/send" else text
 
     def completions(self, text: str) -> list[str]:
         """Whole-word candidates for the last word of text: commands, then usernames."""
@@ -123,6 +154,10 @@ class Controller:
             return sorted(u for u in self._known_users if u.startswith(words[1]))
         return []
 
+    def report(self, text: str) -> None:
+        """One error line from the view (a history file it could not open)."""
+        self._error(text)
+
     def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call listener after anything visible changed; returns the remover."""
         self._listeners.append(listener)
@@ -135,7 +170,8 @@ class Controller:
         self._inbox.put_nowait(text)
 
     async def run(self) -> None:
-        """Answer fed lines until /quit."""
+        """Answer fed lines until /quit; meanwhile, reach the cluster once to show its state."""
+        self._contact = asyncio.create_task(self._first_contact())
         while not self.finished:
             await self.submit(await self._inbox.get())
 
@@ -151,6 +187,8 @@ class Controller:
                 await question.answer(text)
         except UsageError as exc:
             self._error(f"usage: {exc}")
+        except Unavailable:
+            self._error("not done: the cluster stopped answering; try again once it resumes")
         except ChatError as exc:
             self._error(str(exc))
         except Exception as exc:  # a bug, but the screen gets one line, never a traceback
@@ -159,8 +197,34 @@ class Controller:
             self._changed()
 
     async def close(self) -> None:
-        """Stop live delivery (the client itself belongs to the caller)."""
+        """Stop live delivery, the outbox and the outage clock (the client is the caller's)."""
+        if self._contact is not None:
+            self._contact.cancel()
+        self._outage.stop()
         await self._stop_live()
+        await self._outbox.close()
+
+    # -- the cluster's state ----------------------------------------------------------
+
+    def _state_changed(self, state: ClientState) -> None:
+        self._outage.note(state)
+        self._changed()
+
+    async def _first_contact(self) -> None:
+        """Ask the cluster for its status until it answers, so that an app started during
+        an outage shows 'reconnecting…' (and then 'resumed') before anyone logs in."""
+        await self._patiently(self.client.cluster_status)
+
+    async def _patiently(self, call: Callable[[], Awaitable[T]], waiting: str = "") -> T:
+        """call() again after each Unavailable; the status bar shows the outage meanwhile,
+        and waiting (if any) is said once."""
+        while True:
+            try:
+                return await call()
+            except Unavailable:
+                if waiting:
+                    self._say(waiting)
+                    waiting = ""
 
     # -- login and account creation ---------------------------------------------------
 
@@ -181,7 +245,7 @@ class Controller:
 
     async def _got_password(self, password: str) -> None:
         try:
-            session = await self.client.login(self._name, password)
+            session = await self._login(password)
         except AuthError:
             self._say(f"wrong password, or there is no account named {self._name}")
             self._password = password
@@ -207,7 +271,10 @@ class Controller:
             self._ask_password()
             return
         try:
-            await self.client.create_account(self._name, password)
+            await self._patiently(
+                lambda: self.client.create_account(self._name, password),
+                f"waiting for the cluster to create {self._name}…",
+            )
         except AlreadyExists:
             self._error(f"{self._name} exists, so the password was wrong")
             self._ask_password()
@@ -217,7 +284,12 @@ class Controller:
             self._start_login()
             return
         self._say(f"account {self._name} created")
-        await self._enter(await self.client.login(self._name, password))
+        await self._enter(await self._login(password))
+
+    async def _login(self, password: str) -> Session:
+        name = self._name
+        waiting = f"waiting for the cluster to log in as {name}…"
+        return await self._patiently(lambda: self.client.login(name, password), waiting)
 
     async def _enter(self, session: Session) -> None:
         unread = session.unread_count
@@ -232,6 +304,9 @@ class Controller:
 
     async def _leave_session(self) -> None:
         await self._stop_live()
+        unsent = await self._outbox.close()
+        if unsent:
+            self._error(f"{len(unsent)} unsent message(s) dropped")
         self.partner, self._more = "", None
         self._start_login()
 
@@ -246,7 +321,7 @@ class Controller:
         if not text.startswith("/"):
             if not self.partner:
                 raise UsageError("/to USER first, or /send USER TEXT")
-            await self._send(self.partner, text)
+            self._send(self.partner, text)
             return
         self._echo(f"> {text}")
         name, _, rest = text[1:].partition(" ")
@@ -254,14 +329,31 @@ class Controller:
         if command is None:
             self._error(f"unknown command /{name}; /help lists them")
             return
+        if self._outage.down and not command.offline:
+            self._error(f"/{name} needs the cluster: try again once it resumes")
+            return
         await command.run(self, rest.strip())
 
-    async def _send(self, recipient: str, body: str) -> None:
-        sent = await self.client.send_message(recipient, body)
+    def _send(self, recipient: str, body: str) -> None:
+        """Queue body for recipient (shown as pending until the cluster takes it)."""
+        size = len(body.encode())
+        if size > MAX_BODY_BYTES:
+            self._error(
+                f"message too long: {size:,} bytes, the limit is {MAX_BODY_BYTES:,}; nothing sent"
+            )
+            return
+        self._outbox.add(recipient, body)
+        self._changed()
+
+    def _delivered(self, pending: Pending, sent: Sent) -> None:
         stamp = _clock(time.time() * 1000)
-        self._add(Line(f"#{sent.message_id} {stamp} you → {recipient}: {body}", Kind.OUTGOING))
+        line = f"#{sent.message_id} {stamp} you → {pending.recipient}: {pending.body}"
+        self._add(Line(line, Kind.OUTGOING))
         if not sent.recipient_online:
-            self._say(f"{recipient} is offline and will see it later")
+            self._say(f"{pending.recipient} is offline and will see it later")
+
+    def _refused(self, pending: Pending, error: ChatError) -> None:
+        self._error(f"{error} (not sent to {pending.recipient}: {_preview(pending.body)})")
 
     async def cmd_to(self, rest: str) -> None:
         if not rest:
@@ -280,7 +372,7 @@ class Controller:
         recipient, _, body = rest.partition(" ")
         if not (recipient and body):
             raise UsageError(COMMANDS["send"].usage)
-        await self._send(recipient, body)
+        self._send(recipient, body)
 
     async def cmd_list(self, rest: str) -> None:
         await self._list_page(rest, "")
@@ -376,13 +468,16 @@ class Controller:
             except AuthError as exc:
                 self._error(f"live messages stopped: {exc}")
                 return
+            except Unavailable:
+                continue  # an outage: the status bar says so, and subscribe() waited already
             except ChatError as exc:
                 self._error(f"live messages paused: {exc}")
             await asyncio.sleep(LIVE_RETRY_S)
 
     async def _mark_read(self, message: Message) -> None:
+        """Mark a shown message read, once the cluster answers (the stream waits for it)."""
         try:
-            await self.client.mark_read([message.id])
+            await self._patiently(lambda: self.client.mark_read([message.id]))
         except ChatError as exc:
             self._error(f"could not mark #{message.id} read: {exc}")
 
@@ -438,13 +533,21 @@ def _positive_int(text: str, usage: str) -> int:
     return int(text)
 
 
+def _preview(body: str, width: int = 30) -> str:
+    """The start of a message, on one line, for an error about it."""
+    flat = " ".join(body.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def _clock(unix_ms: float) -> str:
     return time.strftime("%H:%M", time.localtime(unix_ms / 1000))
 
 
 COMMANDS: dict[str, Command] = {
     "to": Command("/to USER", "talk to USER: plain lines go to them", Controller.cmd_to, True),
-    "send": Command("/send USER TEXT", "send one message to USER", Controller.cmd_send, True),
+    "send": Command(
+        "/send USER TEXT", "send one message to USER", Controller.cmd_send, True, offline=True
+    ),
     "list": Command("/list [PATTERN]", "list accounts, e.g. /list a*", Controller.cmd_list, True),
     "more": Command("/more", "the next page of /list", Controller.cmd_more),
     "read": Command("/read [N]", "show N unread messages, oldest first", Controller.cmd_read),
@@ -454,6 +557,6 @@ COMMANDS: dict[str, Command] = {
         "/delete-account", "delete your account and its messages", Controller.cmd_delete_account
     ),
     "status": Command("/status", "show the cluster's members", Controller.cmd_status),
-    "help": Command("/help", "this list", Controller.cmd_help),
-    "quit": Command("/quit", "leave (or Ctrl-D, Ctrl-C)", Controller.cmd_quit),
+    "help": Command("/help", "this list", Controller.cmd_help, offline=True),
+    "quit": Command("/quit", "leave (or Ctrl-D, Ctrl-C)", Controller.cmd_quit, offline=True),
 }

@@ -337,11 +337,13 @@ class ChatClient:
         working and its streams end. NOT_FOUND for an id that is not the caller's."""
         await self._call("EndSession", pb.EndSessionRequest(session_id=session_id))
 
-    async def send_message(self, recipient: str, body: str) -> Sent:
-        """Send once, exactly: retries reuse one request id, so a failover cannot duplicate."""
-        reply = await self._call(
-            "SendMessage", pb.SendMessageRequest(recipient=recipient, body=body)
-        )
+    async def send_message(self, recipient: str, body: str, request_id: str = "") -> Sent:
+        """Send once, exactly: retries reuse one request id, so a failover cannot duplicate.
+
+        A caller that outlives the deadline (an outbox) passes its own request_id and
+        calls again with it: the cluster answers the repeat from its record."""
+        request = pb.SendMessageRequest(recipient=recipient, body=body, request_id=request_id)
+        reply = await self._call("SendMessage", request)
         return Sent(reply.message_id, reply.recipient_online)
 
     async def read_messages(self, limit: int = 0) -> Unread:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from prompt_toolkit.history import FileHistory
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import DummyOutput
 
@@ -88,7 +87,7 @@ async def open_screen(members: list[str], history: Path, user: str = "") -> Asyn
     async with ChatClient(members) as client:
         controller = Controller(client, user)
         with create_pipe_input() as pipe:
-            view = ChatView(controller, FileHistory(history), input=pipe, output=DummyOutput())
+            view = ChatView(controller, history, input=pipe, output=DummyOutput())
             task = asyncio.create_task(view.run())
             try:
                 yield Screen(view, pipe, task)

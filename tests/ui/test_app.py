@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from chatnode.local_cluster import free_port
 from chatnode.server import ChatNode
 from client import app
 from client.library import AuthError, ChatClient
@@ -186,22 +185,26 @@ async def test_completion_of_commands_and_usernames(
     await screen.until(lambda: buffer.text == "/list")
 
 
-async def test_history_keeps_commands_but_never_names_or_passwords(
+async def test_history_keeps_commands_per_account_never_names_passwords_or_messages(
     members: list[str], tmp_path: Path, accounts: dict[str, ChatClient]
 ) -> None:
-    history = tmp_path / "history"
-    async with open_screen(members, history) as screen:
+    prefix = tmp_path / "history"
+    async with open_screen(members, prefix) as screen:
         await screen.login("alice")
+        await screen.answer("/to bob", "bob>")
+        await screen.command("a secret line", "you → bob: a secret line")
+        await screen.command("/send bob another secret", "you → bob: another secret")
         await screen.command("/help", "this list")
         screen.type("/quit")
         async with asyncio.timeout(WAIT_S):
             await screen.task
-    async with open_screen(members, history, user="alice") as screen:
+    async with open_screen(members, prefix, user="alice") as screen:
         assert screen.prompt == "password for alice: "
         await screen.answer(PASSWORD, ">")
         newest_first = screen.view.input_field.buffer.history.load_history_strings()
-        assert list(newest_first) == ["/quit", "/help"]
-    assert "alice" not in history.read_text() and PASSWORD not in history.read_text()
+        assert list(newest_first) == ["/quit", "/help", "/send bob", "/to bob"]
+    kept = (tmp_path / "history-alice").read_text()
+    assert "secret" not in kept and "alice" not in kept and PASSWORD not in kept
 
 
 @pytest.mark.parametrize("keys", [CTRL_C, CTRL_D, "/quit\r"], ids=["ctrl-c", "ctrl-d", "quit"])
@@ -223,17 +226,6 @@ def test_bad_usage_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("chat: bad member address") and err.count("\n") == 1
-
-
-def test_an_unreachable_cluster_exits_1_with_one_line(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    dead = f"127.0.0.1:{free_port()}"
-    with pytest.raises(SystemExit) as exited:
-        app.main(["--cluster", dead, "--timeout", "0.3", "--history", str(tmp_path / "h")])
-    assert exited.value.code == 1
-    err = capsys.readouterr().err
-    assert err.startswith("chat: cannot reach the cluster") and err.count("\n") == 1
 
 
 async def test_no_terminal_exits_1_with_one_line(

@@ -48,7 +48,7 @@ def test_chat_in_a_real_terminal(
         assert terminal.exit_status() == 0
     finally:
         terminal.kill()
-    assert history.read_text().count("/send bob hi bob") == 1
+    assert (tmp_path / "history-alice").read_text().count("/send bob") == 1
 
 
 def test_sigterm_leaves_cleanly(
