@@ -29,9 +29,8 @@ from client.library import (
     Message,
     Sent,
     Session,
-    Unavailable,
 )
-from client.outage import Outage
+from client.outage import NOT_ANSWERING, Outage
 from client.outbox import Outbox, Pending
 
 T = TypeVar("T")
@@ -187,7 +186,7 @@ class Controller:
                 await question.answer(text)
         except UsageError as exc:
             self._error(f"usage: {exc}")
-        except Unavailable:
+        except NOT_ANSWERING:
             self._error("not done: the cluster stopped answering; try again once it resumes")
         except ChatError as exc:
             self._error(str(exc))
@@ -216,12 +215,12 @@ class Controller:
         await self._patiently(self.client.cluster_status)
 
     async def _patiently(self, call: Callable[[], Awaitable[T]], waiting: str = "") -> T:
-        """call() again after each Unavailable; the status bar shows the outage meanwhile,
-        and waiting (if any) is said once."""
+        """call() again each time the cluster does not answer; the status bar shows the
+        outage meanwhile, and waiting (if any) is said once."""
         while True:
             try:
                 return await call()
-            except Unavailable:
+            except NOT_ANSWERING:
                 if waiting:
                     self._say(waiting)
                     waiting = ""
@@ -468,7 +467,7 @@ class Controller:
             except AuthError as exc:
                 self._error(f"live messages stopped: {exc}")
                 return
-            except Unavailable:
+            except NOT_ANSWERING:
                 continue  # an outage: the status bar says so, and subscribe() waited already
             except ChatError as exc:
                 self._error(f"live messages paused: {exc}")

@@ -15,12 +15,15 @@ import math
 import time
 from collections.abc import Callable
 
-from client.library import ClientState, Connection
+from client.library import ClientState, Connection, DeadlineExceeded, Unavailable
 
 TICK_S = 1.0  # the counter's resolution: the status bar is redrawn this often while down
 SETTLE_S = 1.0  # connected this long before the outage counts as over
 
 DOWN = (Connection.FAILING_OVER, Connection.NO_LEADER)
+# What a call raises when the cluster did not answer within the library's deadline (its
+# last attempt may time out just as the deadline passes): "not yet", not a refusal.
+NOT_ANSWERING = (Unavailable, DeadlineExceeded)
 
 
 class Outage:

@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from client.library import ChatClient, ChatError, Sent, Unavailable
+from client.library import ChatClient, ChatError, Sent
+from client.outage import NOT_ANSWERING
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +72,13 @@ class Outbox:
             await self._wake.wait()
 
     async def _send(self, entry: Pending) -> None:
-        """Until the cluster answers: Unavailable only means 'not yet', so call again."""
+        """Until the cluster answers: not answering only means 'not yet', so call again."""
         while True:
             try:
                 sent = await self._client.send_message(
                     entry.recipient, entry.body, request_id=entry.request_id
                 )
-            except Unavailable:
+            except NOT_ANSWERING:
                 continue
             except ChatError as exc:
                 self._queue.popleft()

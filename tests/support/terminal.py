@@ -19,19 +19,24 @@ import pyte
 ROWS, COLUMNS = 24, 100
 WAIT_S = 20.0
 REPO = Path(__file__).resolve().parents[2]
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
+PASTE_CHUNK = 1024
+ALT_ENTER = "\x1b\r"  # what a terminal sends for Alt-Enter (and for Esc, Enter)
 
 
 class Terminal:
     """A program in a pty, with its screen as a terminal would show it."""
 
-    def __init__(self, args: list[str], command: Sequence[str] = (sys.executable,)) -> None:
-        """Run ``command + args`` (by default this Python with args) in a pty."""
-        self.screen = pyte.Screen(COLUMNS, ROWS)
+    def __init__(
+        self, args: list[str], command: Sequence[str] = (sys.executable,), rows: int = ROWS
+    ) -> None:
+        """Run ``command + args`` (by default this Python with args) in a pty of rows lines."""
+        self.screen = pyte.Screen(COLUMNS, rows)
         self._stream = pyte.ByteStream(self.screen)
         env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
         program, *rest = [*command, *args]
         self.child = pexpect.spawn(
-            program, rest, cwd=str(REPO), env=env, dimensions=(ROWS, COLUMNS)
+            program, rest, cwd=str(REPO), env=env, dimensions=(rows, COLUMNS)
         )
 
     def text(self) -> str:
@@ -55,6 +60,21 @@ class Terminal:
 
     def type(self, line: str) -> None:
         self.child.send(line + "\r")
+
+    def paste(self, text: str) -> None:
+        """Paste text as a terminal does (bracketed paste), in pieces the pty can take,
+        reading what the program draws meanwhile so neither side blocks the other."""
+        data = f"{PASTE_START}{text}{PASTE_END}".encode()
+        for start in range(0, len(data), PASTE_CHUNK):
+            self.child.send(data[start : start + PASTE_CHUNK])
+            self._read_available()
+
+    def _read_available(self) -> None:
+        try:
+            while True:
+                self._stream.feed(self.child.read_nonblocking(65536, timeout=0))
+        except (pexpect.TIMEOUT, pexpect.EOF):
+            return
 
     def exit_status(self) -> int:
         """Wait for the program to end (bounded) and return its status."""
