@@ -30,7 +30,7 @@ from client.library import (
     Sent,
     Session,
 )
-from client.outage import NOT_ANSWERING, Outage
+from client.outage import DOWN, NOT_ANSWERING, Outage
 from client.outbox import Outbox, Pending
 
 T = TypeVar("T")
@@ -328,7 +328,7 @@ class Controller:
         if command is None:
             self._error(f"unknown command /{name}; /help lists them")
             return
-        if self._outage.down and not command.offline:
+        if self.client.state.connection in DOWN and not command.offline:
             self._error(f"/{name} needs the cluster: try again once it resumes")
             return
         await command.run(self, rest.strip())

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from chatnode.local_cluster import local_cluster
 from client.sync import SyncChatClient
+from tests.support.chat_pty import chat_beside_cluster
 from tests.support.nodes import PASSWORD
 from tests.support.terminal import ALT_ENTER, Terminal
 from tests.support.waits import wait_until
@@ -20,26 +20,19 @@ BODY_LIMIT = 65_536
 
 
 @pytest.fixture
-def bob_and_spec(tmp_path: Path) -> Iterator[tuple[SyncChatClient, str]]:
-    with local_cluster(tmp_path, size=1) as cluster, SyncChatClient(cluster.addresses) as bob:
+def alice_and_bob(tmp_path: Path) -> Iterator[tuple[Terminal, SyncChatClient]]:
+    """chat in a pty, signed up as alice and talking to bob, and bob's client."""
+    prefix = tmp_path / "data" / "history"
+    with (
+        chat_beside_cluster(tmp_path, 1, ["--history", str(prefix)]) as (cluster, alice),
+        SyncChatClient(cluster.addresses) as bob,
+    ):
         bob.create_account("bob", PASSWORD)
         bob.login("bob", PASSWORD)
-        yield bob, cluster.spec
-
-
-@pytest.fixture
-def alice(bob_and_spec: tuple[SyncChatClient, str], tmp_path: Path) -> Iterator[Terminal]:
-    """chat in a pty, signed up as alice and talking to bob."""
-    _, spec = bob_and_spec
-    prefix = tmp_path / "data" / "history"
-    terminal = Terminal(["-m", "client.app", "--cluster", spec, "--history", str(prefix)])
-    try:
-        terminal.sign_up("alice", PASSWORD)
-        terminal.type("/to bob")
-        terminal.wait_for("talking to bob")
-        yield terminal
-    finally:
-        terminal.kill()
+        alice.sign_up("alice", PASSWORD)
+        alice.type("/to bob")
+        alice.wait_for("talking to bob")
+        yield alice, bob
 
 
 def bodies(bob: SyncChatClient) -> list[str]:
@@ -47,9 +40,9 @@ def bodies(bob: SyncChatClient) -> list[str]:
 
 
 def test_alt_enter_makes_a_multi_line_message_that_arrives_intact(
-    alice: Terminal, bob_and_spec: tuple[SyncChatClient, str]
+    alice_and_bob: tuple[Terminal, SyncChatClient],
 ) -> None:
-    bob, _ = bob_and_spec
+    alice, bob = alice_and_bob
     alice.child.send(f"first line{ALT_ENTER}second line{ALT_ENTER}third")
     alice.wait_for("bob> first line\nsecond line\nthird")  # still in the input
     assert bodies(bob) == []
@@ -59,9 +52,9 @@ def test_alt_enter_makes_a_multi_line_message_that_arrives_intact(
 
 
 def test_a_pasted_message_is_sent_whole_up_to_the_limit_and_refused_beyond_it(
-    alice: Terminal, bob_and_spec: tuple[SyncChatClient, str]
+    alice_and_bob: tuple[Terminal, SyncChatClient],
 ) -> None:
-    bob, _ = bob_and_spec
+    alice, bob = alice_and_bob
     alice.paste("pasted one\npasted two")
     alice.type("")
     alice.wait_for("you → bob: pasted one\npasted two")
@@ -75,15 +68,15 @@ def test_a_pasted_message_is_sent_whole_up_to_the_limit_and_refused_beyond_it(
     assert received == ["pasted one\npasted two", "z" * BODY_LIMIT]
 
 
-def test_history_is_private_per_account_and_keeps_no_message_text(
-    bob_and_spec: tuple[SyncChatClient, str], tmp_path: Path
-) -> None:
-    _, spec = bob_and_spec
+def test_history_is_private_per_account_and_keeps_no_message_text(tmp_path: Path) -> None:
     prefix = tmp_path / "history"
     (tmp_path / "history-alice").write_text("\n# old\n+/status\n")
     os.chmod(tmp_path / "history-alice", 0o644)
-    terminal = Terminal(["-m", "client.app", "--cluster", spec, "--history", str(prefix)])
-    try:
+    with (
+        chat_beside_cluster(tmp_path, 1, ["--history", str(prefix)]) as (cluster, terminal),
+        SyncChatClient(cluster.addresses) as bob,
+    ):
+        bob.create_account("bob", PASSWORD)
         terminal.sign_up("alice", PASSWORD)
         terminal.type("/to bob")
         terminal.wait_for("talking to bob")
@@ -93,8 +86,6 @@ def test_history_is_private_per_account_and_keeps_no_message_text(
         terminal.wait_for("you → bob: another private line")
         terminal.type("/quit")
         assert terminal.exit_status() == 0
-    finally:
-        terminal.kill()
     kept = (tmp_path / "history-alice").read_text()
     entries = [line[1:] for line in kept.splitlines() if line.startswith("+")]
     assert entries == ["/status", "/to bob", "/send bob", "/quit"]

@@ -6,77 +6,75 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chatnode.local_cluster import Cluster, free_port, local_cluster
 from client.sync import SyncChatClient
+from tests.support.chat_pty import chat_beside_cluster, start_all
 from tests.support.nodes import PASSWORD
-from tests.support.terminal import Terminal
 
 ROWS = 50  # every line of the session stays on the screen, so each one can be counted
 
 
-def chat(spec: str, tmp_path: Path) -> Terminal:
-    """chat in a pty; a short --timeout so that one call gives up (and is retried) early."""
-    args = ["-m", "client.app", "--cluster", spec, "--history", str(tmp_path / "history")]
-    return Terminal([*args, "--timeout", "1"], rows=ROWS)
+def chat_args(tmp_path: Path) -> list[str]:
+    """A short --timeout, so that one call gives up (and is called again) early."""
+    return ["--history", str(tmp_path / "history"), "--timeout", "1"]
 
 
 def assert_quiet(text: str, resumed: int) -> None:
-    """The outages showed as the status bar's state and one 'resumed' each, no errors."""
+    """The outages showed as the status bar's state and one 'resumed' each, no errors.
+    (chat may start before the nodes answer: that is an outage too.)"""
     assert text.count("resumed") == resumed, text
     assert "error" not in text and "paused" not in text, text
 
 
 def test_a_leader_kill_and_a_full_restart_while_typing(tmp_path: Path) -> None:
-    with local_cluster(tmp_path, size=3) as cluster, SyncChatClient(cluster.addresses) as bob:
+    with (
+        chat_beside_cluster(tmp_path, 3, chat_args(tmp_path), rows=ROWS) as (cluster, terminal),
+        SyncChatClient(cluster.addresses) as bob,
+    ):
         bob.create_account("bob", PASSWORD)
         bob.login("bob", PASSWORD)
-        terminal = chat(cluster.spec, tmp_path)
-        try:
-            terminal.sign_up("alice", PASSWORD)
-            terminal.type("/to bob")
-            terminal.wait_for("talking to bob")
-            terminal.wait_for("│ connected")
+        terminal.sign_up("alice", PASSWORD)
+        terminal.type("/to bob")
+        terminal.wait_for("talking to bob")
+        terminal.wait_for("│ connected")
+        at_start = terminal.text().count("resumed")  # 1 if chat started before a leader was up
 
-            cluster.nodes[cluster.wait_for_leader()].kill()
-            terminal.type("one")
-            terminal.type("two")
-            terminal.wait_for("reconnecting…")
-            terminal.wait_for("you → bob: two")
-            terminal.wait_for("resumed")
-            terminal.wait_for("│ connected")
-            assert_quiet(terminal.text(), resumed=1)
+        cluster.nodes[cluster.wait_for_leader()].kill()
+        terminal.type("one")
+        terminal.type("two")
+        terminal.wait_for("reconnecting…")
+        terminal.wait_for("you → bob: two")
+        terminal.wait_for("resumed")
+        terminal.wait_for("│ connected")
+        assert_quiet(terminal.text(), resumed=at_start + 1)
 
-            cluster.stop_all()
-            terminal.wait_for("reconnecting… 2 s")  # counting up, nothing said in the pane
-            terminal.type("three")
-            terminal.type("four")
-            terminal.wait_for("… to bob (pending): three\n… to bob (pending): four")
-            assert_quiet(terminal.text(), resumed=1)
-            for node in cluster.nodes.values():
-                node.start()
-            terminal.wait_for("you → bob: four")
-            terminal.wait_for("│ connected")
-            text = terminal.text()
-            assert_quiet(text, resumed=2)
-            assert "(pending)" not in text
-            assert text.index("you → bob: three") < text.index("you → bob: four")
-        finally:
-            terminal.kill()
+        cluster.stop_all()
+        terminal.wait_for("reconnecting… 2 s")  # counting up, and nothing said in the pane
+        terminal.type("three")
+        terminal.type("four")
+        terminal.wait_for("… to bob (pending): three\n… to bob (pending): four")
+        assert_quiet(terminal.text(), resumed=at_start + 1)
+        start_all(cluster)
+        terminal.wait_for("you → bob: four")
+        terminal.wait_for("│ connected")
+        text = terminal.text()
+        assert_quiet(text, resumed=at_start + 2)
+        assert "(pending)" not in text
+        assert text.index("you → bob: three") < text.index("you → bob: four")
         assert [m.body for m in bob.read_messages().messages] == ["one", "two", "three", "four"]
 
 
 def test_chat_started_while_the_cluster_is_down_waits_then_logs_in(tmp_path: Path) -> None:
-    cluster = Cluster.plan(tmp_path, {i: f"127.0.0.1:{free_port()}" for i in (1, 2, 3)})
-    terminal = chat(cluster.spec, tmp_path)
-    try:
+    with chat_beside_cluster(tmp_path, 3, chat_args(tmp_path), start=False, rows=ROWS) as (
+        cluster,
+        terminal,
+    ):
         terminal.wait_for("username:")
         terminal.wait_for("reconnecting… 1 s")
         terminal.type("alice")
         terminal.wait_for("password for alice:")
         terminal.type(PASSWORD)
         terminal.wait_for("waiting for the cluster to log in as alice…")
-        for node in cluster.nodes.values():
-            node.start()
+        start_all(cluster)
         terminal.wait_for("create account alice? [y/N]")
         terminal.type("y")
         terminal.wait_for("password again:")
@@ -85,6 +83,3 @@ def test_chat_started_while_the_cluster_is_down_waits_then_logs_in(tmp_path: Pat
         terminal.wait_for("│ connected")
         assert_quiet(terminal.text(), resumed=1)
         assert terminal.child.isalive()
-    finally:
-        terminal.kill()
-        cluster.stop_all()
