@@ -161,7 +161,7 @@ class ChatView:
         self._history_user = username
         buffer = self.input_field.buffer
         buffer.history = self._account_history(username)
-        buffer.reset()  # reloads the history from the new file
+        buffer.reset(buffer.document)  # reloads the history from the new file, keeps the typing
 
     def _account_history(self, username: str) -> History:
         if not username:

@@ -305,7 +305,7 @@ class Controller:
         await self._stop_live()
         unsent = await self._outbox.close()
         if unsent:
-            self._error(f"{len(unsent)} unsent message(s) dropped")
+            self._error(f"{len(unsent)} pending message(s) dropped; they may not have been sent")
         self.partner, self._more = "", None
         self._start_login()
 

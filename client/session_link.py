@@ -140,6 +140,7 @@ class SessionLink:
                 raise _rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED, "no reply in time") from None
             finally:
                 self._waiting.pop(request_id, None)
+                _settle(reply)
         if frame.WhichOneof("event") == "error":
             raise from_call_error(frame.error)
         return getattr(frame, field)
@@ -200,6 +201,16 @@ class SessionLink:
             self._messages.put_nowait(frame.message)
         elif frame.WhichOneof("event") == "leader":
             self._on_leader(frame.leader)
+
+
+def _settle(reply: asyncio.Future[pb.ServerFrame]) -> None:
+    """Leave no reply unresolved or unread once its call has given up on it: when the write
+    failed or the timeout fired, the stream's end may still have set an error on it, and
+    asyncio reports an error nobody read (in chat, as a screen asking to press Enter)."""
+    if not reply.done():
+        reply.cancel()
+    elif not reply.cancelled():
+        reply.exception()
 
 
 def _as_broken(end: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:

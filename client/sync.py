@@ -105,8 +105,8 @@ class SyncChatClient:
     ) -> AccountPage:
         return self._run(self._client.list_accounts(pattern, page_size, page_token))
 
-    def send_message(self, recipient: str, body: str) -> Sent:
-        return self._run(self._client.send_message(recipient, body))
+    def send_message(self, recipient: str, body: str, request_id: str = "") -> Sent:
+        return self._run(self._client.send_message(recipient, body, request_id))
 
     def read_messages(self, limit: int = 0) -> Unread:
         return self._run(self._client.read_messages(limit))
