@@ -213,14 +213,15 @@ class Node:
         self._advance(now_ms)
         self._require_leader()
         view = self._view()
-        if view.epoch > self.commit:
-            raise ChangeInFlight(f"config of epoch {view.epoch} is not committed yet")
+        # A change that can never be made is refused as such, in flight or not.
         if isinstance(change, AddMember):
             config = view.config.with_member(change.node_id, change.address)
         elif change.node_id == self.id:
             raise LocalProtocolError("the leader cannot remove itself: transfer leadership first")
         else:
             config = view.config.without_member(change.node_id)
+        if view.epoch > self.commit:
+            raise ChangeInFlight(f"config of epoch {view.epoch} is not committed yet")
         entry = self._append_config(config)
         return entry.index, entry.term
 

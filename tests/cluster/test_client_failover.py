@@ -114,7 +114,7 @@ async def test_a_subscription_resumes_across_the_loss_of_the_leader(
 
 
 @pytest.mark.parametrize("size", SIZES)
-async def test_the_status_bar_shows_failing_over_then_connected(tmp_path: Path, size: int) -> None:
+async def test_the_status_bar_shows_reconnecting_then_connected(tmp_path: Path, size: int) -> None:
     with local_cluster(tmp_path, size=size) as cluster:
         async with signed_in(cluster.addresses, "alice"):
             pass
@@ -126,7 +126,7 @@ async def test_the_status_bar_shows_failing_over_then_connected(tmp_path: Path, 
             screen.controller.add_listener(lambda: shown.append(screen.view.status_text()))
             kill_leader(cluster)
             await screen.until(lambda: bool(shown) and shown[-1].endswith("│ connected"))
-    failing = next(i for i, text in enumerate(shown) if text.endswith("│ failing over"))
+    failing = next(i for i, text in enumerate(shown) if "│ reconnecting… " in text)
     assert all(not text.endswith("│ connected") for text in shown[:failing])
     assert shown[-1] != before, "a new term (and, with 3 nodes, a new leader) is shown"
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 import pytest
 
 from coord.core.config import AddMember, RemoveMember
-from coord.core.errors import ChangeInFlight, RemoteProtocolError
+from coord.core.errors import ChangeInFlight, LocalProtocolError, RemoteProtocolError
 from coord.core.messages import Append, AppendReply, VoteRequest
 from coord.core.node import Role
 from coord.testing.harness import TEST_SETTINGS, CoreCluster
@@ -275,5 +275,8 @@ def test_a_second_change_before_the_first_commits_is_refused_as_retryable() -> N
     index, _ = node.propose_config_change(RemoveMember(4), cluster.now)
     with pytest.raises(ChangeInFlight, match="not committed yet"):
         node.propose_config_change(AddMember(5, "node5:7000"), cluster.now)
+    with pytest.raises(LocalProtocolError, match="cannot remove itself") as lasting:
+        node.propose_config_change(RemoveMember(leader), cluster.now)
+    assert not isinstance(lasting.value, ChangeInFlight), "never made: no use retrying"
     assert cluster.run_until(lambda: node.commit >= index)
     node.propose_config_change(AddMember(5, "node5:7000"), cluster.now)
