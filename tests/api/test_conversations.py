@@ -5,35 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
 
-from chatnode.local_cluster import free_port
-from chatnode.server import ChatNode, NodeConfig
+from chatnode.server import ChatNode
 from client.library import ChatClient, InvalidArgument, Message
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
-from tests.support.nodes import PASSWORD, signup, wait_until_serving
+from tests.support.nodes import PASSWORD, signup
 
 CONVERSATION = 2_000
 PIPELINE = 64  # calls in flight on one stream at most
 PAGE = 100
 PAGING_LIMIT_S = 20.0
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
-    config = NodeConfig(node_id=1, cluster={1: f"127.0.0.1:{free_port()}"}, data_dir=tmp_path / "n")
-    chat_node = ChatNode(config)
-    await chat_node.start()
-    try:
-        await wait_until_serving(chat_node)
-        yield chat_node
-    finally:
-        await chat_node.stop()
 
 
 async def logged_in(address: str, name: str, *, create: bool, unary: bool = False) -> ChatClient:

@@ -6,36 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from chatnode.local_cluster import free_port
-from chatnode.server import ChatNode, NodeConfig
+from chatnode.server import ChatNode
 from client.library import AuthError, ChatClient, InvalidArgument, NotFound
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from tests.api.test_exactly_once import channel_to, new_leader, three_nodes
-from tests.support.nodes import PASSWORD, signup, wait_until_serving
+from tests.support.nodes import PASSWORD, signup
 
 CODE = grpc.StatusCode
 Stub = chat_pb2_grpc.ChatServiceStub
 Auth = tuple[tuple[str, str], ...]
 WAIT_S = 10.0
-
-
-@pytest.fixture
-async def node(tmp_path: Path) -> AsyncIterator[ChatNode]:
-    config = NodeConfig(node_id=1, cluster={1: f"127.0.0.1:{free_port()}"}, data_dir=tmp_path / "n")
-    chat_node = ChatNode(config)
-    await chat_node.start()
-    try:
-        await wait_until_serving(chat_node)
-        yield chat_node
-    finally:
-        await chat_node.stop()
 
 
 async def login(stub: Stub, name: str, label: str = "", request_id: str = "") -> Auth:
