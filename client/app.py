@@ -1,11 +1,13 @@
 """``chat``: the full-screen terminal client (API.md section 4).
 
 A thin prompt_toolkit view over :class:`client.app_controller.Controller`:
-the message pane draws the controller's lines and then its outbox, the input
-line answers its current question (masked for passwords, with completion, a
-private history file of commands per account, Alt-Enter for a new line and
-bracketed paste), and the bottom bar shows user, node, leader, term and
-connection state, redrawn whenever the controller or the client changes.
+the message pane (:mod:`client.pane`) draws the open conversation and then
+the outbox; the rule under it lists the conversations with their unread
+counts; the input line answers the controller's current question (masked for
+passwords, with completion, a private history file of commands per account,
+Alt-Enter for a new line and bracketed paste); and the bottom bar shows user,
+node, leader, term and connection state. Everything is redrawn whenever the
+controller or the client changes.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ except ModuleNotFoundError:
 from prompt_toolkit.application import Application
 from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
-from prompt_toolkit.data_structures import Point
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples, fragment_list_to_text
@@ -46,6 +47,7 @@ from client.app_controller import Controller
 from client.cli import add_cluster_flag, add_tls_flags, tls_from_args, user_data_dir
 from client.history_file import DIR_MODE, history_path, open_private_history
 from client.library import ChatClient, RetryPolicy
+from client.pane import MessagePane
 from proto.cli import Parser, add_version_flag, member_addresses
 
 STYLE = Style.from_dict(
@@ -57,6 +59,10 @@ STYLE = Style.from_dict(
         "outgoing": "ansigreen",
         "pending": "ansibrightblack italic",
         "rule": "ansibrightblack",
+        "new": "ansiyellow",
+        "tab": "ansibrightblack",
+        "tab.open": "reverse",
+        "tab.unread": "ansiyellow bold",
         "status": "reverse",
     }
 )
@@ -78,10 +84,13 @@ INPUT_ROWS = 8  # the input grows with a multi-line message up to this, then scr
 
 
 class ChatView:
-    """The screen: message pane, input line, status bar; exits on /quit, Ctrl-C or Ctrl-D.
+    """The screen: message pane, conversations, input line, status bar; exits on /quit,
+    Ctrl-C or Ctrl-D.
 
     history_prefix names the history files: PREFIX-USERNAME for each account
-    (see :mod:`client.history_file`); nothing is kept before a login.
+    (see :mod:`client.history_file`); nothing is kept before a login. bell: ring the
+    terminal's bell for a message in a conversation that is not open. mouse: the wheel
+    scrolls the pane (the terminal then selects text only with Shift held).
     """
 
     def __init__(
@@ -89,6 +98,8 @@ class ChatView:
         controller: Controller,
         history_prefix: str | Path,
         *,
+        bell: bool = True,
+        mouse: bool = True,
         input: Input | None = None,
         output: Output | None = None,
     ) -> None:
@@ -105,12 +116,13 @@ class ChatView:
             history=InMemoryHistory(),
             accept_handler=self._accept,
         )
-        pane = FormattedTextControl(self._pane_fragments, get_cursor_position=self._pane_end)
+        self.pane = MessagePane(controller)
+        tabs = FormattedTextControl(self._tab_fragments)
         status = FormattedTextControl(self._status_fragments)
         body = HSplit(
             [
-                Window(pane, wrap_lines=True),
-                Window(height=1, char="─", style="class:rule"),
+                Window(self.pane),
+                Window(tabs, height=1, char="─", style="class:rule"),
                 self.input_field,
                 Window(status, height=1, style="class:status"),
             ]
@@ -121,11 +133,14 @@ class ChatView:
             key_bindings=self._key_bindings(),
             style=STYLE,
             full_screen=True,
+            mouse_support=mouse,
             input=input,
             output=output,
         )
         controller.add_listener(self.application.invalidate)
         controller.add_listener(self._follow_account)
+        if bell:
+            controller.add_bell_listener(self.application.output.bell)
 
     async def run(self) -> None:
         """Show the screen until the user leaves."""
@@ -138,7 +153,12 @@ class ChatView:
         return fragment_list_to_text(self._status_fragments()).strip()
 
     def pane_text(self) -> str:
-        return fragment_list_to_text(self._pane_fragments())
+        """Every line of the open conversation, scrolled into view or not."""
+        return "".join(f"{line.text}\n" for _, line in self.controller.pane_lines())
+
+    def tabs_text(self) -> str:
+        """The conversations as the rule under the pane lists them."""
+        return fragment_list_to_text(self._tab_fragments())
 
     async def _answer_lines(self) -> None:
         await self.controller.run()
@@ -176,14 +196,18 @@ class ChatView:
     def _status_fragments(self) -> StyleAndTextTuples:
         return [("class:status", f" {self.controller.status_text()} ")]
 
-    def _pane_fragments(self) -> StyleAndTextTuples:
-        lines = [*self.controller.lines, *self.controller.pending_lines()]
-        return [(f"class:{line.kind}", f"{line.text}\n") for line in lines]
-
-    def _pane_end(self) -> Point:
-        """Keep the newest line in view: the pane scrolls to where the 'cursor' is."""
-        lines = [*self.controller.lines, *self.controller.pending_lines()]
-        return Point(0, sum(line.text.count("\n") + 1 for line in lines))
+    def _tab_fragments(self) -> StyleAndTextTuples:
+        """─ 1:chat ─ 2:bob (3) ─ …, the open one reversed; shown once logged in."""
+        if not self.controller.client.username:
+            return []
+        fragments: StyleAndTextTuples = []
+        for number, (name, unread, is_open) in enumerate(self.controller.tabs(), 1):
+            style = "class:tab.open" if is_open else "class:tab"
+            fragments += [("class:rule", "─ "), (style, f"{number}:{name}")]
+            if unread:
+                fragments.append(("class:tab.unread", f" ({unread})"))
+            fragments.append(("class:rule", " "))
+        return fragments
 
     def _key_bindings(self) -> KeyBindings:
         bindings = KeyBindings()
@@ -203,7 +227,31 @@ class ChatView:
         def _new_line(event: KeyPressEvent) -> None:
             self.input_field.buffer.insert_text("\n")
 
+        @bindings.add("pageup")
+        def _page_back(event: KeyPressEvent) -> None:
+            self.pane.page(1)
+
+        @bindings.add("pagedown")
+        def _page_forward(event: KeyPressEvent) -> None:
+            self.pane.page(-1)
+
+        @bindings.add("c-n")
+        def _next(event: KeyPressEvent) -> None:
+            self.controller.open_next(1)
+
+        @bindings.add("c-p")
+        def _previous(event: KeyPressEvent) -> None:
+            self.controller.open_next(-1)
+
+        for digit in "123456789":
+            self._bind_open(bindings, digit)
+
         return bindings
+
+    def _bind_open(self, bindings: KeyBindings, digit: str) -> None:
+        @bindings.add("escape", digit)  # Alt-digit
+        def _open(event: KeyPressEvent) -> None:
+            self.controller.open_number(int(digit))
 
 
 # -- the command -------------------------------------------------------------------
@@ -231,6 +279,14 @@ def _parser() -> Parser:
         "messages and logins wait on (default %(default)s)",
     )
     parser.add_argument(
+        "--no-bell", action="store_true", help="no bell for a message in another conversation"
+    )
+    parser.add_argument(
+        "--no-mouse",
+        action="store_true",
+        help="leave the mouse to the terminal (the wheel then does not scroll the messages)",
+    )
+    parser.add_argument(
         "--unary",
         action="store_true",
         help="one unary call per action instead of one Session stream for them all",
@@ -250,7 +306,7 @@ async def _run(
         members, credentials=credentials, policy=policy, unary=args.unary
     ) as client:
         controller = Controller(client, args.user)  # an unreachable cluster: it waits and says so
-        view = ChatView(controller, args.history)
+        view = ChatView(controller, args.history, bell=not args.no_bell, mouse=not args.no_mouse)
         _leave_on_signals(view.application)
         try:
             await view.run()

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
+import socket
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from client.conversations import (
+    Conversation,
+    Conversations,
+    Key,
+    Kind,
+    Line,
+    message_line,
+    timestamp,
+)
 from client.library import (
     AlreadyExists,
     AuthError,
@@ -29,6 +37,7 @@ from client.library import (
     Message,
     Sent,
     Session,
+    SessionInfo,
 )
 from client.outage import DOWN, NOT_ANSWERING, Outage
 from client.outbox import Outbox, Pending
@@ -37,26 +46,14 @@ T = TypeVar("T")
 
 LIST_PAGE_SIZE = 50
 KNOWN_USERS_FETCH = 1000  # usernames loaded at login for completion
-MAX_LINES = 5000
+HISTORY_PAGE = 200  # messages fetched per page of a conversation's history
+UNREAD_PAGES = 10  # pages fetched on opening, at most, to reach the first unread message
+MARK_READ_BATCH = 10_000  # the server's limit on ids per MarkRead
+PENDING_KEY = 1 << 62  # sorts the outbox after every line of a conversation
 LIVE_RETRY_S = 2.0  # pause before reopening live delivery after an error other than an outage
 MAX_BODY_BYTES = 65_536  # API.md's limit on a message body, checked before anything is queued
-
-
-class Kind(enum.StrEnum):
-    """What a line is, so the view can colour it."""
-
-    INFO = "info"
-    ERROR = "error"
-    ECHO = "echo"
-    INCOMING = "incoming"
-    OUTGOING = "outgoing"
-    PENDING = "pending"
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    text: str
-    kind: Kind = Kind.INFO
+CLIENT_LABEL_MAX_CHARS = 64  # the server's limit on a session's label
+SESSION_ID_SHOWN = 8  # hex digits of a session id that /sessions shows and /end-session takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +89,8 @@ class Controller:
 
     def __init__(self, client: ChatClient, username: str = "") -> None:
         self.client = client
-        self.lines: deque[Line] = deque(maxlen=MAX_LINES)
-        self.partner = ""
+        self.conversations = Conversations()
+        self.revision = 0  # counts visible changes, so the view can cache what it drew
         self.finished = False
         self._preset_user = username
         self._name = ""  # the name being logged in or created
@@ -104,6 +101,10 @@ class Controller:
         self._contact: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._listeners: list[Callable[[], None]] = []
+        self._bell_listeners: list[Callable[[], None]] = []
+        self._chores: set[asyncio.Task[None]] = set()  # conversations opening, history loading
+        self._loading: set[str] = set()  # partners whose older history is being fetched
+        self._backlog_until = 0  # live messages up to this id were unread at login: no bell
         self._outage = Outage(self._changed, lambda: self._say("resumed"))
         self._outbox = Outbox(client, self._delivered, self._refused)
         client.add_state_listener(self._state_changed)
@@ -125,12 +126,46 @@ class Controller:
             ]
         )
 
-    def pending_lines(self) -> list[Line]:
-        """The outbox, drawn after the pane's lines until each message is sent."""
-        return [
-            Line(f"… to {p.recipient} (pending): {p.body}", Kind.PENDING)
-            for p in self._outbox.pending
-        ]
+    @property
+    def partner(self) -> str:
+        """Whom the open conversation is with ('' for the console)."""
+        return self.conversations.current.partner
+
+    def pane_lines(self) -> list[tuple[Key, Line]]:
+        """The open conversation in order, then the outbox until each message is sent."""
+        today = time.localtime()
+        lines = self.conversations.current.lines(self.client.username, today)
+        lines.extend(
+            ((PENDING_KEY, 0, n), Line(f"… to {p.recipient} (pending): {p.body}", Kind.PENDING))
+            for n, p in enumerate(self._outbox.pending)
+        )
+        return lines
+
+    def tabs(self) -> list[tuple[str, int, bool]]:
+        """(name, unread count, is open) of each conversation, the console first."""
+        current = self.conversations.current
+        return [(c.name, len(c.unread), c is current) for c in self.conversations]
+
+    def open_number(self, number: int) -> None:
+        """Open the number-th conversation of :meth:`tabs` (1: the console), if there is one."""
+        partner = self.conversations.partner_at(number)
+        if partner is not None:
+            self._open_later(partner)
+
+    def open_next(self, step: int) -> None:
+        """Open the conversation step places after (negative: before) the open one."""
+        self._open_later(self.conversations.partner_after(step))
+
+    def load_older(self) -> None:
+        """Fetch the open conversation's next older page, unless it is all here or coming."""
+        conversation = self.conversations.current
+        if conversation.older and conversation.partner not in self._loading and self._chatting:
+            self._loading.add(conversation.partner)
+            self._chore(self._load_older(conversation))
+
+    def add_bell_listener(self, listener: Callable[[], None]) -> None:
+        """Call listener when a message arrives in a conversation that is not open."""
+        self._bell_listeners.append(listener)
 
     def history_entry(self, text: str) -> str | None:
         """What the history file keeps of a chat-prompt line: commands, never message text.
@@ -179,11 +214,15 @@ class Controller:
         question = self.question
         if not question.remember:
             self._echo(question.prompt + ("" if question.secret else text))
+        if text.strip() == "/quit" and not question.secret:  # leave from any prompt
+            await self._reporting(self.cmd_quit(""))
+        else:
+            await self._reporting(question.answer(text))
+
+    async def _reporting(self, work: Awaitable[None]) -> None:
+        """Await work; every failure becomes one line."""
         try:
-            if text.strip() == "/quit" and not question.secret:  # leave from any prompt
-                await self.cmd_quit("")
-            else:
-                await question.answer(text)
+            await work
         except UsageError as exc:
             self._error(f"usage: {exc}")
         except NOT_ANSWERING:
@@ -202,6 +241,7 @@ class Controller:
         self._outage.stop()
         await self._stop_live()
         await self._outbox.close()
+        await self._stop_chores()
 
     # -- the cluster's state ----------------------------------------------------------
 
@@ -288,13 +328,18 @@ class Controller:
     async def _login(self, password: str) -> Session:
         name = self._name
         waiting = f"waiting for the cluster to log in as {name}…"
-        return await self._patiently(lambda: self.client.login(name, password), waiting)
+        label = f"chat on {socket.gethostname()}"[:CLIENT_LABEL_MAX_CHARS]
+        return await self._patiently(lambda: self.client.login(name, password, label), waiting)
 
     async def _enter(self, session: Session) -> None:
         unread = session.unread_count
         hint = " (/read to show them)" if unread else ""
         self._say(f"logged in as {session.username}: {unread} unread{hint}. /help lists commands.")
-        self._live = asyncio.create_task(self._follow_live(session.last_message_id))
+        # With unread messages, live delivery starts from the first message, so each unread
+        # one is filed under its conversation's count; read ones are skipped.
+        self._backlog_until = session.last_message_id
+        start = 0 if unread else session.last_message_id
+        self._live = asyncio.create_task(self._follow_live(start))
         try:
             page = await self.client.list_accounts(page_size=KNOWN_USERS_FETCH)
             self._remember_users(page.usernames)  # for completion
@@ -303,10 +348,11 @@ class Controller:
 
     async def _leave_session(self) -> None:
         await self._stop_live()
+        await self._stop_chores()
         unsent = await self._outbox.close()
+        self.conversations, self._more = Conversations(), None
         if unsent:
             self._error(f"{len(unsent)} pending message(s) dropped; they may not have been sent")
-        self.partner, self._more = "", None
         self._start_login()
 
     # -- the chat prompt --------------------------------------------------------------
@@ -345,9 +391,14 @@ class Controller:
         self._changed()
 
     def _delivered(self, pending: Pending, sent: Sent) -> None:
-        stamp = _clock(time.time() * 1000)
-        line = f"#{sent.message_id} {stamp} you → {pending.recipient}: {pending.body}"
-        self._add(Line(line, Kind.OUTGOING))
+        """File the message under its conversation; said here too if that one is not open."""
+        me = self.client.username
+        message = Message(
+            sent.message_id, me, pending.recipient, pending.body, int(time.time() * 1000), True
+        )
+        if self.conversations.receive(message, me) is not self.conversations.current:
+            self._add(message_line(message, me, time.localtime()))
+        self._changed()
         if not sent.recipient_online:
             self._say(f"{pending.recipient} is offline and will see it later")
 
@@ -362,9 +413,14 @@ class Controller:
         if rest not in page.usernames:
             self._error(f"there is no user named {rest}")
             return
-        self.partner = rest
         self._remember_users([rest])
+        await self._open(rest)
         self._say(f"talking to {rest}: plain lines go to them")
+
+    async def cmd_close(self, rest: str) -> None:
+        if not self.partner:
+            raise UsageError("/close leaves a conversation; this is the console")
+        self.conversations.close(self.partner)
         self._ask_chat()
 
     async def cmd_send(self, rest: str) -> None:
@@ -396,8 +452,14 @@ class Controller:
     async def cmd_read(self, rest: str) -> None:
         limit = _positive_int(rest, COMMANDS["read"].usage) if rest else 0
         unread = await self.client.read_messages(limit)
+        me = self.client.username
         for message in unread.messages:
-            self._show_message(message)
+            self._remember_users([message.sender])
+            if (
+                self.conversations.receive(message, me, shown=True)
+                is not self.conversations.current
+            ):
+                self._add(message_line(message, me, time.localtime()))
         if not unread.messages:
             self._say("no unread messages")
         elif unread.remaining:
@@ -409,6 +471,7 @@ class Controller:
             raise UsageError(COMMANDS["delete"].usage)
         ids = [_positive_int(w.removeprefix("#"), COMMANDS["delete"].usage) for w in words]
         deleted = await self.client.delete_messages(ids)
+        self.conversations.forget(ids)
         self._say(f"deleted {deleted} of {len(ids)} message(s)")
 
     async def cmd_logout(self, rest: str) -> None:
@@ -444,6 +507,34 @@ class Controller:
             reach = "" if member.reachable else ", unreachable"
             self._say(f"  {member.id} {member.address} {member.role or '-'} {sync}{reach}")
 
+    async def cmd_sessions(self, rest: str) -> None:
+        sessions = await self.client.list_sessions()
+        today = time.localtime()
+        self._say(f"{len(sessions)} session(s), newest first; /end-session ID ends one:")
+        for info in sessions:
+            this = "  (this one)" if info.current else ""
+            self._say(
+                f"  {info.session_id[:SESSION_ID_SHOWN]}  {info.client_label or '-'}  "
+                f"since {timestamp(info.created_ms, today)}, "
+                f"last used {timestamp(info.last_used_ms, today)}{this}"
+            )
+
+    async def cmd_end_session(self, rest: str) -> None:
+        if not rest:
+            raise UsageError(COMMANDS["end-session"].usage)
+        sessions = await self.client.list_sessions()
+        matches = [s for s in sessions if s.session_id.startswith(rest.lower())]
+        if len(matches) != 1:
+            which = "no session" if not matches else "more than one session"
+            self._error(f"{which} starts with {rest}; /sessions lists them")
+            return
+        (info,) = matches
+        if info.current:
+            self._error("that is this session: /logout ends it")
+            return
+        await self.client.end_session(info.session_id)
+        self._say(f"session {info.session_id[:SESSION_ID_SHOWN]} ({_label(info)}) ended")
+
     async def cmd_help(self, rest: str) -> None:
         width = max(len(c.usage) for c in COMMANDS.values())
         self._say("plain text goes to the current partner (/to USER); commands:")
@@ -462,8 +553,8 @@ class Controller:
             try:
                 async for message in self.client.subscribe(after_id):
                     after_id = message.id
-                    self._show_message(message)
-                    await self._mark_read(message)
+                    if not message.read:  # a read one comes only in the backlog: skip it
+                        await self._received(message)
             except AuthError as exc:
                 self._error(f"live messages stopped: {exc}")
                 return
@@ -473,12 +564,91 @@ class Controller:
                 self._error(f"live messages paused: {exc}")
             await asyncio.sleep(LIVE_RETRY_S)
 
-    async def _mark_read(self, message: Message) -> None:
-        """Mark a shown message read, once the cluster answers (the stream waits for it)."""
+    async def _received(self, message: Message) -> None:
+        """File a message under its conversation: shown (so read) if it is open, otherwise
+        counted as unread, with the bell for a new one."""
+        self._remember_users([message.sender])
+        conversation = self.conversations.receive(message, self.client.username)
+        self._changed()
+        if conversation is self.conversations.current:
+            await self._mark_read([message.id])
+        elif message.id > self._backlog_until:
+            for listener in list(self._bell_listeners):
+                listener()
+
+    async def _mark_read(self, message_ids: list[int]) -> None:
+        """Mark shown messages read, once the cluster answers."""
+        for start in range(0, len(message_ids), MARK_READ_BATCH):
+            batch = message_ids[start : start + MARK_READ_BATCH]
+            try:
+                await self._patiently(lambda batch=batch: self.client.mark_read(batch))
+            except ChatError as exc:
+                self._error(f"could not mark {len(batch)} message(s) read: {exc}")
+
+    # -- conversations ----------------------------------------------------------------
+
+    @property
+    def _chatting(self) -> bool:
+        return self.question.remember  # the chat prompt: logged in, no question pending
+
+    def _open_later(self, partner: str) -> None:
+        """Switch now (keys come faster than the cluster answers); catch up beside it."""
+        if self._chatting and partner != self.partner:
+            self._chore(self._catch_up(self._show(partner)))
+
+    async def _open(self, partner: str) -> None:
+        await self._catch_up(self._show(partner))
+
+    def _show(self, partner: str) -> Conversation:
+        conversation = self.conversations.open(partner)
+        self._ask_chat()
+        return conversation
+
+    async def _catch_up(self, conversation: Conversation) -> None:
+        """Load a conversation's newest history on its first opening (back to the first
+        unread message); if it is still open then, what was unread is shown, so read, with
+        the 'new' rule before it."""
+        if conversation.partner and conversation.older is None:
+            await self._fetch(conversation, 0)
+            for _ in range(UNREAD_PAGES):
+                oldest = min(conversation.messages, default=0)
+                if not (conversation.older and oldest in conversation.unread):
+                    break
+                await self._fetch(conversation, conversation.older)
+        if conversation is self.conversations.current:
+            await self._mark_read(conversation.see())
+        self._changed()
+
+    async def _load_older(self, conversation: Conversation) -> None:
         try:
-            await self._patiently(lambda: self.client.mark_read([message.id]))
-        except ChatError as exc:
-            self._error(f"could not mark #{message.id} read: {exc}")
+            if conversation.older:
+                await self._fetch(conversation, conversation.older)
+                if conversation is self.conversations.current:
+                    await self._mark_read(conversation.see(move_rule=False))
+        finally:
+            self._loading.discard(conversation.partner)
+            self._changed()
+
+    async def _fetch(self, conversation: Conversation, before_id: int) -> None:
+        """One page of history into conversation; unread ones among it are unread there."""
+        page = await self.client.history(conversation.partner, before_id, HISTORY_PAGE)
+        me = self.client.username
+        conversation.add(page.messages)
+        conversation.unread.update(m.id for m in page.messages if not m.read and m.sender != me)
+        conversation.older = page.next_before_id
+
+    def _chore(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work beside the prompt (a key opened a conversation); failures become lines."""
+        task = asyncio.create_task(self._reporting(work))
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _stop_chores(self) -> None:
+        chores, self._chores = list(self._chores), set()
+        for task in chores:
+            task.cancel()
+        await asyncio.gather(*chores, return_exceptions=True)
+        self._loading.clear()
 
     async def _stop_live(self) -> None:
         task, self._live = self._live, None
@@ -488,11 +658,6 @@ class Controller:
                 await task
 
     # -- output -----------------------------------------------------------------------
-
-    def _show_message(self, message: Message) -> None:
-        self._remember_users([message.sender])
-        stamp = _clock(message.sent_at_ms)
-        self._add(Line(f"#{message.id} {stamp} {message.sender}: {message.body}", Kind.INCOMING))
 
     def _say(self, text: str) -> None:
         self._add(Line(text))
@@ -504,10 +669,11 @@ class Controller:
         self._add(Line(f"error: {text}", Kind.ERROR))
 
     def _add(self, line: Line) -> None:
-        self.lines.append(line)
+        self.conversations.current.note(line)
         self._changed()
 
     def _changed(self) -> None:
+        self.revision += 1
         for listener in list(self._listeners):
             listener()
 
@@ -538,12 +704,13 @@ def _preview(body: str, width: int = 30) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _clock(unix_ms: float) -> str:
-    return time.strftime("%H:%M", time.localtime(unix_ms / 1000))
+def _label(info: SessionInfo) -> str:
+    return info.client_label or "no label"
 
 
 COMMANDS: dict[str, Command] = {
-    "to": Command("/to USER", "talk to USER: plain lines go to them", Controller.cmd_to, True),
+    "to": Command("/to USER", "open the conversation with USER", Controller.cmd_to, True),
+    "close": Command("/close", "close this conversation", Controller.cmd_close, offline=True),
     "send": Command(
         "/send USER TEXT", "send one message to USER", Controller.cmd_send, True, offline=True
     ),
@@ -554,6 +721,10 @@ COMMANDS: dict[str, Command] = {
     "logout": Command("/logout", "end this session", Controller.cmd_logout),
     "delete-account": Command(
         "/delete-account", "delete your account and its messages", Controller.cmd_delete_account
+    ),
+    "sessions": Command("/sessions", "where you are logged in", Controller.cmd_sessions),
+    "end-session": Command(
+        "/end-session ID", "log out another device (ID from /sessions)", Controller.cmd_end_session
     ),
     "status": Command("/status", "show the cluster's members", Controller.cmd_status),
     "help": Command("/help", "this list", Controller.cmd_help, offline=True),

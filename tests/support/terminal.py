@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pexpect
@@ -22,6 +22,22 @@ REPO = Path(__file__).resolve().parents[2]
 PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"
 PASTE_CHUNK = 1024
 ALT_ENTER = "\x1b\r"  # what a terminal sends for Alt-Enter (and for Esc, Enter)
+PAGE_UP, PAGE_DOWN = "\x1b[5~", "\x1b[6~"
+CTRL_N, CTRL_P = "\x0e", "\x10"
+
+
+def alt(key: str) -> str:
+    """What a terminal sends for Alt-key."""
+    return f"\x1b{key}"
+
+
+class _Screen(pyte.Screen):
+    """A screen that counts the bells it was sent."""
+
+    bells = 0
+
+    def bell(self, *args: object) -> None:
+        self.bells += 1
 
 
 class Terminal:
@@ -31,7 +47,7 @@ class Terminal:
         self, args: list[str], command: Sequence[str] = (sys.executable,), rows: int = ROWS
     ) -> None:
         """Run ``command + args`` (by default this Python with args) in a pty of rows lines."""
-        self.screen = pyte.Screen(COLUMNS, rows)
+        self.screen = _Screen(COLUMNS, rows)
         self._stream = pyte.ByteStream(self.screen)
         env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
         program, *rest = [*command, *args]
@@ -44,19 +60,25 @@ class Terminal:
 
     def wait_for(self, text: str) -> None:
         """Read output until text is on the screen; fail with the screen after WAIT_S."""
-        deadline = time.monotonic() + WAIT_S
-        while text not in self.text():
+        self.wait_until(lambda screen: text in screen, repr(text))
+
+    def wait_until(self, holds: Callable[[str], bool], what: str, limit_s: float = WAIT_S) -> bool:
+        """Read output until holds(the screen's text); after limit_s, fail with the screen
+        (or, with a limit_s shorter than WAIT_S, return False)."""
+        deadline = time.monotonic() + limit_s
+        while not holds(self.text()):
             remaining = deadline - time.monotonic()
+            if remaining <= 0 and limit_s < WAIT_S:
+                return False
             if remaining <= 0:
-                raise AssertionError(f"{text!r} never appeared; the screen:\n{self.text()}")
+                raise AssertionError(f"{what} never appeared; the screen:\n{self.text()}")
             try:
                 self._stream.feed(self.child.read_nonblocking(65536, timeout=remaining))
             except pexpect.TIMEOUT:
                 continue
             except pexpect.EOF:
-                raise AssertionError(
-                    f"exited before {text!r}; the screen:\n{self.text()}"
-                ) from None
+                raise AssertionError(f"exited before {what}; the screen:\n{self.text()}") from None
+        return True
 
     def type(self, line: str) -> None:
         self.child.send(line + "\r")
@@ -68,6 +90,11 @@ class Terminal:
         for start in range(0, len(data), PASTE_CHUNK):
             self.child.send(data[start : start + PASTE_CHUNK])
             self._read_available()
+
+    def drain(self) -> str:
+        """Take in what the program has drawn so far; the screen's text."""
+        self._read_available()
+        return self.text()
 
     def _read_available(self) -> None:
         try:
@@ -85,6 +112,14 @@ class Terminal:
     def kill(self) -> None:
         if self.child.isalive():
             self.child.terminate(force=True)
+
+    def log_in(self, name: str, password: str) -> None:
+        """Answer chat's first prompts for an account that exists."""
+        self.wait_for("username:")
+        self.type(name)
+        self.wait_for(f"password for {name}:")
+        self.type(password)
+        self.wait_for(f"logged in as {name}")
 
     def sign_up(self, name: str, password: str) -> None:
         """Answer chat's first prompts: a new account, created and logged in."""

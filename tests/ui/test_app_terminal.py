@@ -8,37 +8,28 @@ cannot be searched for text), and the test reads the emulated screen.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from chatnode.local_cluster import local_cluster
 from client.sync import SyncChatClient
+from tests.support.chat_pty import chat_beside_cluster
 from tests.support.nodes import PASSWORD
-from tests.support.terminal import Terminal
+from tests.support.terminal import alt
 
 
-@pytest.fixture
-def bob_and_cluster(tmp_path: Path) -> Iterator[tuple[SyncChatClient, str]]:
-    with local_cluster(tmp_path, size=1) as cluster, SyncChatClient(cluster.addresses) as bob:
+def test_chat_in_a_real_terminal(tmp_path: Path) -> None:
+    history = tmp_path / "history"
+    with (
+        chat_beside_cluster(tmp_path, 1, ["--history", str(history)]) as (cluster, terminal),
+        SyncChatClient(cluster.addresses) as bob,
+    ):
         bob.create_account("bob", PASSWORD)
         bob.login("bob", PASSWORD)
-        yield bob, cluster.spec
-
-
-def test_chat_in_a_real_terminal(
-    bob_and_cluster: tuple[SyncChatClient, str], tmp_path: Path
-) -> None:
-    bob, spec = bob_and_cluster
-    address = spec.partition("=")[2]
-    history = tmp_path / "history"
-    terminal = Terminal(["-m", "client.app", "--cluster", spec, "--history", str(history)])
-    try:
         terminal.sign_up("alice", PASSWORD)
         terminal.wait_for("logged in as alice: 0 unread")
-        terminal.wait_for(f"alice │ node {address} │ leader 1 │ term 1 │ connected")
+        terminal.wait_for(f"alice │ node {cluster.addresses[0]} │ leader 1 │ term 1 │ connected")
         bob.send_message("alice", "hello from bob")
+        terminal.wait_for("─ 1:chat ─ 2:bob (1) ─")
+        terminal.child.send(alt("2"))
         terminal.wait_for("bob: hello from bob")
         terminal.type("/send bob hi bob")
         terminal.wait_for("you → bob: hi bob")
@@ -46,20 +37,12 @@ def test_chat_in_a_real_terminal(
         assert [m.body for m in bob.read_messages().messages] == ["hi bob"]
         terminal.child.sendcontrol("d")
         assert terminal.exit_status() == 0
-    finally:
-        terminal.kill()
     assert (tmp_path / "history-alice").read_text().count("/send bob") == 1
 
 
-def test_sigterm_leaves_cleanly(
-    bob_and_cluster: tuple[SyncChatClient, str], tmp_path: Path
-) -> None:
-    _, spec = bob_and_cluster
-    terminal = Terminal(["-m", "client.app", "--cluster", spec, "--history", str(tmp_path / "h")])
-    try:
+def test_sigterm_leaves_cleanly(tmp_path: Path) -> None:
+    with chat_beside_cluster(tmp_path, 1, ["--history", str(tmp_path / "h")]) as (_, terminal):
         terminal.wait_for("username:")
         terminal.child.kill(signal.SIGTERM)
         assert terminal.exit_status() == 0
         assert "Traceback" not in terminal.text()
-    finally:
-        terminal.kill()
