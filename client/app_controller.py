@@ -630,8 +630,10 @@ class Controller:
             self._changed()
 
     async def _fetch(self, conversation: Conversation, before_id: int) -> None:
-        """One page of history into conversation; unread ones among it are unread there."""
-        page = await self.client.history(conversation.partner, before_id, HISTORY_PAGE)
+        """One page of history into conversation; unread ones among it are unread there.
+        During an outage it waits, quietly, like the rest of the app."""
+        partner = conversation.partner
+        page = await self._patiently(lambda: self.client.history(partner, before_id, HISTORY_PAGE))
         me = self.client.username
         conversation.add(page.messages)
         conversation.unread.update(m.id for m in page.messages if not m.read and m.sender != me)

@@ -23,6 +23,7 @@ CONSOLE = ""  # the conversation with nobody: command replies, notices and error
 CONSOLE_NAME = "chat"
 MAX_MESSAGES = 20_000  # per conversation; the oldest are dropped (and can be fetched again)
 MAX_NOTES = 2_000  # per conversation; the oldest are dropped
+MAX_CONVERSATIONS = 100  # partners; beyond, the oldest is closed: a read one if any
 
 Key = tuple[int, int, int]  # a line's place in its conversation, stable as lines are added
 """(message id, 0, 0) for a message; (id of the message before it, 1, n) for the n-th
@@ -122,8 +123,17 @@ class Conversations:
     def get(self, partner: str) -> Conversation:
         """partner's conversation, started (at the end of the list) if there is none."""
         if partner not in self._all:
+            self._make_room()
             self._all[partner] = Conversation(partner)
         return self._all[partner]
+
+    def _make_room(self) -> None:
+        """Many strangers writing once must not grow the list (or memory) without end."""
+        if len(self._all) - 1 < MAX_CONVERSATIONS:  # the console is not counted
+            return
+        closable = [c for c in self._all.values() if c.partner and c is not self.current]
+        oldest = next((c for c in closable if not c.unread), closable[0])
+        del self._all[oldest.partner]
 
     def open(self, partner: str) -> Conversation:
         """Make partner's conversation the one shown (the caller then calls its see())."""

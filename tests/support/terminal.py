@@ -24,6 +24,8 @@ PASTE_CHUNK = 1024
 ALT_ENTER = "\x1b\r"  # what a terminal sends for Alt-Enter (and for Esc, Enter)
 PAGE_UP, PAGE_DOWN = "\x1b[5~", "\x1b[6~"
 CTRL_N, CTRL_P = "\x0e", "\x10"
+WHEEL_UP, WHEEL_DOWN = "\x1b[<64;10;5M", "\x1b[<65;10;5M"  # xterm's SGR mouse reports
+MOUSE_ON = b"\x1b[?1000h"  # what a program sends to have the mouse reported
 
 
 def alt(key: str) -> str:
@@ -49,6 +51,7 @@ class Terminal:
         """Run ``command + args`` (by default this Python with args) in a pty of rows lines."""
         self.screen = _Screen(COLUMNS, rows)
         self._stream = pyte.ByteStream(self.screen)
+        self.output = bytearray()  # every byte the program wrote, escape sequences included
         env = {**os.environ, "TERM": "xterm", "PROMPT_TOOLKIT_NO_CPR": "1"}
         program, *rest = [*command, *args]
         self.child = pexpect.spawn(
@@ -73,7 +76,7 @@ class Terminal:
             if remaining <= 0:
                 raise AssertionError(f"{what} never appeared; the screen:\n{self.text()}")
             try:
-                self._stream.feed(self.child.read_nonblocking(65536, timeout=remaining))
+                self._feed(self.child.read_nonblocking(65536, timeout=remaining))
             except pexpect.TIMEOUT:
                 continue
             except pexpect.EOF:
@@ -91,6 +94,10 @@ class Terminal:
             self.child.send(data[start : start + PASTE_CHUNK])
             self._read_available()
 
+    def _feed(self, data: bytes) -> None:
+        self.output += data
+        self._stream.feed(data)
+
     def drain(self) -> str:
         """Take in what the program has drawn so far; the screen's text."""
         self._read_available()
@@ -99,7 +106,7 @@ class Terminal:
     def _read_available(self) -> None:
         try:
             while True:
-                self._stream.feed(self.child.read_nonblocking(65536, timeout=0))
+                self._feed(self.child.read_nonblocking(65536, timeout=0))
         except (pexpect.TIMEOUT, pexpect.EOF):
             return
 

@@ -237,3 +237,18 @@ async def test_no_terminal_exits_1_with_one_line(
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("chat: standard input is not a terminal") and err.count("\n") == 1
+
+
+async def test_conversations_open_switch_and_close(
+    screen: Screen, accounts: dict[str, ChatClient]
+) -> None:
+    await screen.login("alice")
+    await screen.answer("/to bob", "bob>")
+    await screen.answer("/to carol", "carol>")
+    assert screen.view.tabs_text() == "─ 1:chat ─ 2:bob ─ 3:carol "
+    await screen.answer("/close", "> ")
+    assert screen.view.tabs_text() == "─ 1:chat ─ 2:bob "
+    screen.pipe.send_text("\x1b9")  # Alt-9: there is no ninth conversation
+    screen.pipe.send_text("\x1b2")
+    await screen.until(lambda: screen.prompt == "bob> ")
+    assert "talking to bob" in screen.pane and "talking to carol" not in screen.pane

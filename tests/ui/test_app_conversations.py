@@ -15,7 +15,17 @@ from client.library import AuthError
 from client.sync import SyncChatClient
 from tests.support.chat_pty import chat_beside_cluster
 from tests.support.nodes import PASSWORD
-from tests.support.terminal import CTRL_N, CTRL_P, PAGE_DOWN, PAGE_UP, Terminal, alt
+from tests.support.terminal import (
+    CTRL_N,
+    CTRL_P,
+    MOUSE_ON,
+    PAGE_DOWN,
+    PAGE_UP,
+    WHEEL_DOWN,
+    WHEEL_UP,
+    Terminal,
+    alt,
+)
 from tests.support.waits import wait_until
 
 ROWS = 30
@@ -114,6 +124,12 @@ def test_scrollback_reaches_the_first_of_2000_messages_and_stays_put_while_scrol
         terminal.log_in("alice", PASSWORD)
         terminal.type("/to bob")
         terminal.wait_for("you → bob: message 1999")
+        assert MOUSE_ON in terminal.output
+        terminal.child.send(WHEEL_UP)  # three rows back: 'talking to bob', 1999 and 1998
+        terminal.wait_until(lambda screen: "message 1999" not in screen, "the wheel scrolling")
+        assert "you → bob: message 1997\n─" in terminal.text()
+        terminal.child.send(WHEEL_DOWN)
+        terminal.wait_for("you → bob: message 1999")
         page_until(terminal, PAGE_UP, "message 0000")
         top = terminal.text()
         assert "message 0000" in top.partition("\n")[0]  # the very first row of the pane
@@ -149,6 +165,9 @@ def test_a_second_device_sees_the_conversation_and_one_device_ends_the_other(
         terminal.wait_for("2 session(s), newest first")
         terminal.wait_for("(this one)")
         (phone_id,) = re.findall(r"  ([0-9a-f]{8})  phone  since", terminal.text())
+        (own_id,) = re.findall(r"  ([0-9a-f]{8})  chat on .*\(this one\)", terminal.text())
+        terminal.type(f"/end-session {own_id}")
+        terminal.wait_for("error: that is this session: /logout ends it")
         terminal.type("/end-session zz")
         terminal.wait_for("error: no session starts with zz; /sessions lists them")
         terminal.type(f"/end-session {phone_id}")
@@ -157,3 +176,18 @@ def test_a_second_device_sees_the_conversation_and_one_device_ends_the_other(
             phone.history("bob")
         terminal.type("/sessions")
         terminal.wait_for("1 session(s), newest first")
+
+
+def test_no_bell_and_no_mouse_leave_the_terminal_alone(tmp_path: Path) -> None:
+    args = ["--history", str(tmp_path / "history"), "--no-bell", "--no-mouse"]
+    with (
+        chat_beside_cluster(tmp_path, 1, args) as (cluster, terminal),
+        SyncChatClient(cluster.addresses) as bob,
+    ):
+        bob.create_account("bob", PASSWORD)
+        bob.login("bob", PASSWORD)
+        terminal.sign_up("alice", PASSWORD)
+        bob.send_message("alice", "no bell for this")
+        terminal.wait_for("─ 1:chat ─ 2:bob (1) ─")
+        assert terminal.screen.bells == 0
+        assert MOUSE_ON not in terminal.output

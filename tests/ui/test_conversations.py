@@ -156,3 +156,18 @@ def test_wrap_cuts_rows_at_newlines_and_at_the_width_in_cells(
     text: str, width: int, rows: list[str]
 ) -> None:
     assert wrap(text, width) == rows
+
+
+def test_many_partners_close_the_oldest_conversation_a_read_one_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(conversations, "MAX_CONVERSATIONS", 3)
+    all = Conversations()
+    all.receive(message(1, "ann"), "alice")
+    all.open("bea")
+    all.receive(message(2, "cid"), "alice")
+    all.receive(message(3, "dan"), "alice")  # the others are unread or open: the oldest goes
+    assert [c.name for c in all] == ["chat", "bea", "cid", "dan"]
+    all.open("")
+    all.receive(message(4, "eve"), "alice")  # bea was read
+    assert [c.name for c in all] == ["chat", "cid", "dan", "eve"]
