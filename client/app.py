@@ -207,6 +207,12 @@ class ChatView:
             if unread:
                 fragments.append(("class:tab.unread", f" ({unread})"))
             fragments.append(("class:rule", " "))
+        if self.pane.scrolled_back:
+            fragments += [
+                ("class:rule", "─ "),
+                ("class:tab.unread", "scrolled back: PgDn"),
+                ("class:rule", " "),
+            ]
         return fragments
 
     def _key_bindings(self) -> KeyBindings:

@@ -333,7 +333,7 @@ class Controller:
 
     async def _enter(self, session: Session) -> None:
         unread = session.unread_count
-        hint = " (/read to show them)" if unread else ""
+        hint = ", counted by conversation below" if unread else ""
         self._say(f"logged in as {session.username}: {unread} unread{hint}. /help lists commands.")
         # With unread messages, live delivery starts from the first message, so each unread
         # one is filed under its conversation's count; read ones are skipped.

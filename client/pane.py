@@ -62,6 +62,11 @@ class MessagePane(UIControl):
             return NotImplemented
         return None
 
+    @property
+    def scrolled_back(self) -> bool:
+        """Whether the open conversation is scrolled back (so not following what arrives)."""
+        return self._controller.partner in self._anchors
+
     def page(self, pages: int) -> None:
         """Scroll back (positive) or forward by pages, keeping one row of the last page."""
         self.scroll(pages * max(self._height - 1, 1))
@@ -101,21 +106,29 @@ class MessagePane(UIControl):
 
 
 def wrap(text: str, width: int) -> list[str]:
-    """text cut into rows of at most width terminal cells, at its newlines and wherever it
-    overflows (plain printable ASCII, most chat, is sliced without measuring)."""
+    """text cut into rows of at most width terminal cells: at its newlines, and where a
+    line overflows, at its last space that fits (a word longer than a row is cut)."""
     rows: list[str] = []
-    for physical in text.split("\n"):
-        if physical.isascii() and physical.isprintable():
-            rows.extend(physical[i : i + width] for i in range(0, len(physical), width))
-            if not physical:
-                rows.append("")
-            continue
-        row, used = "", 0
-        for char in physical:
-            cells = get_cwidth(char) if char.isprintable() else 2  # drawn as ^X
-            if used + cells > width and row:
-                rows.append(row)
-                row, used = "", 0
-            row, used = row + char, used + cells
-        rows.append(row)
+    for line in text.split("\n"):
+        while (cut := _fitting(line, width)) < len(line):
+            space = line.rfind(" ", 0, cut + 1)
+            if space > 0:
+                rows.append(line[:space])
+                line = line[space + 1 :]
+            else:
+                rows.append(line[:cut])
+                line = line[cut:]
+        rows.append(line)
     return rows
+
+
+def _fitting(line: str, width: int) -> int:
+    """How many of line's first characters fit in width cells (at least one)."""
+    if line.isascii() and line.isprintable():  # most chat: one cell each
+        return min(len(line), width)
+    used = 0
+    for index, char in enumerate(line):
+        used += get_cwidth(char) if char.isprintable() else 2  # a control is drawn as ^X
+        if used > width:
+            return max(index, 1)
+    return len(line)

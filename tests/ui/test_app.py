@@ -65,7 +65,8 @@ async def test_an_existing_name_asks_for_its_password_and_shows_unread(
     for body in ("first", "second", "third"):
         await accounts["bob"].send_message("alice", body)
     await screen.login("alice")
-    assert "logged in as alice: 3 unread (/read to show them)" in screen.pane
+    assert "logged in as alice: 3 unread, counted by conversation below." in screen.pane
+    await screen.until(lambda: screen.view.tabs_text() == "─ 1:chat ─ 2:bob (3) ")
     await screen.command("/read 2", "1 more unread: /read")
     assert screen.pane.index("bob: first") < screen.pane.index("bob: second")
     await screen.command("/read", "bob: third")

@@ -127,9 +127,12 @@ def test_scrollback_reaches_the_first_of_2000_messages_and_stays_put_while_scrol
         assert MOUSE_ON in terminal.output
         terminal.child.send(WHEEL_UP)  # three rows back: 'talking to bob', 1999 and 1998
         terminal.wait_until(lambda screen: "message 1999" not in screen, "the wheel scrolling")
-        assert "you → bob: message 1997\n─" in terminal.text()
+        assert (
+            "you → bob: message 1997\n─ 1:chat ─ 2:bob ─ scrolled back: PgDn ─" in terminal.text()
+        )
         terminal.child.send(WHEEL_DOWN)
         terminal.wait_for("you → bob: message 1999")
+        assert "scrolled back: PgDn" not in terminal.text()
         page_until(terminal, PAGE_UP, "message 0000")
         top = terminal.text()
         assert "message 0000" in top.partition("\n")[0]  # the very first row of the pane
@@ -139,6 +142,9 @@ def test_scrollback_reaches_the_first_of_2000_messages_and_stays_put_while_scrol
         wait_until(lambda: unread_from(phone, "bob") == [], "the new message shown, so read")
         assert terminal.drain().partition("\n")[0] == top.partition("\n")[0]  # not moved
         page_until(terminal, PAGE_DOWN, "bob: while scrolled back")
+        terminal.wait_until(
+            lambda screen: "scrolled back: PgDn" not in screen, "the pane at the bottom"
+        )
         bob.send_message("alice", "at the bottom again")  # pinned: it comes into view
         terminal.wait_for("bob: at the bottom again")
 

@@ -147,12 +147,16 @@ def test_a_conversation_keeps_its_newest_messages_and_can_fetch_the_rest_again(
         ("short", 10, ["short"]),
         ("exactly10!", 10, ["exactly10!"]),
         ("eleven cha", 5, ["eleve", "n cha"]),
+        ("hello big world", 10, ["hello big", "world"]),
+        ("hello big world", 9, ["hello big", "world"]),
+        ("a verylongword", 5, ["a", "veryl", "ongwo", "rd"]),
         ("one\ntwo\n", 10, ["one", "two", ""]),
         ("日本語テキスト", 5, ["日本", "語テ", "キス", "ト"]),  # two cells each
         ("a\x1bb", 2, ["a", "\x1b", "b"]),  # a control character is drawn as ^[
+        ("語", 1, ["語"]),  # wider than the row: alone on it
     ],
 )
-def test_wrap_cuts_rows_at_newlines_and_at_the_width_in_cells(
+def test_wrap_cuts_rows_at_newlines_spaces_and_the_width_in_cells(
     text: str, width: int, rows: list[str]
 ) -> None:
     assert wrap(text, width) == rows
