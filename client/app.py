@@ -140,7 +140,7 @@ class ChatView:
         controller.add_listener(self.application.invalidate)
         controller.add_listener(self._follow_account)
         if bell:
-            controller.add_bell_listener(self.application.output.bell)
+            controller.live.add_bell_listener(self.application.output.bell)
 
     async def run(self) -> None:
         """Show the screen until the user leaves."""

@@ -1,32 +1,26 @@
 """The ``chat`` app without a screen: typed lines in; lines, a prompt and a status out.
 
 Everything the app decides lives here, so tests can drive it with plain
-strings; :mod:`client.app` only draws :attr:`Controller.lines`, the current
-:class:`Question` and :meth:`Controller.status_text`, and feeds typed lines
-back. The input line always answers one question: a login step, a password,
-or (once logged in) the chat prompt, where plain text goes to the current
-partner and ``/commands`` do the rest.
+strings; :mod:`client.app` only draws :meth:`Controller.pane_lines` (the open
+conversation, kept in step with the cluster by :class:`client.feed.Feed`),
+:meth:`Controller.tabs`, the current :class:`Question` and
+:meth:`Controller.status_text`, and feeds typed lines and keys back. The input
+line always answers one question: a login step, a password, or (once logged
+in) the chat prompt, where plain text goes to the open conversation's partner
+and ``/commands`` do the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from client.conversations import (
-    Conversation,
-    Conversations,
-    Key,
-    Kind,
-    Line,
-    message_line,
-    timestamp,
-)
+from client.conversations import Key, Kind, Line, message_line, timestamp
+from client.feed import Feed
 from client.library import (
     AlreadyExists,
     AuthError,
@@ -39,18 +33,14 @@ from client.library import (
     Session,
     SessionInfo,
 )
-from client.outage import DOWN, NOT_ANSWERING, Outage
+from client.outage import DOWN, NOT_ANSWERING, Outage, patiently
 from client.outbox import Outbox, Pending
 
 T = TypeVar("T")
 
 LIST_PAGE_SIZE = 50
 KNOWN_USERS_FETCH = 1000  # usernames loaded at login for completion
-HISTORY_PAGE = 200  # messages fetched per page of a conversation's history
-UNREAD_PAGES = 10  # pages fetched on opening, at most, to reach the first unread message
-MARK_READ_BATCH = 10_000  # the server's limit on ids per MarkRead
 PENDING_KEY = 1 << 62  # sorts the outbox after every line of a conversation
-LIVE_RETRY_S = 2.0  # pause before reopening live delivery after an error other than an outage
 MAX_BODY_BYTES = 65_536  # API.md's limit on a message body, checked before anything is queued
 CLIENT_LABEL_MAX_CHARS = 64  # the server's limit on a session's label
 SESSION_ID_SHOWN = 8  # hex digits of a session id that /sessions shows and /end-session takes
@@ -89,7 +79,6 @@ class Controller:
 
     def __init__(self, client: ChatClient, username: str = "") -> None:
         self.client = client
-        self.conversations = Conversations()
         self.revision = 0  # counts visible changes, so the view can cache what it drew
         self.finished = False
         self._preset_user = username
@@ -97,14 +86,10 @@ class Controller:
         self._password = ""  # kept only between 'create?' and 'password again'
         self._known_users: set[str] = set()
         self._more: tuple[str, str] | None = None  # (pattern, page token) for /more
-        self._live: asyncio.Task[None] | None = None
         self._contact: asyncio.Task[None] | None = None
         self._inbox: asyncio.Queue[str] = asyncio.Queue()
         self._listeners: list[Callable[[], None]] = []
-        self._bell_listeners: list[Callable[[], None]] = []
-        self._chores: set[asyncio.Task[None]] = set()  # conversations opening, history loading
-        self._loading: set[str] = set()  # partners whose older history is being fetched
-        self._backlog_until = 0  # live messages up to this id were unread at login: no bell
+        self.live = Feed(client, self._changed, self._reporting, self._error)
         self._outage = Outage(self._changed, lambda: self._say("resumed"))
         self._outbox = Outbox(client, self._delivered, self._refused)
         client.add_state_listener(self._state_changed)
@@ -129,12 +114,12 @@ class Controller:
     @property
     def partner(self) -> str:
         """Whom the open conversation is with ('' for the console)."""
-        return self.conversations.current.partner
+        return self.live.conversations.current.partner
 
     def pane_lines(self) -> list[tuple[Key, Line]]:
         """The open conversation in order, then the outbox until each message is sent."""
         today = time.localtime()
-        lines = self.conversations.current.lines(self.client.username, today)
+        lines = self.live.conversations.current.lines(self.client.username, today)
         lines.extend(
             ((PENDING_KEY, 0, n), Line(f"… to {p.recipient} (pending): {p.body}", Kind.PENDING))
             for n, p in enumerate(self._outbox.pending)
@@ -143,29 +128,23 @@ class Controller:
 
     def tabs(self) -> list[tuple[str, int, bool]]:
         """(name, unread count, is open) of each conversation, the console first."""
-        current = self.conversations.current
-        return [(c.name, len(c.unread), c is current) for c in self.conversations]
+        conversations = self.live.conversations
+        return [(c.name, len(c.unread), c is conversations.current) for c in conversations]
 
     def open_number(self, number: int) -> None:
         """Open the number-th conversation of :meth:`tabs` (1: the console), if there is one."""
-        partner = self.conversations.partner_at(number)
+        partner = self.live.conversations.partner_at(number)
         if partner is not None:
-            self._open_later(partner)
+            self._switch(partner)
 
     def open_next(self, step: int) -> None:
         """Open the conversation step places after (negative: before) the open one."""
-        self._open_later(self.conversations.partner_after(step))
+        self._switch(self.live.conversations.partner_after(step))
 
     def load_older(self) -> None:
         """Fetch the open conversation's next older page, unless it is all here or coming."""
-        conversation = self.conversations.current
-        if conversation.older and conversation.partner not in self._loading and self._chatting:
-            self._loading.add(conversation.partner)
-            self._chore(self._load_older(conversation))
-
-    def add_bell_listener(self, listener: Callable[[], None]) -> None:
-        """Call listener when a message arrives in a conversation that is not open."""
-        self._bell_listeners.append(listener)
+        if self._chatting:
+            self.live.load_older()
 
     def history_entry(self, text: str) -> str | None:
         """What the history file keeps of a chat-prompt line: commands, never message text.
@@ -185,7 +164,8 @@ class Controller:
             return [f"/{name}" for name in COMMANDS if f"/{name}".startswith(text)]
         command = COMMANDS.get(words[0][1:]) if words[0].startswith("/") else None
         if len(words) == 2 and command is not None and command.takes_user:
-            return sorted(u for u in self._known_users if u.startswith(words[1]))
+            partners = {c.partner for c in self.live.conversations if c.partner}
+            return sorted(u for u in self._known_users | partners if u.startswith(words[1]))
         return []
 
     def report(self, text: str) -> None:
@@ -239,9 +219,8 @@ class Controller:
         if self._contact is not None:
             self._contact.cancel()
         self._outage.stop()
-        await self._stop_live()
+        await self.live.stop()
         await self._outbox.close()
-        await self._stop_chores()
 
     # -- the cluster's state ----------------------------------------------------------
 
@@ -252,18 +231,10 @@ class Controller:
     async def _first_contact(self) -> None:
         """Ask the cluster for its status until it answers, so that an app started during
         an outage shows 'reconnecting…' (and then 'resumed') before anyone logs in."""
-        await self._patiently(self.client.cluster_status)
+        await patiently(self.client.cluster_status)
 
-    async def _patiently(self, call: Callable[[], Awaitable[T]], waiting: str = "") -> T:
-        """call() again each time the cluster does not answer; the status bar shows the
-        outage meanwhile, and waiting (if any) is said once."""
-        while True:
-            try:
-                return await call()
-            except NOT_ANSWERING:
-                if waiting:
-                    self._say(waiting)
-                    waiting = ""
+    async def _patiently(self, call: Callable[[], Awaitable[T]], waiting: str) -> T:
+        return await patiently(call, lambda: self._say(waiting))
 
     # -- login and account creation ---------------------------------------------------
 
@@ -335,11 +306,7 @@ class Controller:
         unread = session.unread_count
         hint = ", counted by conversation below" if unread else ""
         self._say(f"logged in as {session.username}: {unread} unread{hint}. /help lists commands.")
-        # With unread messages, live delivery starts from the first message, so each unread
-        # one is filed under its conversation's count; read ones are skipped.
-        self._backlog_until = session.last_message_id
-        start = 0 if unread else session.last_message_id
-        self._live = asyncio.create_task(self._follow_live(start))
+        self.live.start(session)
         try:
             page = await self.client.list_accounts(page_size=KNOWN_USERS_FETCH)
             self._remember_users(page.usernames)  # for completion
@@ -347,10 +314,9 @@ class Controller:
             self._ask_chat()  # logged in, even if the names could not be fetched
 
     async def _leave_session(self) -> None:
-        await self._stop_live()
-        await self._stop_chores()
+        await self.live.stop()
         unsent = await self._outbox.close()
-        self.conversations, self._more = Conversations(), None
+        self._more = None
         if unsent:
             self._error(f"{len(unsent)} pending message(s) dropped; they may not have been sent")
         self._start_login()
@@ -396,7 +362,8 @@ class Controller:
         message = Message(
             sent.message_id, me, pending.recipient, pending.body, int(time.time() * 1000), True
         )
-        if self.conversations.receive(message, me) is not self.conversations.current:
+        conversations = self.live.conversations
+        if conversations.receive(message, me) is not conversations.current:
             self._add(message_line(message, me, time.localtime()))
         self._changed()
         if not sent.recipient_online:
@@ -414,13 +381,15 @@ class Controller:
             self._error(f"there is no user named {rest}")
             return
         self._remember_users([rest])
-        await self._open(rest)
+        opening = self.live.open(rest)
+        self._ask_chat()
+        await opening
         self._say(f"talking to {rest}: plain lines go to them")
 
     async def cmd_close(self, rest: str) -> None:
         if not self.partner:
             raise UsageError("/close leaves a conversation; this is the console")
-        self.conversations.close(self.partner)
+        self.live.conversations.close(self.partner)
         self._ask_chat()
 
     async def cmd_send(self, rest: str) -> None:
@@ -452,13 +421,10 @@ class Controller:
     async def cmd_read(self, rest: str) -> None:
         limit = _positive_int(rest, COMMANDS["read"].usage) if rest else 0
         unread = await self.client.read_messages(limit)
-        me = self.client.username
+        me, conversations = self.client.username, self.live.conversations
         for message in unread.messages:
             self._remember_users([message.sender])
-            if (
-                self.conversations.receive(message, me, shown=True)
-                is not self.conversations.current
-            ):
+            if conversations.receive(message, me, shown=True) is not conversations.current:
                 self._add(message_line(message, me, time.localtime()))
         if not unread.messages:
             self._say("no unread messages")
@@ -471,7 +437,7 @@ class Controller:
             raise UsageError(COMMANDS["delete"].usage)
         ids = [_positive_int(w.removeprefix("#"), COMMANDS["delete"].usage) for w in words]
         deleted = await self.client.delete_messages(ids)
-        self.conversations.forget(ids)
+        self.live.conversations.forget(ids)
         self._say(f"deleted {deleted} of {len(ids)} message(s)")
 
     async def cmd_logout(self, rest: str) -> None:
@@ -542,48 +508,8 @@ class Controller:
             self._say(f"  {command.usage.ljust(width)}  {command.help}")
 
     async def cmd_quit(self, rest: str) -> None:
-        await self._stop_live()
+        await self.live.stop()
         self.finished = True
-
-    # -- live delivery ----------------------------------------------------------------
-
-    async def _follow_live(self, after_id: int) -> None:
-        """Show each new message as it arrives, then mark it read; outlive failovers."""
-        while True:
-            try:
-                async for message in self.client.subscribe(after_id):
-                    after_id = message.id
-                    if not message.read:  # a read one comes only in the backlog: skip it
-                        await self._received(message)
-            except AuthError as exc:
-                self._error(f"live messages stopped: {exc}")
-                return
-            except NOT_ANSWERING:
-                continue  # an outage: the status bar says so, and subscribe() waited already
-            except ChatError as exc:
-                self._error(f"live messages paused: {exc}")
-            await asyncio.sleep(LIVE_RETRY_S)
-
-    async def _received(self, message: Message) -> None:
-        """File a message under its conversation: shown (so read) if it is open, otherwise
-        counted as unread, with the bell for a new one."""
-        self._remember_users([message.sender])
-        conversation = self.conversations.receive(message, self.client.username)
-        self._changed()
-        if conversation is self.conversations.current:
-            await self._mark_read([message.id])
-        elif message.id > self._backlog_until:
-            for listener in list(self._bell_listeners):
-                listener()
-
-    async def _mark_read(self, message_ids: list[int]) -> None:
-        """Mark shown messages read, once the cluster answers."""
-        for start in range(0, len(message_ids), MARK_READ_BATCH):
-            batch = message_ids[start : start + MARK_READ_BATCH]
-            try:
-                await self._patiently(lambda batch=batch: self.client.mark_read(batch))
-            except ChatError as exc:
-                self._error(f"could not mark {len(batch)} message(s) read: {exc}")
 
     # -- conversations ----------------------------------------------------------------
 
@@ -591,73 +517,10 @@ class Controller:
     def _chatting(self) -> bool:
         return self.question.remember  # the chat prompt: logged in, no question pending
 
-    def _open_later(self, partner: str) -> None:
-        """Switch now (keys come faster than the cluster answers); catch up beside it."""
+    def _switch(self, partner: str) -> None:
         if self._chatting and partner != self.partner:
-            self._chore(self._catch_up(self._show(partner)))
-
-    async def _open(self, partner: str) -> None:
-        await self._catch_up(self._show(partner))
-
-    def _show(self, partner: str) -> Conversation:
-        conversation = self.conversations.open(partner)
-        self._ask_chat()
-        return conversation
-
-    async def _catch_up(self, conversation: Conversation) -> None:
-        """Load a conversation's newest history on its first opening (back to the first
-        unread message); if it is still open then, what was unread is shown, so read, with
-        the 'new' rule before it."""
-        if conversation.partner and conversation.older is None:
-            await self._fetch(conversation, 0)
-            for _ in range(UNREAD_PAGES):
-                oldest = min(conversation.messages, default=0)
-                if not (conversation.older and oldest in conversation.unread):
-                    break
-                await self._fetch(conversation, conversation.older)
-        if conversation is self.conversations.current:
-            await self._mark_read(conversation.see())
-        self._changed()
-
-    async def _load_older(self, conversation: Conversation) -> None:
-        try:
-            if conversation.older:
-                await self._fetch(conversation, conversation.older)
-                if conversation is self.conversations.current:
-                    await self._mark_read(conversation.see(move_rule=False))
-        finally:
-            self._loading.discard(conversation.partner)
-            self._changed()
-
-    async def _fetch(self, conversation: Conversation, before_id: int) -> None:
-        """One page of history into conversation; unread ones among it are unread there.
-        During an outage it waits, quietly, like the rest of the app."""
-        partner = conversation.partner
-        page = await self._patiently(lambda: self.client.history(partner, before_id, HISTORY_PAGE))
-        me = self.client.username
-        conversation.add(page.messages)
-        conversation.unread.update(m.id for m in page.messages if not m.read and m.sender != me)
-        conversation.older = page.next_before_id
-
-    def _chore(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run work beside the prompt (a key opened a conversation); failures become lines."""
-        task = asyncio.create_task(self._reporting(work))
-        self._chores.add(task)
-        task.add_done_callback(self._chores.discard)
-
-    async def _stop_chores(self) -> None:
-        chores, self._chores = list(self._chores), set()
-        for task in chores:
-            task.cancel()
-        await asyncio.gather(*chores, return_exceptions=True)
-        self._loading.clear()
-
-    async def _stop_live(self) -> None:
-        task, self._live = self._live, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            self.live.open_later(partner)
+            self._ask_chat()
 
     # -- output -----------------------------------------------------------------------
 
@@ -671,7 +534,7 @@ class Controller:
         self._add(Line(f"error: {text}", Kind.ERROR))
 
     def _add(self, line: Line) -> None:
-        self.conversations.current.note(line)
+        self.live.conversations.current.note(line)
         self._changed()
 
     def _changed(self) -> None:

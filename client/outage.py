@@ -13,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from client.library import ClientState, Connection, DeadlineExceeded, Unavailable
+
+T = TypeVar("T")
 
 TICK_S = 1.0  # the counter's resolution: the status bar is redrawn this often while down
 SETTLE_S = 1.0  # connected this long before the outage counts as over
@@ -75,3 +78,18 @@ class Outage:
                 self._resumed()
                 return
             self._changed()
+
+
+async def patiently(
+    call: Callable[[], Awaitable[T]], waiting: Callable[[], None] | None = None
+) -> T:
+    """call() again each time the cluster does not answer (each try already waited the
+    library's deadline); the status bar shows the outage meanwhile, and waiting (if any) is
+    called once, so the pane says at most one line about it."""
+    while True:
+        try:
+            return await call()
+        except NOT_ANSWERING:
+            if waiting is not None:
+                waiting()
+                waiting = None

@@ -13,7 +13,10 @@ from tests.support.imports import Graph, cycles, graph, sources, third_party
 
 EDGES = graph()
 CLIENT_LIBRARY = ("library", "session_link", "connect", "admin", "sync")
-CLIENT_PROGRAMS = ("chatctl", "app", "app_controller", "cli", "backup")
+CLIENT_PROGRAMS = (
+    *("chatctl", "app", "app_controller", "cli", "backup"),
+    *("outage", "outbox", "history_file", "conversations", "feed", "pane"),
+)
 
 
 def importers_of(prefix: str, edges: Graph = EDGES) -> dict[str, set[str]]:

@@ -95,7 +95,8 @@ def test_conversations_count_unread_ring_and_mark_read_only_when_shown(
         wait_until(lambda: unread_from(phone, "bob") == [], "bob's messages read once shown")
         assert unread_from(phone, "carol") == ["carol one"]
 
-        carol.send_message("alice", "carol two")
+        carol.send_message("alice", "carol two \x07\x1b[2J")  # a bell and 'clear screen'
+
         terminal.wait_for("3:carol (2)")
         assert terminal.screen.bells == 1
         assert "carol two" not in terminal.text()
@@ -104,8 +105,9 @@ def test_conversations_count_unread_ring_and_mark_read_only_when_shown(
         assert terminal.screen.bells == 1
 
         terminal.child.send(CTRL_N)
-        terminal.wait_for("carol: carol two")
+        terminal.wait_for("carol: carol two ^G^[[2J")  # drawn, not obeyed
         assert terminal.text().index("carol one") < terminal.text().index("carol two")
+        assert terminal.screen.bells == 1 and "─ 1:chat ─" in terminal.text()
         terminal.wait_for("─ 1:chat ─ 2:bob ─ 3:carol ─")
         wait_until(lambda: unread_from(phone, "carol") == [], "carol's messages read")
         terminal.child.send(CTRL_P + CTRL_P)
