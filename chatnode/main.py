@@ -1,4 +1,4 @@
-"""The ``chatnode`` command: run one node of the cluster (API.md section 4).
+"""The ``chatnode`` command: run one node of the cluster (docs/api.md, "chatnode").
 
 Every flag also reads an environment variable (``CHAT_NODE_ID``,
 ``CHAT_CLUSTER``, ...) so systemd units can keep configuration in an env file.

@@ -221,7 +221,8 @@ def decode(payload: bytes) -> Op:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """What applying one op answered: a value, or an error code from API.md section 3.
+    """What applying one op answered: a value, or an error code from docs/api.md, "Validation
+    and errors".
 
     ``code`` is the name of a gRPC status code ("ALREADY_EXISTS", ...) or "" on
     success; ``value`` holds the reply fields as plain JSON-able data.

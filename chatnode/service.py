@@ -31,7 +31,7 @@ cluster clock and its TTL and they travel in the ops, so nodes whose
 Each account's proposals draw on a token bucket (:mod:`chatnode.admission`): one
 user's flood gets RESOURCE_EXHAUSTED rather than the log.
 
-Every mutating call honours its request_id (API.md section 2, "Exactly once"):
+Every mutating call honours its request_id (docs/api.md, "Exactly once"):
 a retry is proposed like any call and, when it applies, finds the reply
 stored for the first attempt and returns it, changing nothing (also when the
 two ran at once). Replies are keyed by user, request_id and kind of call, and
@@ -189,7 +189,7 @@ def _unary(
 
 
 class ChatService:
-    """Implements every RPC of API.md section 1."""
+    """Implements every RPC of docs/api.md, "Client API"."""
 
     def __init__(
         self,

@@ -11,10 +11,9 @@ re-registered name gets a new account id.
 
 apply() checks only what the state itself needs to stay sound: field types,
 64-bit integers, text SQLite can store, a positive read limit, a clock that is
-not negative. The input policy
-of API.md section 3 (username syntax, lengths) is the service's, checked before
-proposing; re-checking it here would make the result of an old log entry depend
-on which release replays it.
+not negative. The input policy of docs/api.md, "Validation and errors" (username
+syntax, lengths) is the service's, checked before proposing; re-checking it here
+would make the result of an old log entry depend on which release replays it.
 
 Time is the cluster clock (:mod:`chatnode.cluster_clock`): each op carries the
 time its leader stamped, and is judged at the later of that and the newest time

@@ -1,4 +1,4 @@
-"""Input rules of API.md section 3, checked before anything is proposed."""
+"""Input rules of docs/api.md, "Validation and errors", checked before anything is proposed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``chat``: the full-screen terminal client (API.md section 4).
+"""``chat``: the full-screen terminal client (docs/api.md, "chat").
 
 A thin prompt_toolkit view over :class:`client.app_controller.Controller`:
 the message pane (:mod:`client.pane`) draws the open conversation and then

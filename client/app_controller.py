@@ -41,7 +41,7 @@ T = TypeVar("T")
 LIST_PAGE_SIZE = 50
 KNOWN_USERS_FETCH = 1000  # usernames loaded at login for completion
 PENDING_KEY = 1 << 62  # sorts the outbox after every line of a conversation
-MAX_BODY_BYTES = 65_536  # API.md's limit on a message body, checked before anything is queued
+MAX_BODY_BYTES = 65_536  # docs/api.md's limit on a message body, checked before queueing
 CLIENT_LABEL_MAX_CHARS = 64  # the server's limit on a session's label
 SESSION_ID_SHOWN = 8  # hex digits of a session id that /sessions shows and /end-session takes
 

@@ -1,4 +1,4 @@
-"""``chatctl``: operate a cluster (API.md section 4).
+"""``chatctl``: operate a cluster (docs/api.md, "chatctl").
 
 Verbs: ``status`` (the member table, optionally refreshed with ``--watch``, or one
 line and an exit code for scripts with ``--check``),

@@ -635,7 +635,7 @@ def _metadata(token: str) -> tuple[tuple[str, str], ...]:
 def with_request_id(request: ProtoMessage) -> ProtoMessage:
     """A copy carrying a fresh request id if the method takes one and the caller set none.
 
-    Every mutating method's request has a ``request_id`` field (API.md section 1),
+    Every mutating method's request has a ``request_id`` field (docs/api.md, "Client API"),
     so this stamps them all. Made once per call, before the first attempt, so
     every retry of the call carries the same id and the cluster applies it once.
     """

@@ -1,6 +1,6 @@
 """A member's address: where its peers reach it, and where chat clients do.
 
-A member serves everything on one ``HOST:PORT`` (the layout API.md describes), or
+A member serves everything on one ``HOST:PORT`` (docs/api.md, "Member addresses"), or
 keeps peers and operators apart from chat users on two listeners, written
 ``PEER_HOST:PORT/CLIENT_HOST:PORT``. The whole string is the member's address in the
 replicated configuration, so every node knows both listeners of every member: it

@@ -1,10 +1,10 @@
 """What the three programs' command lines share: the ``--cluster`` syntax and the exit rules.
 
 ``chatnode``, ``chat`` and ``chatctl`` all read a member list written the
-same way (API.md section 4) and all answer bad usage the same way. It lives
-beside the protos, the shared-contract package, because ``chatnode`` may not
-import the client and the client may not import server code; both import
-``proto``.
+same way (docs/api.md, "Member addresses") and all answer bad usage the same
+way. It lives beside the protos, the shared-contract package, because
+``chatnode`` may not import the client and the client may not import server
+code; both import ``proto``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ __all__ = [
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with API.md's exit rules: bad usage is one line on stderr and status 2."""
+    """argparse with the exit rules of docs/api.md, "Exit codes": bad usage is one line on
+    stderr and status 2."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see --help)\n")

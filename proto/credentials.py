@@ -1,6 +1,6 @@
 """Credentials for the peer and admin APIs, as they travel: shared by nodes and chatctl.
 
-This is part of the wire contract (API.md section 5), so it lives beside the
+This is part of the wire contract (docs/api.md, "Authentication"), so it lives beside the
 protos: the client side (``chatctl``) may not import server code.
 
 A caller never sends the cluster secret itself. It sends a *role*

@@ -3,9 +3,9 @@
 The server raises these classes from its handlers and turns each into its
 call's status (a unary call's, or a Session stream's ``CallError`` frame); the
 client library raises the same classes from a status it received. So a failure
-has one name on both sides, API.md section 3 has one home in code, and a status
-number on the wire maps back to its class in one place. ``str(error)`` is the
-one-line message a person reads.
+has one name on both sides, docs/api.md, "Validation and errors", has one home in
+code, and a status number on the wire maps back to its class in one place.
+``str(error)`` is the one-line message a person reads.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class ChatError(Exception):
 
 
 class InvalidArgument(ChatError):
-    """The request breaks a rule of API.md section 3 (a name, a length, a field): fix it."""
+    """The request breaks a rule of docs/api.md, "Validation and errors" (a name, a length, a
+    field): fix it."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 

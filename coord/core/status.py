@@ -1,5 +1,5 @@
-"""A node's view of the cluster, as operators and clients see it (``ClusterStatus``, API.md
-section 1): one value from the core up to the wire.
+"""A node's view of the cluster, as operators and clients see it (``ClusterStatus``,
+docs/api.md, "Cluster status"): one value from the core up to the wire.
 
 :meth:`coord.core.node.Node.status` fills every field it can know, addresses
 included (its view's config has them); the shell adds only what it alone

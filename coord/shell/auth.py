@@ -1,4 +1,5 @@
-"""Who may speak on the peer and admin APIs, and how a caller proves it (API.md section 5).
+"""Who may speak on the peer and admin APIs, and how a caller proves it (docs/api.md, "Peers
+and operators").
 
 Two credentials, either of which a node accepts:
 

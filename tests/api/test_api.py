@@ -444,8 +444,8 @@ async def test_malformed_bytes_are_invalid_argument(node: ChatNode) -> None:
 
 
 async def test_one_request_id_for_two_kinds_of_call_names_two_requests(stub: Stub) -> None:
-    """Replies are keyed by user, request_id and kind of call (API.md: "for the same
-    kind of call"): the same id on another kind is a request of its own."""
+    """Replies are keyed by user, request_id and kind of call (docs/api.md, "Exactly once":
+    "for the same kind of call"): the same id on another kind is a request of its own."""
     create = pb.CreateAccountRequest(username="reuse", password=PASSWORD, request_id="same")
     await stub.CreateAccount(create)
     login = await stub.Login(

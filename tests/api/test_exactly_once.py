@@ -1,4 +1,4 @@
-"""Exactly once for every mutating call (API.md section 2), over gRPC.
+"""Exactly once for every mutating call (docs/api.md, "Exactly once"), over gRPC.
 
 A retry with the same request_id by the same user, for the same kind of call,
 returns the first result and changes nothing: one after the other, two at once

@@ -752,7 +752,8 @@ def test_out_of_range_values_are_invalid_argument(chat: Chat, op: Op) -> None:
 
 
 def test_ops_the_service_would_refuse_still_apply_deterministically(chat: Chat) -> None:
-    """Input policy (API.md section 3) is the service's; the state applies what the log says."""
+    """Input policy (docs/api.md, "Validation and errors") is the service's; the state applies
+    what the log says."""
     assert chat.one(CreateAccount("not a valid name!", "h", "", NOW)).ok
     assert chat.one(Login("not a valid name!", 1, "t", "", "", NOW)).ok
     assert chat.send("t", "not a valid name!", body="").ok

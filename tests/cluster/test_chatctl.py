@@ -1,4 +1,4 @@
-"""chatctl's operator verbs and bench against real 3-node clusters (API.md section 4).
+"""chatctl's operator verbs and bench against real 3-node clusters (docs/api.md, "chatctl").
 
 Every verb runs as its own process, as an operator runs it, so exit codes and
 the one-line stderr rule are checked for real.

@@ -1,4 +1,5 @@
-"""Command-line contracts of API.md section 4: flags, env vars, exit codes, one-line errors."""
+"""Command-line contracts of docs/api.md, "Processes and commands": flags, env vars, exit
+codes, one-line errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nobody outside the cluster can speak for a node (API.md section 5, issue 7).
+"""Nobody outside the cluster can speak for a node (docs/api.md, "Peers and operators", issue 7).
 
 Every method of every service other than the chat API, health and
 reflection is called without credentials, with a wrong secret, with a

@@ -1,8 +1,8 @@
 """The mode is a property of the cluster, fixed at creation and kept by every config after.
 
-API.md section 5: ``--min-insync`` > N/2 selects quorum mode when the cluster is
-created, membership changes keep it, and in quorum mode the commit and election
-quorum is a majority of the current members.
+docs/api.md, "Peers and operators": ``--min-insync`` > N/2 selects quorum mode when
+the cluster is created, membership changes keep it, and in quorum mode the commit
+and election quorum is a majority of the current members.
 """
 
 from __future__ import annotations

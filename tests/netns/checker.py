@@ -44,7 +44,7 @@ DEFINITE_FAILURES = frozenset(
 )
 """Status codes (by name) after which a SendMessage certainly changed nothing.
 
-From ../shared/API.md: INVALID_ARGUMENT (validated before proposing),
+From docs/api.md: INVALID_ARGUMENT (validated before proposing),
 UNAUTHENTICATED and PERMISSION_DENIED ("neither changes anything"),
 ALREADY_EXISTS and NOT_FOUND (the op was refused, or applied as a stored error
 that a retry with the same request id gets again). Everything else is
