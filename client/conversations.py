@@ -68,27 +68,39 @@ class Conversation:
     new_from: int = 0
     older: int | None = None
     _counter: itertools.count[int] = field(default_factory=itertools.count, repr=False)
+    _drawn: tuple[object, list[tuple[Key, Line]]] = field(default=(None, []), repr=False)
+    _formatted: tuple[object, dict[int, Line]] = field(default=(None, {}), repr=False)
 
     @property
     def name(self) -> str:
         return self.partner or CONSOLE_NAME
 
     def add(self, messages: Iterable[Message]) -> None:
+        """Messages from anywhere: a history page (however far back it was scrolled), the
+        live stream, or sent from here."""
         self.messages.update((m.id, m) for m in messages)
+        self._drawn = (None, [])
+
+    def trim(self) -> None:
+        """Keep the newest MAX_MESSAGES (called as new ones arrive, not as history loads,
+        so scrolling back is never undone); the dropped ones can be fetched again."""
         if len(self.messages) > MAX_MESSAGES:
             kept = sorted(self.messages)[-MAX_MESSAGES:]
             self.messages = {i: self.messages[i] for i in kept}
-            self.older = kept[0]  # what was dropped can be fetched again
+            self.older = kept[0]
+            self._drawn, self._formatted = (None, []), (None, {})
 
     def note(self, line: Line) -> None:
         self.notes.append(((max(self.messages, default=0), 1, next(self._counter)), line))
         del self.notes[:-MAX_NOTES]
+        self._drawn = (None, [])
 
     def see(self, *, move_rule: bool = True) -> list[int]:
         """What was unread is shown now: returns it, for marking read, and (with move_rule)
         puts the 'new' rule before the first of it, or nowhere if there was none."""
         if move_rule:
             self.new_from = min(self.unread, default=0)
+            self._drawn = (None, [])
         seen, self.unread = sorted(self.unread), set()
         return seen
 
@@ -96,17 +108,27 @@ class Conversation:
         for message_id in message_ids:
             self.messages.pop(message_id, None)
             self.unread.discard(message_id)
+        self._drawn, self._formatted = (None, []), (None, {})
 
     def lines(self, username: str, today: time.struct_time) -> list[tuple[Key, Line]]:
-        """Everything in order: messages by id, each note after the message it followed."""
+        """Everything in order: messages by id, each note after the message it followed
+        (kept until something changes: the pane asks on every redraw)."""
+        drawn_for = (username, today[:3])
+        if self._drawn[0] == drawn_for:
+            return list(self._drawn[1])
+        if self._formatted[0] != drawn_for:
+            self._formatted = (drawn_for, {})
+        formatted = self._formatted[1]
         keyed: list[tuple[Key, Line]] = [
-            ((m.id, 0, 0), message_line(m, username, today)) for m in self.messages.values()
+            ((m.id, 0, 0), formatted.get(m.id) or _format(formatted, m, username, today))
+            for m in self.messages.values()
         ]
         if self.new_from in self.messages:
             keyed.append(((self.new_from - 1, 2, 0), NEW_LINE))
         keyed.extend(self.notes)
         keyed.sort(key=lambda pair: pair[0])
-        return keyed
+        self._drawn = (drawn_for, keyed)
+        return list(keyed)
 
 
 class Conversations:
@@ -163,6 +185,7 @@ class Conversations:
         partner = message.recipient if message.sender == username else message.sender
         conversation = self.get(partner)
         conversation.add([message])
+        conversation.trim()
         if shown or conversation is self.current or message.sender == username:
             conversation.unread.discard(message.id)
         else:
@@ -173,6 +196,13 @@ class Conversations:
         ids = set(message_ids)
         for conversation in self._all.values():
             conversation.forget(ids)
+
+
+def _format(
+    formatted: dict[int, Line], message: Message, username: str, today: time.struct_time
+) -> Line:
+    line = formatted[message.id] = message_line(message, username, today)
+    return line
 
 
 def message_line(message: Message, username: str, today: time.struct_time) -> Line:

@@ -10,6 +10,7 @@ the rows in view also shows a message taller than the pane row by row.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
@@ -21,6 +22,7 @@ from client.app_controller import Controller
 from client.conversations import Key
 
 WHEEL_ROWS = 3  # rows one notch of the mouse wheel scrolls
+WRAP_CACHE = 1 << 16  # lines whose rows are remembered: a redraw re-cuts only new ones
 
 Row = tuple[tuple[Key, int], str, str]  # (line key, row of that line), style, text
 
@@ -105,7 +107,8 @@ class MessagePane(UIControl):
         return self._cache[1]
 
 
-def wrap(text: str, width: int) -> list[str]:
+@functools.lru_cache(maxsize=WRAP_CACHE)
+def wrap(text: str, width: int) -> tuple[str, ...]:
     """text cut into rows of at most width terminal cells: at its newlines, and where a
     line overflows, at its last space that fits (a word longer than a row is cut)."""
     rows: list[str] = []
@@ -119,13 +122,16 @@ def wrap(text: str, width: int) -> list[str]:
                 rows.append(line[:cut])
                 line = line[cut:]
         rows.append(line)
-    return rows
+    return tuple(rows)
 
 
 def _fitting(line: str, width: int) -> int:
     """How many of line's first characters fit in width cells (at least one)."""
-    if line.isascii() and line.isprintable():  # most chat: one cell each
-        return min(len(line), width)
+    if line.isprintable():
+        if line.isascii():  # most chat: one cell each
+            return min(len(line), width)
+        if get_cwidth(line) <= width:  # measured whole (and cached) by prompt_toolkit
+            return len(line)
     used = 0
     for index, char in enumerate(line):
         used += get_cwidth(char) if char.isprintable() else 2  # a control is drawn as ^X
