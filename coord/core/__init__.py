@@ -33,13 +33,11 @@ from coord.core.messages import (
 )
 from coord.core.node import Node, Role
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
-from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
 from coord.core.status import MemberStatus, Status
 
 __all__ = [
     "NO_NODE",
-    "RULES",
     "AddMember",
     "Append",
     "AppendReply",
@@ -65,7 +63,6 @@ __all__ = [
     "RemoteProtocolError",
     "RemoveMember",
     "Role",
-    "Rules",
     "Settings",
     "SnapshotMeta",
     "SnapshotOrder",

@@ -10,8 +10,7 @@ grows back when a member that is outside it holds everything committed.
 
 These functions see only plain values, so each rule reads and tests apart from
 the :class:`~coord.core.node.Node` that feeds them (``tests/core/test_commit.py``
-holds their tables). :class:`coord.core.rules.Rules` is the seam through which
-the node applies the two a planted bug in the simulator's tests replaces.
+holds their tables).
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ __all__ = [
 
 
 def commit_candidate(
-    leader: int,
     matches: Mapping[int, int],
     required: Collection[int],
     isr_size: int,
@@ -40,10 +38,7 @@ def commit_candidate(
     ``matches`` maps each node to the last index it holds durably (the leader's
     own entry is what it has fsynced); ``required`` are the ISR members the
     leader relies on (:func:`relied_isr`) and the members being removed.
-    ``leader`` is not needed by this rule; it is what a replacement rule may
-    count on instead (see :class:`coord.core.rules.Rules`).
     """
-    del leader  # the real rule counts every required node alike
     if isr_size < min_insync:
         return None
     return min(matches[node] for node in required)

@@ -56,7 +56,6 @@ from coord.core.messages import (
 from coord.core.outputs import Outputs
 from coord.core.progress import Mode, Progress, Send, lacks_entries, to_send
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
-from coord.core.rules import RULES, Rules
 from coord.core.settings import Settings
 from coord.core.status import Status, member_status
 from coord.core.transfer import may_transfer_to, obeys_timeout_now, target_caught_up
@@ -80,9 +79,7 @@ class Node:
     state machine applied (everything up to it is committed). ``bootstrap`` is
     the initial config of a brand-new cluster, written as entry 1 (term 0) on
     every initial member alike; a node added later starts with ``None`` and an
-    empty log and waits for the leader. ``rules`` are the replaceable rules it
-    applies (:mod:`coord.core.rules`): always :data:`~coord.core.rules.RULES`
-    but in the simulator's planted-bug tests.
+    empty log and waits for the leader.
 
     The rules themselves live in pure modules (:mod:`coord.core.election`,
     :mod:`coord.core.commit`, :mod:`coord.core.checks`, :mod:`coord.core.lease`,
@@ -102,13 +99,11 @@ class Node:
         *,
         applied: int = 0,
         bootstrap: ClusterConfig | None = None,
-        rules: Rules = RULES,
     ) -> None:
         if node_id <= 0:
             raise LocalProtocolError("node ids are positive")
         self.id = node_id
         self.settings = settings
-        self._rules = rules
         self._rng = rng
         self.log = RaftLog(storage, settings.cached_entries)
         hard_state = storage.hard_state()
@@ -432,7 +427,7 @@ class Node:
             # This Ready carries the ballot's requests: they leave once it is durable.
             ballot.handed_seq = ready.seq
             if not ready.must_sync() or not self._writes.reports_syncs:
-                ballot.sent_ms = self._now_ms  # no write to wait for, or no word of it
+                ballot.sent_ms = self._now_ms  # no write to wait for
         return ready
 
     # == queries =================================================================
@@ -830,7 +825,7 @@ class Node:
     ) -> VoteReply:
         """Our whole state, which a voter gives in every case (coord/PROTOCOL.md §8.1)."""
         view = self.view
-        return self._rules.vote_reply(
+        return VoteReply(
             term=self.term,
             sender=self.id,
             pre_vote=pre_vote,
@@ -1090,13 +1085,11 @@ class Node:
         matches[self.id] = self.log.stable_last
         leaving = [i for i in self._progress if i not in config.member_ids]
         required = [*self._relied_isr(), *leaving]
-        index = self._rules.commit_candidate(
-            self.id, matches, required, len(config.isr), config.min_insync
-        )
+        index = commit_rule.commit_candidate(matches, required, len(config.isr), config.min_insync)
         term = self.log.term(index) if index is not None else None
         if commit_rule.may_commit(index, self.commit, term, self.term):
             self.commit = index
-        if self._rules.departed_forgotten(view.epoch, self.commit):
+        if commit_rule.departed_forgotten(view.epoch, self.commit):
             self._forget_departed()
 
     def _leaving(self) -> set[int]:

@@ -27,7 +27,7 @@ MAX_MARKS = 1024
 """Send times kept per follower for ``caught_up_ms``; past that (a follower silent for
 long) newer ones are not kept and its lag in time reads high, never low."""
 
-__all__ = ["NOTHING", "Mode", "Progress", "Send", "to_send"]
+__all__ = ["Mode", "Progress", "Send", "to_send"]
 
 
 class Mode(enum.Enum):
@@ -203,9 +203,6 @@ class Send:
     append: bool = False
     entries_from: int | None = None
     snapshot: bool = False
-
-
-NOTHING = Send()
 
 
 def lacks_entries(progress: Progress, last_index: int, max_inflight: int) -> bool:

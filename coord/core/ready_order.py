@@ -13,7 +13,7 @@ leaves only *after* the fsync: votes granted and acks promise what the Ready
 wrote, and a candidate's vote request carries a term it must have persisted.
 
 Except when the Ready changes the hard state (a new term, a vote): then
-nothing leaves early (issue 8, part 5). An Append carrying a term that is not
+nothing leaves early. An Append carrying a term that is not
 yet on disk could be taken by followers from a leader that then crashes,
 restarts in the older term, and votes for another candidate of that term.
 

@@ -268,7 +268,7 @@ class Simulator:
         Half the runs delay every message up to ``max_delay_ms``; the other half
         give each link its own bound, fast (20 ms) or slow (the maximum), as when
         two followers' link to each other is slow but both reach the leader fast
-        (issue 8's real-process case). Both stay within the schedule's bound.
+        (as real processes on three hosts saw). Both stay within the schedule's bound.
         """
         top = self.schedule.max_delay_ms
         ids = list(self.nodes)

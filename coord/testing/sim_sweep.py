@@ -5,9 +5,8 @@
     python -m coord.sim sweep --only failstop-n3  # cells whose name contains this
     python -m coord.sim sweep --disk-faults       # every cell with ENOSPC/EIO on top
 
-The grid (issue 8, part 3): message delay bound in {20 ms, lease/4, lease/2,
-lease} (with the simulator's 200 ms lease: 20, 50, 100, 200; the issue's "100"
-is lease/2 here, so lease/4 keeps four distinct delays) x fsync in {fast: up to
+The grid: message delay bound in {20 ms, lease/4, lease/2, lease} (with the
+simulator's 200 ms lease: 20, 50, 100, 200: four distinct delays) x fsync in {fast: up to
 2 ms; stalls: up to 20 ms and 2-5 lease stalls at rate 0.05} x membership
 changes off/on x both modes x 3 and 5 nodes: 64 cells. Liveness is checked
 where the model promises it (delay <= lease/2), safety everywhere.

@@ -465,7 +465,7 @@ async def test_a_paused_leader_is_replaced_and_acknowledges_nothing_on_waking(tm
 
 
 async def test_a_follower_stalled_past_a_lease_never_leads_with_missing_writes(tmp_path) -> None:
-    """Issue 8: a live follower paused for 1.5 leases under load is dropped from the ISR while
+    """A live follower paused for 1.5 leases under load is dropped from the ISR while
     it misses writes. The leader and the other follower then die: the stale node, alive and
     alone, must not lead on its old view; once the others are back, nothing is lost."""
     async with running_cluster(tmp_path) as (cluster, members):

@@ -1,4 +1,4 @@
-"""Nobody outside the cluster can speak for a node (docs/api.md, "Peers and operators", issue 7).
+"""Nobody outside the cluster can speak for a node (docs/api.md, "Peers and operators").
 
 Every method of every service other than the chat API, health and
 reflection is called without credentials, with a wrong secret, with a

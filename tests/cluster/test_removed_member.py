@@ -1,4 +1,4 @@
-"""A removed member learns it was removed, and never leads on its stale view (issue 7, part 5).
+"""A removed member learns it was removed, and never leads on its stale view.
 
 Node 4 of four is removed and left running. Then nodes 1 to 3 are killed with
 kill -9: node 4, alive, never restarted and the only node up, is exactly the

@@ -6,8 +6,6 @@ import pytest
 
 from coord.core import commit
 
-L = 1  # the leader in every row
-
 
 @pytest.mark.parametrize(
     ("matches", "required", "isr_size", "min_insync", "expected"),
@@ -24,7 +22,7 @@ L = 1  # the leader in every row
 def test_commit_candidate(
     matches: dict[int, int], required: list[int], isr_size: int, min_insync: int, expected: int
 ) -> None:
-    assert commit.commit_candidate(L, matches, required, isr_size, min_insync) == expected
+    assert commit.commit_candidate(matches, required, isr_size, min_insync) == expected
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Fail-stop safety over slow links and slow disks (issue 8, parts 1, 2 and 5).
+"""Fail-stop safety over slow links and slow disks.
 
 Each test is a schedule the fail-stop model allows (PROTOCOL.md, "Why
 fail-stop elections are safe"): replies slower than ``election_wait`` but
@@ -28,9 +28,8 @@ def reports_syncs(shell: MemoryShell) -> None:
 
     def synced(self: MemoryShell, ready: Ready, now_ms: int) -> None:
         plain(self, ready, now_ms)
-        report = getattr(self.node, "synced", None)  # absent before issue 8
-        if ready.must_sync() and report is not None:
-            report(ready, now_ms)
+        if ready.must_sync():
+            self.node.synced(ready, now_ms)
 
     shell.synced = types.MethodType(synced, shell)  # type: ignore[method-assign]
 

@@ -9,7 +9,7 @@ Two properties:
   int64, and can always restart from what it wrote. Cluster-wide safety is not
   asked of this one: a message that impersonates the current leader exactly is
   indistinguishable from it, and shutting impersonators out is the shell's
-  identity binding (issue 7, parts 1 and 2).
+  identity binding.
 * Forgeries invalid by construction (out-of-range fields, a node's own id as
   sender) are always refused unchanged; real messages turned into ones the
   receiver's state shows wrong (history below its commit rewritten, acks

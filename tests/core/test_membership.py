@@ -1,4 +1,4 @@
-"""A removed member learns it was removed (issue 7, part 5), and non-members have no say.
+"""A removed member learns it was removed, and non-members have no say.
 
 The scenario of the issue: node 4 of 4 is removed and left running; then nodes
 1 to 3 all crash and restart. Node 4 must never lead (it used to win alone,

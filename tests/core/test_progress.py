@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coord.core.progress import NOTHING, Mode, Progress, Send, to_send
+from coord.core.progress import Mode, Progress, Send, to_send
+
+NOTHING = Send()  # nothing to send this follower now
 
 MAX_INFLIGHT = 2
 

@@ -10,20 +10,18 @@ their entry (an XPASS in the output says a cell passes its CI seeds now).
 from __future__ import annotations
 
 import os
-from dataclasses import replace
-from typing import Any
 
 import pytest
 
 from coord.core.config import ClusterConfig
 from coord.core.log import HardState
-from coord.core.messages import Append, AppendReply, VoteReply
-from coord.core.node import Node, Role
+from coord.core.messages import Append, AppendReply
+from coord.core.node import Role
 from coord.core.ready import Ready
 from coord.core.ready_order import split_messages
-from coord.core.rules import RULES, Rules
 from coord.sim import main
 from coord.testing.harness import TEST_SETTINGS, MemoryShell, NodeFactory
+from coord.testing.planted import CommitsWithoutTheIsr, ForgetsTheRemoved, VouchesAfterRestart
 from coord.testing.sim import (
     MODES,
     Result,
@@ -100,29 +98,6 @@ def test_disk_faults_keep_every_property(mode: str) -> None:
 # -- planted bugs: the simulator can fail ------------------------------------------
 
 
-def _planted(name: str, doc: str, rules: Rules) -> NodeFactory:
-    """A node factory whose nodes apply ``rules``: the real rules with one bug planted."""
-
-    def factory(*args: Any, **kwargs: Any) -> Node:
-        return Node(*args, rules=rules, **kwargs)
-
-    factory.__name__, factory.__doc__ = name, doc
-    return factory
-
-
-CommitsWithoutTheIsr = _planted(
-    "CommitsWithoutTheIsr",
-    "Planted bug: an entry counts as committed once the leader alone has it.",
-    replace(RULES, commit_candidate=lambda leader, matches, *_: matches[leader]),
-)
-
-VouchesAfterRestart = _planted(
-    "VouchesAfterRestart",
-    "Planted bug: a restarted voter claims it never restarted.",
-    replace(RULES, vote_reply=lambda **fields: VoteReply(**{**fields, "restarted": False})),
-)
-
-
 def _first_failure(results: object) -> Result | None:
     return next((r for r in results if not r.ok), None)  # type: ignore[attr-defined]
 
@@ -145,14 +120,6 @@ def test_the_simulator_catches_a_planted_bug(bug: NodeFactory, mode: str) -> Non
     assert replay_command(caught, 3) in text and f"--seed {caught.seed}" in text
     again = Simulator(caught.seed, schedule, node_factory=bug).run()
     assert (again.error, again.trace) == (caught.error, caught.trace), "replays exactly"
-
-
-ForgetsTheRemoved = _planted(
-    "ForgetsTheRemoved",
-    """Planted bug (the code before issue 7): the removed member's progress goes at
-    once, so it never hears of its removal and may later win alone on a stale view.""",
-    replace(RULES, departed_forgotten=lambda epoch, commit: True),
-)
 
 
 def test_the_membership_schedules_catch_a_removed_member_left_uninformed() -> None:

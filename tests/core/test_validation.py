@@ -1,6 +1,6 @@
 """Validate before mutate: a refused peer message leaves the node exactly as it was.
 
-One test per way a message can be wrong (issue 7, part 3; InstallSnapshot, part 4).
+One test per way a message can be wrong, InstallSnapshot's included.
 Each builds a steady cluster, forges one message, and checks that the node
 raises :class:`RemoteProtocolError` and that its whole observable state is
 unchanged.

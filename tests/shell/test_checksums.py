@@ -1,4 +1,4 @@
-"""Log entries carry a CRC-32 on disk and on the wire (issue 8, part 6).
+"""Log entries carry a CRC-32 on disk and on the wire.
 
 A flipped bit in a stored entry or in one received from a peer is found when
 it is read, and refused: it is never applied or acknowledged as if it were
