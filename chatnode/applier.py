@@ -23,8 +23,7 @@ from chatnode.live import LiveHub
 from chatnode.metrics import APPLY, APPLY_ON_LOOP
 from chatnode.session_cache import SessionCache
 from chatnode.state import ChatReader, ChatState
-from coord.boundary import Coordinator, Entry, EntryKind
-from coord.shell.disk import DiskGuard
+from coord.boundary import Coordinator, DiskWrites, Entry, EntryKind
 from proto.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,7 @@ class Applier:
         coordinator: Coordinator,
         state: ChatState,
         hub: LiveHub,
-        disk: DiskGuard,
+        disk: DiskWrites,
         sessions: SessionCache,
         clock: ClusterClock,
         monotonic_clock_ms: Callable[[], int],

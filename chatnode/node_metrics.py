@@ -26,8 +26,7 @@ from prometheus_client.registry import REGISTRY, Collector
 from chatnode.applier import Applier
 from chatnode.live import LiveHub
 from chatnode.passwords import HashPool
-from coord.boundary import Status
-from coord.shell.driver import ReplicatedCoordinator
+from coord.boundary import Coordinator, Status
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class Sample:
 class Sources:
     """The loop-owned objects a sample reads."""
 
-    coordinator: ReplicatedCoordinator
+    coordinator: Coordinator
     applier: Applier
     hub: LiveHub
     hashes: HashPool

@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
 
-from coord.core.status import Status
+from coord.boundary import Status
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,19 @@ is what lets replication replace the single-replica log without touching
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import grpc
+from typing import Protocol, TypeVar
 
 from coord.core.entry import Entry, EntryKind
 from coord.core.status import MemberStatus, Status
 
+T = TypeVar("T")
+
 __all__ = [
     "Coordinator",
+    "DiskWrites",
     "Entry",
     "EntryKind",
     "LeaderView",
@@ -131,5 +132,14 @@ class Coordinator(Protocol):
         mono_ms), by its recent heartbeats: when the cluster clock may take this
         node's wall clock for real time (chatnode.cluster_clock, rule 4)."""
 
-    def add_to_server(self, server: grpc.aio.Server) -> None:
-        """Register the peer and admin services on the node's gRPC server."""
+    def follower_lags(self) -> dict[int, tuple[int, int]]:
+        """On the leader: each follower's lag behind its log, in entries and in ms."""
+
+
+class DiskWrites(Protocol):
+    """Writes that wait out a full disk (the coordinator's own guard, shared with the
+    state machine so that both say the same about the disk)."""
+
+    async def write(self, what: str, attempt: Callable[[], Awaitable[T]]) -> T:
+        """attempt() until it is not refused for a full disk; any other fault ends the
+        process (an I/O error leaves nothing in memory to trust)."""

@@ -3,8 +3,9 @@
 Every module belongs to one layer of ``LAYERS`` and imports only its own layer and those
 below it; ``coord.core`` (the sans-IO protocol) imports nothing but itself and the
 standard library; the simulator and harness (``coord.testing``) are imported only by
-tests and by ``python -m coord.sim``; and no module cycle exists, counting imports made
-inside functions.
+tests and by ``python -m coord.sim``; chatnode sees the coordinator only through
+``coord.boundary`` (which needs no grpc), but for the wiring in ``chatnode.server``; and
+no module cycle exists, counting imports made inside functions.
 """
 
 from __future__ import annotations
@@ -107,3 +108,35 @@ def test_the_layer_check_can_fail() -> None:
 def test_only_the_simulator_entry_point_imports_the_test_tools() -> None:
     users = set(importers_of("coord.testing")) - {"coord.sim"}
     assert all(within(u, "coord.testing") for u in users), users
+
+
+WIRING = "chatnode.server"  # builds the node: the one chatnode module that names coord's shell
+
+
+def past_the_boundary(edges: Graph) -> list[tuple[str, str]]:
+    """chatnode's imports of coord other than ``coord.boundary``, the wiring's aside."""
+    return sorted(
+        (source, target)
+        for source, targets in edges.items()
+        if within(source, "chatnode") and source != WIRING
+        for target in targets
+        if within(target, "coord") and target not in ("coord", "coord.boundary")
+    )
+
+
+def test_chatnode_sees_the_coordinator_only_through_the_boundary() -> None:
+    assert past_the_boundary(EDGES) == []
+
+
+def test_the_boundary_check_can_fail() -> None:
+    edges = {
+        "chatnode.applier": {"coord.boundary", "coord.shell.disk"},
+        "chatnode.server": {"coord.shell.driver"},
+        "coord.shell.driver": {"coord.core.node"},
+    }
+    assert past_the_boundary(edges) == [("chatnode.applier", "coord.shell.disk")]
+
+
+def test_the_boundary_needs_nothing_but_the_core_and_the_standard_library() -> None:
+    assert third_party(sources(["coord"])["coord.boundary"]) == set()
+    assert all(within(t, "coord.core") for t in EDGES["coord.boundary"]), EDGES["coord.boundary"]
