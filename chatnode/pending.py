@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-__all__ = ["Pending", "failed", "ready"]
+__all__ = ["Pending", "answered", "failed"]
 
 T = TypeVar("T")
 
@@ -21,7 +21,7 @@ Pending = Awaitable[Any]
 """What finishes a started call: awaiting it gives the reply (or raises the call's error)."""
 
 
-def ready(value: T) -> Awaitable[T]:
+def answered(value: T) -> Awaitable[T]:
     """A reply known at once (a stored reply, no renewal due, a subscription registered)."""
     future = asyncio.get_running_loop().create_future()
     future.set_result(value)

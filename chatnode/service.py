@@ -62,7 +62,7 @@ from chatnode.admission import ProposalBudget
 from chatnode.applier import Applier
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
-from chatnode.pending import Pending, ready
+from chatnode.pending import Pending, answered
 from chatnode.session_cache import SessionCache
 from chatnode.session_stream import Envelope, SessionStream
 from chatnode.state import (
@@ -350,7 +350,7 @@ class ChatService:
         async def logout(caller: _Caller) -> ops.Op:
             return ops.Logout(caller.token_hash, caller.now_ms, caller.request_id)
 
-        pending = await self._once(envelope, ops.Logout.kind, logout)
+        pending = await self._propose_once(envelope, ops.Logout.kind, logout)
         return _reply(pending, _logged_out)
 
     async def start_list_accounts(
@@ -430,7 +430,7 @@ class ChatService:
                 caller.token_hash, ended, caller.now_ms, caller.request_id, caller.renewal_ms
             )
 
-        pending = await self._once(envelope, ops.EndSession.kind, end_session)
+        pending = await self._propose_once(envelope, ops.EndSession.kind, end_session)
         return _reply(pending, _session_ended)
 
     async def start_delete_account(
@@ -452,7 +452,7 @@ class ChatService:
                 caller.token_hash, account.id, caller.now_ms, caller.request_id
             )
 
-        pending = await self._once(envelope, ops.DeleteAccount.kind, delete_account)
+        pending = await self._propose_once(envelope, ops.DeleteAccount.kind, delete_account)
         return _reply(pending, _account_deleted)
 
     async def start_send_message(
@@ -470,7 +470,7 @@ class ChatService:
                 caller.renewal_ms,
             )
 
-        pending = await self._once(envelope, ops.SendMessage.kind, send)
+        pending = await self._propose_once(envelope, ops.SendMessage.kind, send)
         return _reply(pending, _sent)
 
     async def start_read_messages(
@@ -489,7 +489,7 @@ class ChatService:
                 caller.request_id,
             )
 
-        pending = await self._once(envelope, ops.ReadMessages.kind, read)
+        pending = await self._propose_once(envelope, ops.ReadMessages.kind, read)
         return self._read_reply(pending)
 
     async def _read_reply(self, pending: Awaitable[ops.Result]) -> pb.ReadMessagesResponse:
@@ -541,7 +541,7 @@ class ChatService:
                 caller.token_hash, ids, caller.now_ms, caller.renewal_ms, caller.request_id
             )
 
-        return await self._once(envelope, op_type.kind, make)
+        return await self._propose_once(envelope, op_type.kind, make)
 
     async def Subscribe(
         self, request: pb.SubscribeRequest, context
@@ -654,7 +654,7 @@ class ChatService:
             raise AuthError(NO_SESSION)
         return self._caller(session, token_hash, now)
 
-    async def _once(
+    async def _propose_once(
         self,
         envelope: Envelope,
         kind: str,
@@ -686,7 +686,7 @@ class ChatService:
             )
             if stored is None:
                 raise AuthError(NO_SESSION)
-            return ready(stored)
+            return answered(stored)
         self._budget.admit(session.account_id)
         return self._propose(await make_op(self._caller(session, token_hash, now, request_id)))
 
@@ -711,7 +711,7 @@ class ChatService:
         if caller.renewal_ms:
             touch = ops.Touch(caller.token_hash, caller.now_ms, caller.renewal_ms)
             return _settled(self._propose(touch))
-        return ready(None)
+        return answered(None)
 
     async def _replayed(self, username: str, request_id: str, kind: str) -> ops.Result | None:
         """The stored reply of an earlier request with this id, raised if it was an error."""

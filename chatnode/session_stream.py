@@ -38,7 +38,7 @@ import grpc
 
 from chatnode import validation
 from chatnode.live import LiveHub, Subscriber
-from chatnode.pending import failed, ready
+from chatnode.pending import answered, failed
 from chatnode.rpc import Malformed
 from chatnode.rpc_metrics import session_call_done
 from proto import chat_pb2 as pb
@@ -277,7 +277,7 @@ class SessionStream:
         caller = await self._service.authenticate(envelope)
         self._subscriber = self._service.hub.subscribe(*self._owner, caller.token_hash)
         self._after_id = request.after_id
-        return ready(pb.Subscribed())
+        return answered(pb.Subscribed())
 
     async def _refuse(self, request_id: str, error: ChatError) -> None:
         await self._outbox.put((_error_frame(request_id, error), 0))

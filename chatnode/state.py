@@ -616,9 +616,11 @@ class ChatState(_Queries):
         try:
             match op:
                 case CreateAccount():
-                    return self._once(op.username, "", op, lambda: self._create_account(index, op))
+                    return self._reply_once(
+                        op.username, "", op, lambda: self._create_account(index, op)
+                    )
                 case Login():
-                    return self._once(op.username, "", op, lambda: self._login(op))
+                    return self._reply_once(op.username, "", op, lambda: self._login(op))
                 case _:
                     return self._on_session(index, op)
         finally:
@@ -633,9 +635,11 @@ class ChatState(_Queries):
             return self._after_session(op)
         match op:
             case Logout():
-                return self._once(session.username, op.token_hash, op, lambda: self._logout(op))
+                return self._reply_once(
+                    session.username, op.token_hash, op, lambda: self._logout(op)
+                )
             case DeleteAccount():
-                return self._once(
+                return self._reply_once(
                     _former(session), op.token_hash, op, lambda: self._delete_account(session, op)
                 )
         if op.session_deadline_ms > session.expires_ms:  # a renewal only moves it later
@@ -645,7 +649,7 @@ class ChatState(_Queries):
             self._batch.uses[op.token_hash] = (session.expires_ms, op.now_ms)
         if isinstance(op, Touch):
             return Result()
-        return self._once(
+        return self._reply_once(
             session.username, op.token_hash, op, lambda: self._authenticated(index, session, op)
         )
 
@@ -671,7 +675,7 @@ class ChatState(_Queries):
 
     # -- exactly once ------------------------------------------------------------
 
-    def _once(
+    def _reply_once(
         self, username: str, token_hash: str, op: RequestOp, run: Callable[[], Result]
     ) -> Result:
         """Answer a retry with the stored first reply; otherwise run and store the reply.

@@ -127,8 +127,12 @@ class InstallSnapshot:
 Message = Append | AppendReply | VoteRequest | VoteReply | TimeoutNow | InstallSnapshot
 
 
+NO_HEARTBEAT = -1
+"""The echo_sent_at_ms of an AppendReply that answers no heartbeat (an InstallSnapshot, or
+one refused for its term): it stamps no round trip."""
+
 # Fields that may be negative: send times are readings of the leader's monotonic
-# clock, and -1 echoes "no heartbeat" (the reply to an InstallSnapshot).
+# clock, and NO_HEARTBEAT is echoed by replies that answer none.
 _SIGNED = frozenset({"sent_at_ms", "echo_sent_at_ms"})
 _IDS = frozenset({"sender"})
 

@@ -44,6 +44,7 @@ from coord.core.lease import FollowerLease, leader_lease_holds, quorum_heard
 from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
 from coord.core.messages import (
     MAX_INT64,
+    NO_HEARTBEAT,
     Append,
     AppendReply,
     InstallSnapshot,
@@ -997,7 +998,8 @@ class Node:
     def _on_install_snapshot(self, msg: InstallSnapshot, now_ms: int) -> None:
         if msg.term < self.term:
             self._outputs.send(
-                msg.sender, AppendReply(self.term, self.id, False, 0, 0, 0, -1, self._fence)
+                msg.sender,
+                AppendReply(self.term, self.id, False, 0, 0, 0, NO_HEARTBEAT, self._fence),
             )
             return
         if msg.sender != self.leader_id or self.role is not Role.FOLLOWER:
@@ -1010,7 +1012,7 @@ class Node:
             self.view = View.of(msg.config)
             self._note_soft_state()
         self.commit = max(self.commit, msg.index)
-        reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, -1, self._fence)
+        reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, NO_HEARTBEAT, self._fence)
         self._outputs.send(msg.sender, reply)
 
     # == replication: leader side ================================================
@@ -1129,7 +1131,7 @@ class Node:
             return
         if 0 <= msg.echo_sent_at_ms < progress.created_ms:
             return  # answers an Append sent before this term's bookkeeping began
-        if msg.echo_sent_at_ms == -1 and msg.success and not progress.snapshot_ordered:
+        if msg.echo_sent_at_ms == NO_HEARTBEAT and msg.success and not progress.snapshot_ordered:
             return  # answers a snapshot ordered under an earlier bookkeeping (re-added)
         progress.acked(msg.echo_sent_at_ms, msg.fence, now_ms)
         if progress.mode is Mode.SNAPSHOT and not progress.snapshot_ordered:

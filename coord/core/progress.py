@@ -170,7 +170,7 @@ class Progress:
         self.last_heard_ms = now_ms
         self.fence = fence
         self.refused = False
-        if echo_sent_at_ms < 0:
+        if echo_sent_at_ms < 0:  # NO_HEARTBEAT (coord.core.messages): no round trip to stamp
             return
         if self.acked_sent_at is None or echo_sent_at_ms > self.acked_sent_at:
             self.acked_sent_at = echo_sent_at_ms
