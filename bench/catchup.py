@@ -55,10 +55,10 @@ from bench.watch import (
     until_leader,
 )
 from chatnode.local_cluster import NodeProcess
-from chatnode.validation import BODY_MAX_BYTES
 from client.admin import ClusterAdmin
 from client.library import ChatClient, RetryPolicy
 from proto.errors import AlreadyExists
+from proto.limits import BODY_MAX_BYTES
 
 MIB = 1 << 20
 LARGE_BODY = "x" * BODY_MAX_BYTES  # one byte a character: the largest body a message may have

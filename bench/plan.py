@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from bench.load import PATHS
-from chatnode.validation import BODY_MAX_BYTES
+from proto.limits import BODY_MAX_BYTES
 
 PARTS = ("throughput", "delivery", "memory", "failover", "scale", "catchup", "recovery")
 LOCAL_ONLY = frozenset({"memory", "failover", "catchup", "recovery"})

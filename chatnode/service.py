@@ -75,7 +75,7 @@ from chatnode.state import (
 )
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
-from proto import release
+from proto import limits, release
 from proto.addresses import client_address
 from proto.errors import (
     AlreadyExists,
@@ -358,9 +358,7 @@ class ChatService:
     ) -> Pending:
         touched = self._touch(await self.authenticate(envelope))
         pattern = validation.pattern(request.pattern) or "*"
-        size = validation.clamp(
-            request.page_size, validation.PAGE_SIZE_DEFAULT, validation.PAGE_SIZE_MAX
-        )
+        size = validation.clamp(request.page_size, limits.PAGE_SIZE_DEFAULT, limits.PAGE_SIZE_MAX)
         after = _decode_page_token(request.page_token)
 
         async def listed() -> pb.ListAccountsResponse:
@@ -379,7 +377,7 @@ class ChatService:
         partner = validation.username(request.partner, "partner")
         before_id = validation.message_id(request.before_id, "before_id")
         limit = validation.clamp(
-            request.limit, validation.HISTORY_LIMIT_DEFAULT, validation.HISTORY_LIMIT_MAX
+            request.limit, limits.HISTORY_LIMIT_DEFAULT, limits.HISTORY_LIMIT_MAX
         )
         me = caller.session
 
@@ -392,7 +390,7 @@ class ChatService:
                     partner,
                     before_id,
                     limit,
-                    validation.READ_REPLY_MAX_BYTES,
+                    limits.READ_REPLY_MAX_BYTES,
                 )
             )
             return pb.HistoryResponse(
@@ -478,12 +476,12 @@ class ChatService:
     ) -> Pending:
         async def read(caller: _Caller) -> ops.Op:
             limit = validation.clamp(
-                request.limit, validation.READ_LIMIT_DEFAULT, validation.READ_LIMIT_MAX
+                request.limit, limits.READ_LIMIT_DEFAULT, limits.READ_LIMIT_MAX
             )
             return ops.ReadMessages(
                 caller.token_hash,
                 limit,
-                validation.READ_REPLY_MAX_BYTES,
+                limits.READ_REPLY_MAX_BYTES,
                 caller.now_ms,
                 caller.renewal_ms,
                 caller.request_id,

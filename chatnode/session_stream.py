@@ -42,6 +42,7 @@ from chatnode.pending import answered, failed
 from chatnode.rpc import Malformed
 from chatnode.rpc_metrics import session_call_done
 from proto import chat_pb2 as pb
+from proto import limits
 from proto.errors import (
     AuthError,
     ChatError,
@@ -51,6 +52,7 @@ from proto.errors import (
     Unavailable,
     call_error,
 )
+from proto.session_calls import IN_FLIGHT_MAX
 
 
 class Caller(Protocol):
@@ -86,9 +88,6 @@ class StreamHost(Protocol):
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT_MAX = 64
-"""Calls a stream may have started and not yet answered; beyond it, RESOURCE_EXHAUSTED."""
-
 OUTBOX_FRAMES = 256
 """Frames waiting for the writer before the stream's tasks wait for it."""
 
@@ -98,9 +97,9 @@ may take before it starts, and gets it back once the reply is written. A client 
 stops reading holds at most this much of the server's memory per stream."""
 
 RESERVED_BYTES: dict[str, int] = {
-    "read_messages": validation.READ_REPLY_MAX_BYTES + (1 << 20),  # bodies, and the rest
+    "read_messages": limits.READ_REPLY_MAX_BYTES + (1 << 20),  # bodies, and the rest
     "list_accounts": 64 << 10,  # 1,000 names of at most 32 bytes, and framing
-    "history": validation.READ_REPLY_MAX_BYTES + (1 << 20),  # like read_messages
+    "history": limits.READ_REPLY_MAX_BYTES + (1 << 20),  # like read_messages
     "list_sessions": 64 << 10,  # 200 sessions of under 200 bytes, and framing
 }
 """What a reply of each call may take; any other reply is small (SMALL_REPLY_BYTES)."""

@@ -35,14 +35,13 @@ from client.library import (
 )
 from client.outage import DOWN, NOT_ANSWERING, Outage, patiently
 from client.outbox import Outbox, Pending
+from proto.limits import BODY_MAX_BYTES, CLIENT_LABEL_MAX_CHARS
 
 T = TypeVar("T")
 
 LIST_PAGE_SIZE = 50
 KNOWN_USERS_FETCH = 1000  # usernames loaded at login for completion
 PENDING_KEY = 1 << 62  # sorts the outbox after every line of a conversation
-MAX_BODY_BYTES = 65_536  # docs/api.md's limit on a message body, checked before queueing
-CLIENT_LABEL_MAX_CHARS = 64  # the server's limit on a session's label
 SESSION_ID_SHOWN = 8  # hex digits of a session id that /sessions shows and /end-session takes
 
 
@@ -348,9 +347,9 @@ class Controller:
     def _send(self, recipient: str, body: str) -> None:
         """Queue body for recipient (shown as pending until the cluster takes it)."""
         size = len(body.encode())
-        if size > MAX_BODY_BYTES:
+        if size > BODY_MAX_BYTES:
             self._error(
-                f"message too long: {size:,} bytes, the limit is {MAX_BODY_BYTES:,}; nothing sent"
+                f"message too long: {size:,} bytes, the limit is {BODY_MAX_BYTES:,}; nothing sent"
             )
             return
         self._outbox.add(recipient, body)

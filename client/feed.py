@@ -16,10 +16,10 @@ from typing import Any
 from client.conversations import Conversation, Conversations
 from client.library import AuthError, ChatClient, ChatError, Message, Session
 from client.outage import NOT_ANSWERING, patiently
+from proto.limits import IDS_MAX
 
 HISTORY_PAGE = 200  # messages fetched per page of a conversation's history
 UNREAD_PAGES = 10  # pages fetched on opening, at most, to reach the first unread message
-MARK_READ_BATCH = 10_000  # the server's limit on ids per MarkRead
 LIVE_RETRY_S = 2.0  # pause before reopening live delivery after an error other than an outage
 
 Report = Callable[[Awaitable[None]], Coroutine[Any, Any, None]]
@@ -149,8 +149,8 @@ class Feed:
         conversation.older = page.next_before_id
 
     async def _mark_read(self, message_ids: list[int]) -> None:
-        for start in range(0, len(message_ids), MARK_READ_BATCH):
-            batch = message_ids[start : start + MARK_READ_BATCH]
+        for start in range(0, len(message_ids), IDS_MAX):
+            batch = message_ids[start : start + IDS_MAX]
             try:
                 await patiently(lambda batch=batch: self._client.mark_read(batch))
             except ChatError as exc:

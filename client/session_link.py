@@ -27,9 +27,7 @@ import grpc
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.errors import from_call_error
-
-IN_FLIGHT_MAX = 64
-"""The server's bound on calls in flight per stream (chatnode.session_stream)."""
+from proto.session_calls import IN_FLIGHT_MAX
 
 
 def _rpc_error(

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from proto import chat_pb2 as pb
 
-__all__ = ["FRAME_FIELDS", "SESSION_ENDING"]
+__all__ = ["FRAME_FIELDS", "IN_FLIGHT_MAX", "SESSION_ENDING"]
+
+IN_FLIGHT_MAX = 64
+"""Calls one Session stream may have started and not yet answered: the server refuses a
+frame beyond it (RESOURCE_EXHAUSTED), so a client keeps at most this many in flight."""
 
 
 def _frame_fields() -> dict[str, str]:

@@ -19,11 +19,12 @@ import pytest
 from chatnode.live import STREAMS_PER_USER
 from chatnode.local_cluster import free_port
 from chatnode.server import DRAIN_SECONDS, ChatNode, NodeConfig
-from chatnode.session_stream import IN_FLIGHT_MAX, REPLY_BYTES, RESERVED_BYTES
+from chatnode.session_stream import REPLY_BYTES, RESERVED_BYTES
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
 from proto.errors import from_call_error
+from proto.session_calls import IN_FLIGHT_MAX
 from tests.support.nodes import PASSWORD, elected, in_process_cluster, signup, wait_until_serving
 
 CODE = grpc.StatusCode
