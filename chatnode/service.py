@@ -64,7 +64,7 @@ from chatnode.cluster_clock import ClusterClock
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
 from chatnode.pending import Pending, answered
 from chatnode.session_cache import SessionCache
-from chatnode.session_stream import Envelope, SessionStream
+from chatnode.session_stream import Envelope, SessionStream, StartCall
 from chatnode.state import (
     NO_SESSION,
     WRONG_CREDENTIALS,
@@ -216,6 +216,20 @@ class ChatService:
         self._leader_views = 0  # how many the coordinator published (_count_leader_views)
         self._writable_in: int | None = None  # the view a write last passed the barrier in
         self._following: asyncio.Task[None] | None = None
+        self.stream_calls: dict[str, StartCall] = {
+            "logout": self.start_logout,
+            "list_accounts": self.start_list_accounts,
+            "history": self.start_history,
+            "list_sessions": self.start_list_sessions,
+            "end_session": self.start_end_session,
+            "delete_account": self.start_delete_account,
+            "send_message": self.start_send_message,
+            "read_messages": self.start_read_messages,
+            "mark_read": self.start_mark_read,
+            "delete_messages": self.start_delete_messages,
+        }
+        """How a Session stream starts each call, by its frame field (subscribe is the
+        stream's own): the unary handler's first step (see :mod:`chatnode.pending`)."""
 
     @property
     def hash_pool(self) -> passwords.HashPool:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -73,13 +73,20 @@ class Envelope(Protocol):
     def request_id(self) -> str: ...
 
 
+StartCall = Callable[[Any, Envelope], Awaitable[Awaitable[Any]]]
+"""Starts one call from its request: validates, authenticates and proposes, and returns what
+to await for the reply (:mod:`chatnode.pending`)."""
+
+
 class StreamHost(Protocol):
-    """What a stream needs of the service that opened it (ChatService). Besides these, each
-    call of proto.session_calls starts as the host's ``start_<frame field>(request,
-    envelope)``, a coroutine returning an awaitable of the reply."""
+    """What a stream needs of the service that opened it (ChatService)."""
 
     @property
     def hub(self) -> LiveHub: ...
+
+    @property
+    def stream_calls(self) -> Mapping[str, StartCall]:
+        """How each call of proto.session_calls but subscribe starts, by its frame field."""
 
     async def authenticate(self, envelope: Envelope) -> Caller: ...
 
@@ -263,8 +270,7 @@ class SessionStream:
             return await self._subscribe(request, envelope)
         if call in CARRIES_REQUEST_ID and request.request_id not in ("", request_id):
             raise InvalidArgument("the call's request_id differs from its frame's")
-        # Every call of proto.session_calls starts as ChatService.start_<its frame field>.
-        return await getattr(self._service, f"start_{call}")(request, envelope)
+        return await self._service.stream_calls[call](request, envelope)
 
     async def _subscribe(
         self, request: pb.SubscribeRequest, envelope: Envelope

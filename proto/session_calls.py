@@ -3,8 +3,8 @@
 Read from chat.proto itself (a ``ClientFrame`` ``call`` field whose type is a
 method's request stands for that method; its reply comes in the
 ``ServerFrame`` field of the same name), so a call added to the frame needs no
-second table kept in step. The server starts a frame's call with
-``ChatService.start_<field>`` (chatnode.session_stream); the client library
+second table kept in step. The server starts a frame's call through
+``ChatService.stream_calls``, by field (chatnode.session_stream); the client library
 sends every call here on its stream except :data:`SESSION_ENDING` and
 ``Subscribe``, which it opens with :meth:`client.session_link.SessionLink.messages`.
 """

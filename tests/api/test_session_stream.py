@@ -24,7 +24,7 @@ from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.credentials import ClusterSecret
 from proto.errors import from_call_error
-from proto.session_calls import IN_FLIGHT_MAX
+from proto.session_calls import FRAME_FIELDS, IN_FLIGHT_MAX
 from tests.support.nodes import PASSWORD, elected, in_process_cluster, signup, wait_until_serving
 
 CODE = grpc.StatusCode
@@ -496,3 +496,9 @@ async def test_a_stream_that_is_not_read_holds_a_bounded_number_of_large_replies
     assert started <= min(budget + 4, reads // 2) * batch, f"{started // batch} reads started"
     greedy.call.cancel()
     second.call.cancel()
+
+
+def test_every_frame_call_but_subscribe_has_its_start(node: ChatNode) -> None:
+    """A call added to the frame (proto.session_calls reads them from chat.proto) needs its
+    start in ChatService.stream_calls, or a stream could carry a call nobody serves."""
+    assert set(node.service.stream_calls) == set(FRAME_FIELDS.values()) - {"subscribe"}
