@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from chatnode.local_cluster import Cluster, free_port
+from client.sync import SyncChatClient
+from tests.support.nodes import PASSWORD
 from tests.support.terminal import ROWS, Terminal
 
 
@@ -35,6 +37,22 @@ def chat_beside_cluster(
     finally:
         terminal.kill()
         cluster.stop_all()
+
+
+@contextmanager
+def alice_beside_bob(
+    tmp_path: Path, chat_args: Sequence[str] = (), *, size: int = 1, rows: int = ROWS
+) -> Iterator[tuple[Cluster, Terminal, SyncChatClient]]:
+    """chat_beside_cluster, with bob created and logged in through the library, and chat
+    signed up as alice."""
+    with (
+        chat_beside_cluster(tmp_path, size, chat_args, rows=rows) as (cluster, terminal),
+        SyncChatClient(cluster.addresses) as bob,
+    ):
+        bob.create_account("bob", PASSWORD)
+        bob.login("bob", PASSWORD)
+        terminal.sign_up("alice", PASSWORD)
+        yield cluster, terminal, bob
 
 
 def start_all(cluster: Cluster) -> None:

@@ -13,7 +13,7 @@ import pytest
 from chatnode.local_cluster import Cluster
 from client.library import AuthError
 from client.sync import SyncChatClient
-from tests.support.chat_pty import chat_beside_cluster
+from tests.support.chat_pty import alice_beside_bob, chat_beside_cluster
 from tests.support.nodes import PASSWORD
 from tests.support.terminal import (
     CTRL_N,
@@ -188,13 +188,7 @@ def test_a_second_device_sees_the_conversation_and_one_device_ends_the_other(
 
 def test_no_bell_and_no_mouse_leave_the_terminal_alone(tmp_path: Path) -> None:
     args = ["--history", str(tmp_path / "history"), "--no-bell", "--no-mouse"]
-    with (
-        chat_beside_cluster(tmp_path, 1, args) as (cluster, terminal),
-        SyncChatClient(cluster.addresses) as bob,
-    ):
-        bob.create_account("bob", PASSWORD)
-        bob.login("bob", PASSWORD)
-        terminal.sign_up("alice", PASSWORD)
+    with alice_beside_bob(tmp_path, args) as (_, terminal, bob):
         bob.send_message("alice", "no bell for this")
         terminal.wait_for("─ 1:chat ─ 2:bob (1) ─")
         assert terminal.screen.bells == 0

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from client.sync import SyncChatClient
-from tests.support.chat_pty import chat_beside_cluster
+from tests.support.chat_pty import alice_beside_bob, chat_beside_cluster
 from tests.support.nodes import PASSWORD
 from tests.support.terminal import ALT_ENTER, Terminal
 from tests.support.waits import wait_until
@@ -23,13 +23,7 @@ BODY_LIMIT = 65_536
 def alice_and_bob(tmp_path: Path) -> Iterator[tuple[Terminal, SyncChatClient]]:
     """chat in a pty, signed up as alice and talking to bob, and bob's client."""
     prefix = tmp_path / "data" / "history"
-    with (
-        chat_beside_cluster(tmp_path, 1, ["--history", str(prefix)]) as (cluster, alice),
-        SyncChatClient(cluster.addresses) as bob,
-    ):
-        bob.create_account("bob", PASSWORD)
-        bob.login("bob", PASSWORD)
-        alice.sign_up("alice", PASSWORD)
+    with alice_beside_bob(tmp_path, ["--history", str(prefix)]) as (_, alice, bob):
         alice.type("/to bob")
         alice.wait_for("talking to bob")
         yield alice, bob

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client.sync import SyncChatClient
-from tests.support.chat_pty import chat_beside_cluster, start_all
+from tests.support.chat_pty import alice_beside_bob, chat_beside_cluster, start_all
 from tests.support.nodes import PASSWORD
 
 ROWS = 50  # every line of the session stays on the screen, so each one can be counted
@@ -26,13 +25,11 @@ def assert_quiet(text: str, resumed: int) -> None:
 
 
 def test_a_leader_kill_and_a_full_restart_while_typing(tmp_path: Path) -> None:
-    with (
-        chat_beside_cluster(tmp_path, 3, chat_args(tmp_path), rows=ROWS) as (cluster, terminal),
-        SyncChatClient(cluster.addresses) as bob,
+    with alice_beside_bob(tmp_path, chat_args(tmp_path), size=3, rows=ROWS) as (
+        cluster,
+        terminal,
+        bob,
     ):
-        bob.create_account("bob", PASSWORD)
-        bob.login("bob", PASSWORD)
-        terminal.sign_up("alice", PASSWORD)
         terminal.type("/to bob")
         terminal.wait_for("talking to bob")
         terminal.wait_for("│ connected")

@@ -10,21 +10,14 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from client.sync import SyncChatClient
-from tests.support.chat_pty import chat_beside_cluster
+from tests.support.chat_pty import alice_beside_bob, chat_beside_cluster
 from tests.support.nodes import PASSWORD
 from tests.support.terminal import alt
 
 
 def test_chat_in_a_real_terminal(tmp_path: Path) -> None:
     history = tmp_path / "history"
-    with (
-        chat_beside_cluster(tmp_path, 1, ["--history", str(history)]) as (cluster, terminal),
-        SyncChatClient(cluster.addresses) as bob,
-    ):
-        bob.create_account("bob", PASSWORD)
-        bob.login("bob", PASSWORD)
-        terminal.sign_up("alice", PASSWORD)
+    with alice_beside_bob(tmp_path, ["--history", str(history)]) as (cluster, terminal, bob):
         terminal.wait_for("logged in as alice: 0 unread")
         terminal.wait_for(f"alice │ node {cluster.addresses[0]} │ leader 1 │ term 1 │ connected")
         bob.send_message("alice", "hello from bob")
