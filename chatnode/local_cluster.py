@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -42,11 +43,34 @@ STOP_TIMEOUT_S = 10.0
 FIRST_PORT = 7001  # deploy/local-cluster.sh's nodes: 127.0.0.1:7001, :7002, ...
 
 
+LOWEST_PORT = 10_000  # below: ports that well-known services may hold
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on right now, and one that nothing is likely to take
+    before a node binds it: below the kernel's ephemeral range, which every outgoing
+    connection (this process's gRPC channels included) draws from, and never handed out
+    twice by this process."""
+    top = _ephemeral_range_start()
+    for port in random.sample(range(LOWEST_PORT, top), top - LOWEST_PORT):
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise OSError(f"no free loopback port between {LOWEST_PORT} and {top}")
+
+
+def _ephemeral_range_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    try:
+        return max(LOWEST_PORT + 1, int(path.read_text().split()[0]))
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
 
 
 @dataclass
