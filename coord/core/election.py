@@ -1,19 +1,26 @@
-"""Elections: one round of (pre-)votes, and the rule that decides it (coord/PROTOCOL.md §8).
+"""Elections: one round of (pre-)votes, its whole life, and the rule that decides it
+(coord/PROTOCOL.md §8).
 
 A :class:`Ballot` collects :class:`~coord.core.messages.VoteReply` values, the
 candidate's own state included as a reply from itself, until every voter has
 answered, refused connection, or can be shown unable to answer (see
-:func:`decide` and PROTOCOL.md, "Why fail-stop elections are safe"). Then
-:func:`decide` applies the rule of the cluster's mode. It is a pure function
-of what the ballot saw, so the rule can be read and tested apart from the node.
-So are the voter's side (:func:`grants`), which silent voters count as unable
-to answer (:func:`silent_voters`), and how long a follower waits before it
-campaigns (:func:`election_delay`); ``tests/core/test_vote_decision.py`` holds
-their tables.
+:func:`decide` and PROTOCOL.md, "Why fail-stop elections are safe"). The
+ballot also keeps its own clock: when its requests left (they wait for the
+fsync of the Ready that carries them) and so from when each voter's silence
+counts. :meth:`Ballot.judge` gives its one :class:`Outcome` at any moment:
+the rule of the cluster's mode (:func:`decide`, a pure function of what the
+ballot saw) and the timing around it (deciding early on a majority, waiting a
+lease on a loss a slow voter could still turn). So are the voter's side
+(:func:`grants`), which silent voters count as unable to answer
+(:func:`silent_voters`), and how long a follower waits before it campaigns
+(:func:`election_delay`); ``tests/core/test_vote_decision.py`` holds their
+tables.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -22,14 +29,31 @@ from coord.core.log import NO_NODE
 from coord.core.messages import VoteReply, VoteRequest
 
 
+class Outcome(enum.Enum):
+    """Where a ballot stands."""
+
+    WON = "won"
+    LOST = "lost"
+    PENDING = "pending"  # not decided: ask again at the next input
+    WAIT_A_LEASE = "wait a lease"  # lost so far; a slow voter's answer may still turn it
+
+
+class Trigger(enum.Enum):
+    """Why a ballot is judged now, which decides whether it may be decided at all."""
+
+    REPLY = "reply"  # a vote reply arrived: a winning majority may decide before the rest
+    DEADLINE = "deadline"  # election_wait has passed: decide on what the ballot holds
+    CHANGE = "change"  # the ballot began, or a voter became unreachable: decide once complete
+
+
 @dataclass(slots=True)
 class Ballot:
     """One round: a pre-vote (nobody's term changes) or a vote for ``term``.
 
     ``sent_ms`` is when the requests are known to have left: the shell reported
-    the fsync of the Ready that carried them (:meth:`coord.core.node.Node.synced`),
-    None until then. A voter's silence counts only from there: a candidate
-    whose own disk stalls must not take the silence it caused for death.
+    the fsync of the Ready that carried them (:meth:`synced_through`), None
+    until then. A voter's silence counts only from there: a candidate whose
+    own disk stalls must not take the silence it caused for death.
     ``competing`` are voters whose own vote request for this very term reached
     us: alive, and each voted for itself, which is as good as a refusal.
     """
@@ -55,23 +79,93 @@ class Ballot:
         """Every voter answered or refused connection: no reason to wait longer."""
         return self.voters <= self.replies.keys() | self.unreachable
 
+    def carry_silence(self, previous: Ballot | None, heard_ms: Mapping[int, int]) -> None:
+        """Voters silent through the pre-vote (``previous``) have been asked since it
+        left: their silence counts from there (one lease, not two, for a paused one)."""
+        if previous is None or not previous.pre_vote or previous.sent_ms is None:
+            return
+        for voter in previous.voters - previous.replies.keys():
+            if heard_ms.get(voter, previous.sent_ms - 1) < previous.sent_ms:
+                self.quiet_from[voter] = previous.sent_ms
+
+    def handed_out(self, seq: int, now_ms: int, *, leaves_now: bool) -> None:
+        """The Ready numbered ``seq`` is the first handed out since the ballot began, so
+        it carries the requests; they leave at once unless it must sync first."""
+        if self.handed_seq is None:
+            self.handed_seq = seq
+            if leaves_now:
+                self.sent_ms = now_ms
+
+    def synced_through(self, seq: int, now_ms: int) -> None:
+        """Readies up to ``seq`` are durable: the requests have left if theirs is one."""
+        if self.handed_seq is not None and self.handed_seq <= seq and self.sent_ms is None:
+            self.sent_ms = now_ms
+
+    def judge(
+        self,
+        own: VoteReply,
+        config: ClusterConfig,
+        trigger: Trigger,
+        *,
+        heard_ms: Mapping[int, int],
+        lease_leader: int,
+        now_ms: int,
+        lease_ms: int,
+    ) -> Decision:
+        """The ballot's outcome now: the rule (:func:`decide`) and the timing around it.
+
+        A majority of grants is unique per term (a voter grants once per term),
+        so it decides as soon as the replies so far make one, as in Raft; so
+        does a pre-vote, which is advisory (the real vote still waits). A
+        fail-stop vote without a majority must account for every member of
+        ISR*: answered, refused connection, or silent for longer than a live
+        node takes to answer; without that two candidates could each win a
+        disjoint part of the cluster in one term (the simulator finds this
+        within a few hundred seeds). The pre-vote accounts too, though
+        advisory: a candidate that does not wait for a slow rival's refusal
+        there runs into it in the real vote, both lose, and slow links
+        livelock. A loss that a slow voter could still turn waits until a
+        lease after the requests left (live nodes answer within the lease):
+        giving up at election_wait livelocks slow links.
+        """
+        granted = 1 + sum(r.granted for r in self.replies.values())  # our own vote counts
+        majority = config.quorum_mode or granted >= config.majority
+        accounted = None
+        if not majority:
+            silent = silent_voters(self, heard_ms, lease_leader, now_ms, lease_ms)
+            accounted = self.unreachable | silent
+        replies = {**self.replies, own.sender: own}
+        decision = decide(
+            own.sender, replies, config, accounted=accounted, competing=self.competing
+        )
+        early = trigger is Trigger.REPLY and (self.pre_vote or majority)
+        if not (trigger is Trigger.DEADLINE or self.complete() or (early and decision.won)):
+            return dataclasses.replace(decision, outcome=Outcome.PENDING)
+        if decision.outcome is Outcome.WAIT_A_LEASE:
+            sent = self.sent_ms if self.sent_ms is not None else self.deadline_ms
+            if self.complete() or now_ms >= sent + lease_ms:
+                return dataclasses.replace(decision, outcome=Outcome.LOST)
+        return decision
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome, why, and the ISR a winner starts with (``ISR* ∩ R``).
 
-    ``waiting``: not decided yet, a member of ISR* may still answer; ask again
-    later (a fail-stop real vote only). ``final``: no answer still missing can
-    change a loss (a live leader, a refusal, not in ISR*); a loss that is not
-    final may turn into a win when a slow voter answers, so the candidate
-    keeps listening until a live node's answer would have come (a lease).
+    From :func:`decide`: ``PENDING`` when a member of ISR* may still answer
+    (a fail-stop real vote only); ``WAIT_A_LEASE`` for a loss that is not
+    final, which a slow voter's answer may turn into a win; ``LOST`` when no
+    answer still missing can change it (a live leader, a refusal, not in
+    ISR*).
     """
 
-    won: bool
+    outcome: Outcome
     reason: str
     isr: frozenset[int] = frozenset()
-    waiting: bool = False
-    final: bool = True
+
+    @property
+    def won(self) -> bool:
+        return self.outcome is Outcome.WON
 
 
 def decide(
@@ -94,7 +188,7 @@ def decide(
     ``accounted`` (a real fail-stop vote): the silent voters shown unable to
     answer, by a refused connection or by a silence longer than a live node's
     answer takes. Every member of ISR* must then have answered or be
-    accounted for, otherwise the decision is ``waiting``: a live member slow
+    accounted for, otherwise the decision is ``PENDING``: a live member slow
     to answer may be a candidate of this very term (PROTOCOL.md). ``None``
     (a pre-vote, advisory) decides on whoever answered.
     """
@@ -106,29 +200,29 @@ def decide(
     if config.quorum_mode:
         grants = sum(r.granted for r in responders.values())
         if grants >= config.majority:
-            return Decision(True, f"{grants} of {len(config.members)} granted", new_isr)
+            return Decision(Outcome.WON, f"{grants} of {len(config.members)} granted", new_isr)
         missing = len(config.members) - len(responders)
-        final = grants + missing < config.majority
-        return Decision(False, f"only {grants} of {len(config.members)} granted", final=final)
+        outcome = Outcome.LOST if grants + missing < config.majority else Outcome.WAIT_A_LEASE
+        return Decision(outcome, f"only {grants} of {len(config.members)} granted")
     if any(r.has_live_leader for r in responders.values()):
-        return Decision(False, "a responder holds a live lease")
+        return Decision(Outcome.LOST, "a responder holds a live lease")
     if candidate not in isr_star:
-        return Decision(False, f"not in ISR* {sorted(isr_star)} of epoch {latest.epoch}")
+        return Decision(Outcome.LOST, f"not in ISR* {sorted(isr_star)} of epoch {latest.epoch}")
     refused = sorted(
         {i for i in present if not responders[i].granted} | (set(competing) & isr_star)
     )
     if refused:
-        return Decision(False, f"ISR* members {refused} did not grant")
+        return Decision(Outcome.LOST, f"ISR* members {refused} did not grant")
     if accounted is not None:
         unknown = sorted(isr_star - responders.keys() - set(accounted))
         if unknown:
             reason = f"ISR* members {unknown} may still answer"
-            return Decision(False, reason, waiting=True, final=False)
+            return Decision(Outcome.PENDING, reason)
     if all(responders[i].restarted for i in present) and not isr_star <= responders.keys():
         missing = sorted(isr_star - responders.keys())
         reason = f"epoch {latest.epoch} not proven latest: {missing} silent"
-        return Decision(False, reason, final=False)
-    return Decision(True, f"ISR* {sorted(isr_star)} agrees", new_isr)
+        return Decision(Outcome.WAIT_A_LEASE, reason)
+    return Decision(Outcome.WON, f"ISR* {sorted(isr_star)} agrees", new_isr)
 
 
 def grants(

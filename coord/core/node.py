@@ -29,13 +29,12 @@ from coord.core.append import accept_append, installs_snapshot, view_after_write
 from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
 from coord.core.election import (
     Ballot,
-    Decision,
-    decide,
+    Outcome,
+    Trigger,
     election_delay,
     grants,
     may_win_on,
     outranks,
-    silent_voters,
 )
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import ChangeInFlight, LocalProtocolError, Redirect, RemoteProtocolError
@@ -170,7 +169,7 @@ class Node:
             self._tick_leader(now_ms)
         elif self.role is Role.CANDIDATE:
             if self._ballot is not None and now_ms >= self._ballot.deadline_ms:
-                self._decide(now_ms)
+                self._judge(Trigger.DEADLINE, now_ms)
         else:
             self._tick_follower(now_ms)
 
@@ -261,8 +260,7 @@ class Node:
                 self._maybe_let_go(peer_id)
         elif self.role is Role.CANDIDATE and self._ballot is not None:
             self._ballot.unreachable.add(peer_id)
-            if self._ballot.complete():
-                self._decide(now_ms)
+            self._judge(Trigger.CHANGE, now_ms)
         elif peer_id == self.leader_id or peer_id == self._lease.leader_id:
             self._lease.void()
             self._set_leader(NO_NODE)
@@ -423,12 +421,9 @@ class Node:
         if ready.must_sync():
             last = ready.entries[-1].index if ready.entries else None
             self._writes.track(ready.seq, self._now_ms, last)
-        ballot = self._ballot
-        if ballot is not None and ballot.handed_seq is None:
-            # This Ready carries the ballot's requests: they leave once it is durable.
-            ballot.handed_seq = ready.seq
-            if not ready.must_sync() or not self._writes.reports_syncs:
-                ballot.sent_ms = self._now_ms  # no write to wait for
+        if self._ballot is not None:
+            leaves_now = not ready.must_sync() or not self._writes.reports_syncs
+            self._ballot.handed_out(ready.seq, self._now_ms, leaves_now=leaves_now)
         return ready
 
     # == queries =================================================================
@@ -578,10 +573,8 @@ class Node:
         stalled = now_ms - handed > self.settings.stall_ms
         if stalled:
             self._stall()
-        ballot = self._ballot
-        handed_seq = ballot.handed_seq if ballot is not None else None
-        if ballot is not None and handed_seq is not None and handed_seq <= seq:
-            ballot.sent_ms = now_ms if ballot.sent_ms is None else ballot.sent_ms
+        if self._ballot is not None:
+            self._ballot.synced_through(seq, now_ms)
         return stalled
 
     def _stall(self) -> None:
@@ -743,12 +736,7 @@ class Node:
             voters=frozenset(i for i in config.member_ids if i != self.id),
             transfer_from=transfer_from,
         )
-        if previous is not None and previous.pre_vote and previous.sent_ms is not None:
-            # Voters silent through the pre-vote have been asked since it left:
-            # their silence counts from there (one lease, not two, for a paused one).
-            for voter in previous.voters - previous.replies.keys():
-                if self._heard_ms.get(voter, previous.sent_ms - 1) < previous.sent_ms:
-                    self._ballot.quiet_from[voter] = previous.sent_ms
+        self._ballot.carry_silence(previous, self._heard_ms)
         request = VoteRequest(
             term=self._ballot.term,
             sender=self.id,
@@ -762,45 +750,24 @@ class Node:
         )
         for voter in sorted(self._ballot.voters):
             self._outputs.send(voter, request)
-        if self._ballot.complete():
-            self._decide(now_ms)
+        self._judge(Trigger.CHANGE, now_ms)
 
-    def _decision(self, ballot: Ballot, now_ms: int) -> Decision:
-        """The rule applied to what ``ballot`` saw so far (PROTOCOL.md, fail-stop safety).
-
-        A majority of grants is unique per term: it decides on whoever
-        answered. A fail-stop vote without a majority must account for every
-        member of ISR*: answered, refused connection, or silent for longer than
-        a live node takes to answer. The pre-vote too, though advisory: a
-        candidate that does not wait for a slow rival's refusal there runs into
-        it in the real vote, both lose, and slow links livelock.
-        """
-        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
-        config = self._view().config
-        grants = 1 + sum(r.granted for r in ballot.replies.values())
-        accounted = None
-        if not (config.quorum_mode or grants >= config.majority):
-            silent = silent_voters(
-                ballot, self._heard_ms, self._lease.leader_id, now_ms, self.settings.lease_ms
-            )
-            accounted = ballot.unreachable | silent
-        replies = {**ballot.replies, self.id: own}
-        return decide(self.id, replies, config, accounted=accounted, competing=ballot.competing)
-
-    def _decide(self, now_ms: int) -> None:
+    def _judge(self, trigger: Trigger, now_ms: int) -> None:
+        """Act on the ballot's outcome (:meth:`coord.core.election.Ballot.judge`) once
+        it is won or lost; report it then."""
         ballot = self._ballot
         assert ballot is not None
-        self._settle(ballot, self._decision(ballot, now_ms), now_ms)
-
-    def _settle(self, ballot: Ballot, decision: Decision, now_ms: int) -> None:
-        """Act on ``decision``, unless a voter may still change it; report it if final."""
-        if decision.waiting:
-            return  # a member of ISR* may still answer: ask again at the next input
-        sent = ballot.sent_ms if ballot.sent_ms is not None else ballot.deadline_ms
-        undecided = not decision.won and not decision.final and not ballot.complete()
-        if undecided and now_ms < sent + self.settings.lease_ms:
-            # Slow voters are inside the model (live nodes answer within the
-            # lease): giving up at election_wait livelocks slow links.
+        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
+        decision = ballot.judge(
+            own,
+            self._view().config,
+            trigger,
+            heard_ms=self._heard_ms,
+            lease_leader=self._lease.leader_id,
+            now_ms=now_ms,
+            lease_ms=self.settings.lease_ms,
+        )
+        if decision.outcome in (Outcome.PENDING, Outcome.WAIT_A_LEASE):
             return
         self._outputs.report_election(
             ElectionResult(ballot.pre_vote, ballot.term, decision.won, decision.reason)
@@ -929,19 +896,7 @@ class Node:
         if msg.sender not in ballot.voters:
             return  # a late reply from a node no longer in our view
         ballot.record(msg)
-        config = self._view().config
-        grants = 1 + sum(r.granted for r in ballot.replies.values())  # our own vote counts
-        early = ballot.pre_vote or config.quorum_mode or grants >= config.majority
-        decision = self._decision(ballot, now_ms)
-        if ballot.complete() or (early and decision.won):
-            # Decide as soon as the replies so far elect us where that is safe: a
-            # pre-vote is advisory (the real vote still waits), and a majority of
-            # grants is unique per term (a voter grants once per term), as in Raft.
-            # Without a majority a fail-stop real vote waits for every member or
-            # election_wait: two candidates could otherwise each win a disjoint part
-            # of the cluster in one term (the simulator finds this within a few
-            # hundred seeds).
-            self._settle(ballot, decision, now_ms)
+        self._judge(Trigger.REPLY, now_ms)
 
     # == replication: follower side ==============================================
 

@@ -1,6 +1,7 @@
 """Elections as tables (coord/core/election.py, coord/PROTOCOL.md §8), in the style of
-etcd raft's quorum tests: the vote decision (responders -> won / lost / waiting, and the
-reason given), a voter's grant, which silent voters count, and the wait before a campaign."""
+etcd raft's quorum tests: the vote decision (responders -> won / lost / pending / wait a
+lease, and the reason given), the ballot's outcome over time, a voter's grant, which
+silent voters count, and the wait before a campaign."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from coord.core.config import ClusterConfig
 from coord.core.election import (
     Ballot,
     Decision,
+    Outcome,
+    Trigger,
     decide,
     election_delay,
     grants,
@@ -22,7 +25,7 @@ from tests.support.votes import FAILSTOP, QUORUM
 from tests.support.votes import vote_reply as vote
 
 R = True  # restarted
-WON, LOST = True, False
+WON, LOST, PENDING, WAIT = Outcome.WON, Outcome.LOST, Outcome.PENDING, Outcome.WAIT_A_LEASE
 
 
 @pytest.mark.parametrize(
@@ -30,7 +33,7 @@ WON, LOST = True, False
     [
         # quorum mode: a majority of grants, whoever answered
         (QUORUM, [vote(1), vote(2)], None, (), Decision(WON, "2 of 3 granted", frozenset({1, 2}))),
-        (QUORUM, [vote(1)], None, (), Decision(LOST, "only 1 of 3 granted", final=False)),
+        (QUORUM, [vote(1)], None, (), Decision(WAIT, "only 1 of 3 granted")),
         (
             QUORUM,
             [vote(1), vote(2, granted=False), vote(3, granted=False)],
@@ -79,7 +82,7 @@ WON, LOST = True, False
             [vote(1), vote(2)],
             (),
             (),
-            Decision(LOST, "ISR* members [3] may still answer", waiting=True, final=False),
+            Decision(PENDING, "ISR* members [3] may still answer"),
         ),
         (
             FAILSTOP,
@@ -93,7 +96,7 @@ WON, LOST = True, False
             [vote(1, restarted=R), vote(2, restarted=R)],
             None,
             (),
-            Decision(LOST, "epoch 5 not proven latest: [3] silent", final=False),
+            Decision(WAIT, "epoch 5 not proven latest: [3] silent"),
         ),
         (
             FAILSTOP,
@@ -196,6 +199,85 @@ def test_silent_voters(
     the_ballot: Ballot, heard: dict[int, int], lease_leader: int, now: int, expected: set[int]
 ) -> None:
     assert silent_voters(the_ballot, heard, lease_leader, now, LEASE) == expected
+
+
+def round_of(
+    pre_vote: bool = False,
+    *,
+    replies: tuple[VoteReply, ...] = (),
+    unreachable: tuple[int, ...] = (),
+    sent_ms: int | None = 100,
+) -> Ballot:
+    """Node 1's ballot among 1, 2 and 3, its election_wait running out at 50."""
+    b = Ballot(pre_vote, 3, 0, 50, frozenset({2, 3}), 0, sent_ms=sent_ms)
+    b.replies.update({r.sender: r for r in replies})
+    b.unreachable.update(unreachable)
+    return b
+
+
+REFUSED = vote(2, granted=False)
+
+
+@pytest.mark.parametrize(
+    ("config", "the_ballot", "trigger", "now", "expected"),
+    [
+        # a majority of grants decides on the reply that makes it, in either mode
+        (FAILSTOP, round_of(replies=(vote(2),)), Trigger.REPLY, 110, WON),
+        (QUORUM, round_of(replies=(vote(2),)), Trigger.REPLY, 110, WON),
+        # a loss so far does not decide before every voter is accounted for ...
+        (FAILSTOP, round_of(replies=(REFUSED,)), Trigger.REPLY, 110, PENDING),
+        (FAILSTOP, round_of(replies=(REFUSED,)), Trigger.CHANGE, 110, PENDING),
+        # ... or election_wait has passed
+        (FAILSTOP, round_of(replies=(REFUSED,)), Trigger.DEADLINE, 110, LOST),
+        (FAILSTOP, round_of(replies=(REFUSED,), unreachable=(3,)), Trigger.CHANGE, 110, LOST),
+        # a loss a slow voter may turn waits a lease after the requests left
+        (QUORUM, round_of(replies=(REFUSED,)), Trigger.DEADLINE, 299, WAIT),
+        (QUORUM, round_of(replies=(REFUSED,)), Trigger.DEADLINE, 300, LOST),
+        (QUORUM, round_of(replies=(REFUSED,), unreachable=(3,)), Trigger.CHANGE, 110, LOST),
+        # requests not known to have left: the lease counts from election_wait's end
+        (QUORUM, round_of(replies=(REFUSED,), sent_ms=None), Trigger.DEADLINE, 249, WAIT),
+        (QUORUM, round_of(replies=(REFUSED,), sent_ms=None), Trigger.DEADLINE, 250, LOST),
+        # fail-stop without a majority: a silent ISR* member keeps it pending until a
+        # lease after the requests left shows it cannot answer
+        (FAILSTOP, round_of(), Trigger.DEADLINE, 299, PENDING),
+        (FAILSTOP, round_of(), Trigger.DEADLINE, 300, WON),
+        (FAILSTOP, round_of(sent_ms=None), Trigger.DEADLINE, 5000, PENDING),
+        # a pre-vote is advisory: it decides on the reply that wins it
+        (FAILSTOP, round_of(True, replies=(vote(2),)), Trigger.REPLY, 110, WON),
+    ],
+)
+def test_judge(
+    config: ClusterConfig, the_ballot: Ballot, trigger: Trigger, now: int, expected: Outcome
+) -> None:
+    decision = the_ballot.judge(
+        vote(1), config, trigger, heard_ms={}, lease_leader=0, now_ms=now, lease_ms=LEASE
+    )
+    assert decision.outcome is expected
+
+
+def test_requests_leave_with_the_first_ready_handed_out_once_it_is_durable() -> None:
+    b = round_of(sent_ms=None)
+    b.handed_out(4, 10, leaves_now=False)
+    b.synced_through(3, 20)
+    assert b.sent_ms is None  # an earlier Ready's fsync says nothing of ours
+    b.synced_through(4, 30)
+    b.handed_out(5, 40, leaves_now=True)
+    b.synced_through(6, 50)
+    assert (b.handed_seq, b.sent_ms) == (4, 30)
+    quick = round_of(sent_ms=None)
+    quick.handed_out(7, 60, leaves_now=True)  # nothing to write: they leave at once
+    assert quick.sent_ms == 60
+
+
+def test_silence_through_the_pre_vote_carries_into_the_vote() -> None:
+    pre = Ballot(True, 3, 0, 50, frozenset({2, 3, 4}), 0, sent_ms=100)
+    pre.replies[3] = vote(3)
+    vote_round = round_of(sent_ms=None)
+    vote_round.carry_silence(pre, {2: 150, 4: 50})
+    assert vote_round.quiet_from == {4: 100}  # 2 spoke since, 3 answered
+    after_vote = round_of(sent_ms=None)
+    after_vote.carry_silence(round_of(), {})
+    assert after_vote.quiet_from == {}  # only a pre-vote's silence carries
 
 
 @pytest.mark.parametrize(
