@@ -182,19 +182,67 @@ class Node:
         self._check(msg)
         self._advance(now_ms)
         self._note_heard(msg, now_ms)
+        if isinstance(msg, VoteRequest):
+            self._on_vote_request(msg, now_ms)  # whether it moves our term depends on leases
+            return
+        if self._settle_term(msg, now_ms):
+            return
+        if self.role is Role.LEADER:
+            self._step_leader(msg, now_ms)
+        elif self.role is Role.CANDIDATE:
+            self._step_candidate(msg, now_ms)
+        else:
+            self._step_follower(msg, now_ms)
+
+    def _settle_term(self, msg: Message, now_ms: int) -> bool:
+        """The term rule, once for every message but a vote request; True if it handled ``msg``.
+
+        A reply from a node with no say (being removed) is dropped, term and
+        all. A newer term in a reply makes us a follower, and that is all it
+        says. A message of an older term is refused (an Append or a snapshot,
+        so that its stale leader learns our term) or dropped, except a vote
+        reply: a pre-vote moves nobody's term, and a voter whose lease blocks
+        our term keeps its own, so its answer counts in the ballot whatever
+        its term. An Append of our term or a newer one makes us follow its
+        sender, whatever our role.
+        """
+        if isinstance(msg, AppendReply | VoteReply):
+            if self._from_outsider(msg):
+                return True
+            if msg.term > self.term:
+                self._become_follower(msg.term, NO_NODE)
+                return True
+        if msg.term < self.term and not isinstance(msg, VoteReply):
+            if isinstance(msg, Append):
+                self._reply_append(msg, False, 0, msg.prev_index, self.log.last_index())
+            elif isinstance(msg, InstallSnapshot):
+                refusal = AppendReply(self.term, self.id, False, 0, 0, 0, NO_HEARTBEAT, self._fence)
+                self._outputs.send(msg.sender, refusal)
+            return True
+        if isinstance(msg, Append):
+            self._follow(msg.term, msg.sender, now_ms)
+        return False
+
+    def _step_leader(self, msg: Message, now_ms: int) -> None:
+        """A leader of this term hears only its followers' answers."""
+        if isinstance(msg, AppendReply):
+            self._on_append_reply(msg, now_ms)
+
+    def _step_candidate(self, msg: Message, now_ms: int) -> None:
+        """A candidate hears only its voters: it follows nobody yet (an Append made us
+        a follower before this)."""
+        if isinstance(msg, VoteReply):
+            self._on_vote_reply(msg, now_ms)
+
+    def _step_follower(self, msg: Message, now_ms: int) -> None:
+        """A follower hears its leader: entries, a snapshot, the order to campaign."""
         match msg:
             case Append():
-                self._on_append(msg, now_ms)
-            case AppendReply():
-                self._on_append_reply(msg, now_ms)
-            case VoteRequest():
-                self._on_vote_request(msg, now_ms)
-            case VoteReply():
-                self._on_vote_reply(msg, now_ms)
+                self._on_append(msg)
+            case InstallSnapshot() if msg.sender == self.leader_id:
+                self._on_install_snapshot(msg, now_ms)
             case TimeoutNow():
                 self._on_timeout_now(msg, now_ms)
-            case InstallSnapshot():
-                self._on_install_snapshot(msg, now_ms)
 
     def propose(self, payload: bytes, now_ms: int) -> tuple[int, int]:
         """Append an op; returns ``(index, term)``. It counts once committed at that index+term."""
@@ -885,11 +933,6 @@ class Node:
             self._election_at = max(self._election_at or defer, defer)
 
     def _on_vote_reply(self, msg: VoteReply, now_ms: int) -> None:
-        if self._from_outsider(msg):
-            return  # a member being removed: it has no say, not even its term
-        if msg.term > self.term:
-            self._become_follower(msg.term, NO_NODE)
-            return
         ballot = self._ballot
         if ballot is None or (msg.campaign, msg.pre_vote) != (ballot.campaign, ballot.pre_vote):
             return
@@ -900,11 +943,7 @@ class Node:
 
     # == replication: follower side ==============================================
 
-    def _on_append(self, msg: Append, now_ms: int) -> None:
-        if msg.term < self.term:
-            self._reply_append(msg, False, 0, msg.prev_index, self.log.last_index())
-            return
-        self._follow(msg.term, msg.sender, now_ms)
+    def _on_append(self, msg: Append) -> None:
         accepted = accept_append(msg, self.commit, self.log.term)
         if accepted is None:
             hint = self.log.find_conflict_by_term(
@@ -951,14 +990,8 @@ class Node:
         self._outputs.send(msg.sender, reply)
 
     def _on_install_snapshot(self, msg: InstallSnapshot, now_ms: int) -> None:
-        if msg.term < self.term:
-            self._outputs.send(
-                msg.sender,
-                AppendReply(self.term, self.id, False, 0, 0, 0, NO_HEARTBEAT, self._fence),
-            )
-            return
-        if msg.sender != self.leader_id or self.role is not Role.FOLLOWER:
-            return  # our term's leader, whom we do not follow now: dropped, it orders again
+        """From the leader we follow (from our term's leader while we follow nobody, the
+        order is dropped: it orders again)."""
         self._follow(msg.term, msg.sender, now_ms)
         if installs_snapshot(msg.index, msg.index_term, self.commit, self.log.term):
             meta = SnapshotMeta(msg.index, msg.index_term, msg.config)
@@ -1076,13 +1109,8 @@ class Node:
             del self._progress[peer]
 
     def _on_append_reply(self, msg: AppendReply, now_ms: int) -> None:
-        if self._from_outsider(msg):
-            return  # a member being removed, answering an Append from when we led
-        if msg.term > self.term:
-            self._become_follower(msg.term, NO_NODE)
-            return
         progress = self._progress.get(msg.sender)
-        if self.role is not Role.LEADER or msg.term < self.term or progress is None:
+        if progress is None:
             return
         if 0 <= msg.echo_sent_at_ms < progress.created_ms:
             return  # answers an Append sent before this term's bookkeeping began
