@@ -54,10 +54,11 @@ from coord.core.messages import (
     check_shape,
 )
 from coord.core.outputs import Outputs
-from coord.core.progress import Mode, Progress, Send, lacks_entries, to_send
+from coord.core.progress import Mode, Progress, Send, to_send
 from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
 from coord.core.settings import Settings
 from coord.core.status import Status, member_status
+from coord.core.tracker import Tracker, leaving_members, must_ack, written_isrs
 from coord.core.transfer import may_transfer_to, obeys_timeout_now, target_caught_up
 from coord.core.writes import PendingWrites
 
@@ -120,10 +121,7 @@ class Node:
         self._now_ms = now_ms
         self._election_at: int | None = None
         self._ballot: Ballot | None = None
-        self._progress: dict[int, Progress] = {}
-        # Peers a snapshot was ordered for in this term, under any bookkeeping:
-        # a member removed and re-added may still answer an earlier order.
-        self._snapshot_peers: set[int] = set()
+        self._tracker = Tracker()
         # Candidates whose pre-vote we yielded to and that have sent no real vote
         # since: a candidate whose pre-votes keep failing gets no second yield.
         self._yielded_to: set[int] = set()
@@ -301,7 +299,7 @@ class Node:
         self._advance(now_ms)
         self._leaders_seen.pop(peer_id, None)  # whatever lease it held died with it
         if self.role is Role.LEADER:
-            progress = self._progress.get(peer_id)
+            progress = self._tracker.progress.get(peer_id)
             if progress is not None:
                 progress.refused = True
                 self._drop_from_isr(peer_id)
@@ -400,11 +398,11 @@ class Node:
             case AppendReply():
                 checks.check_append_reply(
                     msg,
-                    self._progress.get(msg.sender),
+                    self._tracker.progress.get(msg.sender),
                     term=self.term,
                     leading=leading,
                     commit=self.commit,
-                    snapshot_peers=self._snapshot_peers,
+                    snapshot_peers=self._tracker.snapshot_peers,
                 )
             case VoteReply():
                 checks.check_vote_reply(msg, self._ballot)
@@ -429,14 +427,20 @@ class Node:
         owed an answer (an Append of a newer view, a vote request, answered
         "not granted").
         """
-        if self.view is None or peer in self.view.config.member_ids or peer in self._progress:
+        if (
+            self.view is None
+            or peer in self.view.config.member_ids
+            or peer in self._tracker.progress
+        ):
             return True
         return bool(msgs) and all(
             isinstance(m, Append | VoteRequest) and self._may_speak(m) for m in msgs
         )
 
     def _may_speak(self, msg: Message) -> bool:
-        return checks.may_speak(msg, self.view, self.term, self._progress, self.log, self.commit)
+        return checks.may_speak(
+            msg, self.view, self.term, self._tracker.progress, self.log, self.commit
+        )
 
     def _from_outsider(self, msg: Message) -> bool:
         """A reply from a node neither in our view nor in our bookkeeping: it has no say."""
@@ -444,7 +448,7 @@ class Node:
         return (
             view is not None
             and msg.sender not in view.config.member_ids
-            and (msg.sender not in self._progress)
+            and (msg.sender not in self._tracker.progress)
         )
 
     def _newer_view(self, msg: VoteRequest) -> bool:
@@ -494,8 +498,8 @@ class Node:
         config = self._view().config
         others = [i for i in config.member_ids if i != self.id]
         relied = self._relied_isr()
-        isr_acks = [self._progress[i].acked_sent_at for i in others if i in relied]
-        member_acks = [self._progress[i].acked_sent_at for i in others]
+        isr_acks = [self._tracker.progress[i].acked_sent_at for i in others if i in relied]
+        member_acks = [self._tracker.progress[i].acked_sent_at for i in others]
         needed = config.majority - 1 if config.quorum_mode else 0
         return leader_lease_holds(
             now_ms, isr_acks, member_acks, needed, self.settings.leader_lease_ms
@@ -534,7 +538,7 @@ class Node:
                         p.snapshot_ordered,
                     ),
                 )
-                for peer, p in sorted(self._progress.items())
+                for peer, p in sorted(self._tracker.progress.items())
             ),
             lease_leader=self._lease.leader_id,
             lease_until_ms=self._lease.until_ms,
@@ -562,7 +566,7 @@ class Node:
                 own_last_index=self.log.last_index(),
                 leader_id=self.leader_id,
                 isr=config.isr,
-                progress=self._progress.get(member_id),
+                progress=self._tracker.progress.get(member_id),
                 now_ms=now_ms,
                 lease_ms=self.settings.lease_ms,
             )
@@ -587,11 +591,7 @@ class Node:
         (:meth:`coord.core.progress.Progress.lag_ms`); nothing on other nodes."""
         if self.role is not Role.LEADER:
             return {}
-        last = self.log.last_index()
-        return {
-            peer: (max(0, last - progress.match), progress.lag_ms(now_ms, last))
-            for peer, progress in self._progress.items()
-        }
+        return self._tracker.lags(now_ms, self.log.last_index())
 
     # == time ====================================================================
 
@@ -647,7 +647,7 @@ class Node:
         if gap > self.settings.stall_ms:
             self._stall()
         elif gap > 2 * self.settings.heartbeat_ms and self.role is Role.LEADER:
-            for progress in self._progress.values():
+            for progress in self._tracker.progress.values():
                 progress.measure_afresh()
         if self._writes.late(self._now_ms):
             self._stall()  # a write is late: every message behind it waits (PROTOCOL.md rule 4)
@@ -682,11 +682,11 @@ class Node:
             return
         if self._transfer_to != NO_NODE and now_ms >= self._transfer_deadline_ms:
             self._transfer_to = NO_NODE
-        for peer, progress in list(self._progress.items()):
+        for peer, progress in list(self._tracker.progress.items()):
             if progress.overdue(now_ms, self.settings.lease_ms):
                 self._drop_from_isr(peer)
                 self._maybe_let_go(peer)
-            if peer not in self._progress:
+            if peer not in self._tracker.progress:
                 continue
             if progress.stalled(now_ms, self.log.last_index(), self.settings.resend_ms):
                 progress.restart_probe(progress.match + 1, now_ms)
@@ -730,7 +730,7 @@ class Node:
             self._term_leader = NO_NODE
         self.role = Role.FOLLOWER
         self._ballot = None
-        self._progress.clear()
+        self._tracker.progress.clear()
         self._transfer_to = NO_NODE
         self._election_at = None
         self._set_leader(leader_id)
@@ -753,9 +753,9 @@ class Node:
         self._lease.void()
         self._set_leader(self.id)
         next_index = self.log.last_index() + 1
-        peers = {*self._view().config.member_ids, *self._leaving()} - {self.id}
-        self._snapshot_peers = set()
-        self._progress = {i: Progress(next_index, now_ms) for i in sorted(peers)}
+        view = self._view()
+        peers = {*view.config.member_ids, *leaving_members(view, self.log, self.commit)}
+        self._tracker.start_term(peers - {self.id}, next_index, now_ms)
         self._last_broadcast_ms = now_ms
         self._term_started_ms = now_ms
         self._term_start = self._append_as_leader(EntryKind.NOOP, b"").index
@@ -1025,10 +1025,8 @@ class Node:
         """Append a config entry; it is our view at once, committed or not."""
         entry = self._append_as_leader(EntryKind.CONFIG, config.encode())
         self.view = View.of(entry)
-        next_index = self.log.last_index()
-        for member in config.member_ids:
-            if member != self.id and member not in self._progress:
-                self._progress[member] = Progress(next_index, self._now_ms)
+        others = (i for i in config.member_ids if i != self.id)
+        self._tracker.track(others, self.log.last_index(), self._now_ms)
         if self.id in config.isr:
             self.restarted = False
         self._maybe_commit()
@@ -1041,7 +1039,7 @@ class Node:
             self._append_config(config.with_isr(isr))
 
     def _maybe_grow_isr(self, peer: int) -> None:
-        progress = self._progress.get(peer)
+        progress = self._tracker.progress.get(peer)
         if progress is None:
             return  # a leaving member, forgotten once its removal committed
         config = self._view().config
@@ -1052,64 +1050,31 @@ class Node:
 
     def _relied_isr(self) -> frozenset[int]:
         """:func:`coord.core.commit.relied_isr` over the ISRs written since the last
-        durable config (the durable one included), when the view is not durable yet."""
+        durable config (:func:`coord.core.tracker.written_isrs`)."""
         view = self._view()
-        stable = self.log.stable_last
-        written: list[frozenset[int]] = []
-        if view.epoch > stable:
-            durable = self.log.last_config(stable)
-            configs = [durable] if durable is not None else []
-            configs += [
-                e
-                for e in self.log.entries(stable + 1, self.log.last_index() + 1, MAX_INT64) or ()
-                if e.kind is EntryKind.CONFIG
-            ]
-            written = [ClusterConfig.decode(entry.payload).isr for entry in configs]
-        return commit_rule.relied_isr(view.config.isr, written, {self.id, *self._progress})
+        tracked = {self.id, *self._tracker.progress}
+        return commit_rule.relied_isr(view.config.isr, written_isrs(view, self.log), tracked)
 
     def _maybe_commit(self) -> None:
         """Apply the commit rule (:mod:`coord.core.commit`) to what the followers acked."""
         view = self._view()
         config = view.config
-        matches = {peer: progress.match for peer, progress in self._progress.items()}
-        matches[self.id] = self.log.stable_last
-        leaving = [i for i in self._progress if i not in config.member_ids]
-        required = [*self._relied_isr(), *leaving]
+        matches = self._tracker.matches(self.id, self.log.stable_last)
+        written = written_isrs(view, self.log)
+        required = must_ack(config.isr, written, {self.id, *matches}, config.member_ids)
         index = commit_rule.commit_candidate(matches, required, len(config.isr), config.min_insync)
         term = self.log.term(index) if index is not None else None
         if commit_rule.may_commit(index, self.commit, term, self.term):
             self.commit = index
         if commit_rule.departed_forgotten(view.epoch, self.commit):
-            self._forget_departed()
-
-    def _leaving(self) -> set[int]:
-        """Members being removed: in the latest committed config, not in the view.
-
-        A removal commits only once the removed member holds it (or is dead by
-        the ISR rules), so that it learns it was removed (PROTOCOL.md).
-        """
-        view = self._view()
-        committed = self.log.last_config(self.commit) if view.epoch > self.commit else None
-        if committed is None:
-            return set()
-        return set(ClusterConfig.decode(committed.payload).member_ids) - set(view.config.member_ids)
+            self._tracker.forget_departed(config.member_ids)
 
     def _maybe_let_go(self, peer: int) -> None:
-        """A leaving member is dead (refused connection, or a heartbeat unanswered for a
-        lease): stop waiting for it, as the ISR rules stop waiting for a dead member."""
-        if peer in self._progress and peer not in self._view().config.member_ids:
-            del self._progress[peer]
+        if self._tracker.let_go(peer, self._view().config.member_ids):
             self._maybe_commit()
 
-    def _forget_departed(self) -> None:
-        """Stop tracking members no longer in the view (see
-        :func:`coord.core.commit.departed_forgotten`)."""
-        members = self._view().config.member_ids
-        for peer in [i for i in self._progress if i not in members]:
-            del self._progress[peer]
-
     def _on_append_reply(self, msg: AppendReply, now_ms: int) -> None:
-        progress = self._progress.get(msg.sender)
+        progress = self._tracker.progress.get(msg.sender)
         if progress is None:
             return
         if 0 <= msg.echo_sent_at_ms < progress.created_ms:
@@ -1131,8 +1096,9 @@ class Node:
     # == flow control: what each follower is sent ================================
 
     def _has_unsent_entries(self) -> bool:
-        last, inflight = self.log.last_index(), self.settings.max_inflight_batches
-        return any(lacks_entries(p, last, inflight) for p in self._progress.values())
+        return self._tracker.lacks_entries(
+            self.log.last_index(), self.settings.max_inflight_batches
+        )
 
     def _to_send(self, progress: Progress, *, heartbeat: bool) -> Send:
         first, last = self.log.first_available(), self.log.last_index()
@@ -1141,8 +1107,8 @@ class Node:
 
     def _replicate(self, now_ms: int, *, heartbeat: bool) -> None:
         """Send each follower what it lacks; with ``heartbeat``, send everyone something."""
-        for peer in sorted(self._progress):
-            self._send_append(peer, self._progress[peer], now_ms, heartbeat=heartbeat)
+        for peer in sorted(self._tracker.progress):
+            self._send_append(peer, self._tracker.progress[peer], now_ms, heartbeat=heartbeat)
 
     def _send_append(self, peer: int, progress: Progress, now_ms: int, *, heartbeat: bool) -> None:
         """Carry out :func:`coord.core.progress.to_send` for ``peer``."""
@@ -1194,13 +1160,13 @@ class Node:
         progress.need_snapshot(now_ms)
         if progress.heard_within(now_ms, self.settings.lease_ms):
             progress.snapshot_ordered = True
-            self._snapshot_peers.add(peer)
+            self._tracker.snapshot_peers.add(peer)
             self._outputs.order_snapshot(SnapshotOrder(peer, self.term))
 
     # == leadership transfer =====================================================
 
     def _maybe_finish_transfer(self, now_ms: int) -> None:
-        progress = self._progress.get(self._transfer_to)
+        progress = self._tracker.progress.get(self._transfer_to)
         if not target_caught_up(progress.match if progress else None, self.log.last_index()):
             return
         target = self._transfer_to
