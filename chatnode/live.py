@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from chatnode import ops
-from chatnode.state import StoredMessage
+from chatnode.ops import StoredMessage
 from coord.boundary import LeaderView
 from proto.errors import ResourceExhausted, Unavailable
 
@@ -184,24 +184,24 @@ class LiveHub:
         """What an op that applied (result.ok) at log index means to the open streams:
         every node calls this in log order, as it applies, so a stream registered
         before an op applies is always told of it."""
-        match op:
-            case ops.SendMessage() if result.value.get("message_id") == index:
+        match op, result.value:
+            case ops.SendMessage(), ops.Sent() as sent if sent.message_id == index:
                 # A retried request answers with the first message's id: nothing new to deliver.
                 message = StoredMessage(
                     id=index,
-                    sender=result.value["sender"],
+                    sender=sent.sender,
                     recipient=op.recipient,
                     body=op.body,
-                    sent_at_ms=result.value["sent_at_ms"],
+                    sent_at_ms=sent.sent_at_ms,
                     read=False,
                 )
-                self.deliver(message, result.value["recipient_id"])
-            case ops.Logout():
+                self.deliver(message, sent.recipient_id)
+            case ops.Logout(), _:
                 self.close_session(op.token_hash)
-            case ops.EndSession():
+            case ops.EndSession(), _:
                 self.close_session(op.ended_token_hash)
-            case ops.DeleteAccount() if "account_id" in result.value:
-                self.close_account(result.value["account_id"])
+            case ops.DeleteAccount(), ops.AccountDeleted() as deleted:
+                self.close_account(deleted.account_id)
 
     def deliver(self, message: StoredMessage, recipient_id: int) -> None:
         """Offer message to the streams of the account it was sent to (recipient_id)."""

@@ -1,4 +1,5 @@
-"""The operations the chat state machine applies, and their wire form in the log.
+"""The operations the chat state machine applies, their wire form in the log, and the
+replies applying them answers.
 
 Everything that is not a pure function of the replicated state is decided by
 the leader *before* proposing and travels inside the op: the wall-clock time,
@@ -27,7 +28,7 @@ keyed by user, request_id and kind (see :mod:`chatnode.state`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
 import msgspec
 
@@ -220,33 +221,165 @@ def decode(payload: bytes) -> Op:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as the state holds it, and as a reply or a stream carries it."""
+
+    id: int
+    sender: str
+    recipient: str
+    body: str
+    sent_at_ms: int
+    read: bool
+
+
+# -- replies: what applying one op answers, one type per kind of op that answers anything
+#
+# A reply is stored (see chatnode.state) and a retry is answered from it, so its JSON form
+# outlives releases like an op's: fields keep their names and order, and a field added
+# after a reply first shipped has a default, so replies stored before it still decode.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggedIn:
+    """Login's reply. ``seal_hash`` names the hash whose key sealed the token ("" in
+    replies from before password upgrades: the account's). Keyword-only, as it kept its
+    place in the stored form when it gained a default."""
+
+    sealed_token: str
+    seal_hash: str = ""
+    unread_count: int
+    last_message_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """SendMessage's reply. ``sender``, ``recipient_id`` and ``sent_at_ms`` are what live
+    delivery rebuilds the message from (the last two 0 in replies stored before delivery
+    was keyed by account id: a stored reply is never delivered)."""
+
+    message_id: int
+    recipient_online: bool
+    sender: str
+    recipient_id: int = 0
+    sent_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesRead:
+    """ReadMessages' reply as applied: the batch, marked read, and the unread left."""
+
+    messages: tuple[StoredMessage, ...]
+    remaining_unread: int
+
+    def by_id(self) -> ReadIds:
+        return ReadIds(tuple(message.id for message in self.messages), self.remaining_unread)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIds:
+    """ReadMessages' reply as stored: the batch by message id, so a stored reply holds no
+    copy of message text and answers a retry in O(1) however large the batch was."""
+
+    message_ids: tuple[int, ...]
+    remaining_unread: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAgain:
+    """A retried ReadMessages' reply: its stored batch, which the leader reads again as
+    ``reader`` (the name the reply was stored under), off the state machine's path."""
+
+    reader: str
+    batch: ReadIds
+
+
+@dataclass(frozen=True, slots=True)
+class Marked:
+    """MarkRead's reply."""
+
+    marked_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesDeleted:
+    """DeleteMessages' reply."""
+
+    deleted_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDeleted:
+    """DeleteAccount's reply: whose streams close (``account_id`` 0 in replies stored
+    before streams were keyed by account id: none)."""
+
+    username: str
+    account_id: int = 0
+
+
+Reply = (
+    LoggedIn | Sent | MessagesRead | ReadIds | ReadAgain | Marked | MessagesDeleted | AccountDeleted
+)
+
+STORED_REPLY_TYPES: dict[str, type[Reply]] = {
+    Login.kind: LoggedIn,
+    SendMessage.kind: Sent,
+    ReadMessages.kind: ReadIds,
+    MarkRead.kind: Marked,
+    DeleteMessages.kind: MessagesDeleted,
+    DeleteAccount.kind: AccountDeleted,
+}
+"""The type a stored success of each kind decodes to; the other kinds reply with nothing."""
+
+R = TypeVar("R", bound=Reply)
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
-    """What applying one op answered: a value, or an error code from docs/api.md, "Validation
-    and errors".
+    """What applying one op answered: a reply, or an error code from docs/api.md,
+    "Validation and errors".
 
     ``code`` is the name of a gRPC status code ("ALREADY_EXISTS", ...) or "" on
-    success; ``value`` holds the reply fields as plain JSON-able data.
+    success; ``value`` is the reply of the op's kind, None for kinds that reply with
+    nothing and for errors.
     """
 
     code: str = ""
     message: str = ""
-    value: dict[str, Any] = field(default_factory=dict)
+    value: Reply | None = None
 
     @property
     def ok(self) -> bool:
         return not self.code
 
+    def reply(self, kind: type[R]) -> R:
+        """The reply of a success of the kind of op that answers with a ``kind``."""
+        if not isinstance(self.value, kind):
+            raise TypeError(f"expected a {kind.__name__} reply, got {self!r}")
+        return self.value
+
     def to_json(self) -> str:
-        reply = {"code": self.code, "message": self.message, "value": self.value}
-        return _JSON.encode(reply).decode()
+        """The stored form: ``{"code", "message", "value"}``, value ``{}`` when None."""
+        value = _NOTHING if self.value is None else self.value
+        return _JSON.encode({"code": self.code, "message": self.message, "value": value}).decode()
 
     @classmethod
-    def from_json(cls, text: str) -> Result:
-        raw = _STORED.decode(text)
-        return cls(code=raw["code"], message=raw["message"], value=raw["value"])
+    def from_json(cls, text: str, kind: str) -> Result:
+        """A reply stored for an op of ``kind``: its JSON says nothing of its type."""
+        stored = _STORED.decode(text)
+        reply_type = STORED_REPLY_TYPES.get(kind) if not stored.code else None
+        value = _REPLY_DECODERS[reply_type].decode(stored.value) if reply_type else None
+        return cls(stored.code, stored.message, value)
 
 
-_STORED = msgspec.json.Decoder(dict[str, Any])
+class _Stored(msgspec.Struct):
+    code: str
+    message: str
+    value: msgspec.Raw
+
+
+_NOTHING: dict[str, object] = {}
+_STORED = msgspec.json.Decoder(_Stored)
+_REPLY_DECODERS = {cls: msgspec.json.Decoder(cls) for cls in STORED_REPLY_TYPES.values()}
 
 
 def error(code: str, message: str) -> Result:

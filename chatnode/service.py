@@ -62,17 +62,11 @@ from chatnode.admission import ProposalBudget
 from chatnode.applier import Applier
 from chatnode.cluster_clock import ClusterClock
 from chatnode.live import Closed, LiveHub, Overflowed, Subscriber
+from chatnode.ops import StoredMessage
 from chatnode.pending import Pending, answered
 from chatnode.session_cache import SessionCache
 from chatnode.session_stream import Envelope, SessionStream, StartCall
-from chatnode.state import (
-    NO_SESSION,
-    WRONG_CREDENTIALS,
-    ChatReader,
-    Session,
-    SessionRow,
-    StoredMessage,
-)
+from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, SessionRow
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
 from proto import limits, release
@@ -277,7 +271,8 @@ class ChatService:
         # What the password is checked against: for a retry, the hash whose key sealed
         # the first attempt's token (an upgrade may have replaced the account's since);
         # else the account's; for an unknown name a decoy, which costs the same.
-        checked = (stored.value.get("seal_hash", "") if stored else "") or (
+        first = stored.value if stored is not None else None
+        checked = (first.seal_hash if isinstance(first, ops.LoggedIn) else "") or (
             account.password_hash if account else _DECOY_HASH
         )
         verified = await self._hashes.run(passwords.verify_password, password, checked)
@@ -292,10 +287,14 @@ class ChatService:
             )
         else:
             raise AuthError(WRONG_CREDENTIALS)
+        login = result.reply(ops.LoggedIn)
         if not token:
-            token = await self._unsealed(result, password, request_id, key)
-        unread, last_id = _fields(result, "unread_count", "last_message_id")
-        return pb.LoginResponse(session_token=token, unread_count=unread, last_message_id=last_id)
+            token = await self._unsealed(login, password, request_id, key)
+        return pb.LoginResponse(
+            session_token=token,
+            unread_count=login.unread_count,
+            last_message_id=login.last_message_id,
+        )
 
     async def _open_session(
         self,
@@ -329,15 +328,14 @@ class ChatService:
             label,
         )
         result = await self._commit(op)
-        return result, token if result.value.get("sealed_token") == sealed else ""
+        return result, token if result.reply(ops.LoggedIn).sealed_token == sealed else ""
 
     async def _unsealed(
-        self, result: ops.Result, password: str, request_id: str, key: passwords.Hashed
+        self, login: ops.LoggedIn, password: str, request_id: str, key: passwords.Hashed
     ) -> str:
-        """The token sealed in a Login result, with the key of the hash it names (results
+        """The token sealed in a Login reply, with the key of the hash it names (replies
         from before upgrades name none: the hash the password was just checked against)."""
-        (sealed,) = _fields(result, "sealed_token")
-        seal_hash = result.value.get("seal_hash") or key.encoded
+        seal_hash = login.seal_hash or key.encoded
         seal_key = key.seal_key
         if seal_hash != key.encoded:  # a concurrent first attempt upgraded with another salt
             verified = await self._hashes.run(passwords.verify_password, password, seal_hash)
@@ -345,7 +343,7 @@ class ChatService:
                 raise AuthError(WRONG_CREDENTIALS)
             seal_key = verified.seal_key
         try:
-            return passwords.unseal_token(seal_key, request_id, sealed)
+            return passwords.unseal_token(seal_key, request_id, login.sealed_token)
         except UnicodeDecodeError:  # sealed by an older release under a since-replaced hash
             raise AuthError(
                 "this login attempt can no longer be replayed; log in with a new request_id"
@@ -507,15 +505,15 @@ class ChatService:
     async def _read_reply(self, pending: Awaitable[ops.Result]) -> pb.ReadMessagesResponse:
         """A ReadMessages reply; a retry's result names the first batch by id, and its
         messages are read again here, in a reader thread, not by every replica."""
-        result = _checked(await pending)
-        if "message_ids" in result.value:
-            reader, ids = _fields(result, "reader", "message_ids")
-            messages = await self._reads.run(lambda r: r.messages_by_id(reader, ids))
-        else:
-            messages = [StoredMessage(**m) for m in result.value["messages"]]
+        match _checked(await pending).value:
+            case ops.ReadAgain(reader, ops.ReadIds(ids, remaining)):
+                messages = await self._reads.run(lambda r: r.messages_by_id(reader, ids))
+            case ops.MessagesRead(messages, remaining):
+                pass
+            case other:
+                raise TypeError(f"not a ReadMessages reply: {other!r}")
         return pb.ReadMessagesResponse(
-            messages=[_message_pb(m) for m in messages],
-            remaining_unread=result.value["remaining_unread"],
+            messages=[_message_pb(m) for m in messages], remaining_unread=remaining
         )
 
     async def start_mark_read(self, request: pb.MarkReadRequest, envelope: Envelope) -> Pending:
@@ -793,16 +791,18 @@ def _session_pb(row: SessionRow, current_token_hash: str) -> pb.SessionInfo:
 
 
 def _sent(result: ops.Result) -> pb.SendMessageResponse:
-    message_id, online = _fields(result, "message_id", "recipient_online")
-    return pb.SendMessageResponse(message_id=message_id, recipient_online=online)
+    sent = result.reply(ops.Sent)
+    return pb.SendMessageResponse(
+        message_id=sent.message_id, recipient_online=sent.recipient_online
+    )
 
 
 def _marked(result: ops.Result) -> pb.MarkReadResponse:
-    return pb.MarkReadResponse(marked_count=result.value["marked_count"])
+    return pb.MarkReadResponse(marked_count=result.reply(ops.Marked).marked_count)
 
 
 def _messages_deleted(result: ops.Result) -> pb.DeleteMessagesResponse:
-    return pb.DeleteMessagesResponse(deleted_count=result.value["deleted_count"])
+    return pb.DeleteMessagesResponse(deleted_count=result.reply(ops.MessagesDeleted).deleted_count)
 
 
 async def _settled(pending: Awaitable[ops.Result]) -> ops.Result:
@@ -816,11 +816,6 @@ def _checked(result: ops.Result) -> ops.Result:
         # frame), never taken for a reason to end the stream.
         raise ChatError(result.message, grpc.StatusCode[result.code])
     return result
-
-
-def _fields(result: ops.Result, *names: str) -> list[Any]:
-    """The reply fields a handler needs, from a result of its own kind of call."""
-    return [result.value[name] for name in names]
 
 
 def _token_hash(context) -> str:

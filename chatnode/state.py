@@ -51,7 +51,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, assert_never, get_type_hints
@@ -60,18 +60,27 @@ import sqlite_utils
 
 from chatnode.ops import (
     OP_TYPES,
+    AccountDeleted,
     CreateAccount,
     DeleteAccount,
     DeleteMessages,
     EndSession,
+    LoggedIn,
     Login,
     Logout,
+    Marked,
     MarkRead,
+    MessagesDeleted,
+    MessagesRead,
     Op,
+    ReadAgain,
+    ReadIds,
     ReadMessages,
     RequestOp,
     Result,
     SendMessage,
+    Sent,
+    StoredMessage,
     Touch,
     error,
 )
@@ -165,16 +174,6 @@ class HistoryPage:
 
     messages: list[StoredMessage]
     next_before_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    id: int
-    sender: str
-    recipient: str
-    body: str
-    sent_at_ms: int
-    read: bool
 
 
 # -- read queries, shared by the writer and the readers -----------------------
@@ -295,9 +294,9 @@ class _Queries:
         replica answers a retry this way as it applies it. A ReadMessages batch is its
         message ids and the reader's name; the leader reads those messages again
         (:meth:`messages_by_id`) off the state machine's path."""
-        result = Result.from_json(stored)
-        if kind == ReadMessages.kind and result.ok:
-            return Result(value=result.value | {"reader": username})
+        result = Result.from_json(stored, kind)
+        if isinstance(result.value, ReadIds):
+            return Result(value=ReadAgain(username, result.value))
         return result
 
     def messages_by_id(self, username: str, ids: Sequence[int]) -> list[StoredMessage]:
@@ -695,7 +694,7 @@ class ChatState(_Queries):
         elif held[1] > cutoff:  # held back in this batch, newer than any stored row
             return self._replied(username, held[2], op.kind)
         result = run()
-        self._batch.replies[key] = (token_hash, op.now_ms, _storable(op.kind, result))
+        self._batch.replies[key] = (token_hash, op.now_ms, _storable(result))
         self._batch.stored += 1
         self._batch.cutoff = cutoff
         return result
@@ -776,12 +775,12 @@ class ChatState(_Queries):
         if op.password_hash and op.password_hash != account.password_hash:
             self._db.execute(_SET_PASSWORD_HASH, (op.password_hash, account.id))
         return Result(
-            value={
-                "sealed_token": op.sealed_token,
-                "seal_hash": op.password_hash,
-                "unread_count": self.unread_count(op.username),
-                "last_message_id": self.last_message_id(op.username),
-            }
+            value=LoggedIn(
+                sealed_token=op.sealed_token,
+                seal_hash=op.password_hash,
+                unread_count=self.unread_count(op.username),
+                last_message_id=self.last_message_id(op.username),
+            )
         )
 
     def _logout(self, op: Logout) -> Result:
@@ -805,13 +804,7 @@ class ChatState(_Queries):
             (index, session.account_id, session.username, op.recipient, op.body, op.now_ms)
         )
         return Result(
-            value={
-                "message_id": index,
-                "recipient_online": op.recipient_online,
-                "sender": session.username,
-                "recipient_id": recipient.id,
-                "sent_at_ms": op.now_ms,
-            }
+            value=Sent(index, op.recipient_online, session.username, recipient.id, op.now_ms)
         )
 
     def _read_messages(self, session: Session, op: ReadMessages) -> Result:
@@ -828,18 +821,14 @@ class ChatState(_Queries):
                 taken.append(message)
                 total_bytes += size
         self._db.executemany(_SET_READ, ((message.id,) for message in taken))
-        return Result(
-            value={
-                "messages": [asdict(message) | {"read": True} for message in taken],
-                "remaining_unread": self.unread_count(session.username),
-            }
-        )
+        batch = tuple(replace(message, read=True) for message in taken)
+        return Result(value=MessagesRead(batch, self.unread_count(session.username)))
 
     def _mark_read(self, session: Session, op: MarkRead) -> Result:
         marked = self._db.executemany(
             _MARK_READ, ((message_id, session.username) for message_id in op.message_ids)
         )
-        return Result(value={"marked_count": marked.rowcount})
+        return Result(value=Marked(marked.rowcount))
 
     def _delete_messages(self, session: Session, op: DeleteMessages) -> Result:
         """Sender rights go by account id: a re-registered name must not delete the
@@ -848,7 +837,7 @@ class ChatState(_Queries):
             _DELETE_MESSAGE,
             ((message_id, session.account_id, session.username) for message_id in op.message_ids),
         )
-        return Result(value={"deleted_count": deleted.rowcount})
+        return Result(value=MessagesDeleted(deleted.rowcount))
 
     def _delete_account(self, session: Session, op: DeleteAccount) -> Result:
         if session.account_id != op.account_id:
@@ -857,7 +846,7 @@ class ChatState(_Queries):
         self._db.execute(_DELETE_SESSIONS_OF, (session.account_id,))
         self._db.execute(_DELETE_ACCOUNT, (session.account_id,))
         self._db.execute(_RETIRE_RESULTS, (_former(session), session.username))
-        return Result(value={"username": session.username, "account_id": session.account_id})
+        return Result(value=AccountDeleted(session.username, session.account_id))
 
 
 def _former(session: Session) -> str:
@@ -869,15 +858,12 @@ def _former(session: Session) -> str:
     return f"{session.username}#{session.account_id}"
 
 
-def _storable(kind: str, result: Result) -> str:
+def _storable(result: Result) -> str:
     """A reply as stored. A ReadMessages batch keeps only its message ids (a retry reads
     them again, see _Queries._replied): a stored reply holds no copy of message text
     that DeleteMessages or DeleteAccount could not remove, and stays small."""
-    if kind == ReadMessages.kind and result.ok:
-        ids = [message["id"] for message in result.value["messages"]]
-        result = Result(
-            value={"message_ids": ids, "remaining_unread": result.value["remaining_unread"]}
-        )
+    if isinstance(result.value, MessagesRead):
+        result = Result(value=result.value.by_id())
     return result.to_json()
 
 

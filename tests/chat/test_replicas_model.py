@@ -278,13 +278,13 @@ class Replicas(RuleBasedStateMachine):
                 self.tokens.pop(op.ended_token_hash, None)
                 self.ended.setdefault(op.ended_token_hash, index)
             case ops.DeleteAccount():  # or a retry of it, after the name was taken again
-                gone = result.value["account_id"]
-                if self.accounts.get(result.value["username"]) == gone:
-                    del self.accounts[result.value["username"]]
+                gone = result.value.account_id
+                if self.accounts.get(result.value.username) == gone:
+                    del self.accounts[result.value.username]
                 for token in [t for t, a in self.account_of.items() if a == gone]:
                     self.tokens.pop(token, None)
                     self.ended.setdefault(token, index)
-            case ops.SendMessage() if result.value["message_id"] == index:
+            case ops.SendMessage() if result.value.message_id == index:
                 self.sent_to[index] = self.accounts.get(op.recipient)
 
     # -- rules ------------------------------------------------------------------------
@@ -425,11 +425,11 @@ def _same_answer(result: ops.Result, first: ops.Result) -> bool:
 
 
 def _batch(result: ops.Result) -> object:
-    if "messages" in result.value:
-        ids = [m["id"] for m in result.value["messages"]]
-        return ids, result.value["remaining_unread"]
-    if "message_ids" in result.value:
-        return result.value["message_ids"], result.value["remaining_unread"]
+    match result.value:
+        case ops.MessagesRead(messages, remaining):
+            return tuple(m.id for m in messages), remaining
+        case ops.ReadAgain(_, ops.ReadIds(ids, remaining)):
+            return ids, remaining
     return result
 
 

@@ -12,17 +12,25 @@ import pytest
 
 from chatnode import ops
 from chatnode.ops import (
+    AccountDeleted,
     CreateAccount,
     DeleteAccount,
     DeleteMessages,
     EndSession,
+    LoggedIn,
     Login,
     Logout,
+    Marked,
     MarkRead,
+    MessagesDeleted,
+    MessagesRead,
     Op,
+    ReadAgain,
+    ReadIds,
     ReadMessages,
     Result,
     SendMessage,
+    Sent,
     Touch,
 )
 from chatnode.state import (
@@ -131,12 +139,7 @@ def test_login_opens_a_session_and_reports_unread_and_last_message(chat: Chat) -
     chat.one(ReadMessages(chat.login("alice"), 1, 1000))
     result = chat.one(Login("alice", alice_id, "tok", "sealed", "", NOW, "h", DEADLINE))
     assert result == Result(
-        value={
-            "sealed_token": "sealed",
-            "seal_hash": "h",
-            "unread_count": 1,
-            "last_message_id": last,
-        }
+        value=LoggedIn(sealed_token="sealed", seal_hash="h", unread_count=1, last_message_id=last)
     )
     assert chat.state.session("tok") == Session(alice_id, "alice", DEADLINE)
 
@@ -144,12 +147,9 @@ def test_login_opens_a_session_and_reports_unread_and_last_message(chat: Chat) -
 def test_login_with_no_messages_reports_zero(chat: Chat) -> None:
     account_id = chat.register("alice")
     result = chat.one(Login("alice", account_id, "tok", "s", "", NOW))
-    assert result.value == {
-        "sealed_token": "s",
-        "seal_hash": "",
-        "unread_count": 0,
-        "last_message_id": 0,
-    }
+    assert result.value == LoggedIn(
+        sealed_token="s", seal_hash="", unread_count=0, last_message_id=0
+    )
 
 
 def test_login_to_an_unknown_user_is_unauthenticated_with_the_bad_password_text(
@@ -228,13 +228,13 @@ def test_send_message_stores_it_under_the_log_index(chat: Chat) -> None:
     bob_id = chat.index
     result = chat.one(SendMessage(alice, "bob", "hello", "", NOW + 5, True))
     assert result == Result(
-        value={
-            "message_id": chat.index,
-            "recipient_online": True,
-            "sender": "alice",
-            "recipient_id": bob_id,
-            "sent_at_ms": NOW + 5,
-        }
+        value=Sent(
+            message_id=chat.index,
+            recipient_online=True,
+            sender="alice",
+            recipient_id=bob_id,
+            sent_at_ms=NOW + 5,
+        )
     )
     assert chat.state.messages_after("bob", 0, 10) == [
         StoredMessage(chat.index, "alice", "bob", "hello", NOW + 5, False)
@@ -259,24 +259,23 @@ def test_send_message_to_yourself_is_allowed(chat: Chat) -> None:
 def test_read_messages_returns_the_oldest_unread_and_marks_them_read(chat: Chat) -> None:
     bob = chat.user("bob")
     alice = chat.user("alice")
-    ids = [chat.send(bob, "alice", f"m{i}", now=NOW + i).value["message_id"] for i in range(3)]
+    ids = [chat.send(bob, "alice", f"m{i}", now=NOW + i).value.message_id for i in range(3)]
     chat.send(alice, "bob", "not alice's")
     result = chat.one(ReadMessages(alice, 2, 1000))
-    assert result.value == {
-        "messages": [
-            {"id": ids[0], "sender": "bob", "recipient": "alice", "body": "m0",
-             "sent_at_ms": NOW, "read": True},
-            {"id": ids[1], "sender": "bob", "recipient": "alice", "body": "m1",
-             "sent_at_ms": NOW + 1, "read": True},
-        ],
-        "remaining_unread": 1,
-    }  # fmt: skip
+    assert result.value == MessagesRead(
+        messages=(
+            StoredMessage(id=ids[0], sender="bob", recipient="alice", body="m0",
+                          sent_at_ms=NOW, read=True),
+            StoredMessage(id=ids[1], sender="bob", recipient="alice", body="m1",
+                          sent_at_ms=NOW + 1, read=True),
+        ),
+        remaining_unread=1,
+    )  # fmt: skip
     assert [m.read for m in chat.state.messages_after("alice", 0, 10)] == [True, True, False]
-    assert [m["id"] for m in chat.one(ReadMessages(alice, 10, 1000)).value["messages"]] == [ids[2]]
-    assert chat.one(ReadMessages(alice, 10, 1000)).value == {
-        "messages": [],
-        "remaining_unread": 0,
-    }
+    assert [m.id for m in chat.one(ReadMessages(alice, 10, 1000)).value.messages] == [ids[2]]
+    assert chat.one(ReadMessages(alice, 10, 1000)).value == MessagesRead(
+        messages=(), remaining_unread=0
+    )
     assert chat.state.unread_count("bob") == 1
 
 
@@ -287,7 +286,7 @@ def test_read_messages_stops_before_max_bytes_but_returns_at_least_one(chat: Cha
 
     def bodies(max_bytes: int) -> list[str]:
         result = chat.one(ReadMessages(alice, 10, max_bytes))
-        return [m["body"] for m in result.value["messages"]]
+        return [m.body for m in result.value.messages]
 
     assert bodies(3) == ["é" * 5]  # over max_bytes alone: still returned
     assert bodies(20) == ["x" * 10, "y" * 10]  # exactly max_bytes
@@ -297,43 +296,47 @@ def test_read_messages_stops_before_max_bytes_but_returns_at_least_one(chat: Cha
 def test_mark_read_counts_only_the_callers_unread_messages(chat: Chat) -> None:
     bob = chat.user("bob")
     alice = chat.user("alice")
-    to_alice = [chat.send(bob, "alice").value["message_id"] for _ in range(3)]
-    to_bob = chat.send(alice, "bob").value["message_id"]
+    to_alice = [chat.send(bob, "alice").value.message_id for _ in range(3)]
+    to_bob = chat.send(alice, "bob").value.message_id
     chat.one(MarkRead(alice, (to_alice[0],)))
     result = chat.one(MarkRead(alice, (to_alice[0], to_alice[1], to_alice[1], to_bob, 999)))
-    assert result == Result(value={"marked_count": 1})
+    assert result == Result(value=Marked(marked_count=1))
     assert chat.state.unread_count("alice") == 1
     assert chat.state.unread_count("bob") == 1
-    assert chat.one(MarkRead(alice, ())) == Result(value={"marked_count": 0})
+    assert chat.one(MarkRead(alice, ())) == Result(value=Marked(marked_count=0))
 
 
 def test_delete_messages_by_sender_or_recipient_removes_the_one_row(chat: Chat) -> None:
     alice, bob, carol = chat.user("alice"), chat.user("bob"), chat.user("carol")
-    a_to_b = chat.send(alice, "bob").value["message_id"]
-    b_to_a = chat.send(bob, "alice").value["message_id"]
-    c_to_b = chat.send(carol, "bob").value["message_id"]
+    a_to_b = chat.send(alice, "bob").value.message_id
+    b_to_a = chat.send(bob, "alice").value.message_id
+    c_to_b = chat.send(carol, "bob").value.message_id
     result = chat.one(DeleteMessages(alice, (a_to_b, b_to_a, c_to_b, 12345)))
-    assert result == Result(value={"deleted_count": 2})
+    assert result == Result(value=MessagesDeleted(deleted_count=2))
     assert chat.state.messages_after("bob", 0, 10) == [
         StoredMessage(c_to_b, "carol", "bob", "hi", NOW, False)
     ]
     assert chat.state.messages_after("alice", 0, 10) == []
-    assert chat.one(DeleteMessages(alice, (a_to_b,))) == Result(value={"deleted_count": 0})
+    assert chat.one(DeleteMessages(alice, (a_to_b,))) == Result(
+        value=MessagesDeleted(deleted_count=0)
+    )
 
 
 def test_a_reregistered_name_cannot_delete_what_the_old_account_sent(chat: Chat) -> None:
     old_alice = chat.user("alice")
     chat.register("bob")
-    sent = chat.send(old_alice, "bob").value["message_id"]
+    sent = chat.send(old_alice, "bob").value.message_id
     chat.one(DeleteAccount(old_alice, 1))
     new_alice = chat.user("alice")
-    assert chat.one(DeleteMessages(new_alice, (sent,))) == Result(value={"deleted_count": 0})
+    assert chat.one(DeleteMessages(new_alice, (sent,))) == Result(
+        value=MessagesDeleted(deleted_count=0)
+    )
     assert [m.sender for m in chat.state.messages_after("bob", 0, 10)] == ["alice"]
 
 
 def test_messages_after_pages_in_id_order_and_skips_deleted(chat: Chat) -> None:
     alice = chat.user("alice")
-    ids = [chat.send(alice, "alice", str(i)).value["message_id"] for i in range(5)]
+    ids = [chat.send(alice, "alice", str(i)).value.message_id for i in range(5)]
     chat.one(ReadMessages(alice, 1, 1000))
     chat.one(DeleteMessages(alice, (ids[2],)))
     assert [m.id for m in chat.state.messages_after("alice", 0, 10)] == [
@@ -370,7 +373,7 @@ def test_delete_account_removes_account_sessions_and_inbox_but_not_sent_mail(
     chat.send(alice, "alice", "note to self")
     chat.send(alice, "bob", "from alice")
     assert chat.one(DeleteAccount(alice, alice_id)) == Result(
-        value={"username": "alice", "account_id": alice_id}
+        value=AccountDeleted(username="alice", account_id=alice_id)
     )
     assert chat.state.account("alice") is None
     assert chat.state.session(alice) is None
@@ -438,7 +441,7 @@ def test_time_in_the_state_never_goes_backwards(chat: Chat) -> None:
     assert sent == [NOW + 50, NOW + 50, NOW + 70, NOW + 70, NOW + 70]
     chat.reopen()
     assert chat.state.clock_ms == NOW + 70
-    assert chat.send(alice, "alice", now=NOW).value["sent_at_ms"] == NOW + 70
+    assert chat.send(alice, "alice", now=NOW).value.sent_at_ms == NOW + 70
 
 
 def test_a_renewal_moves_the_deadline_later_and_never_earlier(chat: Chat) -> None:
@@ -484,13 +487,13 @@ def test_a_login_entry_without_a_deadline_gets_the_legacy_lifetime(chat: Chat) -
 def test_a_login_carrying_a_new_hash_upgrades_the_account_and_names_it(chat: Chat) -> None:
     account_id = chat.register("alice")
     first = chat.one(Login("alice", account_id, "t1", "s1", "r1", NOW, "new-hash", DEADLINE))
-    assert first.value["seal_hash"] == "new-hash"
+    assert first.value.seal_hash == "new-hash"
     assert chat.state.account("alice").password_hash == "new-hash"
     # A retry is answered from the first result and changes nothing.
     retry = chat.one(Login("alice", account_id, "t2", "s2", "r1", NOW, "newer-hash", DEADLINE))
     assert retry == first and chat.state.account("alice").password_hash == "new-hash"
     # An entry from before upgrades keeps the account's hash.
-    assert chat.one(Login("alice", account_id, "t3", "s3", "", NOW)).value["seal_hash"] == ""
+    assert chat.one(Login("alice", account_id, "t3", "s3", "", NOW)).value.seal_hash == ""
     assert chat.state.account("alice").password_hash == "new-hash"
 
 
@@ -584,16 +587,18 @@ def test_a_retried_read_costs_the_same_to_apply_whatever_the_first_batch_held(
     for i in range(300):
         chat.send(alice, "alice", f"note {i}")
     first = chat.one(ReadMessages(alice, 1000, 1 << 30, NOW, 0, "r1"))
-    assert len(first.value["messages"]) == 300
+    assert len(first.value.messages) == 300
     statements: list[str] = []
     chat.state.connection.set_trace_callback(statements.append)
     retry = chat.one(ReadMessages(alice, 1000, 1 << 30, NOW + 1, 0, "r1"))
     chat.state.connection.set_trace_callback(None)
-    ids = [m["id"] for m in first.value["messages"]]
-    assert retry.value == {"message_ids": ids, "remaining_unread": 0, "reader": "alice"}
+    ids = tuple(m.id for m in first.value.messages)
+    assert retry.value == ReadAgain(
+        reader="alice", batch=ReadIds(message_ids=ids, remaining_unread=0)
+    )
     assert len(statements) <= 8, statements
     again = chat.state.messages_by_id("alice", ids)
-    assert [asdict(m) for m in again] == first.value["messages"]
+    assert [asdict(m) for m in again] == [asdict(m) for m in first.value.messages]
 
 
 def test_a_retried_login_returns_the_first_token_and_opens_no_session(chat: Chat) -> None:
@@ -601,7 +606,7 @@ def test_a_retried_login_returns_the_first_token_and_opens_no_session(chat: Chat
     first = chat.one(Login("alice", 1, "tok1", "sealed1", "r1", NOW))
     retry = chat.one(Login("alice", 1, "tok2", "sealed2", "r1", NOW + 1))
     assert retry == first
-    assert retry.value["sealed_token"] == "sealed1"
+    assert retry.value.sealed_token == "sealed1"
     assert chat.state.session("tok2") is None
 
 
@@ -628,7 +633,7 @@ def test_the_same_request_id_from_another_user_is_independent(chat: Chat) -> Non
     alice, bob = chat.user("alice"), chat.user("bob")
     from_alice = chat.send(alice, "bob", request_id="same")
     from_bob = chat.send(bob, "alice", request_id="same")
-    assert from_alice.value["message_id"] != from_bob.value["message_id"]
+    assert from_alice.value.message_id != from_bob.value.message_id
     assert chat.table_rows("messages") == 2
 
 
@@ -648,7 +653,7 @@ def test_whoever_registers_a_deleted_name_starts_with_none_of_its_stored_replies
     new = chat.login("alice", request_id="l1")
     assert chat.state.session(new) is not None
     again = chat.send(new, "bob", "from the new alice", request_id="r1")
-    assert again.ok and again.value["message_id"] != sent.value["message_id"]
+    assert again.ok and again.value.message_id != sent.value.message_id
     assert chat.one(DeleteAccount(new, chat.state.account("alice").id, NOW, "d1")).ok
     assert chat.send(old, "bob", "from the old alice", request_id="r1") == sent
     assert chat.one(DeleteAccount(old, old_id, NOW, "d1")) == deleted
@@ -672,7 +677,7 @@ def test_a_stored_result_expires_after_a_day_of_op_time(chat: Chat) -> None:
     almost = chat.send(alice, "alice", request_id="r", now=NOW + RESULT_TTL_MS - 1)
     assert almost == first
     later = chat.send(alice, "alice", request_id="r", now=NOW + RESULT_TTL_MS)
-    assert later.value["message_id"] == chat.index != first.value["message_id"]
+    assert later.value.message_id == chat.index != first.value.message_id
     assert chat.send(alice, "alice", request_id="r", now=NOW + RESULT_TTL_MS) == later
 
 
@@ -827,7 +832,7 @@ def test_reopening_keeps_applied_index_and_data(chat: Chat) -> None:
     assert chat.state.applied_index == chat.index == 4
     assert chat.state.session(alice) == Session(1, "alice", DEADLINE)
     assert chat.state.unread_count("alice") == 1
-    assert chat.state.stored_result("alice", "r", "send_message").value["message_id"] == 3
+    assert chat.state.stored_result("alice", "r", "send_message").value.message_id == 3
 
 
 def test_the_database_is_wal_with_normal_sync(chat: Chat) -> None:
@@ -1024,46 +1029,50 @@ def test_every_query_is_served_by_an_index(chat: Chat) -> None:
 
 def test_a_retried_read_returns_the_same_batch_and_marks_nothing_more(chat: Chat) -> None:
     alice = chat.user("alice")
-    ids = [chat.send(alice, "alice", f"m{i}").value["message_id"] for i in range(3)]
+    ids = [chat.send(alice, "alice", f"m{i}").value.message_id for i in range(3)]
     first = chat.one(ReadMessages(alice, 2, 1000, NOW, 0, "r"))
-    assert [m["id"] for m in first.value["messages"]] == ids[:2]
-    replay = Result(value={"message_ids": ids[:2], "remaining_unread": 1, "reader": "alice"})
+    assert [m.id for m in first.value.messages] == ids[:2]
+    replay = Result(
+        value=ReadAgain(
+            reader="alice", batch=ReadIds(message_ids=tuple(ids[:2]), remaining_unread=1)
+        )
+    )
     assert chat.one(ReadMessages(alice, 2, 1000, NOW + 1, 0, "r")) == replay
     assert chat.state.stored_result("alice", "r", ReadMessages.kind) == replay
     assert chat.state.unread_count("alice") == 1
     rest = chat.one(ReadMessages(alice, 2, 1000, NOW, 0, "r2"))
-    assert [m["id"] for m in rest.value["messages"]] == ids[2:]
+    assert [m.id for m in rest.value.messages] == ids[2:]
 
 
 def test_a_retried_read_leaves_out_what_was_deleted_since_and_stores_no_text(
     chat: Chat,
 ) -> None:
     alice = chat.user("alice")
-    ids = [chat.send(alice, "alice", f"secret {i}").value["message_id"] for i in range(2)]
+    ids = [chat.send(alice, "alice", f"secret {i}").value.message_id for i in range(2)]
     first = chat.one(ReadMessages(alice, 10, 1000, NOW, 0, "r"))
     with sqlite3.connect(chat.path) as conn:
         (stored,) = conn.execute("SELECT result FROM request_results").fetchone()
     assert "secret" not in stored
-    assert chat.one(DeleteMessages(alice, (ids[0],), NOW)).value == {"deleted_count": 1}
+    assert chat.one(DeleteMessages(alice, (ids[0],), NOW)).value == MessagesDeleted(deleted_count=1)
     retry = chat.one(ReadMessages(alice, 10, 1000, NOW, 0, "r"))
-    again = chat.state.messages_by_id("alice", retry.value["message_ids"])
-    assert [asdict(m) for m in again] == first.value["messages"][1:]
+    again = chat.state.messages_by_id("alice", retry.value.batch.message_ids)
+    assert [asdict(m) for m in again] == [asdict(m) for m in first.value.messages[1:]]
 
 
 @pytest.mark.parametrize(
     ("make", "first_value"),
     [
-        (lambda token, ids, rid: MarkRead(token, ids, NOW, 0, rid), {"marked_count": 1}),
-        (lambda token, ids, rid: DeleteMessages(token, ids, NOW, 0, rid), {"deleted_count": 1}),
+        (lambda token, ids, rid: MarkRead(token, ids, NOW, 0, rid), Marked(1)),
+        (lambda token, ids, rid: DeleteMessages(token, ids, NOW, 0, rid), MessagesDeleted(1)),
     ],
     ids=["mark_read", "delete_messages"],
 )
 def test_a_retried_mark_or_delete_returns_the_first_count(chat: Chat, make, first_value) -> None:
     alice = chat.user("alice")
-    ids = (chat.send(alice, "alice").value["message_id"],)
+    ids = (chat.send(alice, "alice").value.message_id,)
     assert chat.one(make(alice, ids, "r")).value == first_value
     assert chat.one(make(alice, ids, "r")).value == first_value  # the first reply
-    assert chat.one(make(alice, ids, "other")).value == dict.fromkeys(first_value, 0)
+    assert chat.one(make(alice, ids, "other")).value == type(first_value)(0)
 
 
 def test_a_retried_logout_finds_its_reply_by_the_ended_session(chat: Chat) -> None:
@@ -1094,7 +1103,7 @@ def test_one_request_id_on_two_kinds_names_two_requests(chat: Chat) -> None:
     token = chat.login("alice", "t1", request_id="same")  # not the CreateAccount reply
     sent = chat.send(token, "alice", request_id="same")
     read = chat.one(ReadMessages(token, 10, 1000, NOW, 0, "same"))
-    assert [m["id"] for m in read.value["messages"]] == [sent.value["message_id"]]
+    assert [m.id for m in read.value.messages] == [sent.value.message_id]
     assert chat.table_rows("request_results") == 4
 
 
@@ -1125,12 +1134,18 @@ def test_a_reply_table_from_before_kinds_is_migrated(tmp_path: Path) -> None:
     """One reply answered any kind then: a success keeps the kind its fields name, an
     error answers all three kinds that stored replies, as before."""
     path = tmp_path / "old.db"
-    login = Result(value={"sealed_token": "s", "seal_hash": "", "unread_count": 0,
-                          "last_message_id": 0})  # fmt: skip
-    sent = Result(value={"message_id": 7, "recipient_online": False, "sender": "alice"})
+    login = Result(value=LoggedIn(sealed_token="s", seal_hash="", unread_count=0,
+                                  last_message_id=0))  # fmt: skip
+    sent = Result(value=Sent(message_id=7, recipient_online=False, sender="alice"))
     refused = Result("NOT_FOUND", "no user named 'ghost'")
-    rows = [("alice", "c", Result()), ("alice", "l", login), ("alice", "s", sent),
-            ("alice", "e", refused)]  # fmt: skip
+    rows = [  # as the release of then stored them
+        ("alice", "c", '{"code":"","message":"","value":{}}'),
+        ("alice", "l", '{"code":"","message":"","value":{"sealed_token":"s","seal_hash":"",'
+                       '"unread_count":0,"last_message_id":0}}'),
+        ("alice", "s", '{"code":"","message":"","value":{"message_id":7,'
+                       '"recipient_online":false,"sender":"alice"}}'),
+        ("alice", "e", '{"code":"NOT_FOUND","message":"no user named \'ghost\'","value":{}}'),
+    ]  # fmt: skip
     with closing(sqlite3.connect(path)) as old:
         old.execute(
             "CREATE TABLE request_results (username TEXT NOT NULL, request_id TEXT NOT NULL,"
@@ -1140,7 +1155,7 @@ def test_a_reply_table_from_before_kinds_is_migrated(tmp_path: Path) -> None:
         old.execute("CREATE INDEX request_results_by_age ON request_results (created_ms)")
         old.executemany(
             "INSERT INTO request_results VALUES (?, ?, ?, ?)",
-            [(name, rid, NOW, result.to_json()) for name, rid, result in rows],
+            [(name, rid, NOW, stored) for name, rid, stored in rows],
         )
         old.commit()
     kinds = [CreateAccount.kind, Login.kind, SendMessage.kind]
@@ -1158,3 +1173,73 @@ def test_a_reply_table_from_before_kinds_is_migrated(tmp_path: Path) -> None:
         assert found["e", SendMessage.kind] == refused
         state.apply([(1, CreateAccount("alice", "h", "c", NOW + 1))])  # a retry: the reply
         assert state.account("alice") is None
+
+
+STORED_FORMS = [  # (kind, reply, its stored JSON, as every release so far wrote it)
+    (CreateAccount.kind, Result(), '{"code":"","message":"","value":{}}'),
+    (
+        Login.kind,
+        Result(value=LoggedIn(sealed_token="s", seal_hash="h", unread_count=2,
+                              last_message_id=9)),
+        '{"code":"","message":"","value":{"sealed_token":"s","seal_hash":"h",'
+        '"unread_count":2,"last_message_id":9}}',
+    ),
+    (
+        SendMessage.kind,
+        Result(value=Sent(message_id=7, recipient_online=True, sender="alice", recipient_id=3,
+                          sent_at_ms=NOW)),
+        '{"code":"","message":"","value":{"message_id":7,"recipient_online":true,'
+        f'"sender":"alice","recipient_id":3,"sent_at_ms":{NOW}}}}}',
+    ),
+    (
+        ReadMessages.kind,
+        Result(value=ReadIds(message_ids=(4, 5), remaining_unread=1)),
+        '{"code":"","message":"","value":{"message_ids":[4,5],"remaining_unread":1}}',
+    ),
+    (MarkRead.kind, Result(value=Marked(marked_count=2)),
+     '{"code":"","message":"","value":{"marked_count":2}}'),
+    (DeleteMessages.kind, Result(value=MessagesDeleted(deleted_count=0)),
+     '{"code":"","message":"","value":{"deleted_count":0}}'),
+    (DeleteAccount.kind, Result(value=AccountDeleted(username="alice", account_id=3)),
+     '{"code":"","message":"","value":{"username":"alice","account_id":3}}'),
+    (SendMessage.kind, Result("NOT_FOUND", "no user named 'ghost'"),
+     '{"code":"NOT_FOUND","message":"no user named \'ghost\'","value":{}}'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "result", "stored"), STORED_FORMS)
+def test_a_reply_is_stored_in_the_same_json_form_and_decodes_by_its_kind(
+    kind: str, result: Result, stored: str
+) -> None:
+    """Replies outlive releases, and SQL reads fields of them (the kind migration)."""
+    assert result.to_json() == stored
+    assert Result.from_json(stored, kind) == result
+
+
+@pytest.mark.parametrize(
+    ("kind", "stored", "value"),
+    [
+        (
+            Login.kind,
+            '{"sealed_token":"s","unread_count":0,"last_message_id":0}',
+            LoggedIn(sealed_token="s", seal_hash="", unread_count=0, last_message_id=0),
+        ),
+        (
+            SendMessage.kind,
+            '{"message_id":7,"recipient_online":false,"sender":"alice"}',
+            Sent(message_id=7, recipient_online=False, sender="alice", recipient_id=0,
+                 sent_at_ms=0),
+        ),
+        (
+            DeleteAccount.kind,
+            '{"username":"alice"}',
+            AccountDeleted(username="alice", account_id=0),
+        ),
+    ],
+    ids=["login before upgrades", "send before account ids", "delete before account ids"],
+)  # fmt: skip
+def test_replies_stored_before_a_field_was_added_still_decode(
+    kind: str, stored: str, value: object
+) -> None:
+    text = '{"code":"","message":"","value":' + stored + "}"
+    assert Result.from_json(text, kind) == Result(value=value)

@@ -32,18 +32,26 @@ from hypothesis.stateful import (
 
 from chatnode.ops import (
     OP_TYPES,
+    AccountDeleted,
     CreateAccount,
     DeleteAccount,
     DeleteMessages,
     EndSession,
+    LoggedIn,
     Login,
     Logout,
+    Marked,
     MarkRead,
+    MessagesDeleted,
+    MessagesRead,
     Op,
+    ReadAgain,
+    ReadIds,
     ReadMessages,
     RequestOp,
     Result,
     SendMessage,
+    Sent,
     Touch,
 )
 from chatnode.state import (
@@ -223,11 +231,10 @@ class Model:
     def replied(self, name: str, stored: Result) -> Result:
         """A stored ReadMessages batch comes back as its message ids and the reader's name
         (the leader reads them again: see batch_read_again)."""
-        if "messages" not in stored.value:
+        if not isinstance(stored.value, MessagesRead):
             return stored
-        ids = [m["id"] for m in stored.value["messages"]]
-        value = {"message_ids": ids, "remaining_unread": stored.value["remaining_unread"]}
-        return Result(value=value | {"reader": name})
+        ids = tuple(m.id for m in stored.value.messages)
+        return Result(value=ReadAgain(name, ReadIds(ids, stored.value.remaining_unread)))
 
     def batch_read_again(self, name: str, ids: list[int]) -> list[StoredMessage]:
         """A retried batch as the leader reads it: without the messages deleted since."""
@@ -283,12 +290,12 @@ class Model:
         if op.password_hash:
             self.accounts[op.username] = (account[0], op.password_hash)
         return Result(
-            value={
-                "sealed_token": op.sealed_token,
-                "seal_hash": op.password_hash,
-                "unread_count": len(self.inbox(op.username, unread_only=True)),
-                "last_message_id": max((m.id for m in self.inbox(op.username)), default=0),
-            }
+            value=LoggedIn(
+                sealed_token=op.sealed_token,
+                seal_hash=op.password_hash,
+                unread_count=len(self.inbox(op.username, unread_only=True)),
+                last_message_id=max((m.id for m in self.inbox(op.username)), default=0),
+            )
         )
 
     def send(self, index: int, account_id: int, name: str, op: SendMessage) -> Result:
@@ -298,13 +305,13 @@ class Model:
             index, account_id, name, op.recipient, op.body, op.now_ms, False
         )
         return Result(
-            value={
-                "message_id": index,
-                "recipient_online": op.recipient_online,
-                "sender": name,
-                "recipient_id": self.accounts[op.recipient][0],
-                "sent_at_ms": op.now_ms,
-            }
+            value=Sent(
+                message_id=index,
+                recipient_online=op.recipient_online,
+                sender=name,
+                recipient_id=self.accounts[op.recipient][0],
+                sent_at_ms=op.now_ms,
+            )
         )
 
     def read(self, name: str, limit: int, max_bytes: int) -> Result:
@@ -319,20 +326,10 @@ class Model:
         for message in taken:
             message.read = True
         return Result(
-            value={
-                "messages": [
-                    {
-                        "id": m.id,
-                        "sender": m.sender,
-                        "recipient": m.recipient,
-                        "body": m.body,
-                        "sent_at_ms": m.sent_at_ms,
-                        "read": True,
-                    }
-                    for m in taken
-                ],
-                "remaining_unread": len(self.inbox(name, unread_only=True)),
-            }
+            value=MessagesRead(
+                messages=tuple(m.stored() for m in taken),
+                remaining_unread=len(self.inbox(name, unread_only=True)),
+            )
         )
 
     def mark_read(self, name: str, ids: tuple[int, ...]) -> Result:
@@ -342,7 +339,7 @@ class Model:
             if message is not None and message.recipient == name and not message.read:
                 message.read = True
                 marked += 1
-        return Result(value={"marked_count": marked})
+        return Result(value=Marked(marked_count=marked))
 
     def delete_messages(self, account_id: int, name: str, ids: tuple[int, ...]) -> Result:
         deleted = 0
@@ -353,7 +350,7 @@ class Model:
             ):
                 del self.messages[id_]
                 deleted += 1
-        return Result(value={"deleted_count": deleted})
+        return Result(value=MessagesDeleted(deleted_count=deleted))
 
     def delete_account(self, account_id: int, name: str, checked_id: int) -> Result:
         if checked_id != account_id:
@@ -365,7 +362,7 @@ class Model:
             (f"{name}#{account_id}" if n == name else n, r, k): v
             for (n, r, k), v in self.replies.items()
         }
-        return Result(value={"username": name, "account_id": account_id})
+        return Result(value=AccountDeleted(username=name, account_id=account_id))
 
     # -- queries -----------------------------------------------------------------------
 
@@ -518,8 +515,8 @@ class ChatStateMatchesModel(RuleBasedStateMachine):
         ]
         assert mismatches == []
         for result in actual:
-            if "message_ids" in result.value:
-                reader, ids = result.value["reader"], result.value["message_ids"]
+            if isinstance(result.value, ReadAgain):
+                reader, ids = result.value.reader, result.value.batch.message_ids
                 again = self.state.messages_by_id(reader, ids)
                 assert again == self.model.batch_read_again(reader, ids)
 
