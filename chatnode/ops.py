@@ -272,6 +272,7 @@ class MessagesRead:
     remaining_unread: int
 
     def by_id(self) -> ReadIds:
+        """The batch as stored."""
         return ReadIds(tuple(message.id for message in self.messages), self.remaining_unread)
 
 
@@ -320,7 +321,7 @@ Reply = (
     LoggedIn | Sent | MessagesRead | ReadIds | ReadAgain | Marked | MessagesDeleted | AccountDeleted
 )
 
-STORED_REPLY_TYPES: dict[str, type[Reply]] = {
+_STORED_REPLY_TYPES: dict[str, type[Reply]] = {
     Login.kind: LoggedIn,
     SendMessage.kind: Sent,
     ReadMessages.kind: ReadIds,
@@ -330,7 +331,7 @@ STORED_REPLY_TYPES: dict[str, type[Reply]] = {
 }
 """The type a stored success of each kind decodes to; the other kinds reply with nothing."""
 
-R = TypeVar("R", bound=Reply)
+_R = TypeVar("_R", bound=Reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,8 +352,8 @@ class Result:
     def ok(self) -> bool:
         return not self.code
 
-    def reply(self, kind: type[R]) -> R:
-        """The reply of a success of the kind of op that answers with a ``kind``."""
+    def reply(self, kind: type[_R]) -> _R:
+        """The reply, which the op's kind says is a ``kind``: anything else is a bug."""
         if not isinstance(self.value, kind):
             raise TypeError(f"expected a {kind.__name__} reply, got {self!r}")
         return self.value
@@ -366,7 +367,7 @@ class Result:
     def from_json(cls, text: str, kind: str) -> Result:
         """A reply stored for an op of ``kind``: its JSON says nothing of its type."""
         stored = _STORED.decode(text)
-        reply_type = STORED_REPLY_TYPES.get(kind) if not stored.code else None
+        reply_type = _STORED_REPLY_TYPES.get(kind) if not stored.code else None
         value = _REPLY_DECODERS[reply_type].decode(stored.value) if reply_type else None
         return cls(stored.code, stored.message, value)
 
@@ -379,7 +380,7 @@ class _Stored(msgspec.Struct):
 
 _NOTHING: dict[str, object] = {}
 _STORED = msgspec.json.Decoder(_Stored)
-_REPLY_DECODERS = {cls: msgspec.json.Decoder(cls) for cls in STORED_REPLY_TYPES.values()}
+_REPLY_DECODERS = {cls: msgspec.json.Decoder(cls) for cls in _STORED_REPLY_TYPES.values()}
 
 
 def error(code: str, message: str) -> Result:
