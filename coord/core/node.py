@@ -20,26 +20,20 @@ makes a leader or candidate step down (see :class:`coord.core.settings.Settings`
 
 from __future__ import annotations
 
-import enum
 import random
 
 from coord.core import checks
-from coord.core import commit as commit_rule
 from coord.core.append import accept_append, installs_snapshot, view_after_write
 from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
 from coord.core.election import (
     Ballot,
-    Outcome,
     Trigger,
-    election_delay,
-    grants,
-    may_win_on,
-    outranks,
 )
 from coord.core.entry import Entry, EntryKind
 from coord.core.errors import ChangeInFlight, LocalProtocolError, Redirect, RemoteProtocolError
 from coord.core.inspection import BallotState, NodeState, PeerState
-from coord.core.lease import FollowerLease, leader_lease_holds, quorum_heard
+from coord.core.leading import Leading
+from coord.core.lease import FollowerLease
 from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
 from coord.core.messages import (
     MAX_INT64,
@@ -54,26 +48,17 @@ from coord.core.messages import (
     check_shape,
 )
 from coord.core.outputs import Outputs
-from coord.core.progress import Mode, Progress, Send, to_send
-from coord.core.ready import ElectionResult, Ready, SnapshotOrder, SoftState
+from coord.core.ready import Ready, SoftState
+from coord.core.roles import Role
 from coord.core.settings import Settings
 from coord.core.status import Status, member_status
-from coord.core.tracker import Tracker, leaving_members, must_ack, written_isrs
-from coord.core.transfer import may_transfer_to, obeys_timeout_now, target_caught_up
+from coord.core.tracker import Tracker
+from coord.core.transfer import may_transfer_to, obeys_timeout_now
+from coord.core.voting import Voting
 from coord.core.writes import PendingWrites
 
 
-class Role(enum.StrEnum):
-    """``REMOVED`` is never :attr:`Node.role`, only what status reports for a follower
-    whose view does not include it (:attr:`Node.removed`)."""
-
-    FOLLOWER = "follower"
-    CANDIDATE = "candidate"
-    LEADER = "leader"
-    REMOVED = "removed"
-
-
-class Node:
+class Node(Leading, Voting):
     """One replica's protocol state machine. Deterministic: same inputs, same outputs.
 
     ``storage`` is what the shell made durable; ``applied`` the last index its
@@ -87,7 +72,10 @@ class Node:
     :mod:`coord.core.progress`, :mod:`coord.core.append`,
     :mod:`coord.core.transfer`), and what it hands out accumulates in
     :class:`~coord.core.outputs.Outputs`; the node holds the role state the
-    rules are applied to and dispatches each input to them.
+    rules are applied to and dispatches each input to them. What it does while
+    it leads is in :class:`~coord.core.leading.Leading`, what it does in
+    elections in :class:`~coord.core.voting.Voting`; this module keeps the
+    inputs, the term and role changes, the follower's side and the queries.
     """
 
     def __init__(
@@ -451,10 +439,6 @@ class Node:
             and (msg.sender not in self._tracker.progress)
         )
 
-    def _newer_view(self, msg: VoteRequest) -> bool:
-        """The candidate's view is newer than ours: it may be a member we have not seen added."""
-        return self.view is None or (msg.epoch_term, msg.epoch) > self.view.key
-
     def _epoch(self) -> int:
         return self.view.epoch if self.view is not None else 0
 
@@ -490,20 +474,6 @@ class Node:
         was added; it stops being so once it holds the one that adds it.)
         """
         return self.view is not None and self.id not in self.view.config.member_ids
-
-    def has_lease(self, now_ms: int) -> bool:
-        """Whether this node leads and no other node can lead before ``now_ms`` ends."""
-        if self.role is not Role.LEADER:
-            return False
-        config = self._view().config
-        others = [i for i in config.member_ids if i != self.id]
-        relied = self._relied_isr()
-        isr_acks = [self._tracker.progress[i].acked_sent_at for i in others if i in relied]
-        member_acks = [self._tracker.progress[i].acked_sent_at for i in others]
-        needed = config.majority - 1 if config.quorum_mode else 0
-        return leader_lease_holds(
-            now_ms, isr_acks, member_acks, needed, self.settings.leader_lease_ms
-        )
 
     def read_index(self, now_ms: int) -> int:
         """The commit index a linearizable read must see applied; only under the lease."""
@@ -586,13 +556,6 @@ class Node:
             mode=config.mode if config else "",
         )
 
-    def follower_lags(self, now_ms: int) -> dict[int, tuple[int, int]]:
-        """On a leader, each follower's distance behind its log, in entries and in ms
-        (:meth:`coord.core.progress.Progress.lag_ms`); nothing on other nodes."""
-        if self.role is not Role.LEADER:
-            return {}
-        return self._tracker.lags(now_ms, self.log.last_index())
-
     # == time ====================================================================
 
     def _note_heard(self, msg: Message, now_ms: int) -> None:
@@ -656,55 +619,6 @@ class Node:
         """No view yet (joining), or removed: such a node never campaigns."""
         return self.view is None or self.removed
 
-    def _tick_follower(self, now_ms: int) -> None:
-        view = self.view
-        if view is None or self.removed or self._lease.live(now_ms):
-            self._election_at = None
-            return
-        if self._election_at is None:
-            self._election_at = now_ms + self._election_delay(view.config)
-        elif now_ms >= self._election_at:
-            self._campaign(now_ms, pre_vote=True, transfer_from=NO_NODE)
-
-    def _election_delay(
-        self, config: ClusterConfig, window_ms: int | None = None, dead: int = NO_NODE
-    ) -> int:
-        """:func:`coord.core.election.election_delay` over the members but ``dead`` (a node
-        known dead takes no slot: when node 1 dies, node 2 goes first)."""
-        ids = tuple(i for i in config.member_ids if i != dead)
-        window = self.settings.election_stagger_ms if window_ms is None else window_ms
-        cap = 4 * self.settings.lease_ms
-        return election_delay(ids, self.id, window, self._lost_ballots, cap, self._rng.random)
-
-    def _tick_leader(self, now_ms: int) -> None:
-        if self._lost_quorum(now_ms):
-            self._become_follower(self.term, NO_NODE)
-            return
-        if self._transfer_to != NO_NODE and now_ms >= self._transfer_deadline_ms:
-            self._transfer_to = NO_NODE
-        for peer, progress in list(self._tracker.progress.items()):
-            if progress.overdue(now_ms, self.settings.lease_ms):
-                self._drop_from_isr(peer)
-                self._maybe_let_go(peer)
-            if peer not in self._tracker.progress:
-                continue
-            if progress.stalled(now_ms, self.log.last_index(), self.settings.resend_ms):
-                progress.restart_probe(progress.match + 1, now_ms)
-            if progress.snapshot_overdue(now_ms, self.settings.lease_ms):
-                self._order_snapshot(peer, progress, now_ms)
-        if now_ms - self._last_broadcast_ms >= self.settings.heartbeat_ms:
-            self._last_broadcast_ms = now_ms
-            self._replicate(now_ms, heartbeat=True)
-
-    def _lost_quorum(self, now_ms: int) -> bool:
-        """Quorum mode: no majority heard from us within a lease (lease.quorum_heard).
-        Fail-stop mode has no such rule: its leader may go on with an ISR of itself."""
-        config = self._view().config
-        if not config.quorum_mode or now_ms - self._term_started_ms < self.settings.lease_ms:
-            return False
-        others = [self._heard_ms.get(i) for i in config.member_ids if i != self.id]
-        return not quorum_heard(now_ms, others, config.majority - 1, self.settings.lease_ms)
-
     # == roles ===================================================================
 
     def _hard_state(self) -> HardState:
@@ -744,202 +658,6 @@ class Node:
         self._lease.grant(leader_id, now_ms, self.settings.lease_ms)
         self._election_at = None
         self._lost_ballots = 0
-
-    def _become_leader(self, isr: frozenset[int], now_ms: int) -> None:
-        """Won: append ``noop`` then ``config(ISR* ∩ R)``, and start replicating."""
-        self.role = Role.LEADER
-        self._ballot = None
-        self._election_at = None
-        self._lease.void()
-        self._set_leader(self.id)
-        next_index = self.log.last_index() + 1
-        view = self._view()
-        peers = {*view.config.member_ids, *leaving_members(view, self.log, self.commit)}
-        self._tracker.start_term(peers - {self.id}, next_index, now_ms)
-        self._last_broadcast_ms = now_ms
-        self._term_started_ms = now_ms
-        self._term_start = self._append_as_leader(EntryKind.NOOP, b"").index
-        self._append_config(self._view().config.with_isr(isr))
-        self._replicate(now_ms, heartbeat=True)
-
-    # == elections ===============================================================
-
-    def _campaign(self, now_ms: int, *, pre_vote: bool, transfer_from: int) -> None:
-        """Start a pre-vote (term unchanged) or a vote (term + 1, voting for ourselves)."""
-        config = self._view().config
-        if self.term >= MAX_INT64:
-            return  # no term left to run for (a forged term got this far): stay a follower
-        if not pre_vote:
-            self.term += 1
-            self.voted_for = self.id
-            self._term_leader = NO_NODE
-        self.role = Role.CANDIDATE
-        self._set_leader(NO_NODE)
-        previous = self._ballot
-        self._ballot = Ballot(
-            pre_vote=pre_vote,
-            term=self.term + 1 if pre_vote else self.term,
-            campaign=self._rng.getrandbits(32),
-            deadline_ms=now_ms + self.settings.election_wait_ms,
-            voters=frozenset(i for i in config.member_ids if i != self.id),
-            transfer_from=transfer_from,
-        )
-        self._ballot.carry_silence(previous, self._heard_ms)
-        request = VoteRequest(
-            term=self._ballot.term,
-            sender=self.id,
-            pre_vote=pre_vote,
-            campaign=self._ballot.campaign,
-            last_log_term=self.log.last_term(),
-            last_log_index=self.log.last_index(),
-            epoch=self._view().epoch,
-            epoch_term=self._view().epoch_term,
-            transfer_from=transfer_from,
-        )
-        for voter in sorted(self._ballot.voters):
-            self._outputs.send(voter, request)
-        self._judge(Trigger.CHANGE, now_ms)
-
-    def _judge(self, trigger: Trigger, now_ms: int) -> None:
-        """Act on the ballot's outcome (:meth:`coord.core.election.Ballot.judge`) once
-        it is won or lost; report it then."""
-        ballot = self._ballot
-        assert ballot is not None
-        own = self._vote_reply(ballot.pre_vote, ballot.campaign, True, has_live_leader=False)
-        decision = ballot.judge(
-            own,
-            self._view().config,
-            trigger,
-            heard_ms=self._heard_ms,
-            lease_leader=self._lease.leader_id,
-            now_ms=now_ms,
-            lease_ms=self.settings.lease_ms,
-        )
-        if decision.outcome in (Outcome.PENDING, Outcome.WAIT_A_LEASE):
-            return
-        self._outputs.report_election(
-            ElectionResult(ballot.pre_vote, ballot.term, decision.won, decision.reason)
-        )
-        if not decision.won:
-            if not ballot.pre_vote:
-                self._lost_ballots += 1  # a real vote lost: a collision, or slow links
-            members = self._view().config.member_ids
-            live = [
-                r.leader_id
-                for r in ballot.replies.values()
-                if r.has_live_leader and r.leader_id in members
-            ]
-            self._become_follower(self.term, live[0] if live else NO_NODE)
-        elif ballot.pre_vote:
-            self._campaign(now_ms, pre_vote=False, transfer_from=ballot.transfer_from)
-        else:
-            self._lost_ballots = 0
-            self._become_leader(decision.isr, now_ms)
-
-    def _vote_reply(
-        self, pre_vote: bool, campaign: int, granted: bool, *, has_live_leader: bool
-    ) -> VoteReply:
-        """Our whole state, which a voter gives in every case (coord/PROTOCOL.md §8.1)."""
-        view = self.view
-        return VoteReply(
-            term=self.term,
-            sender=self.id,
-            pre_vote=pre_vote,
-            campaign=campaign,
-            granted=granted,
-            last_log_term=self.log.last_term(),
-            last_log_index=self.log.last_index(),
-            epoch=view.epoch if view else 0,
-            epoch_term=view.epoch_term if view else 0,
-            isr=tuple(sorted(view.config.isr)) if view else (),
-            restarted=self.restarted,
-            has_live_leader=has_live_leader,
-            leader_id=self.leader_id if self.leader_id != NO_NODE else self._lease.leader_id,
-        )
-
-    def _on_vote_request(self, msg: VoteRequest, now_ms: int) -> None:
-        """Grant or refuse; a live lease means neither granting nor adopting the term."""
-        outsider = self.view is not None and msg.sender not in self.view.config.member_ids
-        if self.removed or (outsider and not self._newer_view(msg)):
-            # No say for us (removed), or none for it (not a member): neither
-            # grant nor adopt the term. Our state tells it a newer config exists.
-            self._outputs.send(
-                msg.sender,
-                self._vote_reply(msg.pre_vote, msg.campaign, False, has_live_leader=False),
-            )
-            return
-        ballot = self._ballot
-        if (
-            ballot is not None
-            and not ballot.pre_vote
-            and not msg.pre_vote
-            and msg.term == ballot.term == self.term
-            and msg.sender in ballot.voters
-        ):
-            # A rival of this very term: alive, and it voted for itself. Its reply
-            # to us will say "not granted"; take it as said (it may be slow).
-            ballot.competing.add(msg.sender)
-        if self.role is Role.LEADER:
-            blocked = msg.pre_vote or self.has_lease(now_ms)
-        else:
-            blocked = self._lease.blocks(msg.sender, msg.transfer_from, now_ms)
-        member = self.view is not None and msg.sender in self.view.config.member_ids
-        if not msg.pre_vote and not blocked and msg.term > self.term:
-            self._become_follower(msg.term, NO_NODE)
-        granted = grants(
-            msg,
-            member=member,
-            blocked=blocked,
-            last_log=(self.log.last_term(), self.log.last_index()),
-            term=self.term,
-            voted_for=self.voted_for,
-            outranked=msg.pre_vote and self._outranks(msg),
-        )
-        if msg.pre_vote:
-            if granted and self._may_win(msg) and msg.sender not in self._yielded_to:
-                self._yielded_to.add(msg.sender)  # once, until it runs a real vote
-                self._yield_to(now_ms)
-        else:
-            self._yielded_to.discard(msg.sender)  # its pre-vote came to something
-            if granted:
-                self.voted_for = msg.sender
-                self._election_at = now_ms + self.settings.lease_ms // 2
-        reply = self._vote_reply(msg.pre_vote, msg.campaign, granted, has_live_leader=blocked)
-        self._outputs.send(msg.sender, reply)
-
-    def _outranks(self, msg: VoteRequest) -> bool:
-        """Our own campaign goes first: ``msg``, a pre-vote, gets no grant from us
-        (:func:`coord.core.election.outranks`)."""
-        ballot = self._ballot
-        if self.role is not Role.CANDIDATE or ballot is None:
-            return False
-        return outranks(
-            ballot.pre_vote,
-            we_may_win=not self._newer_view(msg) and may_win_on(self._view().config, self.id),
-            ours=(self.log.last_term(), self.log.last_index(), self.id),
-            theirs=(msg.last_log_term, msg.last_log_index, msg.sender),
-        )
-
-    def _may_win(self, msg: VoteRequest) -> bool:
-        """Whether ``msg``'s candidate may win as far as our view tells (else no yielding)."""
-        return self._newer_view(msg) or may_win_on(self._view().config, msg.sender)
-
-    def _yield_to(self, now_ms: int) -> None:
-        """We granted a pre-vote that may win: give its real vote time to reach us."""
-        if self.role is Role.CANDIDATE:
-            self._become_follower(self.term, NO_NODE)  # our own pre-vote gives way
-        if self.role is Role.FOLLOWER:
-            defer = now_ms + self.settings.lease_ms
-            self._election_at = max(self._election_at or defer, defer)
-
-    def _on_vote_reply(self, msg: VoteReply, now_ms: int) -> None:
-        ballot = self._ballot
-        if ballot is None or (msg.campaign, msg.pre_vote) != (ballot.campaign, ballot.pre_vote):
-            return
-        if msg.sender not in ballot.voters:
-            return  # a late reply from a node no longer in our view
-        ballot.record(msg)
-        self._judge(Trigger.REPLY, now_ms)
 
     # == replication: follower side ==============================================
 
@@ -1003,176 +721,14 @@ class Node:
         reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, NO_HEARTBEAT, self._fence)
         self._outputs.send(msg.sender, reply)
 
-    # == replication: leader side ================================================
-
-    def _require_leader(self) -> None:
-        if self.role is not Role.LEADER:
-            raise Redirect(self.leader_id)
-        if self._transfer_to != NO_NODE:
-            raise Redirect(self._transfer_to, "leadership is being transferred")
+    # == the leader's view ========================================================
 
     def _view(self) -> View:
         if self.view is None:
             raise LocalProtocolError("this node has no config yet")
         return self.view
 
-    def _append_as_leader(self, kind: EntryKind, payload: bytes) -> Entry:
-        entry = Entry(self.log.last_index() + 1, self.term, kind, payload)
-        self.log.append([entry])
-        return entry
-
-    def _append_config(self, config: ClusterConfig) -> Entry:
-        """Append a config entry; it is our view at once, committed or not."""
-        entry = self._append_as_leader(EntryKind.CONFIG, config.encode())
-        self.view = View.of(entry)
-        others = (i for i in config.member_ids if i != self.id)
-        self._tracker.track(others, self.log.last_index(), self._now_ms)
-        if self.id in config.isr:
-            self.restarted = False
-        self._maybe_commit()
-        return entry
-
-    def _drop_from_isr(self, peer: int) -> None:
-        config = self._view().config
-        isr = commit_rule.isr_after_silence(config.isr, peer, config.min_insync)
-        if isr is not None:
-            self._append_config(config.with_isr(isr))
-
-    def _maybe_grow_isr(self, peer: int) -> None:
-        progress = self._tracker.progress.get(peer)
-        if progress is None:
-            return  # a leaving member, forgotten once its removal committed
-        config = self._view().config
-        match, commit = progress.match, self.commit
-        isr = commit_rule.isr_after_catch_up(config.member_ids, config.isr, peer, match, commit)
-        if isr is not None:
-            self._append_config(config.with_isr(isr))
-
-    def _relied_isr(self) -> frozenset[int]:
-        """:func:`coord.core.commit.relied_isr` over the ISRs written since the last
-        durable config (:func:`coord.core.tracker.written_isrs`)."""
-        view = self._view()
-        tracked = {self.id, *self._tracker.progress}
-        return commit_rule.relied_isr(view.config.isr, written_isrs(view, self.log), tracked)
-
-    def _maybe_commit(self) -> None:
-        """Apply the commit rule (:mod:`coord.core.commit`) to what the followers acked."""
-        view = self._view()
-        config = view.config
-        matches = self._tracker.matches(self.id, self.log.stable_last)
-        written = written_isrs(view, self.log)
-        required = must_ack(config.isr, written, {self.id, *matches}, config.member_ids)
-        index = commit_rule.commit_candidate(matches, required, len(config.isr), config.min_insync)
-        term = self.log.term(index) if index is not None else None
-        if commit_rule.may_commit(index, self.commit, term, self.term):
-            self.commit = index
-        if commit_rule.departed_forgotten(view.epoch, self.commit):
-            self._tracker.forget_departed(config.member_ids)
-
-    def _maybe_let_go(self, peer: int) -> None:
-        if self._tracker.let_go(peer, self._view().config.member_ids):
-            self._maybe_commit()
-
-    def _on_append_reply(self, msg: AppendReply, now_ms: int) -> None:
-        progress = self._tracker.progress.get(msg.sender)
-        if progress is None:
-            return
-        if 0 <= msg.echo_sent_at_ms < progress.created_ms:
-            return  # answers an Append sent before this term's bookkeeping began
-        if msg.echo_sent_at_ms == NO_HEARTBEAT and msg.success and not progress.snapshot_ordered:
-            return  # answers a snapshot ordered under an earlier bookkeeping (re-added)
-        progress.acked(msg.echo_sent_at_ms, msg.fence, now_ms)
-        if progress.mode is Mode.SNAPSHOT and not progress.snapshot_ordered:
-            self._order_snapshot(msg.sender, progress, now_ms)
-        if msg.success:
-            if progress.update(msg.match_index, self.log.snapshot.index, now_ms):
-                self._maybe_commit()
-                self._maybe_grow_isr(msg.sender)
-                self._maybe_finish_transfer(now_ms)
-            progress.caught_up(msg.echo_sent_at_ms)
-        else:
-            progress.reject(msg.reject_index, msg.hint_index, now_ms)
-
-    # == flow control: what each follower is sent ================================
-
-    def _has_unsent_entries(self) -> bool:
-        return self._tracker.lacks_entries(
-            self.log.last_index(), self.settings.max_inflight_batches
-        )
-
-    def _to_send(self, progress: Progress, *, heartbeat: bool) -> Send:
-        first, last = self.log.first_available(), self.log.last_index()
-        inflight = self.settings.max_inflight_batches
-        return to_send(progress, first, last, inflight, heartbeat=heartbeat)
-
-    def _replicate(self, now_ms: int, *, heartbeat: bool) -> None:
-        """Send each follower what it lacks; with ``heartbeat``, send everyone something."""
-        for peer in sorted(self._tracker.progress):
-            self._send_append(peer, self._tracker.progress[peer], now_ms, heartbeat=heartbeat)
-
-    def _send_append(self, peer: int, progress: Progress, now_ms: int, *, heartbeat: bool) -> None:
-        """Carry out :func:`coord.core.progress.to_send` for ``peer``."""
-        send = self._to_send(progress, heartbeat=heartbeat)
-        if send.snapshot:
-            self._order_snapshot(peer, progress, now_ms)
-        if not send.append:
-            return
-        entries: list[Entry] = []
-        prev_index = progress.match
-        if send.entries_from is not None:
-            batch = self.log.entries(
-                send.entries_from, self.log.last_index() + 1, self.settings.max_batch_bytes
-            )
-            assert batch, "to_send offers only entries the log holds"
-            entries, prev_index = batch, send.entries_from - 1
-            progress.sent_entries(entries[-1].index, now_ms)
-        prev_term = self.log.term(prev_index)
-        if prev_term is None:
-            prev_index, prev_term = self.log.snapshot.index, self.log.snapshot.term
-        view = self._view()
-        self._outputs.send(
-            peer,
-            Append(
-                term=self.term,
-                sender=self.id,
-                prev_index=prev_index,
-                prev_term=prev_term,
-                entries=tuple(entries),
-                commit=self.commit,
-                epoch=view.epoch,
-                isr=tuple(sorted(view.config.isr)),
-                sent_at_ms=now_ms,
-                fence=progress.fence,
-            ),
-        )
-        progress.append_sent(now_ms, prev_index + len(entries), self.log.last_index())
-
-    def _order_snapshot(self, peer: int, progress: Progress, now_ms: int) -> None:
-        """Stream a snapshot, once the follower has answered us in this term, within a lease.
-
-        Only then does it follow us, and a follower accepts a snapshot only from
-        the leader it follows (:func:`coord.core.checks.check_install_snapshot`); until then the
-        heartbeats make it follow, and its first answer sends the order. And a
-        snapshot costs the leader a copy of its whole state: a follower silent for a
-        lease (down, or cut off) could not take it, so it gets none until it
-        answers again, as etcd's raft skips followers that are not recently active.
-        """
-        progress.need_snapshot(now_ms)
-        if progress.heard_within(now_ms, self.settings.lease_ms):
-            progress.snapshot_ordered = True
-            self._tracker.snapshot_peers.add(peer)
-            self._outputs.order_snapshot(SnapshotOrder(peer, self.term))
-
     # == leadership transfer =====================================================
-
-    def _maybe_finish_transfer(self, now_ms: int) -> None:
-        progress = self._tracker.progress.get(self._transfer_to)
-        if not target_caught_up(progress.match if progress else None, self.log.last_index()):
-            return
-        target = self._transfer_to
-        self._outputs.send(target, TimeoutNow(self.term, self.id))
-        self._become_follower(self.term, NO_NODE)
-        self._lease.grant(self.id, now_ms, self.settings.lease_ms)
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
         if obeys_timeout_now(msg, self.term, self.leader_id, may_campaign=not self._cannot_lead()):
