@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coord.core.config import View
+from coord.core.election import Ballot
 from coord.core.log import SnapshotMeta
 from coord.core.messages import Message, VoteReply
-from coord.core.progress import Mode
+from coord.core.progress import Mode, Progress
 
 __all__ = ["BallotState", "NodeState", "PeerState"]
 
@@ -32,6 +33,18 @@ class PeerState:
     acked_sent_at: int | None
     snapshot_ordered: bool
 
+    @classmethod
+    def of(cls, p: Progress) -> PeerState:
+        return cls(
+            p.match,
+            p.next,
+            p.mode,
+            p.probe_sent,
+            tuple(p.inflight),
+            p.acked_sent_at,
+            p.snapshot_ordered,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class BallotState:
@@ -41,6 +54,13 @@ class BallotState:
     term: int
     campaign: int
     replies: tuple[tuple[int, VoteReply], ...]
+
+    @classmethod
+    def of(cls, ballot: Ballot | None) -> BallotState | None:
+        if ballot is None:
+            return None
+        replies = tuple(sorted(ballot.replies.items()))
+        return cls(ballot.pre_vote, ballot.term, ballot.campaign, replies)
 
 
 @dataclass(frozen=True, slots=True)

@@ -485,7 +485,6 @@ class Node(Leading, Voting):
 
     def inspect(self) -> NodeState:
         """A frozen copy of the node's internal state (:mod:`coord.core.inspection`)."""
-        ballot = self._ballot
         return NodeState(
             term=self.term,
             voted_for=self.voted_for,
@@ -495,29 +494,11 @@ class Node(Leading, Voting):
             commit=self.commit,
             restarted=self.restarted,
             view=self.view,
-            peers=tuple(
-                (
-                    peer,
-                    PeerState(
-                        p.match,
-                        p.next,
-                        p.mode,
-                        p.probe_sent,
-                        tuple(p.inflight),
-                        p.acked_sent_at,
-                        p.snapshot_ordered,
-                    ),
-                )
-                for peer, p in sorted(self._tracker.progress.items())
-            ),
+            peers=tuple((i, PeerState.of(p)) for i, p in sorted(self._tracker.progress.items())),
             lease_leader=self._lease.leader_id,
             lease_until_ms=self._lease.until_ms,
             election_at_ms=self._election_at,
-            ballot=None
-            if ballot is None
-            else BallotState(
-                ballot.pre_vote, ballot.term, ballot.campaign, tuple(sorted(ballot.replies.items()))
-            ),
+            ballot=BallotState.of(self._ballot),
             outbox=tuple(self._outputs.messages),
             install=self._outputs.install,
         )
