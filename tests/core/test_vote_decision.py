@@ -207,15 +207,17 @@ def round_of(
     replies: tuple[VoteReply, ...] = (),
     unreachable: tuple[int, ...] = (),
     sent_ms: int | None = 100,
+    voters: tuple[int, ...] = (2, 3),
 ) -> Ballot:
-    """Node 1's ballot among 1, 2 and 3, its election_wait running out at 50."""
-    b = Ballot(pre_vote, 3, 0, 50, frozenset({2, 3}), 0, sent_ms=sent_ms)
+    """Node 1's ballot (among 1, 2 and 3 unless told), its election_wait running out at 50."""
+    b = Ballot(pre_vote, 3, 0, 50, frozenset(voters), 0, sent_ms=sent_ms)
     b.replies.update({r.sender: r for r in replies})
     b.unreachable.update(unreachable)
     return b
 
 
 REFUSED = vote(2, granted=False)
+FIVE = ClusterConfig.create({i: str(i) for i in range(1, 6)}, min_insync=1)
 
 
 @pytest.mark.parametrize(
@@ -242,8 +244,11 @@ REFUSED = vote(2, granted=False)
         (FAILSTOP, round_of(), Trigger.DEADLINE, 299, PENDING),
         (FAILSTOP, round_of(), Trigger.DEADLINE, 300, WON),
         (FAILSTOP, round_of(sent_ms=None), Trigger.DEADLINE, 5000, PENDING),
-        # a pre-vote is advisory: it decides on the reply that wins it
+        # a pre-vote is advisory: it decides on the reply that wins it, majority or not;
+        # a real vote without a majority waits for every voter or election_wait
         (FAILSTOP, round_of(True, replies=(vote(2),)), Trigger.REPLY, 110, WON),
+        (FIVE, round_of(True, replies=(vote(2),), voters=(2, 3, 4, 5)), Trigger.REPLY, 300, WON),
+        (FIVE, round_of(replies=(vote(2),), voters=(2, 3, 4, 5)), Trigger.REPLY, 300, PENDING),
     ],
 )
 def test_judge(
