@@ -226,6 +226,8 @@ FIVE = ClusterConfig.create({i: str(i) for i in range(1, 6)}, min_insync=1)
         # a majority of grants decides on the reply that makes it, in either mode
         (FAILSTOP, round_of(replies=(vote(2),)), Trigger.REPLY, 110, WON),
         (QUORUM, round_of(replies=(vote(2),)), Trigger.REPLY, 110, WON),
+        # only a reply decides early: anything else waits for every voter
+        (QUORUM, round_of(replies=(vote(2),)), Trigger.CHANGE, 110, PENDING),
         # a loss so far does not decide before every voter is accounted for ...
         (FAILSTOP, round_of(replies=(REFUSED,)), Trigger.REPLY, 110, PENDING),
         (FAILSTOP, round_of(replies=(REFUSED,)), Trigger.CHANGE, 110, PENDING),
