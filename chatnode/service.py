@@ -66,7 +66,7 @@ from chatnode.ops import StoredMessage
 from chatnode.pending import Pending, answered
 from chatnode.session_cache import SessionCache
 from chatnode.session_stream import Envelope, SessionStream, StartCall
-from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, SessionRow
+from chatnode.state import NO_SESSION, WRONG_CREDENTIALS, ChatReader, Session, SessionListing
 from coord.boundary import Coordinator, LeaderView, NotLeader, Status
 from proto import chat_pb2 as pb
 from proto import limits, release
@@ -780,7 +780,7 @@ def _session_ended(_: ops.Result) -> pb.EndSessionResponse:
     return pb.EndSessionResponse()
 
 
-def _session_pb(row: SessionRow, current_token_hash: str) -> pb.SessionInfo:
+def _session_pb(row: SessionListing, current_token_hash: str) -> pb.SessionInfo:
     return pb.SessionInfo(
         session_id=row.session_id,
         created_unix_ms=row.created_ms,

@@ -137,6 +137,10 @@ class Account:
 
 @dataclass(frozen=True, slots=True)
 class Session:
+    """A login: the account its token authenticates, and until when. ("Session" on its
+    own means this throughout; the ``Session`` RPC is the stream a session's calls
+    travel on, see :mod:`chatnode.session_stream`.)"""
+
     account_id: int
     username: str
     expires_ms: int  # leader time from which the session no longer authenticates
@@ -154,7 +158,7 @@ class NamePage:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionRow:
+class SessionListing:
     """One open session as its owner sees it in ListSessions."""
 
     token_hash: str
@@ -372,10 +376,10 @@ class _Queries:
         more = len(candidates) > len(taken)
         return HistoryPage(taken, taken[-1].id if more else 0)
 
-    def sessions_of(self, account_id: int, now_ms: int) -> list[SessionRow]:
+    def sessions_of(self, account_id: int, now_ms: int) -> list[SessionListing]:
         """The account's unexpired sessions, newest first, at most SESSIONS_LIST_MAX."""
         rows = self._db.execute(_SESSIONS_OF, (account_id, now_ms, SESSIONS_LIST_MAX))
-        return [SessionRow(*row) for row in rows]
+        return [SessionListing(*row) for row in rows]
 
     def session_with_id(self, account_id: int, session_id: str, now_ms: int) -> str:
         """The token hash of the account's unexpired session with this id, or ''."""
