@@ -11,8 +11,6 @@ leader's half of the node that carries them out, mixed into
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from coord.core import commit as commit_rule
 from coord.core.config import ClusterConfig, View
 from coord.core.entry import Entry, EntryKind
@@ -22,45 +20,13 @@ from coord.core.log import NO_NODE
 from coord.core.messages import NO_HEARTBEAT, Append, AppendReply, TimeoutNow
 from coord.core.progress import Mode, Progress, Send, to_send
 from coord.core.ready import SnapshotOrder
-from coord.core.roles import Role
+from coord.core.roles import NodeFields, Role
 from coord.core.tracker import leaving_members, must_ack, written_isrs
 from coord.core.transfer import target_caught_up
 
-if TYPE_CHECKING:
-    from coord.core.election import Ballot
-    from coord.core.lease import FollowerLease
-    from coord.core.log import RaftLog
-    from coord.core.outputs import Outputs
-    from coord.core.settings import Settings
-    from coord.core.tracker import Tracker
 
-
-class Leading:
+class Leading(NodeFields):
     """The leader's side of :class:`~coord.core.node.Node`; the state is the node's."""
-
-    # The node's state this side works on (Node.__init__ sets it); the role changes
-    # it makes (_become_follower, _set_leader) are the node's.
-    id: int
-    term: int
-    commit: int
-    restarted: bool
-    leader_id: int
-    role: Role
-    view: View | None
-    log: RaftLog
-    settings: Settings
-    _tracker: Tracker
-    _outputs: Outputs
-    _lease: FollowerLease
-    _ballot: Ballot | None
-    _heard_ms: dict[int, int]
-    _now_ms: int
-    _election_at: int | None
-    _term_start: int
-    _term_started_ms: int
-    _last_broadcast_ms: int
-    _transfer_to: int
-    _transfer_deadline_ms: int
 
     def has_lease(self, now_ms: int) -> bool:
         """Whether this node leads and no other node can lead before ``now_ms`` ends."""

@@ -13,8 +13,6 @@ shares.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from coord.core.config import ClusterConfig
 from coord.core.election import (
     Ballot,
@@ -28,42 +26,12 @@ from coord.core.election import (
 from coord.core.log import NO_NODE
 from coord.core.messages import MAX_INT64, VoteReply, VoteRequest
 from coord.core.ready import ElectionResult
-from coord.core.roles import Role
-
-if TYPE_CHECKING:
-    import random
-
-    from coord.core.config import View
-    from coord.core.lease import FollowerLease
-    from coord.core.log import RaftLog
-    from coord.core.outputs import Outputs
-    from coord.core.settings import Settings
+from coord.core.roles import NodeFields, Role
 
 
-class Voting:
+class Voting(NodeFields):
     """The candidate's and the voter's side of :class:`~coord.core.node.Node`; the state is
     the node's."""
-
-    # The node's state this side works on (Node.__init__ sets it); the role changes
-    # it makes (_become_follower, _become_leader, _set_leader) are the node's.
-    id: int
-    term: int
-    voted_for: int
-    restarted: bool
-    leader_id: int
-    role: Role
-    view: View | None
-    log: RaftLog
-    settings: Settings
-    _rng: random.Random
-    _outputs: Outputs
-    _lease: FollowerLease
-    _ballot: Ballot | None
-    _heard_ms: dict[int, int]
-    _election_at: int | None
-    _term_leader: int
-    _yielded_to: set[int]
-    _lost_ballots: int
 
     def _tick_follower(self, now_ms: int) -> None:
         view = self.view
