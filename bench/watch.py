@@ -26,7 +26,7 @@ import grpc
 
 from chatnode.local_cluster import NodeProcess
 from client.admin import ClusterAdmin, reference_view
-from proto import chat_pb2 as pb
+from client.status import ClusterStatus
 
 POLL_S = 0.05
 OUT_OF_SYNC_TIMEOUT_S = 30.0  # a killed follower leaves the ISR after about one lease
@@ -90,14 +90,14 @@ def installed_indexes(node: NodeProcess, offset: int) -> list[int]:
         return [int(m) for m in INSTALLED.findall(log.read().decode(errors="replace"))]
 
 
-async def leader_view(admin: ClusterAdmin) -> pb.ClusterStatus | None:
+async def leader_view(admin: ClusterAdmin) -> ClusterStatus | None:
     """The leader's view of the cluster; None while no node answers as leader within a
     second (an election, or a leader held up copying a large state)."""
     view = reference_view(await admin.views(admin.addresses))
     return view if view is not None and view.role == "leader" else None
 
 
-def in_sync(view: pb.ClusterStatus | None, node_id: int) -> bool | None:
+def in_sync(view: ClusterStatus | None, node_id: int) -> bool | None:
     """Whether the leader's view counts node_id in sync; None without a view."""
     if view is None:
         return None
@@ -122,9 +122,9 @@ async def until(
     raise RuntimeError(f"{what}: not within {timeout_s:g} s")
 
 
-async def until_leader(admin: ClusterAdmin) -> pb.ClusterStatus:
+async def until_leader(admin: ClusterAdmin) -> ClusterStatus:
     """The leader's view, once a leader answers."""
-    view: pb.ClusterStatus | None = None
+    view: ClusterStatus | None = None
 
     async def found() -> bool:
         nonlocal view

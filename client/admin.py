@@ -10,8 +10,10 @@ fix is an :class:`AdminError` with a one-line message.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,7 +21,7 @@ import grpc
 
 from client import snapshot_file
 from client.connect import RETRY_PAUSE_S, find_leader, leader_hint, open_channel, status_call
-from proto import chat_pb2 as pb
+from client.status import ClusterStatus, Member
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 from proto.addresses import client_address, peer_address
@@ -28,8 +30,7 @@ from proto.credentials import Metadata
 __all__ = ["AdminError", "ClusterAdmin", "Row", "Views", "reference_view", "status_rows"]
 
 T = TypeVar("T")
-Row = dict[str, object]
-Views = dict[str, pb.ClusterStatus | None]
+Views = dict[str, ClusterStatus | None]
 
 STATUS_TIMEOUT_S = 1.0
 ADMIN_DEADLINE_S = 10.0  # how long a call keeps looking for a leader that takes it
@@ -41,7 +42,44 @@ class AdminError(Exception):
     """An expected failure, told in one line: no leader, a refusal, a node that is not there."""
 
 
-def reference_view(views: Views) -> pb.ClusterStatus | None:
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the member table: an address, its own answer (when it gave one), and
+    what the reference view says of it. None is a value no one told (shown as '-')."""
+
+    address: str
+    up: bool
+    id: int | None = None
+    role: str | None = None
+    term: int | None = None
+    leader: int | None = None
+    commit: int | None = None
+    applied: int | None = None
+    epoch: int | None = None
+    mode: str | None = None
+    version: str | None = None
+    fault: str | None = None  # why the node cannot write to its disk
+    member: bool | None = None  # None when no view tells the membership
+    in_sync: bool | None = None
+    match: int | None = None
+    lag: int | None = None
+    clock_ms: int | None = None
+
+    @property
+    def node(self) -> str:
+        """How a line about this row names it: by id, or by address while unknown."""
+        return f"node {self.address if self.id is None else self.id}"
+
+    def as_json(self) -> dict[str, object]:
+        """The row as ``chatctl status --json`` prints it: the values told, in field order."""
+        return {
+            field.name: value
+            for field in dataclasses.fields(self)
+            if (value := getattr(self, field.name)) is not None
+        }
+
+
+def reference_view(views: Views) -> ClusterStatus | None:
     """The view to trust for membership: the leader's (highest term if a deposed one still
     thinks it leads), else the freshest config any member holds."""
     answers = [v for v in views.values() if v is not None]
@@ -60,62 +98,68 @@ def status_rows(views: Views) -> list[Row]:
     reference = reference_view(views)
     members = {client_address(m.address): m for m in reference.members} if reference else {}
     leader = reference if reference is not None and reference.role == "leader" else None
-    rows = []
-    for address, view in views.items():
-        member = members.get(address)
-        row: Row = {"address": address, "up": view is not None}
-        if member is not None:
-            row["id"] = member.id
-        if view is not None:
-            row |= {
-                "id": view.node_id,
-                "role": view.role,
-                "term": view.term,
-                "leader": view.leader_id,
-                "commit": view.commit_index,
-                "applied": view.applied_index,
-                "epoch": view.config_epoch,
-                "mode": view.mode,
-                "version": view.version or "-",
-            }
-            if view.fault:
-                row["fault"] = view.fault
-        if reference is not None:
-            row["member"] = member is not None
-        if member is not None:
-            row["in_sync"] = member.in_sync
-        if member is not None and leader is not None:
-            row |= {
-                "match": member.match_index,
-                "lag": max(0, leader.commit_index - member.match_index),
-            }
-            if member.HasField("clock_offset_ms"):
-                row["clock_ms"] = member.clock_offset_ms
-        rows.append(row)
-    return rows
+    return [
+        _row(address, view, members.get(address), reference is not None, leader)
+        for address, view in views.items()
+    ]
+
+
+def _row(
+    address: str,
+    view: ClusterStatus | None,
+    member: Member | None,
+    membership_known: bool,
+    leader: ClusterStatus | None,
+) -> Row:
+    row = Row(
+        address,
+        up=view is not None,
+        id=None if member is None else member.id,
+        member=member is not None if membership_known else None,
+        in_sync=None if member is None else member.in_sync,
+    )
+    if view is not None:
+        row = dataclasses.replace(
+            row,
+            id=view.node_id,
+            role=view.role,
+            term=view.term,
+            leader=view.leader_id,
+            commit=view.commit_index,
+            applied=view.applied_index,
+            epoch=view.config_epoch,
+            mode=view.mode,
+            version=view.version or "-",
+            fault=view.fault or None,
+        )
+    if member is not None and leader is not None:
+        lag = max(0, leader.commit_index - member.match_index)
+        row = dataclasses.replace(
+            row, match=member.match_index, lag=lag, clock_ms=member.clock_offset_ms
+        )
+    return row
 
 
 def health_problems(rows: list[Row]) -> list[str]:
     """Why the cluster is degraded, a phrase each; none when it is healthy: a leader
     answers, and every member answers, is in the leader's ISR and can write to its disk
     (a member that stopped answering stays in the ISR for up to a lease)."""
-    if not any(row["up"] for row in rows):
+    if not any(row.up for row in rows):
         return ["no member answered"]
-    problems = [] if any(row.get("role") == "leader" for row in rows) else ["no leader"]
+    problems = [] if any(row.role == "leader" for row in rows) else ["no leader"]
     for row in rows:
-        if row.get("member") is False:  # an address given that is not a member
+        if row.member is False:  # an address given that is not a member
             continue
-        name = f"node {row.get('id', row['address'])}"
-        if not row["up"]:
-            problems.append(f"{name} down")
-        elif row.get("in_sync") is False:
-            problems.append(f"{name} not in sync")
-        if "fault" in row:
-            problems.append(f"{name}: {row['fault']}")
+        if not row.up:
+            problems.append(f"{row.node} down")
+        elif row.in_sync is False:
+            problems.append(f"{row.node} not in sync")
+        if row.fault is not None:
+            problems.append(f"{row.node}: {row.fault}")
     return problems
 
 
-def _peer_of(view: pb.ClusterStatus, address: str) -> str:
+def _peer_of(view: ClusterStatus, address: str) -> str:
     """Where the member that answered view at (client) address takes Admin calls: its peer
     listener, as its own configuration names it."""
     mine = next((m.address for m in view.members if m.id == view.node_id), "")
@@ -150,7 +194,7 @@ class ClusterAdmin:
 
     async def fetch_status(
         self, address: str, wait_s: float = STATUS_TIMEOUT_S
-    ) -> pb.ClusterStatus | None:
+    ) -> ClusterStatus | None:
         """One node's view of the cluster, or None when it does not answer in time."""
         try:
             return await self._status(address, wait_s)

@@ -52,9 +52,11 @@ COLUMNS = (
 
 def render_table(rows: list[Row]) -> str:
     def cell(row: Row, column: str) -> str:
-        if column == "role" and not row["up"]:
+        if column == "role" and not row.up:
             return "DOWN"
-        value = row.get(column, "-")
+        value = getattr(row, column)
+        if value is None:
+            return "-"
         if isinstance(value, bool):
             return "yes" if value else "no"
         return str(value)
@@ -70,13 +72,16 @@ def render_table(rows: list[Row]) -> str:
 
 def fault_lines(rows: list[Row]) -> list[str]:
     """One line per node that cannot write to its disk, saying why."""
-    faulty = [row for row in rows if "fault" in row]
-    return [f"node {row.get('id', row['address'])}: {row['fault']}" for row in faulty]
+    return [f"{row.node}: {row.fault}" for row in rows if row.fault is not None]
+
+
+def rows_json(rows: list[Row], indent: int | None = None) -> str:
+    return json.dumps([row.as_json() for row in rows], indent=indent)
 
 
 def print_status(rows: list[Row], as_json: bool) -> None:
-    print(json.dumps(rows, indent=2) if as_json else render_table(rows))
-    if not any(row["up"] for row in rows):
+    print(rows_json(rows, indent=2) if as_json else render_table(rows))
+    if not any(row.up for row in rows):
         raise CtlError("no member answered")
 
 
@@ -84,9 +89,9 @@ def check_status(rows: list[Row]) -> str:
     """One line for a script: healthy (exit 0), or CtlError saying why not (exit 1)."""
     if problems := health_problems(rows):
         raise CtlError(f"degraded: {'; '.join(problems)}")
-    leader = next(row for row in rows if row.get("role") == "leader")
-    members = sum(1 for row in rows if row.get("member") is not False)
-    return f"healthy: {members} members in sync, leader {leader['id']}, term {leader['term']}"
+    leader = next(row for row in rows if row.role == "leader")
+    members = sum(1 for row in rows if row.member is not False)
+    return f"healthy: {members} members in sync, leader {leader.id}, term {leader.term}"
 
 
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -105,7 +110,7 @@ async def watch_status(admin: ClusterAdmin, interval: float, count: int, as_json
         started = time.monotonic()
         rows = await admin.status()
         if as_json:
-            print(json.dumps(rows), flush=True)
+            print(rows_json(rows), flush=True)
         else:
             title = f"every {interval:g}s: chatctl status    {time.strftime('%H:%M:%S')}"
             prefix = CLEAR_SCREEN if tty else ("\n" if frame else "")

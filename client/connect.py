@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from client.status import ClusterStatus, cluster_status
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 
@@ -102,7 +103,7 @@ def leader_hint(exc: grpc.aio.AioRpcError) -> str:
     return ""
 
 
-StatusCall = Callable[[str, float], Awaitable[pb.ClusterStatus]]
+StatusCall = Callable[[str, float], Awaitable[ClusterStatus]]
 """GetClusterStatus on the member at an address, with a deadline in seconds."""
 
 
@@ -110,10 +111,11 @@ def status_call(credentials: grpc.ChannelCredentials | None = None) -> StatusCal
     """GetClusterStatus on a channel of its own, closed after the call: for tools that ask
     now and then and must see a restarted node at once, not after a reconnect back-off."""
 
-    async def call(address: str, wait_s: float) -> pb.ClusterStatus:
+    async def call(address: str, wait_s: float) -> ClusterStatus:
         async with open_channel(address, credentials) as channel:
             stub = chat_pb2_grpc.ChatServiceStub(channel)
-            return await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=wait_s)
+            reply = await stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=wait_s)
+        return cluster_status(reply)
 
     return call
 
@@ -123,7 +125,7 @@ class Answer:
     """One member's answer to 'who leads?': its status, or where it points, or why not."""
 
     address: str
-    status: pb.ClusterStatus | None = None
+    status: ClusterStatus | None = None
     hint: str = ""
     error: str = ""
 

@@ -50,6 +50,7 @@ from google.protobuf.message import Message as ProtoMessage
 
 from client.connect import Channels, find_leader, leader_hint
 from client.session_link import SendOrder, SessionLink
+from client.status import ClusterStatus, Member, cluster_status
 from proto import chat_pb2 as pb
 from proto import chat_pb2_grpc
 from proto.errors import (
@@ -82,11 +83,13 @@ __all__ = [
     "ChatClient",
     "ChatError",
     "ClientState",
+    "ClusterStatus",
     "Connection",
     "DeadlineExceeded",
     "HistoryPage",
     "Internal",
     "InvalidArgument",
+    "Member",
     "Message",
     "NotFound",
     "ResourceExhausted",
@@ -371,9 +374,9 @@ class ChatClient:
         await self._call("DeleteAccount", pb.DeleteAccountRequest(password=password))
         self._forget_session()
 
-    async def cluster_status(self) -> pb.ClusterStatus:
+    async def cluster_status(self) -> ClusterStatus:
         """The leader's view of the cluster; also a way to find the leader up front."""
-        return await self._call("GetClusterStatus", pb.GetClusterStatusRequest())
+        return cluster_status(await self._call("GetClusterStatus", pb.GetClusterStatusRequest()))
 
     async def subscribe(self, after_id: int = 0) -> AsyncIterator[Message]:
         """Every message to the caller with id > after_id, in id order, forever.
@@ -446,13 +449,10 @@ class ChatClient:
         forever: nothing is refused and no deadline covers a stream. So ask the
         node for its status every so often, with a short deadline.
         """
-        stub = self._stub(address)
         while not call.done():
             await asyncio.sleep(self._policy.stream_check_s)
             try:
-                status = await stub.GetClusterStatus(
-                    pb.GetClusterStatusRequest(), timeout=self._policy.stream_check_s
-                )
+                status = await self._status(address, self._policy.stream_check_s)
             except grpc.aio.AioRpcError:
                 status = None
             if status is None or status.role != "leader":
@@ -600,8 +600,9 @@ class ChatClient:
         status = search.leader.status
         return ClientState(Connection.CONNECTED, status.node_id, search.leader.address, status.term)
 
-    def _status(self, address: str, wait_s: float) -> Awaitable[pb.ClusterStatus]:
-        return self._stub(address).GetClusterStatus(pb.GetClusterStatusRequest(), timeout=wait_s)
+    async def _status(self, address: str, wait_s: float) -> ClusterStatus:
+        request = pb.GetClusterStatusRequest()
+        return cluster_status(await self._stub(address).GetClusterStatus(request, timeout=wait_s))
 
     def _note_leader(self, address: str, info: pb.LeaderInfo) -> None:
         """A LeaderInfo event: confirm the node we stream from, or remember where to go next."""

@@ -24,6 +24,7 @@ from client.library import (
     AccountPage,
     ChatClient,
     ClientState,
+    ClusterStatus,
     HistoryPage,
     Message,
     RetryPolicy,
@@ -33,7 +34,6 @@ from client.library import (
     StateListener,
     Unread,
 )
-from proto import chat_pb2 as pb
 
 T = TypeVar("T")
 
@@ -120,7 +120,7 @@ class SyncChatClient:
     def delete_account(self, password: str) -> None:
         self._run(self._client.delete_account(password))
 
-    def cluster_status(self) -> pb.ClusterStatus:
+    def cluster_status(self) -> ClusterStatus:
         return self._run(self._client.cluster_status())
 
     def subscribe(self, after_id: int = 0) -> Iterator[Message]:

@@ -6,6 +6,7 @@ the one-line stderr rule are checked for real.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from chatnode.local_cluster import Cluster, free_port, local_cluster
-from client.admin import health_problems
+from client.admin import Row, health_problems
 from client.sync import SyncChatClient
 from proto import release
 from tests.support.nodes import PASSWORD
@@ -124,10 +125,10 @@ def test_status_shows_three_members_one_leader_and_an_isr_of_three(cluster: Clus
     assert len(table) == 3 and [line.split()[2] for line in table].count("leader") == 1
 
 
-def row(node_id: int, role: str = "follower", **fields: Any) -> dict[str, Any]:
+def row(node_id: int, role: str = "follower", **fields: Any) -> Row:
     """A member's status row as ClusterAdmin.status gives it, up and in sync unless told."""
-    return {"id": node_id, "address": f"h{node_id}", "up": True, "role": role,
-            "term": 4, "member": True, "in_sync": True} | fields  # fmt: skip
+    defaults = Row(f"h{node_id}", up=True, id=node_id, role=role, term=4, member=True, in_sync=True)
+    return dataclasses.replace(defaults, **fields)
 
 
 @pytest.mark.parametrize(
@@ -147,7 +148,7 @@ def row(node_id: int, role: str = "follower", **fields: Any) -> dict[str, Any]:
         ),
     ],
 )
-def test_health_names_each_problem(rows: Rows, problems: list[str]) -> None:
+def test_health_names_each_problem(rows: list[Row], problems: list[str]) -> None:
     assert health_problems(rows) == problems
 
 
