@@ -43,7 +43,7 @@ import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message as ProtoMessage
@@ -68,6 +68,7 @@ from proto.errors import (
 from proto.session_calls import FRAME_FIELDS, SESSION_ENDING
 
 T = TypeVar("T")
+R = TypeVar("R", bound=ProtoMessage)
 
 # -- errors and streamed calls ---------------------------------------------------
 #
@@ -292,15 +293,14 @@ class ChatClient:
     # -- calls --------------------------------------------------------------------
 
     async def create_account(self, username: str, password: str) -> None:
-        await self._call(
-            "CreateAccount", pb.CreateAccountRequest(username=username, password=password)
-        )
+        request = pb.CreateAccountRequest(username=username, password=password)
+        await self._call("CreateAccount", request, pb.CreateAccountResponse)
 
     async def login(self, username: str, password: str, client_label: str = "") -> Session:
         """Open a session; later calls carry its token (a failover keeps it valid).
         client_label names it in :meth:`list_sessions` (at most 64 printable characters)."""
         request = pb.LoginRequest(username=username, password=password, client_label=client_label)
-        reply = await self._call("Login", request)
+        reply = await self._call("Login", request, pb.LoginResponse)
         self._drop_link()  # a stream belongs to the session it was opened with
         self._token, self.username = reply.session_token, username
         return Session(username, reply.unread_count, reply.last_message_id)
@@ -308,7 +308,7 @@ class ChatClient:
     async def logout(self) -> None:
         """End the session everywhere, once; the token is forgotten even if the call fails."""
         try:
-            await self._call("Logout", pb.LogoutRequest())
+            await self._call("Logout", pb.LogoutRequest(), pb.LogoutResponse)
         finally:
             self._forget_session()
 
@@ -319,7 +319,7 @@ class ChatClient:
         request = pb.ListAccountsRequest(
             pattern=pattern, page_size=page_size, page_token=page_token
         )
-        reply = await self._call("ListAccounts", request)
+        reply = await self._call("ListAccounts", request, pb.ListAccountsResponse)
         return AccountPage(tuple(reply.usernames), reply.next_page_token)
 
     async def history(self, partner: str, before_id: int = 0, limit: int = 0) -> HistoryPage:
@@ -327,18 +327,19 @@ class ChatClient:
         first: messages with id < before_id (0: the newest), at most limit (0: the
         server's default, 50; at most 1,000). Marks nothing read."""
         request = pb.HistoryRequest(partner=partner, before_id=before_id, limit=limit)
-        reply = await self._call("History", request)
+        reply = await self._call("History", request, pb.HistoryResponse)
         return HistoryPage(tuple(_message(m) for m in reply.messages), reply.next_before_id)
 
     async def list_sessions(self) -> tuple[SessionInfo, ...]:
         """The caller's open sessions, newest first (at most 200)."""
-        reply = await self._call("ListSessions", pb.ListSessionsRequest())
+        reply = await self._call("ListSessions", pb.ListSessionsRequest(), pb.ListSessionsResponse)
         return tuple(_session_info(info) for info in reply.sessions)
 
     async def end_session(self, session_id: str) -> None:
         """End one of the caller's sessions (a lost device's), once: its token stops
         working and its streams end. NOT_FOUND for an id that is not the caller's."""
-        await self._call("EndSession", pb.EndSessionRequest(session_id=session_id))
+        request = pb.EndSessionRequest(session_id=session_id)
+        await self._call("EndSession", request, pb.EndSessionResponse)
 
     async def send_message(self, recipient: str, body: str, request_id: str = "") -> Sent:
         """Send once, exactly: retries reuse one request id, so a failover cannot duplicate.
@@ -346,37 +347,41 @@ class ChatClient:
         A caller that outlives the deadline (an outbox) passes its own request_id and
         calls again with it: the cluster answers the repeat from its record."""
         request = pb.SendMessageRequest(recipient=recipient, body=body, request_id=request_id)
-        reply = await self._call("SendMessage", request)
+        reply = await self._call("SendMessage", request, pb.SendMessageResponse)
         return Sent(reply.message_id, reply.recipient_online)
 
     async def read_messages(self, limit: int = 0) -> Unread:
         """Up to limit (0: server default) oldest unread messages, now marked read.
 
         A retry after a lost reply returns that reply's batch, so none is skipped."""
-        reply = await self._call("ReadMessages", pb.ReadMessagesRequest(limit=limit))
+        request = pb.ReadMessagesRequest(limit=limit)
+        reply = await self._call("ReadMessages", request, pb.ReadMessagesResponse)
         return Unread(tuple(_message(m) for m in reply.messages), reply.remaining_unread)
 
     async def mark_read(self, message_ids: Iterable[int]) -> int:
         """Mark shown messages read; returns how many changed (the first attempt's count)."""
-        reply = await self._call("MarkRead", pb.MarkReadRequest(message_ids=list(message_ids)))
-        return reply.marked_count
+        request = pb.MarkReadRequest(message_ids=list(message_ids))
+        return (await self._call("MarkRead", request, pb.MarkReadResponse)).marked_count
 
     async def delete_messages(self, message_ids: Iterable[int]) -> int:
         """Delete the caller's own sent or received messages; returns how many went (the
         first attempt's count, also when a failover made the library retry)."""
         request = pb.DeleteMessagesRequest(message_ids=list(message_ids))
-        return (await self._call("DeleteMessages", request)).deleted_count
+        reply = await self._call("DeleteMessages", request, pb.DeleteMessagesResponse)
+        return reply.deleted_count
 
     async def delete_account(self, password: str) -> None:
         """Remove the logged-in account (password re-checked); the session ends with it.
 
         A retry after a lost reply succeeds: the cluster knows the request by its id."""
-        await self._call("DeleteAccount", pb.DeleteAccountRequest(password=password))
+        request = pb.DeleteAccountRequest(password=password)
+        await self._call("DeleteAccount", request, pb.DeleteAccountResponse)
         self._forget_session()
 
     async def cluster_status(self) -> ClusterStatus:
         """The leader's view of the cluster; also a way to find the leader up front."""
-        return cluster_status(await self._call("GetClusterStatus", pb.GetClusterStatusRequest()))
+        request = pb.GetClusterStatusRequest()
+        return cluster_status(await self._call("GetClusterStatus", request, pb.ClusterStatus))
 
     async def subscribe(self, after_id: int = 0) -> AsyncIterator[Message]:
         """Every message to the caller with id > after_id, in id order, forever.
@@ -462,8 +467,9 @@ class ChatClient:
 
     # -- retry core ---------------------------------------------------------------
 
-    async def _call(self, method: str, request: ProtoMessage) -> Any:
-        """Run one method on the leader; see :meth:`_on_leader` for the retry rules.
+    async def _call(self, method: str, request: ProtoMessage, reply: type[R]) -> R:
+        """Run one method on the leader and return its reply; see :meth:`_on_leader` for the
+        retry rules.
 
         The call is the caller's who made it: its request id and its session token
         are fixed before the first attempt, and every retry carries both, whatever
@@ -474,21 +480,23 @@ class ChatClient:
         retry = self._new_retry()
         token = self._token
         field = STREAMED_CALLS.get(method) if token and not self._unary else None
+        unary = self._unary_attempt(method, request, reply, token, retry)
         if field is None:
-            return await self._on_leader(self._unary_attempt(method, request, token, retry), retry)
+            return await self._on_leader(unary, retry)
         ticket = self._order.ticket()
 
-        async def attempt(address: str) -> Any:
+        async def attempt(address: str) -> R:
             if token != self._token:  # the client moved to another session meanwhile:
                 await self._order.done(ticket)  # out of the stream's order for good
-                return await self._unary_attempt(method, request, token, retry)(address)
+                return await unary(address)
             link = self._link_to(address)
             await self._order.turn(ticket, link.generation)
 
             async def written() -> None:
                 await self._order.written(ticket, link.generation)
 
-            return await link.call(field, request, self._attempt_timeout(retry), written)
+            answer = await link.call(field, request, self._attempt_timeout(retry), written)
+            return cast(R, answer)
 
         try:
             return await self._on_leader(attempt, retry)
@@ -496,12 +504,14 @@ class ChatClient:
             await self._order.done(ticket)
 
     def _unary_attempt(
-        self, method: str, request: ProtoMessage, token: str, retry: _Retry
-    ) -> Callable[[str], Awaitable[Any]]:
-        def attempt(address: str) -> Awaitable[Any]:
+        self, method: str, request: ProtoMessage, reply: type[R], token: str, retry: _Retry
+    ) -> Callable[[str], Awaitable[R]]:
+        """One try of method as a unary call; its reply is of type reply (the stub's)."""
+
+        async def attempt(address: str) -> R:
             rpc = getattr(self._stub(address), method)
             timeout = self._attempt_timeout(retry)
-            return rpc(request, metadata=_metadata(token), timeout=timeout)
+            return cast(R, await rpc(request, metadata=_metadata(token), timeout=timeout))
 
         return attempt
 
