@@ -1,8 +1,8 @@
 """The operator's calls on a cluster, as a library: what ``chatctl`` verbs are made of.
 
 Status comes from every member (``GetClusterStatus``); the membership calls
-go to the leader, found with :func:`client.connect.find_leader` and followed
-through ``leader-address`` hints; ``ForceLeader`` goes to the node that is to
+go to the leader, found and followed through ``leader-address`` hints as the
+chat library does it (:mod:`client.retry`); ``ForceLeader`` goes to the node that is to
 lead, since there may be no leader. Every failure an operator can cause or
 fix is an :class:`AdminError` with a one-line message.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from typing import TypeVar
 import grpc
 
 from client import snapshot_file
-from client.connect import RETRY_PAUSE_S, find_leader, leader_hint, open_channel, status_call
+from client.connect import open_channel, status_call
+from client.retry import Budget, RetryPolicy, on_leader
 from client.status import ClusterStatus, Member
 from proto import replication_pb2 as rpb
 from proto import replication_pb2_grpc
 from proto.addresses import client_address, peer_address
 from proto.credentials import Metadata
+from proto.errors import ChatError, Unavailable
 
 __all__ = ["AdminError", "ClusterAdmin", "Row", "Views", "reference_view", "status_rows"]
 
@@ -33,7 +36,7 @@ T = TypeVar("T")
 Views = dict[str, ClusterStatus | None]
 
 STATUS_TIMEOUT_S = 1.0
-ADMIN_DEADLINE_S = 10.0  # how long a call keeps looking for a leader that takes it
+ADMIN_POLICY = RetryPolicy(deadline_s=10.0)  # how long a call looks for a leader that takes it
 ADMIN_CALL_TIMEOUT_S = 5.0
 SAVE_TIMEOUT_S = 3600.0  # a whole state streamed, at disk and network speed
 
@@ -189,6 +192,8 @@ class ClusterAdmin:
         self.credentials = credentials
         self.metadata = metadata
         self._status = status_call(credentials)
+        self._hint = ""  # where the last refusal said the leader is
+        self._rng = random.Random()
 
     # -- status ---------------------------------------------------------------------------
 
@@ -217,14 +222,6 @@ class ClusterAdmin:
     async def status(self) -> list[Row]:
         """The member table: one row per member that was given or that a member reports."""
         return status_rows(await self.discover())
-
-    async def leader(self) -> str:
-        """The peer address of a member that says it leads (where Admin calls go), or '' if
-        none does right now."""
-        search = await find_leader(self.addresses, self._status, STATUS_TIMEOUT_S, first=True)
-        if search.leader is None or search.leader.status is None:
-            return ""
-        return _peer_of(search.leader.status, search.leader.address)
 
     # -- membership and leadership ----------------------------------------------------------
 
@@ -269,10 +266,7 @@ class ClusterAdmin:
         again on the leader it names; the file appears only once whole.
         """
         with snapshot_file.claimed(path) as partial:
-            try:
-                info = await self._retry_on_leader(lambda address: self._save(address, partial))
-            except grpc.aio.AioRpcError as exc:
-                raise AdminError(exc.details() or exc.code().name.lower()) from None
+            info = await self._retry_on_leader(lambda address: self._save(address, partial))
             snapshot_file.publish(partial, path)
         return info
 
@@ -307,33 +301,35 @@ class ClusterAdmin:
 
     async def _on_leader(self, method: str, request: object) -> str:
         """One Admin call on the leader; its one-line reply, or AdminError with the refusal."""
-        try:
-            reply = await self._retry_on_leader(self._admin_call(method, request))
-        except grpc.aio.AioRpcError as exc:
-            raise AdminError(exc.details() or exc.code().name.lower()) from None
+        reply = await self._retry_on_leader(self._admin_call(method, request))
         return reply.message
 
     async def _retry_on_leader(self, attempt: Callable[[str], Awaitable[T]]) -> T:
         """Run attempt(address) on the leader until it succeeds, and return its result.
 
-        UNAVAILABLE (not the leader, or no process there) moves on to the
-        ``leader-address`` hint it carries, else to a fresh search of the members;
-        any other status is raised at once. Raises AdminError once ADMIN_DEADLINE_S
-        has passed without a leader taking the call.
+        Retried as the chat library retries (client.retry, with ADMIN_POLICY); what
+        ends the call becomes an AdminError with its one line.
         """
-        deadline = time.monotonic() + ADMIN_DEADLINE_S
-        address, last_error = "", "no member knows a leader"
-        while time.monotonic() < deadline:
-            address = address or await self.leader()
-            if address:
-                try:
-                    return await attempt(address)
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                        raise
-                    last_error = f"{address}: {exc.details() or 'unavailable'}"
-                    address = leader_hint(exc)
-                    if address:
-                        continue
-            await asyncio.sleep(RETRY_PAUSE_S)
-        raise AdminError(f"no leader answered within {ADMIN_DEADLINE_S:g}s ({last_error})")
+        budget = Budget.start(ADMIN_POLICY, self._rng)
+        try:
+            return await on_leader(attempt, budget, self._find, self._lost)
+        except Unavailable:  # never a refusal: those are retried until the deadline
+            waited = f"{ADMIN_POLICY.deadline_s:g}s"
+            raise AdminError(f"no leader answered within {waited} ({budget.last_error})") from None
+        except ChatError as exc:
+            raise AdminError(str(exc)) from None
+
+    async def _find(self, budget: Budget) -> str:
+        """Where an Admin call goes next: where the last refusal pointed, else the peer
+        address of a member that says it leads ('' while none does)."""
+        hint, self._hint = self._hint, ""
+        if hint:
+            return hint
+        found = await budget.find_leader(self.addresses, self._status, first=True)
+        if found is None:
+            return ""
+        address, status = found
+        return _peer_of(status, address)
+
+    def _lost(self, address: str, hint: str) -> None:
+        self._hint = hint

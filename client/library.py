@@ -7,6 +7,7 @@ the stream), retries with the same ``request_id`` across failovers, and resumes
 the leader, no leader, connection lost) is retried, with jittered exponential
 back-off and only until the call's deadline: every other status becomes a
 typed :class:`ChatError` at once, carrying the server's one-line message.
+These are :mod:`client.retry`'s rules, which chatctl's calls follow too.
 
 Once logged in, the client sends its session calls (SendMessage, ReadMessages,
 MarkRead, DeleteMessages, ListAccounts, History, ListSessions) and its subscription on one
@@ -48,7 +49,8 @@ from typing import TypeVar, cast
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from client.connect import Channels, find_leader, leader_hint
+from client.connect import Channels
+from client.retry import Budget, RetryPolicy, on_leader
 from client.session_link import SendOrder, SessionLink
 from client.status import ClusterStatus, Member, cluster_status
 from proto import chat_pb2 as pb
@@ -63,11 +65,9 @@ from proto.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
-    error_for,
 )
 from proto.session_calls import FRAME_FIELDS, SESSION_ENDING
 
-T = TypeVar("T")
 R = TypeVar("R", bound=ProtoMessage)
 
 # -- errors and streamed calls ---------------------------------------------------
@@ -193,47 +193,10 @@ class AccountPage:
     next_page_token: str  # '' on the last page
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How long and how often to retry while no leader answers."""
-
-    deadline_s: float = 10.0
-    first_backoff_s: float = 0.05
-    max_backoff_s: float = 1.0
-    multiplier: float = 2.0
-    jitter: float = 0.5  # up to this fraction of each pause is cut at random
-    probe_timeout_s: float = 1.0  # for one GetClusterStatus while looking for the leader
-    # One attempt may hang on a leader that is paused (SIGSTOP) or cut off: give up on it
-    # after this long and look for the new leader, which exists after about one lease.
-    attempt_timeout_s: float = 2.0
-    stream_check_s: float = 1.0  # how often an open Subscribe stream checks its node leads
-
-    def backoff(self, attempt: int, rng: random.Random) -> float:
-        """The pause before retry number attempt (0-based): exponential, capped, jittered.
-
-        Jitter spreads the retries of many clients after one failover so the new
-        leader is not hit by all of them in the same instant.
-        """
-        ceiling = min(self.max_backoff_s, self.first_backoff_s * self.multiplier**attempt)
-        return ceiling * (1 - self.jitter * rng.random())
-
-
 StateListener = Callable[[ClientState], None]
 
 
 # -- the client -------------------------------------------------------------------
-
-
-@dataclass
-class _Retry:
-    """One call's budget: its deadline, how many pauses so far, and the last failure seen."""
-
-    deadline: float
-    attempt: int = 0
-    last_error: str = "no member answered"
-
-    def remaining(self) -> float:
-        return self.deadline - asyncio.get_running_loop().time()
 
 
 class ChatClient:
@@ -396,23 +359,23 @@ class ChatClient:
                 yield message
             return
         last_id = after_id
-        retry = self._new_retry()
+        budget = self._new_budget()
         while True:
-            address = self._leader or await self._locate(retry)
+            address = await self._find(budget)
             if address:
                 request = pb.SubscribeRequest(after_id=last_id)
                 call = self._stub(address).Subscribe(request, metadata=_metadata(self._token))
                 watchdog = asyncio.create_task(self._watch_stream(address, call))
                 try:
                     async for event in call:
-                        retry = self._new_retry()  # the stream is up: a later break starts afresh
+                        budget = self._new_budget()  # the stream is up: a later break starts afresh
                         if event.HasField("leader"):
                             self._note_leader(address, event.leader)
                         elif event.message.id > last_id:
                             last_id = event.message.id
                             yield _message(event.message)
                 except grpc.aio.AioRpcError as exc:
-                    self._failed(address, exc, retry)
+                    self._lost_leader(address, budget.failed(exc))
                 except asyncio.CancelledError:
                     if not _fired(watchdog):
                         raise  # our caller cancelled us
@@ -420,30 +383,30 @@ class ChatClient:
                 finally:
                     watchdog.cancel()
                     call.cancel()
-            await self._back_off(retry)
+            await budget.pause()
 
     async def _subscribe_on_link(self, after_id: int) -> AsyncIterator[Message]:
         """subscribe() over the Session stream, with the same resume and watchdog rules."""
         last_id = after_id
-        retry = self._new_retry()
+        budget = self._new_budget()
         while True:
-            address = self._leader or await self._locate(retry)
+            address = await self._find(budget)
             if address:
                 link = self._link_to(address)
                 watchdog = asyncio.create_task(self._watch_stream(address, link))
                 try:
-                    async for message in link.messages(last_id, self._attempt_timeout(retry)):
-                        retry = self._new_retry()
+                    async for message in link.messages(last_id, budget.attempt_timeout()):
+                        budget = self._new_budget()
                         if message.id > last_id:
                             last_id = message.id
                             yield _message(message)
                 except grpc.aio.AioRpcError as exc:
-                    self._failed(address, exc, retry)
+                    self._lost_leader(address, budget.failed(exc))
                 finally:
                     watchdog.cancel()
                     if self._link is link and not link.done():
                         self._drop_link()  # our caller stopped: no one reads its messages
-            await self._back_off(retry)
+            await budget.pause()
 
     async def _watch_stream(
         self, address: str, call: grpc.aio.UnaryStreamCall | SessionLink
@@ -468,8 +431,7 @@ class ChatClient:
     # -- retry core ---------------------------------------------------------------
 
     async def _call(self, method: str, request: ProtoMessage, reply: type[R]) -> R:
-        """Run one method on the leader and return its reply; see :meth:`_on_leader` for the
-        retry rules.
+        """Run one method on the leader and return its reply; client.retry has the rules.
 
         The call is the caller's who made it: its request id and its session token
         are fixed before the first attempt, and every retry carries both, whatever
@@ -477,12 +439,12 @@ class ChatClient:
         session is the client's current one, and as a unary call otherwise.
         """
         request = with_request_id(request)
-        retry = self._new_retry()
+        budget = self._new_budget()
         token = self._token
         field = STREAMED_CALLS.get(method) if token and not self._unary else None
-        unary = self._unary_attempt(method, request, reply, token, retry)
+        unary = self._unary_attempt(method, request, reply, token, budget)
         if field is None:
-            return await self._on_leader(unary, retry)
+            return await on_leader(unary, budget, self._find, self._lost_leader)
         ticket = self._order.ticket()
 
         async def attempt(address: str) -> R:
@@ -495,28 +457,25 @@ class ChatClient:
             async def written() -> None:
                 await self._order.written(ticket, link.generation)
 
-            answer = await link.call(field, request, self._attempt_timeout(retry), written)
+            answer = await link.call(field, request, budget.attempt_timeout(), written)
             return cast(R, answer)
 
         try:
-            return await self._on_leader(attempt, retry)
+            return await on_leader(attempt, budget, self._find, self._lost_leader)
         finally:
             await self._order.done(ticket)
 
     def _unary_attempt(
-        self, method: str, request: ProtoMessage, reply: type[R], token: str, retry: _Retry
+        self, method: str, request: ProtoMessage, reply: type[R], token: str, budget: Budget
     ) -> Callable[[str], Awaitable[R]]:
         """One try of method as a unary call; its reply is of type reply (the stub's)."""
 
         async def attempt(address: str) -> R:
             rpc = getattr(self._stub(address), method)
-            timeout = self._attempt_timeout(retry)
+            timeout = budget.attempt_timeout()
             return cast(R, await rpc(request, metadata=_metadata(token), timeout=timeout))
 
         return attempt
-
-    def _attempt_timeout(self, retry: _Retry) -> float:
-        return max(min(retry.remaining(), self._policy.attempt_timeout_s), 0.001)
 
     def _link_to(self, address: str) -> SessionLink:
         """The open Session stream to address, opened now if there is none."""
@@ -538,29 +497,6 @@ class ChatClient:
         if link is not None:
             link.close()
 
-    async def _on_leader(self, attempt: Callable[[str], Awaitable[T]], retry: _Retry) -> T:
-        """attempt(leader address) until it succeeds, fails for real, or the deadline passes."""
-        while True:
-            address = self._leader or await self._locate(retry)
-            if address:
-                try:
-                    return await attempt(address)
-                except grpc.aio.AioRpcError as exc:
-                    self._failed(address, exc, retry)
-            await self._back_off(retry)
-
-    def _failed(self, address: str, exc: grpc.aio.AioRpcError, retry: _Retry) -> None:
-        """Raise anything but UNAVAILABLE or a hung attempt; for those, drop the leader and
-        keep its hint."""
-        hung = exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and retry.remaining() > 0
-        # A node shutting down may cancel calls it accepted but never ran; our own
-        # cancellations surface as asyncio.CancelledError, never as this status.
-        stopped = exc.code() == grpc.StatusCode.CANCELLED
-        if exc.code() != grpc.StatusCode.UNAVAILABLE and not (hung or stopped):
-            raise error_for(exc.code(), exc.details() or "") from None
-        retry.last_error = exc.details() or "unavailable"
-        self._lost_leader(address, leader_hint(exc))
-
     def _lost_leader(self, address: str, hint: str = "") -> None:
         """address no longer serves as leader: look again, starting from hint."""
         if self._leader != address:
@@ -568,25 +504,21 @@ class ChatClient:
         self._leader, self._hint = "", hint
         self._publish(dataclasses.replace(self._state, connection=Connection.FAILING_OVER))
 
-    async def _back_off(self, retry: _Retry) -> None:
-        """Pause before the next try, or give up with Unavailable once the deadline passed."""
-        remaining = retry.remaining()
-        if remaining <= 0:
-            self._publish(dataclasses.replace(self._state, connection=Connection.NO_LEADER))
-            raise Unavailable(
-                f"no leader answered within {self._policy.deadline_s:g}s: {retry.last_error}"
-            )
-        await asyncio.sleep(min(remaining, self._policy.backoff(retry.attempt, self._rng)))
-        retry.attempt += 1
+    def _new_budget(self) -> Budget:
+        return Budget.start(self._policy, self._rng, self._gave_up)
 
-    def _new_retry(self) -> _Retry:
-        return _Retry(asyncio.get_running_loop().time() + self._policy.deadline_s)
+    def _gave_up(self) -> None:
+        self._publish(dataclasses.replace(self._state, connection=Connection.NO_LEADER))
 
     # -- finding the leader -------------------------------------------------------
 
-    async def _locate(self, retry: _Retry) -> str:
+    async def _find(self, budget: Budget) -> str:
+        """The leader to try: the one we know, else whoever the members say leads ('')."""
+        return self._leader or await self._locate(budget)
+
+    async def _locate(self, budget: Budget) -> str:
         """Ask the members (the last hint first) who leads; the leader's address or ''."""
-        found = await self._find_leader(retry)
+        found = await self._find_leader(budget)
         if found is None:
             lost = self._state.connection in (Connection.CONNECTED, Connection.FAILING_OVER)
             connection = Connection.FAILING_OVER if lost else Connection.NO_LEADER
@@ -596,19 +528,13 @@ class ChatClient:
         self._publish(found)
         return found.address
 
-    async def _find_leader(self, retry: _Retry) -> ClientState | None:
+    async def _find_leader(self, budget: Budget) -> ClientState | None:
         """The leader as a state (the last hint asked first), or None; see find_leader."""
-        search = await find_leader(
-            [self._hint, *self._members],
-            self._status,
-            self._policy.probe_timeout_s,
-            time_left=retry.remaining,
-        )
-        if search.leader is None or search.leader.status is None:
-            retry.last_error = search.error or retry.last_error
+        found = await budget.find_leader([self._hint, *self._members], self._status)
+        if found is None:
             return None
-        status = search.leader.status
-        return ClientState(Connection.CONNECTED, status.node_id, search.leader.address, status.term)
+        address, status = found
+        return ClientState(Connection.CONNECTED, status.node_id, address, status.term)
 
     async def _status(self, address: str, wait_s: float) -> ClusterStatus:
         request = pb.GetClusterStatusRequest()
