@@ -199,6 +199,16 @@ StateListener = Callable[[ClientState], None]
 # -- the client -------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Stream:
+    """One attempt at a subscription on one node: what it delivers, what its watchdog
+    cancels, and how to end it when the subscriber stops or the attempt fails."""
+
+    events: AsyncIterator[pb.Message | pb.LeaderInfo]
+    watched: grpc.aio.UnaryStreamCall | SessionLink
+    close: Callable[[], None]
+
+
 class ChatClient:
     """Every ChatService call, made on the current leader and retried across failovers.
 
@@ -353,27 +363,26 @@ class ChatClient:
         so nothing is skipped or repeated across a failover. Raises
         :class:`Unavailable` when no leader comes back within the deadline
         (counted from the break), and any other :class:`ChatError` at once.
+        A logged-in client subscribes on its Session stream, any other with the
+        Subscribe call; both are watched and resumed alike.
         """
-        if not self._unary and self._token:
-            async for message in self._subscribe_on_link(after_id):
-                yield message
-            return
+        on_link = not self._unary and bool(self._token)
+        open_stream = self._subscribe_on_link if on_link else self._subscribe_unary
         last_id = after_id
         budget = self._new_budget()
         while True:
             address = await self._find(budget)
             if address:
-                request = pb.SubscribeRequest(after_id=last_id)
-                call = self._stub(address).Subscribe(request, metadata=_metadata(self._token))
-                watchdog = asyncio.create_task(self._watch_stream(address, call))
+                stream = open_stream(address, last_id, budget)
+                watchdog = asyncio.create_task(self._watch_stream(address, stream.watched))
                 try:
-                    async for event in call:
+                    async for event in stream.events:
                         budget = self._new_budget()  # the stream is up: a later break starts afresh
-                        if event.HasField("leader"):
-                            self._note_leader(address, event.leader)
-                        elif event.message.id > last_id:
-                            last_id = event.message.id
-                            yield _message(event.message)
+                        if isinstance(event, pb.LeaderInfo):
+                            self._note_leader(address, event)
+                        elif event.id > last_id:
+                            last_id = event.id
+                            yield _message(event)
                 except grpc.aio.AioRpcError as exc:
                     self._lost_leader(address, budget.failed(exc))
                 except asyncio.CancelledError:
@@ -382,31 +391,25 @@ class ChatClient:
                     self._lost_leader(address)
                 finally:
                     watchdog.cancel()
-                    call.cancel()
+                    stream.close()
             await budget.pause()
 
-    async def _subscribe_on_link(self, after_id: int) -> AsyncIterator[Message]:
-        """subscribe() over the Session stream, with the same resume and watchdog rules."""
-        last_id = after_id
-        budget = self._new_budget()
-        while True:
-            address = await self._find(budget)
-            if address:
-                link = self._link_to(address)
-                watchdog = asyncio.create_task(self._watch_stream(address, link))
-                try:
-                    async for message in link.messages(last_id, budget.attempt_timeout()):
-                        budget = self._new_budget()
-                        if message.id > last_id:
-                            last_id = message.id
-                            yield _message(message)
-                except grpc.aio.AioRpcError as exc:
-                    self._lost_leader(address, budget.failed(exc))
-                finally:
-                    watchdog.cancel()
-                    if self._link is link and not link.done():
-                        self._drop_link()  # our caller stopped: no one reads its messages
-            await budget.pause()
+    def _subscribe_unary(self, address: str, after_id: int, budget: Budget) -> _Stream:
+        """A Subscribe call to address: its events, each a message or a LeaderInfo."""
+        request = pb.SubscribeRequest(after_id=after_id)
+        call = self._stub(address).Subscribe(request, metadata=_metadata(self._token))
+        events = (getattr(event, event.WhichOneof("event")) async for event in call)
+        return _Stream(events, call, call.cancel)
+
+    def _subscribe_on_link(self, address: str, after_id: int, budget: Budget) -> _Stream:
+        """A subscription on the Session stream to address (its link reports LeaderInfo)."""
+        link = self._link_to(address)
+
+        def close() -> None:
+            if self._link is link and not link.done():
+                self._drop_link()  # our caller stopped: no one reads its messages
+
+        return _Stream(link.messages(after_id, budget.attempt_timeout()), link, close)
 
     async def _watch_stream(
         self, address: str, call: grpc.aio.UnaryStreamCall | SessionLink
