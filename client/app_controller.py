@@ -28,9 +28,9 @@ from client.library import (
     ChatError,
     ClientState,
     InvalidArgument,
+    LoginReply,
     Message,
     Sent,
-    Session,
     SessionInfo,
 )
 from client.outage import DOWN, NOT_ANSWERING, Outage, patiently
@@ -295,13 +295,13 @@ class Controller:
         self._say(f"account {self._name} created")
         await self._enter(await self._login(password))
 
-    async def _login(self, password: str) -> Session:
+    async def _login(self, password: str) -> LoginReply:
         name = self._name
         waiting = f"waiting for the cluster to log in as {name}…"
         label = f"chat on {socket.gethostname()}"[:CLIENT_LABEL_MAX_CHARS]
         return await self._patiently(lambda: self.client.login(name, password, label), waiting)
 
-    async def _enter(self, session: Session) -> None:
+    async def _enter(self, session: LoginReply) -> None:
         unread = session.unread_count
         hint = ", counted by conversation below" if unread else ""
         self._say(f"logged in as {session.username}: {unread} unread{hint}. /help lists commands.")

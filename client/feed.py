@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from client.conversations import Conversation, Conversations
-from client.library import AuthError, ChatClient, ChatError, Message, Session
+from client.library import AuthError, ChatClient, ChatError, LoginReply, Message
 from client.outage import NOT_ANSWERING, patiently
 from proto.limits import IDS_MAX
 
@@ -54,7 +54,7 @@ class Feed:
         """Call listener when a new message arrives in a conversation that is not open."""
         self._bell_listeners.append(listener)
 
-    def start(self, session: Session) -> None:
+    def start(self, session: LoginReply) -> None:
         """Follow session's messages. With unread ones, delivery starts from the first
         stored message, so each unread one is counted under its conversation (read ones
         are skipped); otherwise it starts after the last, for new ones only."""

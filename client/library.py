@@ -90,13 +90,13 @@ __all__ = [
     "HistoryPage",
     "Internal",
     "InvalidArgument",
+    "LoginReply",
     "Member",
     "Message",
     "NotFound",
     "ResourceExhausted",
     "RetryPolicy",
     "Sent",
-    "Session",
     "SessionInfo",
     "StateListener",
     "Unavailable",
@@ -145,7 +145,7 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
-class Session:
+class LoginReply:
     """What a login tells: the user, how many are unread, where live delivery starts."""
 
     username: str
@@ -269,14 +269,14 @@ class ChatClient:
         request = pb.CreateAccountRequest(username=username, password=password)
         await self._call("CreateAccount", request, pb.CreateAccountResponse)
 
-    async def login(self, username: str, password: str, client_label: str = "") -> Session:
+    async def login(self, username: str, password: str, client_label: str = "") -> LoginReply:
         """Open a session; later calls carry its token (a failover keeps it valid).
         client_label names it in :meth:`list_sessions` (at most 64 printable characters)."""
         request = pb.LoginRequest(username=username, password=password, client_label=client_label)
         reply = await self._call("Login", request, pb.LoginResponse)
         self._drop_link()  # a stream belongs to the session it was opened with
         self._token, self.username = reply.session_token, username
-        return Session(username, reply.unread_count, reply.last_message_id)
+        return LoginReply(username, reply.unread_count, reply.last_message_id)
 
     async def logout(self) -> None:
         """End the session everywhere, once; the token is forgotten even if the call fails."""

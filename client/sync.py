@@ -26,10 +26,10 @@ from client.library import (
     ClientState,
     ClusterStatus,
     HistoryPage,
+    LoginReply,
     Message,
     RetryPolicy,
     Sent,
-    Session,
     SessionInfo,
     StateListener,
     Unread,
@@ -85,7 +85,7 @@ class SyncChatClient:
     def create_account(self, username: str, password: str) -> None:
         self._run(self._client.create_account(username, password))
 
-    def login(self, username: str, password: str, client_label: str = "") -> Session:
+    def login(self, username: str, password: str, client_label: str = "") -> LoginReply:
         return self._run(self._client.login(username, password, client_label))
 
     def history(self, partner: str, before_id: int = 0, limit: int = 0) -> HistoryPage:
