@@ -602,6 +602,11 @@ class Node(Leading, Voting):
 
     # == roles ===================================================================
 
+    def _view(self) -> View:
+        if self.view is None:
+            raise LocalProtocolError("this node has no config yet")
+        return self.view
+
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.voted_for)
 
@@ -640,7 +645,7 @@ class Node(Leading, Voting):
         self._election_at = None
         self._lost_ballots = 0
 
-    # == replication: follower side ==============================================
+    # == the follower's side ======================================================
 
     def _on_append(self, msg: Append) -> None:
         accepted = accept_append(msg, self.commit, self.log.term)
@@ -701,15 +706,6 @@ class Node(Leading, Voting):
         self.commit = max(self.commit, msg.index)
         reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, NO_HEARTBEAT, self._fence)
         self._outputs.send(msg.sender, reply)
-
-    # == the leader's view ========================================================
-
-    def _view(self) -> View:
-        if self.view is None:
-            raise LocalProtocolError("this node has no config yet")
-        return self.view
-
-    # == leadership transfer =====================================================
 
     def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
         if obeys_timeout_now(msg, self.term, self.leader_id, may_campaign=not self._cannot_lead()):
