@@ -306,7 +306,7 @@ def test_timeout_now_from_a_non_member_is_refused() -> None:
     refused(cluster, 2, TimeoutNow(cluster.node(2).term, 77))
 
 
-# -- InstallSnapshot (part 4) ----------------------------------------------------------
+# -- the follower's side: snapshots ----------------------------------------------
 
 
 def snapshot_from(cluster: CoreCluster, leader: int, **changes: Any) -> InstallSnapshot:
