@@ -366,14 +366,12 @@ class ChatClient:
         A logged-in client subscribes on its Session stream, any other with the
         Subscribe call; both are watched and resumed alike.
         """
-        on_link = not self._unary and bool(self._token)
-        open_stream = self._subscribe_on_link if on_link else self._subscribe_unary
         last_id = after_id
         budget = self._new_budget()
         while True:
             address = await self._find(budget)
             if address:
-                stream = open_stream(address, last_id, budget)
+                stream = self._open_stream(address, last_id, budget)
                 watchdog = asyncio.create_task(self._watch_stream(address, stream.watched))
                 try:
                     async for event in stream.events:
@@ -394,14 +392,20 @@ class ChatClient:
                     stream.close()
             await budget.pause()
 
-    def _subscribe_unary(self, address: str, after_id: int, budget: Budget) -> _Stream:
+    def _open_stream(self, address: str, after_id: int, budget: Budget) -> _Stream:
+        """One attempt's stream: on the Session stream when logged in, else Subscribe."""
+        if self._unary or not self._token:
+            return self._subscribe_unary(address, after_id)
+        return self._subscribe_on_link(address, after_id, budget.attempt_timeout())
+
+    def _subscribe_unary(self, address: str, after_id: int) -> _Stream:
         """A Subscribe call to address: its events, each a message or a LeaderInfo."""
         request = pb.SubscribeRequest(after_id=after_id)
         call = self._stub(address).Subscribe(request, metadata=_metadata(self._token))
         events = (getattr(event, event.WhichOneof("event")) async for event in call)
         return _Stream(events, call, call.cancel)
 
-    def _subscribe_on_link(self, address: str, after_id: int, budget: Budget) -> _Stream:
+    def _subscribe_on_link(self, address: str, after_id: int, timeout_s: float) -> _Stream:
         """A subscription on the Session stream to address (its link reports LeaderInfo)."""
         link = self._link_to(address)
 
@@ -409,7 +413,7 @@ class ChatClient:
             if self._link is link and not link.done():
                 self._drop_link()  # our caller stopped: no one reads its messages
 
-        return _Stream(link.messages(after_id, budget.attempt_timeout()), link, close)
+        return _Stream(link.messages(after_id, timeout_s), link, close)
 
     async def _watch_stream(
         self, address: str, call: grpc.aio.UnaryStreamCall | SessionLink
