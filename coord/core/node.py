@@ -279,7 +279,6 @@ class Node(Leading, Voting):
         it counts as a stall (PROTOCOL.md, "Why fail-stop elections are safe").
         """
         self._advance(now_ms)
-        self._writes.reports_syncs = True
         self._synced_upto(ready.seq, now_ms)
 
     def peer_unreachable(self, peer_id: int, now_ms: int) -> None:
@@ -458,8 +457,7 @@ class Node(Leading, Voting):
             last = ready.entries[-1].index if ready.entries else None
             self._writes.track(ready.seq, self._now_ms, last)
         if self._ballot is not None:
-            leaves_now = not ready.must_sync() or not self._writes.reports_syncs
-            self._ballot.handed_out(ready.seq, self._now_ms, leaves_now=leaves_now)
+            self._ballot.handed_out(ready.seq, self._now_ms, leaves_now=not ready.must_sync())
         return ready
 
     # == queries =================================================================

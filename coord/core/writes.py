@@ -19,17 +19,14 @@ __all__ = ["PendingWrites"]
 class PendingWrites:
     """Readies handed out that must sync, not yet reported durable, in hand-out order.
 
-    A shell that calls :meth:`coord.core.node.Node.synced` reports every one
-    (``reports_syncs``); one that does not reports only entries, through
-    ``persisted``, and its Readies of hard state only are taken as done when
-    handed out.
+    The shell reports each one with :meth:`coord.core.node.Node.synced` (those with
+    entries also through ``persisted``).
     """
 
     def __init__(self, stall_ms: int) -> None:
         self._stall_ms = stall_ms
         self.seq = 0  # the last Ready handed out
         self._pending: deque[tuple[int, int, int | None]] = deque()  # seq, handed at, last index
-        self.reports_syncs = False
         self._stall_seen_seq = 0  # Readies up to here already counted in a stall still running
 
     def next_seq(self) -> int:
@@ -64,9 +61,7 @@ class PendingWrites:
         in-memory ISR while another leads. So the stall counts from the moment
         the write is late, at whatever input comes first.
         """
-        for seq, handed, last in self._pending:
-            if last is None and not self.reports_syncs:
-                continue  # a shell that never calls synced() reports only entries
+        for seq, handed, _ in self._pending:
             if seq > self._stall_seen_seq and now_ms - handed > self._stall_ms:
                 self._stall_seen_seq = self.seq
                 return True

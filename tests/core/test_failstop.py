@@ -8,8 +8,6 @@ here is the harness's, with a wire that delays messages per link.
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
 from coord.core.errors import LocalProtocolError
@@ -17,21 +15,9 @@ from coord.core.messages import Append, Message, VoteRequest
 from coord.core.node import Node, Role
 from coord.core.ready import Ready
 from coord.core.ready_order import split_messages
-from coord.testing.harness import TEST_SETTINGS, CoreCluster, MemoryShell
+from coord.testing.harness import TEST_SETTINGS, CoreCluster
 
 LEASE = TEST_SETTINGS.lease_ms
-
-
-def reports_syncs(shell: MemoryShell) -> None:
-    """The shell change PROTOCOL.md asks for: ``node.synced`` after every fsync."""
-    plain = MemoryShell.synced
-
-    def synced(self: MemoryShell, ready: Ready, now_ms: int) -> None:
-        plain(self, ready, now_ms)
-        if ready.must_sync():
-            self.node.synced(ready, now_ms)
-
-    shell.synced = types.MethodType(synced, shell)  # type: ignore[method-assign]
 
 
 class SlowCluster(CoreCluster):
@@ -42,8 +28,6 @@ class SlowCluster(CoreCluster):
         self.link_ms: dict[tuple[int, int], int] = {}
         self.delay_ms = delay_ms
         super().__init__(n, **kwargs)  # type: ignore[arg-type]
-        for shell in self.shells.values():
-            reports_syncs(shell)
 
     def _enqueue(self, sender: int, to: int, msg: Message, copy: object) -> None:
         due = self.now + self.link_ms.get((sender, to), self.delay_ms)
@@ -55,10 +39,6 @@ class SlowCluster(CoreCluster):
         for _, to, msg, copy in due:
             if to not in self.crashed:
                 self.inbox[to].append((msg, copy))  # type: ignore[arg-type]
-
-    def restart(self, node_id: int) -> None:
-        super().restart(node_id)
-        reports_syncs(self.shells[node_id])
 
 
 def request_like(node: Node, sender: int, *, pre_vote: bool, campaign: int) -> VoteRequest:

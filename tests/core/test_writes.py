@@ -10,22 +10,17 @@ STALL = 50
 
 
 @pytest.mark.parametrize(
-    ("writes", "reports_syncs", "now", "expected"),
+    ("writes", "now", "expected"),
     [
-        ([], True, 1000, False),  # nothing pending
-        ([(0, 5)], True, 50, False),  # handed at 0: late only after stall_ms
-        ([(0, 5)], True, 51, True),
-        ([(0, None)], True, 51, True),  # hard state only, reported by synced()
-        ([(0, None)], False, 51, False),  # ... by a shell that reports only entries
-        ([(0, None), (10, 6)], False, 61, True),  # then the entries' write counts
-        ([(40, 5), (0, 6)], True, 60, False),  # only the oldest pending write counts
+        ([], 1000, False),  # nothing pending
+        ([(0, 5)], 50, False),  # handed at 0: late only after stall_ms
+        ([(0, 5)], 51, True),
+        ([(0, None)], 51, True),  # hard state only: as late as entries
+        ([(40, 5), (0, 6)], 60, False),  # only the oldest pending write counts
     ],
 )
-def test_late(
-    writes: list[tuple[int, int | None]], reports_syncs: bool, now: int, expected: bool
-) -> None:
+def test_late(writes: list[tuple[int, int | None]], now: int, expected: bool) -> None:
     pending = PendingWrites(STALL)
-    pending.reports_syncs = reports_syncs
     for handed, last in writes:
         pending.track(pending.next_seq(), handed, last)
     assert pending.late(now) is expected
