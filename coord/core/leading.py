@@ -17,7 +17,7 @@ from coord.core.entry import Entry, EntryKind
 from coord.core.errors import Redirect
 from coord.core.lease import leader_lease_holds, quorum_heard
 from coord.core.log import NO_NODE
-from coord.core.messages import NO_HEARTBEAT, Append, AppendReply, TimeoutNow
+from coord.core.messages import NO_HEARTBEAT, Append, AppendReply, Message, TimeoutNow
 from coord.core.progress import Mode, Progress, Send, to_send
 from coord.core.ready import SnapshotOrder
 from coord.core.roles import NodeFields, Role
@@ -27,6 +27,11 @@ from coord.core.transfer import target_caught_up
 
 class Leading(NodeFields):
     """The leader's side of :class:`~coord.core.node.Node`; the state is the node's."""
+
+    def _step_leader(self, msg: Message, now_ms: int) -> None:
+        """A leader of this term hears only its followers' answers."""
+        if isinstance(msg, AppendReply):
+            self._on_append_reply(msg, now_ms)
 
     def has_lease(self, now_ms: int) -> bool:
         """Whether this node leads and no other node can lead before ``now_ms`` ends."""

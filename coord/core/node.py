@@ -23,18 +23,18 @@ from __future__ import annotations
 import random
 
 from coord.core import checks
-from coord.core.append import accept_append, installs_snapshot, view_after_write
 from coord.core.config import AddMember, ClusterConfig, ConfigChange, View, config_entry
 from coord.core.election import (
     Ballot,
     Trigger,
 )
-from coord.core.entry import Entry, EntryKind
+from coord.core.entry import EntryKind
 from coord.core.errors import ChangeInFlight, LocalProtocolError, Redirect, RemoteProtocolError
+from coord.core.following import Following
 from coord.core.inspection import BallotState, NodeState, PeerState
 from coord.core.leading import Leading
 from coord.core.lease import FollowerLease
-from coord.core.log import NO_NODE, HardState, RaftLog, SnapshotMeta, Storage
+from coord.core.log import NO_NODE, HardState, RaftLog, Storage
 from coord.core.messages import (
     MAX_INT64,
     NO_HEARTBEAT,
@@ -42,7 +42,6 @@ from coord.core.messages import (
     AppendReply,
     InstallSnapshot,
     Message,
-    TimeoutNow,
     VoteReply,
     VoteRequest,
     check_shape,
@@ -53,12 +52,12 @@ from coord.core.roles import Role
 from coord.core.settings import Settings
 from coord.core.status import Status, member_status
 from coord.core.tracker import Tracker
-from coord.core.transfer import may_transfer_to, obeys_timeout_now
+from coord.core.transfer import may_transfer_to
 from coord.core.voting import Voting
 from coord.core.writes import PendingWrites
 
 
-class Node(Leading, Voting):
+class Node(Leading, Voting, Following):
     """One replica's protocol state machine. Deterministic: same inputs, same outputs.
 
     ``storage`` is what the shell made durable; ``applied`` the last index its
@@ -72,10 +71,11 @@ class Node(Leading, Voting):
     :mod:`coord.core.progress`, :mod:`coord.core.append`,
     :mod:`coord.core.transfer`), and what it hands out accumulates in
     :class:`~coord.core.outputs.Outputs`; the node holds the role state the
-    rules are applied to and dispatches each input to them. What it does while
-    it leads is in :class:`~coord.core.leading.Leading`, what it does in
-    elections in :class:`~coord.core.voting.Voting`; this module keeps the
-    inputs, the term and role changes, the follower's side and the queries.
+    rules are applied to and dispatches each input to them. Each role's side
+    is a room of its own: :class:`~coord.core.leading.Leading`,
+    :class:`~coord.core.voting.Voting` (candidates and voters) and
+    :class:`~coord.core.following.Following`; this module keeps the inputs, the
+    term rule, the role changes and the queries.
     """
 
     def __init__(
@@ -208,27 +208,6 @@ class Node(Leading, Voting):
         if isinstance(msg, Append):
             self._follow(msg.term, msg.sender, now_ms)
         return False
-
-    def _step_leader(self, msg: Message, now_ms: int) -> None:
-        """A leader of this term hears only its followers' answers."""
-        if isinstance(msg, AppendReply):
-            self._on_append_reply(msg, now_ms)
-
-    def _step_candidate(self, msg: Message, now_ms: int) -> None:
-        """A candidate hears only its voters: it follows nobody yet (an Append made us
-        a follower before this)."""
-        if isinstance(msg, VoteReply):
-            self._on_vote_reply(msg, now_ms)
-
-    def _step_follower(self, msg: Message, now_ms: int) -> None:
-        """A follower hears its leader: entries, a snapshot, the order to campaign."""
-        match msg:
-            case Append():
-                self._on_append(msg)
-            case InstallSnapshot() if msg.sender == self.leader_id:
-                self._on_install_snapshot(msg, now_ms)
-            case TimeoutNow():
-                self._on_timeout_now(msg, now_ms)
 
     def propose(self, payload: bytes, now_ms: int) -> tuple[int, int]:
         """Append an op; returns ``(index, term)``. It counts once committed at that index+term."""
@@ -644,67 +623,3 @@ class Node(Leading, Voting):
         self._lost_ballots = 0
 
     # == the follower's side ======================================================
-
-    def _on_append(self, msg: Append) -> None:
-        accepted = accept_append(msg, self.commit, self.log.term)
-        if accepted is None:
-            hint = self.log.find_conflict_by_term(
-                min(msg.prev_index, self.log.last_index()), msg.prev_term
-            )
-            self._reply_append(msg, False, 0, msg.prev_index, hint)
-            return
-        if accepted.suffix:
-            cut = self.log.append(accepted.suffix)
-            self._refresh_view(cut, accepted.suffix)
-        self.commit = accepted.commit
-        if self.id in msg.isr and msg.epoch <= accepted.match and msg.fence == self._fence:
-            self._restart_clear_epoch = msg.epoch
-            self._maybe_clear_restarted()
-        self._reply_append(msg, True, accepted.match, 0, 0)
-
-    def _refresh_view(self, cut: int | None, appended: tuple[Entry, ...]) -> None:
-        """Our view after writing ``appended`` (cut at ``cut``, if it replaced a suffix)."""
-        if cut is not None and (self._restart_clear_epoch or 0) >= cut:
-            self._restart_clear_epoch = None  # the config that would clear it was cut
-        self.view = view_after_write(self.view, cut, appended, self.log.last_config)
-        self._note_soft_state()  # "removed" may have come or gone
-
-    def _maybe_clear_restarted(self) -> None:
-        """Clear ``restarted`` once we durably hold a config that has us in the ISR."""
-        epoch = self._restart_clear_epoch
-        if epoch is not None and epoch <= self.log.stable_last:
-            self.restarted = False
-            self._restart_clear_epoch = None
-
-    def _reply_append(
-        self, msg: Append, success: bool, match: int, reject_index: int, hint: int
-    ) -> None:
-        reply = AppendReply(
-            term=self.term,
-            sender=self.id,
-            success=success,
-            match_index=match,
-            reject_index=reject_index,
-            hint_index=hint,
-            echo_sent_at_ms=msg.sent_at_ms,
-            fence=self._fence,
-        )
-        self._outputs.send(msg.sender, reply)
-
-    def _on_install_snapshot(self, msg: InstallSnapshot, now_ms: int) -> None:
-        """From the leader we follow (from our term's leader while we follow nobody, the
-        order is dropped: it orders again)."""
-        self._follow(msg.term, msg.sender, now_ms)
-        if installs_snapshot(msg.index, msg.index_term, self.commit, self.log.term):
-            meta = SnapshotMeta(msg.index, msg.index_term, msg.config)
-            self.log.install(meta)
-            self._outputs.install_snapshot(meta)
-            self.view = View.of(msg.config)
-            self._note_soft_state()
-        self.commit = max(self.commit, msg.index)
-        reply = AppendReply(self.term, self.id, True, self.commit, 0, 0, NO_HEARTBEAT, self._fence)
-        self._outputs.send(msg.sender, reply)
-
-    def _on_timeout_now(self, msg: TimeoutNow, now_ms: int) -> None:
-        if obeys_timeout_now(msg, self.term, self.leader_id, may_campaign=not self._cannot_lead()):
-            self._campaign(now_ms, pre_vote=False, transfer_from=msg.sender)

@@ -29,10 +29,12 @@ class Role(enum.StrEnum):
 
 class NodeFields:
     """The state of a :class:`~coord.core.node.Node` that its leader's side
-    (:class:`~coord.core.leading.Leading`) and its elections' side
-    (:class:`~coord.core.voting.Voting`) work on, declared once: ``Node.__init__``
-    sets it, and the role changes the sides make (``_become_follower``,
-    ``_become_leader``, ``_set_leader``) are the node's."""
+    (:class:`~coord.core.leading.Leading`), its elections' side
+    (:class:`~coord.core.voting.Voting`) and its follower's side
+    (:class:`~coord.core.following.Following`) work on, declared once:
+    ``Node.__init__`` sets it, and the role changes the sides make
+    (``_become_follower``, ``_become_leader``, ``_follow``, ``_set_leader``) are
+    the node's."""
 
     id: int
     term: int
@@ -60,3 +62,5 @@ class NodeFields:
     _term_leader: int
     _yielded_to: set[int]
     _lost_ballots: int
+    _fence: int
+    _restart_clear_epoch: int | None

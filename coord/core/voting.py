@@ -24,7 +24,7 @@ from coord.core.election import (
     outranks,
 )
 from coord.core.log import NO_NODE
-from coord.core.messages import MAX_INT64, VoteReply, VoteRequest
+from coord.core.messages import MAX_INT64, Message, VoteReply, VoteRequest
 from coord.core.ready import ElectionResult
 from coord.core.roles import NodeFields, Role
 
@@ -32,6 +32,12 @@ from coord.core.roles import NodeFields, Role
 class Voting(NodeFields):
     """The candidate's and the voter's side of :class:`~coord.core.node.Node`; the state is
     the node's."""
+
+    def _step_candidate(self, msg: Message, now_ms: int) -> None:
+        """A candidate hears only its voters: it follows nobody yet (an Append made us
+        a follower before this)."""
+        if isinstance(msg, VoteReply):
+            self._on_vote_reply(msg, now_ms)
 
     def _tick_follower(self, now_ms: int) -> None:
         view = self.view
