@@ -41,6 +41,7 @@ from prompt_toolkit.layout.controls import FormattedTextControl
 from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.output import Output
 from prompt_toolkit.styles import Style
+from prompt_toolkit.utils import get_cwidth
 from prompt_toolkit.widgets import TextArea
 
 from client.app_controller import Controller
@@ -48,6 +49,7 @@ from client.cli import add_cluster_flag, add_tls_flags, tls_from_args, user_data
 from client.history_file import DIR_MODE, history_path, open_private_history
 from client.library import ChatClient, RetryPolicy
 from client.pane import MessagePane
+from client.tab_bar import RULE, fit, marker_text, tab_text
 from proto.cli import Parser, add_version_flag, member_addresses
 
 STYLE = Style.from_dict(
@@ -197,23 +199,26 @@ class ChatView:
         return [("class:status", f" {self.controller.status_text()} ")]
 
     def _tab_fragments(self) -> StyleAndTextTuples:
-        """─ 1:chat ─ 2:bob (3) ─ …, the open one reversed; shown once logged in."""
+        """─ 1:chat ─ 2:bob (3) ─ …, the open one reversed, as many as the width holds
+        (:mod:`client.tab_bar`); shown once logged in."""
         if not self.controller.client.username:
             return []
+        scrolled = _marked("class:tab.unread", "scrolled back: PgDn")
+        suffix = scrolled if self.pane.scrolled_back else []
+        columns = self.application.output.get_size().columns
+        bar = fit(self.controller.tabs(), columns - get_cwidth(fragment_list_to_text(suffix)))
         fragments: StyleAndTextTuples = []
-        for number, (name, unread, is_open) in enumerate(self.controller.tabs(), 1):
-            style = "class:tab.open" if is_open else "class:tab"
-            fragments += [("class:rule", "─ "), (style, f"{number}:{name}")]
-            if unread:
-                fragments.append(("class:tab.unread", f" ({unread})"))
+        if bar.before is not None:
+            fragments += _marked(_hidden_style(bar.before), marker_text(bar.before, before=True))
+        for tab in bar.tabs:
+            label, unread = tab_text(tab)
+            style = "class:tab.open" if tab.is_open else "class:tab"
+            fragments += [("class:rule", RULE), (style, label)]
+            fragments += [("class:tab.unread", unread)] if unread else []
             fragments.append(("class:rule", " "))
-        if self.pane.scrolled_back:
-            fragments += [
-                ("class:rule", "─ "),
-                ("class:tab.unread", "scrolled back: PgDn"),
-                ("class:rule", " "),
-            ]
-        return fragments
+        if bar.after is not None:
+            fragments += _marked(_hidden_style(bar.after), marker_text(bar.after, before=False))
+        return fragments + suffix
 
     def _key_bindings(self) -> KeyBindings:
         bindings = KeyBindings()
@@ -261,6 +266,16 @@ class ChatView:
 
 
 # -- the command -------------------------------------------------------------------
+
+
+def _marked(style: str, text: str) -> StyleAndTextTuples:
+    """One entry of the bar that is not a tab: ``─ text ``."""
+    return [("class:rule", RULE), (style, text), ("class:rule", " ")]
+
+
+def _hidden_style(hidden: tuple[int, int]) -> str:
+    """Tabs out of view stand out when they hold unread messages."""
+    return "class:tab.unread" if hidden[1] else "class:tab"
 
 
 def _parser() -> Parser:

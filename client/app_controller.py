@@ -35,6 +35,7 @@ from client.library import (
 )
 from client.outage import DOWN, NOT_ANSWERING, Outage, patiently
 from client.outbox import Outbox, Pending
+from client.tab_bar import Tab
 from proto.limits import BODY_MAX_BYTES, CLIENT_LABEL_MAX_CHARS
 
 T = TypeVar("T")
@@ -125,10 +126,13 @@ class Controller:
         )
         return lines
 
-    def tabs(self) -> list[tuple[str, int, bool]]:
-        """(name, unread count, is open) of each conversation, the console first."""
+    def tabs(self) -> list[Tab]:
+        """Each conversation's tab, numbered from 1, the console first."""
         conversations = self.live.conversations
-        return [(c.name, len(c.unread), c is conversations.current) for c in conversations]
+        return [
+            Tab(number, c.name, len(c.unread), c is conversations.current)
+            for number, c in enumerate(conversations, 1)
+        ]
 
     def open_number(self, number: int) -> None:
         """Open the number-th conversation of :meth:`tabs` (1: the console), if there is one."""

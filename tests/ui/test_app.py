@@ -253,3 +253,22 @@ async def test_conversations_open_switch_and_close(
     screen.pipe.send_text("\x1b2")
     await screen.until(lambda: screen.prompt == "bob> ")
     assert "talking to bob" in screen.pane and "talking to carol" not in screen.pane
+
+
+async def test_the_bar_keeps_the_open_conversation_in_view_when_tabs_overflow(
+    screen: Screen, members: list[str], accounts: dict[str, ChatClient]
+) -> None:
+    names = [f"someone_with_a_long_name_{i}" for i in range(3)]  # 9 + 3 x 34 cells > 80
+    async with ChatClient(members) as client:
+        for name in names:
+            await client.create_account(name, PASSWORD)
+        await screen.login("alice")
+        for name in names:
+            await screen.answer(f"/to {name}", f"{name}>")
+        bar = screen.view.tabs_text()
+        assert bar.startswith("─ «") and f"─ 4:{names[2]} " in bar and len(bar) <= 80
+        await client.login(names[2], PASSWORD)
+        screen.pipe.send_text("\x1b1")  # Alt-1: the console, far from the newest tab
+        await screen.until(lambda: screen.view.tabs_text().startswith("─ 1:chat "))
+        await client.send_message("alice", "out of view")
+        await screen.until(lambda: screen.view.tabs_text().endswith("» (1) "))
