@@ -40,6 +40,8 @@ class Voting(NodeFields):
             self._on_vote_reply(msg, now_ms)
 
     def _tick_follower(self, now_ms: int) -> None:
+        """A follower's election timer: armed once its lease on a leader runs out,
+        staggered (:meth:`_election_delay`), and a pre-vote when it fires."""
         view = self.view
         if view is None or self.removed or self._lease.live(now_ms):
             self._election_at = None
